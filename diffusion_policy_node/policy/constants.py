@@ -1,0 +1,10 @@
+"""Batch keys shared by data, policy, runtime and node. Shapes use B=batch, T=time."""
+
+# (B, n_obs_steps, state_dim) float32, joint positions in the order of the config's joint_names.
+OBS_STATE = "observation.state"
+# (B, n_obs_steps, n_cameras, 3, H, W) uint8 RGB (or float in [0, 1]), cameras in config order.
+OBS_IMAGES = "observation.images"
+# (B, horizon, action_dim) float32, the action window starting at the first observation step.
+ACTION = "action"
+# (B, horizon) bool, True where the action was padded past the episode end (excluded from the loss).
+ACTION_IS_PAD = "action_is_pad"

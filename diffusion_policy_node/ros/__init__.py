@@ -1,0 +1,1 @@
+"""rclpy nodes and msg <-> numpy conversions: the only layer that imports ROS."""

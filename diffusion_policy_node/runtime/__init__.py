@@ -1,0 +1,1 @@
+"""ROS-free real-time logic: observation history, action schedule, inference worker."""

@@ -1,0 +1,1 @@
+"""MuJoCo arm, task and scripted expert (ROS-free)."""

@@ -1,0 +1,1 @@
+"""Training loop, checkpoints during training, evaluation metrics (ROS-free)."""
