@@ -9,6 +9,7 @@ from typing import Any
 
 BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
 SCHEDULERS = ("ddim", "ddpm")
+POLICY_TYPES = ("diffusion", "regression")
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
 
 
@@ -25,6 +26,9 @@ class PolicyConfig:
     t + (i - (n_obs_steps - 1)) * dt; the runtime executes from index n_obs_steps - 1.
     """
 
+    # "diffusion" (the product) or "regression": the same encoder and U-Net trained with MSE to
+    # output the actions directly (the baseline that averages modes).
+    policy_type: str = "diffusion"
     # Observation and action spaces.
     camera_topics: list[str] = field(default_factory=lambda: ["/camera/image_raw"])
     image_size: tuple[int, int] = (96, 96)
@@ -109,6 +113,8 @@ class PolicyConfig:
             raise _bad("n_groups", self.n_groups, f"must divide every down_dim {self.down_dims}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise _bad("kernel_size", self.kernel_size, "must be odd and positive")
+        if self.policy_type not in POLICY_TYPES:
+            raise _bad("policy_type", self.policy_type, f"expected one of {POLICY_TYPES}")
         if self.beta_schedule not in BETA_SCHEDULES:
             raise _bad("beta_schedule", self.beta_schedule, f"expected one of {BETA_SCHEDULES}")
         if self.variance_type not in VARIANCE_TYPES:

@@ -6,5 +6,5 @@ OBS_STATE = "observation.state"
 OBS_IMAGES = "observation.images"
 # (B, horizon, action_dim) float32, the action window starting at the first observation step.
 ACTION = "action"
-# (B, horizon) bool, True where the action was padded past the episode end (excluded from the loss).
+# (B, horizon) bool, True where the action is padding past the episode end (not in the loss).
 ACTION_IS_PAD = "action_is_pad"

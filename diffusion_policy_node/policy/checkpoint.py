@@ -1,0 +1,158 @@
+"""Checkpoint folders: config.yaml + safetensors weights + normalizer stats, never unpickled.
+
+    <checkpoint>/config.yaml             format tag, PolicyConfig (model, data and timing), meta
+    <checkpoint>/model.safetensors       ε-network + vision encoder weights (EMA weights)
+    <checkpoint>/normalizer.safetensors  min/max stats of state and action
+
+Loading validates the format, the config, the key set, every shape and that every tensor is
+finite, and raises CheckpointError naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import PolicyConfig
+from .modeling import DiffusionPolicy, build_policy
+
+FORMAT = "diffusion_policy_node/checkpoint/v1"
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.safetensors"
+NORMALIZER_FILE = "normalizer.safetensors"
+NORMALIZER_PREFIXES = ("state_normalizer.", "action_normalizer.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be loaded; the message names the file and the fix."""
+
+
+def _split_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    norm = {k: v for k, v in state.items() if k.startswith(NORMALIZER_PREFIXES)}
+    model = {k: v for k, v in state.items() if k not in norm}
+    return model, norm
+
+
+def save_checkpoint(
+    policy: DiffusionPolicy, folder: str | os.PathLike, meta: dict[str, Any] | None = None
+) -> Path:
+    """Write `policy` (its current weights: pass the EMA model for inference) atomically.
+
+    The folder is assembled next to its destination and renamed into place, so a crash never
+    leaves a half-written checkpoint where a good one was.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in policy.state_dict().items()}
+    model_state, norm_state = _split_state(state)
+    doc = {"format": FORMAT, "policy": policy.config.to_dict(), "meta": dict(meta or {})}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_file(model_state, str(tmp / MODEL_FILE), metadata={"format": FORMAT})
+        save_file(norm_state, str(tmp / NORMALIZER_FILE), metadata={"format": FORMAT})
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(doc, sort_keys=False))
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_config(folder: str | os.PathLike) -> tuple[PolicyConfig, dict[str, Any]]:
+    """(PolicyConfig, meta) of a checkpoint folder, validated, without loading weights."""
+    folder = Path(folder)
+    path = folder / CONFIG_FILE
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {folder} does not exist (or is not a folder)")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; a checkpoint folder needs {CONFIG_FILE}")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise CheckpointError(f"{path}: format is {got!r}, expected {FORMAT!r}")
+    try:
+        config = PolicyConfig.from_dict(doc.get("policy"), where=f"{path} [policy]")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+    return config, dict(doc.get("meta") or {})
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; re-export the checkpoint")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
+def _check_against(
+    path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
+) -> None:
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: keys do not match the model built from {CONFIG_FILE}: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for key, want in expected.items():
+        got = tensors[key]
+        if tuple(got.shape) != tuple(want.shape):
+            raise CheckpointError(
+                f"{path}: tensor '{key}' has shape {tuple(got.shape)}, the config gives "
+                f"{tuple(want.shape)}; config.yaml and weights disagree"
+            )
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            bad = int((~torch.isfinite(got)).sum())
+            raise CheckpointError(f"{path}: tensor '{key}' has {bad} non-finite values (NaN/inf)")
+
+
+def load_checkpoint(
+    folder: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    noise_scheduler: str | None = None,
+    num_inference_steps: int | None = None,
+    eta: float | None = None,
+) -> DiffusionPolicy:
+    """Rebuild the policy of a checkpoint folder in eval mode on `device`.
+
+    Inference knobs (sampler, step count, η) may be overridden; they are validated here.
+    """
+    folder = Path(folder)
+    config, _ = read_config(folder)
+    try:
+        if noise_scheduler is not None or num_inference_steps is not None or eta is not None:
+            config = config.replace(
+                noise_scheduler=noise_scheduler or config.noise_scheduler,
+                num_inference_steps=num_inference_steps or config.num_inference_steps,
+                eta=config.eta if eta is None else eta,
+            )
+        policy = build_policy(config)
+    except ValueError as exc:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: {exc}") from exc
+    expected_model, expected_norm = _split_state(policy.state_dict())
+    model_state = _load_tensors(folder / MODEL_FILE)
+    norm_state = _load_tensors(folder / NORMALIZER_FILE)
+    _check_against(folder / MODEL_FILE, model_state, expected_model)
+    _check_against(folder / NORMALIZER_FILE, norm_state, expected_norm)
+    policy.load_state_dict({**model_state, **norm_state}, strict=True)
+    return policy.to(device).eval()

@@ -1,0 +1,250 @@
+"""DiffusionPolicy: vision encoder + conditional 1-D U-Net ε-network (DDPM training, DDIM)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import PolicyConfig
+from .constants import ACTION, ACTION_IS_PAD, OBS_IMAGES, OBS_STATE
+from .normalizer import MinMaxNormalizer
+from .schedulers import DDPMScheduler, make_scheduler
+from .unet1d import ConditionalUnet1D
+from .vision import ObservationEncoder
+
+
+def _as_tensor(value: Any, device: torch.device, name: str) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"observation '{name}': expected a numpy array or tensor, got {type(value)}"
+        )
+    return value.to(device, non_blocking=True)
+
+
+class DiffusionPolicy(nn.Module):
+    """Chi et al.'s CNN-based Diffusion Policy.
+
+    Training: `compute_loss(batch)` (Algorithm 1 with ε-prediction). Inference:
+    `predict_action_chunk(obs) -> (B, horizon, action_dim)` in robot units; the observation is
+    encoded once and the U-Net's FiLM conditioning for every denoising step is precomputed, so the
+    loop only runs the convolutions and the scheduler update.
+    """
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.state_normalizer = MinMaxNormalizer(config.state_dim)
+        self.action_normalizer = MinMaxNormalizer(config.action_dim)
+        self.obs_encoder = ObservationEncoder(
+            n_cameras=config.n_cameras,
+            image_shape=(3, *config.image_size),
+            crop_shape=config.crop_shape,
+            state_dim=config.state_dim,
+            num_keypoints=config.num_keypoints,
+            share_encoder=config.share_encoder,
+        )
+        self.global_cond_dim = config.n_obs_steps * self.obs_encoder.feature_dim_per_step
+        self.unet = ConditionalUnet1D(
+            input_dim=config.action_dim,
+            global_cond_dim=self.global_cond_dim,
+            diffusion_step_embed_dim=config.diffusion_step_embed_dim,
+            down_dims=config.down_dims,
+            kernel_size=config.kernel_size,
+            n_groups=config.n_groups,
+        )
+        self.train_scheduler = DDPMScheduler(**self._scheduler_kwargs())
+        self.set_inference(config.noise_scheduler, config.num_inference_steps, config.eta)
+        self.generator: torch.Generator | None = None
+        self._seed: int | None = None
+
+    # ----------------------------------------------------------------------------- set-up
+    def _scheduler_kwargs(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "num_train_timesteps": c.num_train_timesteps,
+            "beta_start": c.beta_start,
+            "beta_end": c.beta_end,
+            "beta_schedule": c.beta_schedule,
+            "variance_type": c.variance_type,
+            "clip_sample": c.clip_sample,
+            "clip_sample_range": c.clip_sample_range,
+        }
+
+    def set_inference(self, scheduler: str, num_inference_steps: int, eta: float = 0.0) -> None:
+        """Choose the sampler (`ddim` any step count, or `ddpm`) without retraining."""
+        self.config.replace(  # validates the combination, names the bad field
+            noise_scheduler=scheduler, num_inference_steps=num_inference_steps, eta=eta
+        )
+        if scheduler == "ddpm" and num_inference_steps != self.config.num_train_timesteps:
+            raise ValueError(
+                f"DDPM sampling runs all {self.config.num_train_timesteps} training steps; "
+                f"got num_inference_steps={num_inference_steps} (use scheduler 'ddim' for fewer)"
+            )
+        self.config.noise_scheduler = scheduler
+        self.config.num_inference_steps = num_inference_steps
+        self.config.eta = eta
+        kwargs = self._scheduler_kwargs()
+        if scheduler == "ddim":
+            kwargs.pop("variance_type")  # DDIM's σ_t comes from η (Song et al. eq. 16)
+        self.inference_scheduler = make_scheduler(scheduler, **kwargs)
+        self.inference_scheduler.set_timesteps(num_inference_steps)
+
+    def set_normalizer_stats(
+        self, state_min: Any, state_max: Any, action_min: Any, action_max: Any
+    ) -> None:
+        self.state_normalizer.fit(torch.as_tensor(state_min), torch.as_tensor(state_max))
+        self.action_normalizer.fit(torch.as_tensor(action_min), torch.as_tensor(action_max))
+
+    def seed(self, seed: int | None) -> None:
+        """Make sampling reproducible: `reset()` restarts the noise stream from `seed`."""
+        self._seed = seed
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new episode. The policy keeps no observation history (the runtime does);
+        with a seed set, the sampling noise restarts so episodes are reproducible."""
+        if self._seed is None:
+            self.generator = None
+            return
+        device = next(self.parameters()).device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(self._seed)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ----------------------------------------------------------------------------- shared
+    def encode_observations(self, batch: dict[str, Any]) -> torch.Tensor:
+        """(B, global_cond_dim) from OBS_IMAGES (B, To, N, 3, H, W) and OBS_STATE (B, To, D)."""
+        device = self.device
+        c = self.config
+        images = _as_tensor(batch[OBS_IMAGES], device, OBS_IMAGES)
+        state = _as_tensor(batch[OBS_STATE], device, OBS_STATE).float()
+        if state.ndim != 3 or state.shape[1] < c.n_obs_steps or state.shape[2] != c.state_dim:
+            raise ValueError(
+                f"{OBS_STATE}: expected (B, {c.n_obs_steps}, {c.state_dim}), "
+                f"got {tuple(state.shape)}"
+            )
+        if images.ndim != 6 or images.shape[1] < c.n_obs_steps:
+            raise ValueError(
+                f"{OBS_IMAGES}: expected (B, {c.n_obs_steps}, {c.n_cameras}, 3, "
+                f"{c.image_size[0]}, {c.image_size[1]}), got {tuple(images.shape)}"
+            )
+        # Condition on the last n_obs_steps observations (the window may carry more).
+        state = state[:, -c.n_obs_steps :]
+        images = images[:, -c.n_obs_steps :]
+        nstate = self.state_normalizer.normalize(state)
+        return self.obs_encoder(images, nstate)
+
+    # ----------------------------------------------------------------------------- training
+    def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Algorithm 1: x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε, t ~ U{0..T−1}; loss ‖ε − ε_θ(x_t, t)‖²."""
+        global_cond = self.encode_observations(batch)
+        x0 = self.action_normalizer.normalize(self._actions(batch))
+        noise = torch.randn_like(x0)
+        timesteps = torch.randint(
+            0, self.config.num_train_timesteps, (x0.shape[0],), device=x0.device
+        )
+        noisy = self.train_scheduler.add_noise(x0, noise, timesteps)
+        return self._masked_mse(self.unet(noisy, timesteps, global_cond), noise, batch)
+
+    def _actions(self, batch: dict[str, Any]) -> torch.Tensor:
+        c = self.config
+        actions = _as_tensor(batch[ACTION], self.device, ACTION).float()
+        if actions.ndim != 3 or actions.shape[1:] != (c.horizon, c.action_dim):
+            raise ValueError(
+                f"{ACTION}: expected (B, {c.horizon}, {c.action_dim}), got {tuple(actions.shape)}"
+            )
+        return actions
+
+    def _masked_mse(
+        self, pred: torch.Tensor, target: torch.Tensor, batch: dict[str, Any]
+    ) -> torch.Tensor:
+        """Mean squared error over the action steps that are not padding (ACTION_IS_PAD)."""
+        loss = F.mse_loss(pred, target, reduction="none")
+        if ACTION_IS_PAD not in batch:
+            return loss.mean()
+        valid = ~_as_tensor(batch[ACTION_IS_PAD], self.device, ACTION_IS_PAD).bool()
+        loss = loss * valid.unsqueeze(-1)
+        return loss.sum() / (valid.sum() * self.config.action_dim).clamp_min(1)
+
+    # ----------------------------------------------------------------------------- inference
+    @torch.inference_mode()
+    def predict_action_chunk(
+        self, obs: dict[str, Any], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Sample an action chunk (B, horizon, action_dim) in robot units (Algorithm 2 / DDIM)."""
+        global_cond = self.encode_observations(obs)
+        return self.sample_actions(global_cond, generator=generator)
+
+    @torch.inference_mode()
+    def sample_actions(
+        self, global_cond: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        c = self.config
+        scheduler = self.inference_scheduler
+        generator = generator if generator is not None else self.generator
+        batch = global_cond.shape[0]
+        sample = torch.randn(
+            (batch, c.horizon, c.action_dim),
+            generator=generator,
+            device=global_cond.device,
+            dtype=global_cond.dtype,
+        )
+        timesteps = scheduler.timesteps
+        film = self.unet.prepare_conditioning(timesteps.to(global_cond.device), global_cond)
+        step_kwargs: dict[str, Any] = {"generator": generator}
+        if c.noise_scheduler == "ddim":
+            step_kwargs["eta"] = c.eta
+        for k, t in enumerate(timesteps.tolist()):
+            eps = self.unet.forward_with_film(sample, film, k)
+            sample = scheduler.step(eps, t, sample, **step_kwargs).prev_sample
+        return self.action_normalizer.unnormalize(sample.float())
+
+    def executable_actions(self, chunk: torch.Tensor) -> torch.Tensor:
+        """The part of a chunk that lies at or after the newest observation: indices
+        n_obs_steps−1 … n_obs_steps−2+n_action_steps (Chi et al.)."""
+        start = self.config.n_obs_steps - 1
+        return chunk[:, start : start + self.config.n_action_steps]
+
+
+class RegressionPolicy(DiffusionPolicy):
+    """Baseline: the same encoder and U-Net, trained with MSE to output the action chunk directly.
+
+    The U-Net sees a zero sequence at timestep 0 and predicts the normalized actions; with
+    multimodal demonstrations it learns their mean, which is why diffusion is used instead.
+    """
+
+    def _regress(self, global_cond: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        zeros = torch.zeros(
+            (global_cond.shape[0], c.horizon, c.action_dim),
+            device=global_cond.device,
+            dtype=global_cond.dtype,
+        )
+        return self.unet(zeros, 0, global_cond)
+
+    def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        target = self.action_normalizer.normalize(self._actions(batch))
+        pred = self._regress(self.encode_observations(batch))
+        return self._masked_mse(pred, target, batch)
+
+    @torch.inference_mode()
+    def sample_actions(
+        self, global_cond: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        return self.action_normalizer.unnormalize(self._regress(global_cond).float())
+
+
+def build_policy(config: PolicyConfig) -> DiffusionPolicy:
+    """The policy class named by `config.policy_type`."""
+    return (
+        RegressionPolicy(config) if config.policy_type == "regression" else DiffusionPolicy(config)
+    )

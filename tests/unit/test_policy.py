@@ -1,0 +1,185 @@
+"""DiffusionPolicy: loss, sampling, reproducibility, inference settings, EMA, normalizer."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_policy_node.policy.config import PolicyConfig
+from diffusion_policy_node.policy.constants import ACTION, ACTION_IS_PAD, OBS_IMAGES, OBS_STATE
+from diffusion_policy_node.policy.ema import EMAModel
+from diffusion_policy_node.policy.modeling import DiffusionPolicy, build_policy
+from diffusion_policy_node.policy.normalizer import MinMaxNormalizer
+
+TINY = {
+    "camera_topics": ["/cam_a", "/cam_b"],
+    "image_size": (40, 40),
+    "crop_shape": (36, 36),
+    "state_dim": 3,
+    "action_dim": 2,
+    "n_obs_steps": 2,
+    "horizon": 8,
+    "n_action_steps": 4,
+    "num_keypoints": 4,
+    "down_dims": (16, 32),
+    "diffusion_step_embed_dim": 16,
+    "num_train_timesteps": 20,
+    "num_inference_steps": 5,
+}
+
+
+def tiny_policy(**overrides) -> DiffusionPolicy:
+    torch.manual_seed(0)
+    policy = build_policy(PolicyConfig(**{**TINY, **overrides}))
+    policy.set_normalizer_stats([-1, -2, -3], [1, 2, 3], [0.0, -5.0], [2.0, 5.0])
+    return policy
+
+
+def tiny_obs(batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    c = PolicyConfig(**TINY)
+    return {
+        OBS_IMAGES: rng.integers(0, 256, (batch, 2, c.n_cameras, 3, 40, 40), dtype=np.uint8),
+        OBS_STATE: rng.uniform(-1, 1, (batch, 2, 3)).astype(np.float32),
+    }
+
+
+def test_compute_loss_is_finite_and_trains_every_part() -> None:
+    policy = tiny_policy().train()
+    batch = dict(tiny_obs(batch=4))
+    batch[ACTION] = torch.rand(4, 8, 2)
+    loss = policy.compute_loss(batch)
+    assert loss.ndim == 0 and math.isfinite(loss.item())
+    loss.backward()
+    for name in ("obs_encoder", "unet"):
+        grads = [p.grad for n, p in policy.named_parameters() if n.startswith(name)]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), name
+
+
+def test_padded_actions_do_not_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = tiny_policy().eval()  # eval: centre crop, so the only random draws are ε and t
+    # A zero ε-prediction makes the loss the masked mean of ε², which we can recompute.
+    monkeypatch.setattr(policy.unet, "forward", lambda sample, t, cond: torch.zeros_like(sample))
+    batch = dict(tiny_obs(batch=2))
+    batch[ACTION] = torch.zeros(2, 8, 2)
+    pad = torch.zeros(2, 8, dtype=torch.bool)
+    pad[0, 6:] = True
+    pad[1, 3:] = True
+    batch[ACTION_IS_PAD] = pad
+    torch.manual_seed(3)
+    loss = policy.compute_loss(batch)
+    torch.manual_seed(3)
+    noise = torch.randn(2, 8, 2)
+    valid = (~pad).unsqueeze(-1).float()
+    expected = (noise**2 * valid).sum() / (valid.sum() * 2)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss.item() != pytest.approx((noise**2).mean().item(), rel=1e-3)
+
+
+@pytest.mark.parametrize(("scheduler", "steps"), [("ddim", 1), ("ddim", 5), ("ddpm", 20)])
+def test_chunk_shape_and_range(scheduler: str, steps: int) -> None:
+    policy = tiny_policy().eval()
+    policy.set_inference(scheduler, steps)
+    chunk = policy.predict_action_chunk(tiny_obs(batch=3))
+    assert chunk.shape == (3, 8, 2)
+    # clip_sample keeps x̂_0 in [-1, 1], so the final sample lies in the data's action range.
+    assert torch.isfinite(chunk).all()
+    assert (chunk[..., 0] >= -1e-4).all() and (chunk[..., 0] <= 2 + 1e-4).all()
+    assert (chunk[..., 1] >= -5 - 1e-4).all() and (chunk[..., 1] <= 5 + 1e-4).all()
+
+
+def test_seeded_sampling_is_reproducible_and_reset_restarts_it() -> None:
+    policy = tiny_policy().eval()
+    obs = tiny_obs()
+    policy.seed(123)
+    first = policy.predict_action_chunk(obs)
+    second = policy.predict_action_chunk(obs)
+    assert not torch.equal(first, second)  # the noise stream moves on within an episode
+    policy.reset()
+    assert torch.equal(policy.predict_action_chunk(obs), first)
+
+
+def test_observation_conditions_the_chunk() -> None:
+    policy = tiny_policy().eval()
+    policy.seed(0)
+    a = policy.predict_action_chunk(tiny_obs(seed=1))
+    policy.reset()
+    b = policy.predict_action_chunk(tiny_obs(seed=2))
+    assert not torch.allclose(a, b)
+
+
+def test_bad_inference_settings_are_named() -> None:
+    policy = tiny_policy()
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        policy.set_inference("ddim", 0)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        policy.set_inference("ddim", 21)
+    with pytest.raises(ValueError, match="DDPM sampling runs all 20"):
+        policy.set_inference("ddpm", 5)
+    with pytest.raises(ValueError, match="noise_scheduler"):
+        policy.set_inference("euler", 5)
+
+
+def test_wrong_observation_shape_is_named() -> None:
+    policy = tiny_policy().eval()
+    obs = tiny_obs()
+    obs[OBS_STATE] = obs[OBS_STATE][..., :2]
+    with pytest.raises(ValueError, match=r"observation.state: expected \(B, 2, 3\)"):
+        policy.predict_action_chunk(obs)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("horizon", 7, "horizon=7"),
+        ("n_action_steps", 8, "n_action_steps"),
+        ("crop_shape", (48, 48), "crop_shape"),
+        ("beta_schedule", "cosine", "beta_schedule"),
+        ("joint_names", ["a"], "joint_names"),
+        ("dt", 0.0, "dt"),
+    ],
+)
+def test_config_validation_names_the_field(field: str, value, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        PolicyConfig(**{**TINY, field: value})
+
+
+def test_config_dict_round_trip() -> None:
+    config = PolicyConfig(**TINY)
+    assert PolicyConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match=r"unknown PolicyConfig field\(s\) \['horizn'\]"):
+        PolicyConfig.from_dict({**config.to_dict(), "horizn": 3})
+
+
+def test_normalizer_maps_range_to_unit_interval_and_back() -> None:
+    norm = MinMaxNormalizer(3)
+    norm.fit(torch.tensor([0.0, -2.0, 5.0]), torch.tensor([4.0, 2.0, 5.0]))
+    x = torch.tensor([[0.0, -2.0, 5.0], [4.0, 2.0, 5.0], [1.0, 0.0, 5.0]])
+    y = norm.normalize(x)
+    expected = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, -1.0], [-0.5, 0.0, -1.0]])
+    assert torch.allclose(y, expected)
+    assert torch.allclose(norm.unnormalize(y), x)
+    with pytest.raises(ValueError, match="max < min"):
+        norm.fit(torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 1, 1]))
+
+
+def test_ema_decay_schedule_and_average() -> None:
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.constant_(model.weight, 0.0)
+    ema = EMAModel(model, power=0.75, max_decay=0.9999)
+    # Chi et al.'s warm-up: 0 for the first steps, then 1 - (1 + step)^-0.75, capped.
+    assert ema.get_decay(0) == 0.0 and ema.get_decay(1) == 0.0
+    assert ema.get_decay(2) == pytest.approx(1 - 2**-0.75)
+    assert ema.get_decay(10**9) == 0.9999
+    for step in range(5):
+        with torch.no_grad():
+            model.weight.fill_(float(step + 1))
+        decay = ema.step(model)
+        assert decay == ema.get_decay(step)
+    # Hand-rolled recursion of the same average.
+    avg = 0.0
+    for step in range(5):
+        d = ema.get_decay(step)
+        avg = d * avg + (1 - d) * (step + 1)
+    assert ema.averaged_model.weight.item() == pytest.approx(avg)
