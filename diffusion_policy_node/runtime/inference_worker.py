@@ -1,0 +1,334 @@
+"""Inference off the control thread: one background thread, at most one request in flight.
+
+The control thread calls `submit(obs, t_obs)` (never blocks; False while busy) and `poll()` (never
+blocks) each tick; the worker thread runs `policy.predict_action_chunk(obs) -> (1, H, D)`.
+Policy errors are captured and reported through `poll()` / `last_error`; they never kill the
+thread. Latency is measured with the injected clock from `submit` to completion.
+
+GIL: torch releases the GIL inside its kernels, but the DDIM loop's Python between kernels (tens
+of small ops per denoising step) holds it, so on a CPU-only machine the control thread's timer
+callback can be delayed by up to a few milliseconds while inference runs, and torch's intra-op
+threads compete with it for cores. Keep the control callback short, and on small CPUs pass
+`torch_threads` to leave a core free. On CUDA the Python overhead is the same but the heavy work
+runs on the GPU. A separate process would remove the contention entirely at the cost of
+serialising observations; design.md §5 allows either.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+DEVICES = ("auto", "cuda", "cpu")
+
+
+def resolve_device(device: str) -> str:
+    """ "auto" → "cuda" if `torch.cuda.is_available()` else "cpu"; "cuda"/"cuda:N" require CUDA."""
+    if not isinstance(device, str):
+        raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'), got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r} requested but CUDA is not available (torch "
+                f"{torch.__version__}, CUDA build {torch.version.cuda}); install a CUDA build of "
+                "torch / check the GPU driver, or set device to 'cpu' or 'auto'"
+            )
+        if ":" in device and int(device[5:]) >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r} requested but only {torch.cuda.device_count()} CUDA "
+                "device(s) are visible"
+            )
+        return device
+    raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'), got {device!r}")
+
+
+def should_start_inference(
+    now: float,
+    schedule_end: float | None,
+    latency_est: float | None,
+    dt: float,
+    margin: float = 0.0,
+) -> bool:
+    """Receding-horizon trigger: start the next inference now so its chunk lands in time.
+
+    With `schedule_end` the time of the last scheduled action, the schedule runs dry at the tick
+    `t_dry = schedule_end + dt` (the first tick with no action). A chunk started at `now` lands at
+    `now + latency_est`. Start when
+
+        now + latency_est + margin >= t_dry - dt        (i.e. >= schedule_end)
+
+    The one `dt` of slack covers the tick quantisation of this check (it runs once per tick, so
+    the start can be up to one `dt` late) and lets chunk mode republish before the controller
+    reaches the last point. An empty schedule (`schedule_end` None) always triggers; an unknown
+    latency counts as 0 (use `margin` until one is measured).
+    """
+    if not (math.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a finite number > 0 s, got {dt!r}")
+    if not (math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0 s, got {margin!r}")
+    if schedule_end is None:
+        return True
+    latency = 0.0 if latency_est is None else float(latency_est)
+    if not (math.isfinite(latency) and latency >= 0):
+        raise ValueError(f"latency_est must be a finite number >= 0 s, got {latency_est!r}")
+    t_dry = schedule_end + dt
+    return now + latency + margin >= t_dry - dt
+
+
+class InferenceResult(NamedTuple):
+    """One finished request: `chunk` (H, D) float64, or None with `error` set on failure."""
+
+    chunk: np.ndarray | None
+    t_obs: float
+    latency_s: float
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class LatencyStats(NamedTuple):
+    """Latency in seconds over the last `window` successful requests (None before the first)."""
+
+    count: int
+    last: float | None
+    ema: float | None
+    p50: float | None
+    p90: float | None
+
+
+class InferenceWorker:
+    """Runs `policy.predict_action_chunk` on a daemon thread; see the module docstring."""
+
+    def __init__(
+        self,
+        policy: Any,
+        clock: Callable[[], float] = time.monotonic,
+        device: str = "auto",
+        ema_alpha: float = 0.2,
+        window: int = 100,
+        to_tensors: bool = True,
+        torch_threads: int | None = None,
+        name: str = "dp-inference",
+    ) -> None:
+        """`to_tensors` converts numpy observations to torch tensors on `device`; an
+        `nn.Module` policy is moved there. `torch_threads` calls `torch.set_num_threads`
+        (process-wide)."""
+        for method in ("predict_action_chunk", "reset"):
+            if not callable(getattr(policy, method, None)):
+                raise ValueError(f"policy {type(policy).__name__} has no method {method}()")
+        if not 0 < ema_alpha <= 1:
+            raise ValueError(f"ema_alpha must be in (0, 1], got {ema_alpha!r}")
+        if not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be an int >= 1, got {window!r}")
+        if torch_threads is not None:
+            if not isinstance(torch_threads, int) or torch_threads < 1:
+                raise ValueError(f"torch_threads must be an int >= 1, got {torch_threads!r}")
+            torch.set_num_threads(torch_threads)
+        self.device = resolve_device(device)
+        if isinstance(policy, torch.nn.Module):
+            policy.to(self.device)
+        self.policy = policy
+        self.clock = clock
+        self.to_tensors = to_tensors
+        self.ema_alpha = float(ema_alpha)
+        self._latencies: deque[float] = deque(maxlen=window)
+        self._ema: float | None = None
+        self.last_error: BaseException | None = None
+        self.error_count = 0
+        self.completed_count = 0
+        self._cond = threading.Condition()
+        self._request: tuple[Mapping[str, Any], float, float, int] | None = None
+        self._running = False
+        self._result: InferenceResult | None = None
+        self._reset_pending = False
+        self._generation = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------ control thread
+    @property
+    def busy(self) -> bool:
+        """True while a request is queued or running."""
+        with self._cond:
+            return self._request is not None or self._running
+
+    def submit(self, obs: Mapping[str, Any], t_obs: float) -> bool:
+        """Queue an inference on `obs` sampled at tick time `t_obs`; False if one is in flight."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("InferenceWorker.submit after close()")
+            if self._request is not None or self._running:
+                return False
+            self._request = (obs, float(t_obs), self.clock(), self._generation)
+            self._cond.notify_all()
+            return True
+
+    def poll(self) -> InferenceResult | None:
+        """The newest finished result not yet polled, or None. Never blocks."""
+        with self._cond:
+            result, self._result = self._result, None
+            return result
+
+    def wait(self, timeout: float) -> bool:
+        """Block (real time) until no request or reset is pending or running; False on timeout.
+        For tests and shutdown, never on the control thread."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._request is not None or self._running or self._reset_pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def reset(self) -> None:
+        """New episode: discard queued/in-flight/unpolled results and call `policy.reset()` on
+        the worker thread before the next request (so it never races a running inference)."""
+        with self._cond:
+            self._generation += 1
+            self._request = None
+            self._result = None
+            self._reset_pending = True
+            self._cond.notify_all()
+
+    def warm_up(self, obs: Mapping[str, Any], n: int = 2) -> InferenceResult:
+        """Run `n` inferences synchronously in the calling thread (CUDA init, allocator, kernel
+        selection) before the node goes active, then `policy.reset()`. Only the last run's
+        latency enters the statistics, so the first slow run does not inflate the estimate.
+        Raises RuntimeError if the policy fails or if a request is in flight."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("InferenceWorker.warm_up after close()")
+            if self._request is not None or self._running:
+                raise RuntimeError("InferenceWorker.warm_up while an inference is in flight")
+            self._running = True
+        try:
+            for _ in range(n):
+                start = self.clock()
+                chunk = self._infer(obs)
+                latency = self.clock() - start
+            self.policy.reset()
+        except Exception as err:
+            raise RuntimeError(f"warm-up inference failed: {type(err).__name__}: {err}") from err
+        finally:
+            with self._cond:
+                self._running = False
+                self._cond.notify_all()
+        with self._cond:
+            self._record_latency(latency)
+        return InferenceResult(chunk, float("nan"), latency)
+
+    def latency_stats(self) -> LatencyStats:
+        with self._cond:
+            lat = list(self._latencies)
+            ema = self._ema
+        if not lat:
+            return LatencyStats(0, None, None, None, None)
+        p50, p90 = np.percentile(lat, [50, 90])
+        return LatencyStats(len(lat), lat[-1], ema, float(p50), float(p90))
+
+    @property
+    def latency_estimate(self) -> float | None:
+        """Conservative latency for the trigger: max(EMA, p90); None before any measurement."""
+        stats = self.latency_stats()
+        if stats.count == 0:
+            return None
+        return max(stats.ema, stats.p90)  # type: ignore[type-var]
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop the thread (after the running inference, if any); True if it has exited."""
+        with self._cond:
+            self._closed = True
+            self._request = None
+            self._reset_pending = False
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def __enter__(self) -> InferenceWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------ worker thread
+    def _record_latency(self, latency: float) -> None:
+        self._latencies.append(latency)
+        a = self.ema_alpha
+        self._ema = latency if self._ema is None else a * latency + (1 - a) * self._ema
+
+    def _to_device(self, value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+        if isinstance(value, torch.Tensor):
+            return value.to(self.device)
+        return value
+
+    def _infer(self, obs: Mapping[str, Any]) -> np.ndarray:
+        with torch.inference_mode():
+            batch = {k: self._to_device(v) for k, v in obs.items()} if self.to_tensors else obs
+            out = self.policy.predict_action_chunk(batch)
+            if isinstance(out, torch.Tensor):
+                out = out.detach().to("cpu").numpy()
+        out = np.asarray(out)
+        if out.ndim != 3 or out.shape[0] != 1 or out.shape[1] < 1 or out.shape[2] < 1:
+            raise ValueError(
+                f"{type(self.policy).__name__}.predict_action_chunk returned shape {out.shape}, "
+                "expected (1, H, D)"
+            )
+        return np.array(out[0], dtype=np.float64)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._request is None and not self._reset_pending and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                request, self._request = self._request, None
+                do_reset, self._reset_pending = self._reset_pending, False
+                self._running = True
+            error: BaseException | None = None
+            chunk = None
+            try:
+                if do_reset:
+                    self.policy.reset()
+                if request is not None:
+                    chunk = self._infer(request[0])
+            except Exception as err:
+                error = err
+            done = self.clock()
+            with self._cond:
+                self._running = False
+                if error is not None:
+                    self.last_error = error
+                    self.error_count += 1
+                if request is not None and request[3] == self._generation:
+                    _, t_obs, t_submit, _ = request
+                    latency = done - t_submit
+                    if error is None:
+                        self._record_latency(latency)
+                        self.completed_count += 1
+                    self._result = InferenceResult(chunk, t_obs, latency, error)
+                self._cond.notify_all()
