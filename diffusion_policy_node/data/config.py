@@ -1,0 +1,183 @@
+"""DataConfig: how demonstration bags become training arrays (topics, joints, timing, windows)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ACTION_SOURCES = ("command", "next_state")
+COMMAND_TYPES = ("JointTrajectory", "Float64MultiArray")
+TIMESTAMP_SOURCES = ("header", "record")
+
+
+def _bad(name: str, value: Any, why: str) -> ValueError:
+    return ValueError(f"DataConfig.{name}={value!r}: {why}")
+
+
+def _check_topic(name: str, topic: Any) -> None:
+    if not isinstance(topic, str) or not topic.startswith("/") or topic.endswith("/"):
+        raise _bad(name, topic, "expected a fully qualified topic name such as '/joint_states'")
+
+
+@dataclass
+class DataConfig:
+    """Which topics of a bag form an observation/action pair, and on what time grid.
+
+    - Every stream is resampled on a grid of step `dt` seconds: the value at grid time g is the
+      newest sample at or before g. The grid of an episode runs from the moment every required
+      stream (cameras, joint states, and the command topic when `action_source="command"`) has
+      produced a sample to the last sample of the stream that stops first.
+    - `timestamp_source="header"` times a message by its `header.stamp`, falling back to the
+      record (receive) time when the stamp is zero or the type has no header (Float64MultiArray,
+      markers); `"record"` always uses the record time. Both clocks must be the same clock.
+    - `action_source="command"` reads `command_topic`: a `JointTrajectory` is evaluated at
+      grid time + dt (relative to its start time), a `Float64MultiArray` (positions in
+      `joint_names` order) is taken as is. `"next_state"` uses the joint positions one step later.
+    - `episode_split="bag"`: one bag is one episode. A topic name instead: every message on that
+      topic (any type, content ignored) ends the current episode and starts the next one.
+    - Episodes shorter than `horizon` steps are skipped and reported (see `min_episode_steps`).
+    """
+
+    camera_topics: list[str] = field(default_factory=lambda: ["/camera/image_raw"])
+    image_size: tuple[int, int] = (96, 96)
+    joint_state_topic: str = "/joint_states"
+    joint_names: list[str] = field(default_factory=list)
+    action_source: str = "command"
+    command_topic: str = "/arm_controller/joint_trajectory"
+    command_type: str = "JointTrajectory"
+    timestamp_source: str = "header"
+    dt: float = 0.1
+    episode_split: str = "bag"
+    n_obs_steps: int = 2
+    horizon: int = 16
+    n_action_steps: int = 8
+
+    def __post_init__(self) -> None:
+        if isinstance(self.camera_topics, str):
+            raise _bad("camera_topics", self.camera_topics, "expected a list of topic names")
+        if isinstance(self.joint_names, str):
+            raise _bad("joint_names", self.joint_names, "expected a list of joint names")
+        self.camera_topics = list(self.camera_topics)
+        self.joint_names = list(self.joint_names)
+        try:
+            self.image_size = tuple(int(v) for v in self.image_size)  # type: ignore[assignment]
+        except (TypeError, ValueError):
+            raise _bad("image_size", self.image_size, "expected [height, width]") from None
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        if not self.camera_topics:
+            raise _bad("camera_topics", self.camera_topics, "need at least one camera topic")
+        for topic in self.camera_topics:
+            _check_topic("camera_topics", topic)
+        if len(set(self.camera_topics)) != len(self.camera_topics):
+            raise _bad("camera_topics", self.camera_topics, "duplicate topic")
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            raise _bad("image_size", self.image_size, "expected [height, width], each >= 8")
+        _check_topic("joint_state_topic", self.joint_state_topic)
+        if not self.joint_names or not all(isinstance(j, str) and j for j in self.joint_names):
+            raise _bad("joint_names", self.joint_names, "need a non-empty list of joint names")
+        if len(set(self.joint_names)) != len(self.joint_names):
+            raise _bad("joint_names", self.joint_names, "duplicate joint name")
+        if self.action_source not in ACTION_SOURCES:
+            raise _bad("action_source", self.action_source, f"expected one of {ACTION_SOURCES}")
+        _check_topic("command_topic", self.command_topic)
+        if self.command_type not in COMMAND_TYPES:
+            raise _bad("command_type", self.command_type, f"expected one of {COMMAND_TYPES}")
+        if self.timestamp_source not in TIMESTAMP_SOURCES:
+            raise _bad(
+                "timestamp_source", self.timestamp_source, f"expected one of {TIMESTAMP_SOURCES}"
+            )
+        if isinstance(self.dt, bool) or not isinstance(self.dt, (int, float)):
+            raise _bad("dt", self.dt, "must be a number of seconds")
+        if not (math.isfinite(self.dt) and self.dt >= 1e-3):
+            raise _bad("dt", self.dt, "must be a finite number of seconds >= 0.001")
+        if self.episode_split != "bag":
+            try:
+                _check_topic("episode_split", self.episode_split)
+            except ValueError:
+                raise _bad(
+                    "episode_split", self.episode_split, "expected 'bag' or a marker topic name"
+                ) from None
+            used = {*self.camera_topics, self.joint_state_topic, self.command_topic}
+            if self.episode_split in used:
+                raise _bad("episode_split", self.episode_split, "is also a data topic")
+        for name in ("n_obs_steps", "horizon", "n_action_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise _bad(name, value, "must be an integer >= 1")
+        if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
+            raise _bad(
+                "n_action_steps",
+                self.n_action_steps,
+                f"n_obs_steps - 1 + n_action_steps must be <= horizon ({self.horizon})",
+            )
+
+    @property
+    def dt_ns(self) -> int:
+        """The grid step in integer nanoseconds (grid times are exact integers)."""
+        return round(self.dt * 1e9)
+
+    @property
+    def n_cameras(self) -> int:
+        return len(self.camera_topics)
+
+    @property
+    def state_dim(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def min_episode_steps(self) -> int:
+        """Episodes with fewer grid steps than one action window (`horizon`) are skipped."""
+        return self.horizon
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON-safe dict (lists, not tuples)."""
+        out = dataclasses.asdict(self)
+        out["image_size"] = list(self.image_size)
+        return out
+
+    def content_hash(self) -> str:
+        """sha256 of the settings; a cache built with another hash is rebuilt."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "data config") -> DataConfig:
+        """Build from a mapping (e.g. parsed YAML); unknown keys are an error naming `where`."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a mapping of DataConfig fields, got {data!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown DataConfig field(s) {unknown}; known fields: {sorted(known)}"
+            )
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+
+
+def load_data_config(path: str | Path) -> DataConfig:
+    """Read a DataConfig from YAML: either its fields at the top level or under a `data:` key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"data config {path}: cannot be read ({exc}); check the path") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"data config {path}: not valid YAML ({exc})") from exc
+    if isinstance(data, dict) and isinstance(data.get("data"), dict):
+        data = data["data"]
+    return DataConfig.from_dict(data, where=f"data config {path}")

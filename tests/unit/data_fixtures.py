@@ -1,0 +1,275 @@
+"""Synthetic rosbag2 demonstrations with known signals, written with rosbags (mcap or sqlite3).
+
+Signals (t in seconds since T_START_NS, all exact so the tests can compute expected values):
+- joint j position: 0.3 * (j + 1) * t + 0.1 * j (linear in time), published with the joints in
+  a shuffled order, plus an extra unconfigured joint;
+- camera c frame f: a constant image with RGB = frame_color(c, f);
+- command m: target joint_position(j, time) + 0.5 + 0.01 * m; a JointTrajectory holds points at
+  TRAJ_TFS_S after its start, a Float64MultiArray is the target at its send time.
+Record times are header stamps plus a per-topic latency, so "header" and "record" grids differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from diffusion_policy_node.data.config import DataConfig
+
+TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
+T_START_NS = 1_700_000_000_000_000_000
+JOINTS = ["shoulder_pan", "shoulder_lift", "elbow", "wrist"]
+EXTRA_JOINT = "gripper_finger"
+TRAJ_TFS_S = (0.15, 0.25, 0.35, 0.45)
+COMMAND_OFFSET = 0.5
+CAMERA = "/camera/image_raw"
+JOINT_TOPIC = "/joint_states"
+JT_TOPIC = "/arm_controller/joint_trajectory"
+F64_TOPIC = "/forward_position_controller/commands"
+MARKER_TOPIC = "/episode_marker"
+
+
+def joint_position(j: int, t_ns: int | np.ndarray) -> np.ndarray:
+    t = (np.asarray(t_ns, np.int64) - T_START_NS) / 1e9
+    return 0.3 * (j + 1) * t + 0.1 * j
+
+
+def joint_positions(t_ns: int) -> np.ndarray:
+    return np.array([joint_position(j, t_ns) for j in range(len(JOINTS))], np.float64)
+
+
+def frame_color(cam: int, frame: int) -> tuple[int, int, int]:
+    return (frame % 256, 40 * cam + 20, (7 * frame) % 256)
+
+
+def command_target(m: int, t_ns: int) -> np.ndarray:
+    return joint_positions(t_ns) + COMMAND_OFFSET + 0.01 * m
+
+
+def newest(times: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Index of the newest time at or before each grid time (reference for the tests)."""
+    return np.searchsorted(np.asarray(times), grid, side="right") - 1
+
+
+@dataclass
+class BagSpec:
+    storage: str = "mcap"  # or "sqlite3"
+    duration_s: float = 2.0
+    cameras: tuple[str, ...] = (CAMERA,)
+    camera_hz: float = 30.0
+    camera_start_s: float = 0.05
+    camera_latency_ns: int = 8_000_000
+    image_hw: tuple[int, int] = (32, 32)
+    encoding: str = "rgb8"  # raw encodings, or "jpeg"/"png" for CompressedImage
+    size_change: tuple[int, tuple[int, int]] | None = None  # (from frame, new (h, w))
+    joint_hz: float = 200.0
+    joint_latency_ns: int = 1_000_000
+    joint_order: list[str] | None = None  # None: all joints + extra, shuffled per message
+    nan_joint_messages: tuple[int, ...] = ()
+    command_type: str | None = "JointTrajectory"  # or "Float64MultiArray", None
+    command_hz: float = 10.0
+    command_start_s: float = 0.12
+    command_latency_ns: int = 3_000_000
+    command_zero_stamp: bool = False
+    command_joint_names: list[str] | None = None
+    marker_times_s: tuple[float, ...] = ()
+    seed: int = 0
+
+
+@dataclass
+class BagTruth:
+    path: Path
+    spec: BagSpec
+    camera_header_ns: dict[str, np.ndarray] = field(default_factory=dict)
+    camera_record_ns: dict[str, np.ndarray] = field(default_factory=dict)
+    joint_header_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    joint_record_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    command_header_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    command_record_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def _times(start_s: float, hz: float, duration_s: float) -> np.ndarray:
+    n = int(np.floor((duration_s - start_s) * hz)) + 1
+    return T_START_NS + np.round((start_s + np.arange(n) / hz) * 1e9).astype(np.int64)
+
+
+def _header(t_ns: int) -> object:
+    T = TYPESTORE.types
+    stamp = T["builtin_interfaces/msg/Time"](sec=int(t_ns // 10**9), nanosec=int(t_ns % 10**9))
+    return T["std_msgs/msg/Header"](stamp=stamp, frame_id="base")
+
+
+def _image_msg(spec: BagSpec, cam: int, frame: int, t_ns: int) -> tuple[str, object]:
+    T = TYPESTORE.types
+    h, w = spec.image_hw
+    if spec.size_change and frame >= spec.size_change[0]:
+        h, w = spec.size_change[1]
+    rgb = np.empty((h, w, 3), np.uint8)
+    rgb[:] = frame_color(cam, frame)
+    if spec.encoding in ("jpeg", "png"):
+        ok, buf = cv2.imencode("." + spec.encoding, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        assert ok
+        msg = T["sensor_msgs/msg/CompressedImage"](
+            header=_header(t_ns), format=f"rgb8; {spec.encoding} compressed bgr8", data=buf
+        )
+        return "sensor_msgs/msg/CompressedImage", msg
+    alpha = np.full((h, w, 1), 255, np.uint8)
+    channels = {
+        "rgb8": rgb,
+        "bgr8": rgb[:, :, ::-1],
+        "rgba8": np.concatenate([rgb, alpha], axis=2),
+        "bgra8": np.concatenate([rgb[:, :, ::-1], alpha], axis=2),
+        "mono8": rgb[:, :, :1],
+    }
+    pixels = channels.get(spec.encoding, rgb)  # any other encoding: rgb bytes, unknown name
+    step = pixels.shape[1] * pixels.shape[2] + 4  # row padding, as some drivers add
+    data = np.zeros((h, step), np.uint8)
+    data[:, : step - 4] = pixels.reshape(h, -1)
+    msg = T["sensor_msgs/msg/Image"](
+        header=_header(t_ns),
+        height=h,
+        width=w,
+        encoding=spec.encoding,
+        is_bigendian=0,
+        step=step,
+        data=data.reshape(-1),
+    )
+    return "sensor_msgs/msg/Image", msg
+
+
+def write_bag(path: Path, spec: BagSpec) -> BagTruth:
+    """Write a bag folder at `path` from `spec`; return the message times for reference."""
+    T = TYPESTORE.types
+    rng = np.random.default_rng(spec.seed)
+    truth = BagTruth(path=path, spec=spec)
+    out: list[tuple[int, str, str, object]] = []  # (record ns, topic, type, msg)
+
+    for c, topic in enumerate(spec.cameras):
+        header = _times(spec.camera_start_s + 0.011 * c, spec.camera_hz, spec.duration_s)
+        truth.camera_header_ns[topic] = header
+        truth.camera_record_ns[topic] = header + spec.camera_latency_ns
+        for f, t in enumerate(header):
+            msgtype, msg = _image_msg(spec, c, f, int(t))
+            out.append((int(t) + spec.camera_latency_ns, topic, msgtype, msg))
+
+    header = _times(0.0, spec.joint_hz, spec.duration_s)
+    truth.joint_header_ns = header
+    truth.joint_record_ns = header + spec.joint_latency_ns
+    for m, t in enumerate(header):
+        if spec.joint_order is None:
+            names = [*JOINTS, EXTRA_JOINT]
+            names = [names[i] for i in rng.permutation(len(names))]
+        else:
+            names = list(spec.joint_order)
+        values = {name: float(joint_position(j, int(t))) for j, name in enumerate(JOINTS)}
+        values[EXTRA_JOINT] = -1.0
+        if m in spec.nan_joint_messages:
+            values[JOINTS[1]] = float("nan")
+        position = np.array([values.get(n, 0.0) for n in names], np.float64)
+        msg = T["sensor_msgs/msg/JointState"](
+            header=_header(int(t)),
+            name=names,
+            position=position,
+            velocity=np.zeros(0),
+            effort=np.zeros(0),
+        )
+        out.append(
+            (int(t) + spec.joint_latency_ns, JOINT_TOPIC, "sensor_msgs/msg/JointState", msg)
+        )
+
+    if spec.command_type is not None:
+        header = _times(spec.command_start_s, spec.command_hz, spec.duration_s)
+        truth.command_header_ns = header
+        truth.command_record_ns = header + spec.command_latency_ns
+        for m, t in enumerate(header):
+            out.append(_command(spec, m, int(t)))
+
+    for k, ts in enumerate(spec.marker_times_s):
+        t = T_START_NS + round(ts * 1e9)
+        out.append((t, MARKER_TOPIC, "std_msgs/msg/String", T["std_msgs/msg/String"](data=str(k))))
+
+    out.sort(key=lambda item: item[0])
+    plugin = StoragePlugin.MCAP if spec.storage == "mcap" else StoragePlugin.SQLITE3
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        conns = {}
+        for _, topic, msgtype, _ in out:
+            if topic not in conns:
+                conns[topic] = writer.add_connection(topic, msgtype, typestore=TYPESTORE)
+        for record_ns, topic, msgtype, msg in out:
+            writer.write(conns[topic], record_ns, TYPESTORE.serialize_cdr(msg, msgtype))
+    return truth
+
+
+def _command(spec: BagSpec, m: int, t: int) -> tuple[int, str, str, object]:
+    T = TYPESTORE.types
+    record = t + spec.command_latency_ns
+    if spec.command_type == "Float64MultiArray":
+        layout = T["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
+        msg = T["std_msgs/msg/Float64MultiArray"](layout=layout, data=command_target(m, t))
+        return record, F64_TOPIC, "std_msgs/msg/Float64MultiArray", msg
+    # A zero stamp means "start when received": the trajectory is anchored at the record time.
+    start = record if spec.command_zero_stamp else t
+    names = spec.command_joint_names or list(reversed(JOINTS))
+    points = []
+    for tfs_s in TRAJ_TFS_S:
+        tfs = round(tfs_s * 1e9)
+        target = command_target(m, start + tfs)
+        positions = np.array([target[JOINTS.index(n)] for n in names], np.float64)
+        duration = T["builtin_interfaces/msg/Duration"](sec=0, nanosec=tfs)
+        points.append(
+            T["trajectory_msgs/msg/JointTrajectoryPoint"](
+                positions=positions,
+                velocities=np.zeros(0),
+                accelerations=np.zeros(0),
+                effort=np.zeros(0),
+                time_from_start=duration,
+            )
+        )
+    header = _header(0) if spec.command_zero_stamp else _header(t)
+    msg = T["trajectory_msgs/msg/JointTrajectory"](header=header, joint_names=names, points=points)
+    return record, JT_TOPIC, "trajectory_msgs/msg/JointTrajectory", msg
+
+
+def expected_jt_action(truth: BagTruth, grid: np.ndarray, dt_ns: int, use_header: bool):
+    """Reference JointTrajectory actions: the newest trajectory at g (by the reader's time of
+    each message), evaluated dt later relative to that time, holding its first/last point."""
+    # The points were generated relative to the header stamp (the record time if it is zero).
+    content_start = (
+        truth.command_record_ns if truth.spec.command_zero_stamp else truth.command_header_ns
+    )
+    times = content_start if use_header else truth.command_record_ns
+    idx = newest(times, grid)
+    tfs = np.round(np.array(TRAJ_TFS_S) * 1e9).astype(np.int64)
+    out = []
+    for m, g in zip(idx, grid, strict=True):
+        s = min(max(int(g) + dt_ns - int(times[m]), tfs[0]), tfs[-1])
+        out.append(command_target(int(m), int(content_start[m]) + s))
+    return np.array(out)
+
+
+def make_config(spec: BagSpec | None = None, **overrides) -> DataConfig:
+    """A DataConfig matching `spec` (defaults: 10 Hz grid, 8-step horizon, 16x16 images)."""
+    spec = spec or BagSpec()
+    command_type = spec.command_type or "JointTrajectory"
+    values = dict(
+        camera_topics=list(spec.cameras),
+        image_size=(16, 16),
+        joint_state_topic=JOINT_TOPIC,
+        joint_names=list(JOINTS),
+        action_source="command" if spec.command_type else "next_state",
+        command_topic=F64_TOPIC if command_type == "Float64MultiArray" else JT_TOPIC,
+        command_type=command_type,
+        timestamp_source="header",
+        dt=0.1,
+        episode_split=MARKER_TOPIC if spec.marker_times_s else "bag",
+        n_obs_steps=2,
+        horizon=8,
+        n_action_steps=4,
+    )
+    values.update(overrides)
+    return DataConfig(**values)
