@@ -62,6 +62,7 @@ class DiffusionPolicy(nn.Module):
         self.set_inference(config.noise_scheduler, config.num_inference_steps, config.eta)
         self.generator: torch.Generator | None = None
         self._seed: int | None = None
+        self._graph: _CapturedSampler | None = None
 
     # ----------------------------------------------------------------------------- set-up
     def _scheduler_kwargs(self) -> dict[str, Any]:
@@ -94,6 +95,7 @@ class DiffusionPolicy(nn.Module):
             kwargs.pop("variance_type")  # DDIM's σ_t comes from η (Song et al. eq. 16)
         self.inference_scheduler = make_scheduler(scheduler, **kwargs)
         self.inference_scheduler.set_timesteps(num_inference_steps)
+        self._graph = None  # a captured graph bakes in the old timesteps
 
     def set_normalizer_stats(
         self, state_min: Any, state_max: Any, action_min: Any, action_max: Any
@@ -141,7 +143,7 @@ class DiffusionPolicy(nn.Module):
         state = state[:, -c.n_obs_steps :]
         images = images[:, -c.n_obs_steps :]
         nstate = self.state_normalizer.normalize(state)
-        return self.obs_encoder(images, nstate)
+        return self.obs_encoder(images, nstate.to(self.unet.final_conv[1].weight.dtype))
 
     # ----------------------------------------------------------------------------- training
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -188,25 +190,72 @@ class DiffusionPolicy(nn.Module):
     def sample_actions(
         self, global_cond: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        c = self.config
-        scheduler = self.inference_scheduler
         generator = generator if generator is not None else self.generator
-        batch = global_cond.shape[0]
-        sample = torch.randn(
-            (batch, c.horizon, c.action_dim),
-            generator=generator,
-            device=global_cond.device,
-            dtype=global_cond.dtype,
-        )
+        if self._graph is not None:
+            return self._graph.run(global_cond, generator)
+        sample = self._initial_noise(global_cond.shape[0], global_cond.device, generator)
+        return self._denoise(global_cond, sample, generator)
+
+    def _initial_noise(
+        self, batch: int, device: torch.device, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """x_T ~ N(0, I), (B, horizon, action_dim), float32 whatever the compute precision."""
+        c = self.config
+        shape = (batch, c.horizon, c.action_dim)
+        return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+
+    def _denoise(
+        self,
+        global_cond: torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """Run every inference step from x_T = `sample`; returns actions in robot units.
+
+        The scheduler update runs in float32; only the network runs in the compute precision.
+        """
+        scheduler = self.inference_scheduler
         timesteps = scheduler.timesteps
         film = self.unet.prepare_conditioning(timesteps.to(global_cond.device), global_cond)
         step_kwargs: dict[str, Any] = {"generator": generator}
-        if c.noise_scheduler == "ddim":
-            step_kwargs["eta"] = c.eta
+        if self.config.noise_scheduler == "ddim":
+            step_kwargs["eta"] = self.config.eta
+        net_dtype = global_cond.dtype
         for k, t in enumerate(timesteps.tolist()):
-            eps = self.unet.forward_with_film(sample, film, k)
-            sample = scheduler.step(eps, t, sample, **step_kwargs).prev_sample
-        return self.action_normalizer.unnormalize(sample.float())
+            eps = self.unet.forward_with_film(sample.to(net_dtype), film, k)
+            sample = scheduler.step(eps.float(), t, sample, **step_kwargs).prev_sample
+        return self.action_normalizer.unnormalize(sample)
+
+    # ----------------------------------------------------------------------------- speed
+    def set_precision(self, dtype: torch.dtype) -> None:
+        """Run the encoder and U-Net in `dtype` (float32, bfloat16, float16) for inference.
+
+        Normalizers and the scheduler arithmetic stay float32. Reduced precision changes the
+        numbers slightly; see bench/inference_latency.py for what it buys on each device.
+        """
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"precision must be float32, bfloat16 or float16, got {dtype}")
+        self.obs_encoder.to(dtype)
+        self.unet.to(dtype)
+        self._graph = None
+
+    def enable_graph_capture(self, mode: str) -> None:
+        """Capture the whole chunk (encode + all denoising steps) as one CUDA graph.
+
+        Only for CUDA and deterministic sampling (DDIM with η = 0): the initial noise is drawn
+        outside the graph and copied into it, so seeds behave as without capture. Re-run after
+        changing the sampler or precision. `mode="none"` turns it off.
+        """
+        if mode in ("", "none"):
+            self._graph = None
+            return
+        if mode != "cudagraph":
+            raise ValueError(f"graph capture mode must be 'cudagraph' or 'none', got {mode!r}")
+        if self.device.type != "cuda":
+            raise ValueError("CUDA graph capture needs the policy on a CUDA device")
+        if self.config.noise_scheduler != "ddim" or self.config.eta != 0.0:
+            raise ValueError("CUDA graph capture supports deterministic DDIM (eta = 0) only")
+        self._graph = _CapturedSampler(self)
 
     def executable_actions(self, chunk: torch.Tensor) -> torch.Tensor:
         """The part of a chunk that lies at or after the newest observation: indices
@@ -241,6 +290,40 @@ class RegressionPolicy(DiffusionPolicy):
         self, global_cond: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         return self.action_normalizer.unnormalize(self._regress(global_cond).float())
+
+
+class _CapturedSampler:
+    """A CUDA graph of `_denoise` for one batch size, replayed with fresh noise per call."""
+
+    def __init__(self, policy: DiffusionPolicy) -> None:
+        self.policy = policy
+        self.graphs: dict[int, tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _capture(self, global_cond: torch.Tensor) -> tuple[Any, torch.Tensor, ...]:
+        batch = global_cond.shape[0]
+        static_cond = global_cond.clone()
+        static_noise = self.policy._initial_noise(batch, global_cond.device, None)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up outside the graph, as PyTorch requires
+            for _ in range(2):
+                self.policy._denoise(static_cond, static_noise.clone(), None)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.policy._denoise(static_cond, static_noise.clone(), None)
+        self.graphs[batch] = (graph, static_cond, static_noise, static_out)
+        return self.graphs[batch]
+
+    def run(self, global_cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        entry = self.graphs.get(global_cond.shape[0]) or self._capture(global_cond)
+        graph, static_cond, static_noise, static_out = entry
+        static_cond.copy_(global_cond)
+        static_noise.copy_(
+            self.policy._initial_noise(global_cond.shape[0], global_cond.device, generator)
+        )
+        graph.replay()
+        return static_out.clone()
 
 
 def build_policy(config: PolicyConfig) -> DiffusionPolicy:

@@ -265,7 +265,9 @@ class ObservationEncoder(nn.Module):
         """(B, T, N, 3, H, W) -> (B·T·N, 3, h, w) float in [0, 1], cropped for the current mode."""
         self._check_images(images)
         x = images.flatten(0, 2)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        # Compute in the encoder's parameter dtype (float32, or bf16/fp16 for reduced precision).
+        dtype = self.encoders[0].backbone.conv1.weight.dtype
+        x = x.to(dtype) / 255.0 if x.dtype == torch.uint8 else x.to(dtype)
         return crop_images(x, self.crop_shape, random=self.training, generator=self.crop_generator)
 
     def forward(self, images: Tensor, state: Tensor) -> Tensor:
