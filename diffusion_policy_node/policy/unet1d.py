@@ -237,6 +237,14 @@ class ConditionalUnet1D(nn.Module):
 
     # ------------------------------------------------------------------ plain forward
 
+    def _time_embedding(self, timesteps: Tensor) -> Tensor:
+        """(K,) diffusion steps -> (K, dsed); sinusoids in float32, MLP in the weights' dtype."""
+        sinusoid, *mlp = self.diffusion_step_encoder
+        x = sinusoid(timesteps).to(self.final_conv[1].weight.dtype)
+        for layer in mlp:
+            x = layer(x)
+        return x
+
     def forward(
         self, sample: Tensor, timestep: Tensor | int, global_cond: Tensor | None = None
     ) -> Tensor:
@@ -245,7 +253,7 @@ class ConditionalUnet1D(nn.Module):
         B = sample.shape[0]
         g = self._check_global_cond(global_cond, sample)
         timesteps = _as_timesteps(timestep, B, sample.device)
-        cond = self.diffusion_step_encoder(timesteps)
+        cond = self._time_embedding(timesteps)
         if g.shape[1] > 0:
             cond = torch.cat([cond, g.to(cond.dtype)], dim=-1)
         films = [block.film(cond) for block in self.res_blocks()]
@@ -281,7 +289,7 @@ class ConditionalUnet1D(nn.Module):
                 f" got {tuple(global_cond.shape)}"
             )
         dsed = self.diffusion_step_embed_dim
-        mish_t = F.mish(self.diffusion_step_encoder(t))  # (K, dsed)
+        mish_t = F.mish(self._time_embedding(t))  # (K, dsed)
         mish_g = F.mish(global_cond.to(mish_t.dtype))  # (B, G)
         K, B = t.shape[0], global_cond.shape[0]
         stacked: list[tuple[Tensor, Tensor]] = []

@@ -1,0 +1,500 @@
+"""Reach-around-an-obstacle task for a 3-joint planar MuJoCo arm, rendered offscreen (ROS-free).
+
+The arm has three position-controlled hinge joints about the vertical axis (base yaw, shoulder,
+elbow); its links move above the table at a height that clears the low obstacle, and a fingertip
+hangs down to table level. Each episode places a green target disc at a random reachable spot and
+a red obstacle cylinder halfway between the fingertip's home position and the target, so the
+straight line is blocked and the fingertip must pass the obstacle on the left or the right.
+
+The goal is visible only in the image: the arm always starts from the same home pose, the state a
+policy sees is the joint state, and `target_position()` exists for evaluation only. Success: the
+fingertip comes within `success_radius` (in the table plane) of the target centre before
+`time_limit`. Any arm geom touching the obstacle ends the episode as a failure. The first terminal
+event is latched until the next `reset`; physics keeps running if stepped further.
+
+Rendering uses a fixed overhead camera ("overhead"); `MUJOCO_GL` defaults to `egl`, which works
+headless (GPU or Mesa on CPU). The task is not thread-safe: use it from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+# MUJOCO_GL must be set before mujoco is imported; egl renders headless (GPU or Mesa on CPU).
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco
+import numpy as np
+
+JOINT_NAMES: tuple[str, ...] = ("joint1", "joint2", "joint3")
+# Link lengths (m) of the planar chain, base to fingertip.
+LINK_LENGTHS: tuple[float, float, float] = (0.20, 0.17, 0.13)
+JOINT_LIMIT = 2.6  # rad, symmetric limit of every joint
+LINK_HEIGHT = 0.08  # m, height of the link axes above the table
+FINGERTIP_RADIUS = 0.018  # m, radius of the fingertip capsule that reaches down to the table
+FINGERTIP_BOTTOM = 0.02  # m, height of the lowest point of the fingertip axis
+OBSTACLE_HEIGHT = 0.05  # m, below the links (they pass over it) but above the fingertip tip
+CAMERA_NAME = "overhead"
+# Fingertip home position (m, table plane); the home joint pose is its equal-bend IK solution.
+HOME_EE_XY: tuple[float, float] = (0.0, 0.12)
+
+_ARM_GEOMS = ("link1_geom", "link2_geom", "link3_geom", "fingertip_geom")
+
+_MJCF = """
+<mujoco model="dp_reach_arm">
+  <compiler angle="radian" autolimits="true"/>
+  <option timestep="{physics_dt}" integrator="implicitfast"/>
+  <visual>
+    <global offwidth="{max_render}" offheight="{max_render}"/>
+    <headlight ambient="0.55 0.55 0.55" diffuse="0.45 0.45 0.45" specular="0 0 0"/>
+  </visual>
+  <default>
+    <joint type="hinge" axis="0 0 1" damping="0.05" armature="0.005"
+           range="-{jlim} {jlim}"/>
+    <geom contype="0" conaffinity="0" density="1000"/>
+    <default class="arm">
+      <geom type="capsule" size="0.012" contype="1" conaffinity="2" rgba="0.20 0.40 0.95 1"/>
+    </default>
+  </default>
+  <worldbody>
+    <geom name="table" type="plane" size="1 1 0.01" rgba="0.82 0.82 0.80 1"/>
+    <camera name="{camera}" pos="0 0.2 0.72" xyaxes="1 0 0 0 1 0" fovy="45"/>
+    <geom name="base_geom" type="cylinder" pos="0 0 0.04" size="0.035 0.04"
+          rgba="0.25 0.25 0.25 1"/>
+    <body name="link1" pos="0 0 {h}">
+      <joint name="joint1"/>
+      <geom name="link1_geom" class="arm" fromto="0 0 0 0 {l1} 0"/>
+      <body name="link2" pos="0 {l1} 0">
+        <joint name="joint2"/>
+        <geom name="link2_geom" class="arm" fromto="0 0 0 0 {l2} 0"/>
+        <body name="link3" pos="0 {l2} 0">
+          <joint name="joint3"/>
+          <geom name="link3_geom" class="arm" fromto="0 0 0 0 {l3} 0"/>
+          <geom name="fingertip_geom" class="arm" size="{tip_r}"
+                fromto="0 {l3} 0 0 {l3} {tip_dz}" rgba="1.0 0.65 0.0 1"/>
+          <site name="ee" pos="0 {l3} {tip_dz}" size="0.005" group="5"/>
+        </body>
+      </body>
+    </body>
+    <body name="target" mocap="true" pos="0 0.35 0">
+      <geom name="target_geom" type="cylinder" size="{target_r} 0.001" pos="0 0 0.001"
+            rgba="0.10 0.80 0.20 1"/>
+    </body>
+    <body name="obstacle" mocap="true" pos="0 0.25 0">
+      <geom name="obstacle_geom" type="cylinder" size="{obstacle_r} {obstacle_hh}"
+            pos="0 0 {obstacle_hh}" contype="2" conaffinity="1" rgba="0.90 0.10 0.10 1"/>
+    </body>
+  </worldbody>
+  <actuator>
+    <position name="joint1_act" joint="joint1" kp="{kp}" kv="{kv}"/>
+    <position name="joint2_act" joint="joint2" kp="{kp}" kv="{kv}"/>
+    <position name="joint3_act" joint="joint3" kp="{kp}" kv="{kv}"/>
+  </actuator>
+</mujoco>
+"""
+
+
+def _check_range(name: str, value: tuple[float, float], lo: float, hi: float) -> None:
+    """Raise ValueError unless `value` is a (low, high) pair with lo <= low <= high <= hi."""
+    if len(value) != 2 or not (lo <= value[0] <= value[1] <= hi):
+        raise ValueError(
+            f"ArmTaskConfig.{name}={value!r}: expected (low, high) with "
+            f"{lo} <= low <= high <= {hi}"
+        )
+
+
+@dataclass(frozen=True)
+class ArmTaskConfig:
+    """Task, timing and rendering settings; validated on construction.
+
+    control_dt: seconds of physics per `step` (10 Hz by default).
+    physics_dt: MuJoCo timestep; control_dt must be an integer multiple of it.
+    time_limit: episode length in seconds of simulated time.
+    success_radius: planar fingertip-to-target distance (m) that counts as reached.
+    target_distance_range / target_angle_range: target placement in polar coordinates around the
+        arm base (m, rad from the +y axis, counter-clockwise positive).
+    obstacle_fraction_range: where on the segment home fingertip -> target the obstacle sits.
+    obstacle_radius / target_radius: sizes (m) of the obstacle cylinder and the target disc.
+    actuator_kp / actuator_kv: position servo gains (N m/rad, N m s/rad).
+    image_width / image_height: default `render` size; max_render_size bounds any render size.
+    seed: seeds the episode-seed stream used when `reset` gets no seed.
+    """
+
+    control_dt: float = 0.1
+    physics_dt: float = 0.002
+    time_limit: float = 10.0
+    success_radius: float = 0.02
+    target_distance_range: tuple[float, float] = (0.32, 0.42)
+    target_angle_range: tuple[float, float] = (-0.45, 0.45)
+    obstacle_fraction_range: tuple[float, float] = (0.45, 0.6)
+    obstacle_radius: float = 0.03
+    target_radius: float = 0.025
+    actuator_kp: float = 20.0
+    actuator_kv: float = 1.0
+    image_width: int = 96
+    image_height: int = 96
+    max_render_size: int = 640
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("control_dt", "physics_dt", "time_limit", "success_radius"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"ArmTaskConfig.{name}={value!r}: must be a finite number > 0")
+        if self.physics_dt > self.control_dt:
+            raise ValueError(
+                f"ArmTaskConfig.physics_dt={self.physics_dt}: must be <= control_dt="
+                f"{self.control_dt}"
+            )
+        ratio = self.control_dt / self.physics_dt
+        if abs(ratio - round(ratio)) > 1e-6 * ratio:
+            raise ValueError(
+                f"ArmTaskConfig.control_dt={self.control_dt}: must be an integer multiple of "
+                f"physics_dt={self.physics_dt}"
+            )
+        if self.time_limit < self.control_dt:
+            raise ValueError(f"ArmTaskConfig.time_limit={self.time_limit}: must be >= control_dt")
+        reach = sum(LINK_LENGTHS)
+        _check_range("target_distance_range", self.target_distance_range, 0.25, reach - 0.05)
+        _check_range("target_angle_range", self.target_angle_range, -0.8, 0.8)
+        _check_range("obstacle_fraction_range", self.obstacle_fraction_range, 0.3, 0.7)
+        if not (0.01 <= self.obstacle_radius <= 0.05):
+            raise ValueError(
+                f"ArmTaskConfig.obstacle_radius={self.obstacle_radius}: must be in [0.01, 0.05] m"
+            )
+        if not (0.005 <= self.target_radius <= 0.05):
+            raise ValueError(
+                f"ArmTaskConfig.target_radius={self.target_radius}: must be in [0.005, 0.05] m"
+            )
+        for name in ("actuator_kp", "actuator_kv"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"ArmTaskConfig.{name}={value!r}: must be a finite number > 0")
+        if not (16 <= self.max_render_size <= 4096):
+            raise ValueError(
+                f"ArmTaskConfig.max_render_size={self.max_render_size}: must be in [16, 4096]"
+            )
+        for name in ("image_width", "image_height"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and 1 <= value <= self.max_render_size):
+                raise ValueError(
+                    f"ArmTaskConfig.{name}={value!r}: must be an int in [1, max_render_size="
+                    f"{self.max_render_size}]"
+                )
+
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"ArmTaskConfig.seed={self.seed!r}: must be a non-negative int")
+
+    @property
+    def substeps(self) -> int:
+        """Physics steps per control step."""
+        return round(self.control_dt / self.physics_dt)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """Episode status after a step: `done` once the target is reached, the arm touched the
+    obstacle, or time ran out; `success` only for the first; `collided` for the second."""
+
+    done: bool
+    success: bool
+    collided: bool
+
+
+def equal_bend_ik(xy: np.ndarray | tuple[float, float]) -> np.ndarray:
+    """Joint angles (3,) that put the fingertip at table point `xy`, with joint2 == joint3.
+
+    The chain bends counter-clockwise; the equal-bend constraint resolves the redundancy of three
+    joints for a planar point. Raises ValueError for a point outside the reachable annulus.
+    """
+    x, y = float(xy[0]), float(xy[1])
+    radius = math.hypot(x, y)
+    if not (_IK_RADII[-1] <= radius <= _IK_RADII[0]):
+        raise ValueError(
+            f"equal_bend_ik: point ({x:.3f}, {y:.3f}) at {radius:.3f} m from the base is outside "
+            f"the reachable range [{_IK_RADII[-1]:.3f}, {_IK_RADII[0]:.3f}] m"
+        )
+    # _IK_RADII decreases with the bend; np.interp needs increasing abscissae.
+    bend = float(np.interp(radius, _IK_RADII[::-1], _IK_BENDS[::-1]))
+    for _ in range(3):  # Newton polish of the table lookup
+        chain = _chain(bend)
+        slope = (abs(_chain(bend + 1e-6)) - abs(chain)) / 1e-6
+        bend -= (abs(chain) - radius) / slope
+    heading = math.atan2(-x, y)  # angle of the point from +y, counter-clockwise positive
+    q1 = heading - float(np.angle(_chain(bend)))
+    return np.array([q1, bend, bend])
+
+
+def planar_forward_kinematics(q: np.ndarray) -> np.ndarray:
+    """Table-plane positions (4, 2) of the base, the two elbows and the fingertip for joints q."""
+    angles = np.cumsum(np.asarray(q, dtype=float))
+    steps = np.stack([-np.sin(angles), np.cos(angles)], axis=1) * np.asarray(LINK_LENGTHS)[:, None]
+    return np.vstack([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
+
+
+def _chain(bend: float | np.ndarray) -> complex | np.ndarray:
+    """Fingertip position in link1's frame (complex, link1 along the real axis) for q2=q3=bend."""
+    l1, l2, l3 = LINK_LENGTHS
+    return l1 + l2 * np.exp(1j * bend) + l3 * np.exp(2j * bend)
+
+
+def _ik_table() -> tuple[np.ndarray, np.ndarray]:
+    bends = np.linspace(0.0, math.pi, 4001)
+    radii = np.abs(_chain(bends))
+    last = int(np.argmin(radii))  # radius decreases monotonically up to here
+    return bends[: last + 1], radii[: last + 1]
+
+
+_IK_BENDS, _IK_RADII = _ik_table()
+HOME_QPOS: np.ndarray = equal_bend_ik(HOME_EE_XY)
+
+
+class ArmTask:
+    """The reach task: `reset(seed)`, then `step(joint_targets)` at control_dt (or
+    `set_joint_targets` + `step_physics` for asynchronous drivers), `render()` for the camera."""
+
+    joint_names: tuple[str, ...] = JOINT_NAMES
+
+    def __init__(self, config: ArmTaskConfig | None = None) -> None:
+        self.config = config if config is not None else ArmTaskConfig()
+        cfg = self.config
+        xml = _MJCF.format(
+            physics_dt=cfg.physics_dt,
+            max_render=cfg.max_render_size,
+            jlim=JOINT_LIMIT,
+            camera=CAMERA_NAME,
+            h=LINK_HEIGHT,
+            l1=LINK_LENGTHS[0],
+            l2=LINK_LENGTHS[1],
+            l3=LINK_LENGTHS[2],
+            tip_r=FINGERTIP_RADIUS,
+            tip_dz=FINGERTIP_BOTTOM - LINK_HEIGHT,
+            target_r=cfg.target_radius,
+            obstacle_r=cfg.obstacle_radius,
+            obstacle_hh=OBSTACLE_HEIGHT / 2,
+            kp=cfg.actuator_kp,
+            kv=cfg.actuator_kv,
+        )
+        self.model = mujoco.MjModel.from_xml_string(xml)
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        self._qpos_adr = np.array(
+            [
+                m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)]
+                for n in JOINT_NAMES
+            ]
+        )
+        self._dof_adr = np.array(
+            [m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)] for n in JOINT_NAMES]
+        )
+        self._ee_site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "ee")
+        self._camera = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA_NAME)
+        self._arm_geoms = frozenset(
+            mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, n) for n in _ARM_GEOMS
+        )
+        self._obstacle_geom = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "obstacle_geom")
+        body = mujoco.mjtObj.mjOBJ_BODY
+        self._target_mocap = m.body_mocapid[mujoco.mj_name2id(m, body, "target")]
+        self._obstacle_mocap = m.body_mocapid[mujoco.mj_name2id(m, body, "obstacle")]
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._seed_stream = np.random.default_rng(cfg.seed)
+        self._episode_seed: int | None = None
+        self._done = False
+        self._success = False
+        self._collided = False
+        self.reset(cfg.seed)
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode: home pose, zero velocity, time 0, layout drawn from `seed`.
+
+        The same seed always gives the same layout (and, with the same commands, the same
+        trajectory and images). Without a seed, one is drawn from the config's seed stream.
+        """
+        if seed is None:
+            seed = int(self._seed_stream.integers(0, 2**31 - 1))
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"ArmTask.reset: seed={seed!r} must be a non-negative int")
+        self._episode_seed = int(seed)
+        cfg = self.config
+        rng = np.random.default_rng(self._episode_seed)
+        distance = rng.uniform(*cfg.target_distance_range)
+        angle = rng.uniform(*cfg.target_angle_range)
+        fraction = rng.uniform(*cfg.obstacle_fraction_range)
+        target = np.array([-math.sin(angle), math.cos(angle)]) * distance
+        home = np.asarray(HOME_EE_XY)
+        obstacle = home + fraction * (target - home)
+
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.mocap_pos[self._target_mocap] = [target[0], target[1], 0.0]
+        self.data.mocap_pos[self._obstacle_mocap] = [obstacle[0], obstacle[1], 0.0]
+        self.data.qpos[self._qpos_adr] = HOME_QPOS
+        self.data.ctrl[:] = HOME_QPOS
+        mujoco.mj_forward(self.model, self.data)
+        self._done = self._success = self._collided = False
+
+    def set_joint_targets(self, joint_targets: np.ndarray) -> None:
+        """Set the position-servo targets (3,) in rad, clipped to the joint limits."""
+        q = np.asarray(joint_targets, dtype=float)
+        if q.shape != (3,):
+            raise ValueError(
+                f"ArmTask: joint_targets has shape {q.shape}, expected (3,) for {JOINT_NAMES}"
+            )
+        if not np.all(np.isfinite(q)):
+            raise ValueError(f"ArmTask: joint_targets {q.tolist()} contain NaN or inf")
+        self.data.ctrl[:] = np.clip(q, -JOINT_LIMIT, JOINT_LIMIT)
+
+    def step(self, joint_targets: np.ndarray) -> StepResult:
+        """Apply `joint_targets` (3,) and simulate one control step of `control_dt`."""
+        self.set_joint_targets(joint_targets)
+        return self.step_physics(self.config.control_dt)
+
+    def step_physics(self, duration: float) -> StepResult:
+        """Simulate `duration` seconds (rounded to whole physics steps, at least one) with the
+        current joint targets, checking contact, success and the time limit every physics step."""
+        if not (math.isfinite(duration) and duration > 0):
+            raise ValueError(f"ArmTask.step_physics: duration={duration!r} must be finite and > 0")
+        n_steps = max(1, round(duration / self.config.physics_dt))
+        for _ in range(n_steps):
+            mujoco.mj_step(self.model, self.data)
+            if not self._done:
+                self._update_outcome()
+        return self.result
+
+    def _update_outcome(self) -> None:
+        if self._touching_obstacle():
+            self._done, self._collided = True, True
+        elif self._ee_target_distance() <= self.config.success_radius:
+            self._done, self._success = True, True
+        elif self.data.time >= self.config.time_limit - 0.5 * self.config.physics_dt:
+            self._done = True
+
+    def _touching_obstacle(self) -> bool:
+        data = self.data
+        for i in range(data.ncon):
+            contact = data.contact[i]
+            pair = {int(contact.geom1), int(contact.geom2)}
+            if self._obstacle_geom in pair and pair & self._arm_geoms:
+                return True
+        return False
+
+    def _ee_target_distance(self) -> float:
+        return float(np.linalg.norm(self.ee_position()[:2] - self.target_position()[:2]))
+
+    # ------------------------------------------------------------------ state
+    @property
+    def result(self) -> StepResult:
+        """Current episode status."""
+        return StepResult(done=self._done, success=self._success, collided=self._collided)
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def success(self) -> bool:
+        return self._success
+
+    @property
+    def collided(self) -> bool:
+        return self._collided
+
+    @property
+    def time(self) -> float:
+        """Simulated seconds since `reset`."""
+        return float(self.data.time)
+
+    @property
+    def episode_seed(self) -> int | None:
+        """Seed of the current layout."""
+        return self._episode_seed
+
+    @property
+    def joint_limits(self) -> np.ndarray:
+        """(3, 2) lower/upper limit per joint, rad."""
+        return np.array([[-JOINT_LIMIT, JOINT_LIMIT]] * 3)
+
+    @property
+    def home_joint_positions(self) -> np.ndarray:
+        """(3,) joint positions every episode starts from."""
+        return HOME_QPOS.copy()
+
+    def joint_positions(self) -> np.ndarray:
+        """(3,) joint angles, rad, in `joint_names` order."""
+        return self.data.qpos[self._qpos_adr].copy()
+
+    def joint_velocities(self) -> np.ndarray:
+        """(3,) joint velocities, rad/s, in `joint_names` order."""
+        return self.data.qvel[self._dof_adr].copy()
+
+    def joint_targets(self) -> np.ndarray:
+        """(3,) current position-servo targets, rad."""
+        return self.data.ctrl.copy()
+
+    def ee_position(self) -> np.ndarray:
+        """(3,) world position of the fingertip's lowest point (evaluation/expert only)."""
+        return self.data.site_xpos[self._ee_site].copy()
+
+    def target_position(self) -> np.ndarray:
+        """(3,) world position of the target disc centre on the table (evaluation/expert only)."""
+        return self.data.mocap_pos[self._target_mocap].copy()
+
+    def obstacle_position(self) -> np.ndarray:
+        """(3,) world position of the obstacle's base centre (evaluation/expert only)."""
+        return self.data.mocap_pos[self._obstacle_mocap].copy()
+
+    def set_target_position(self, xy: np.ndarray | tuple[float, float]) -> None:
+        """Move the target disc to table point `xy` (tests and interactive use)."""
+        self.data.mocap_pos[self._target_mocap, :2] = np.asarray(xy, dtype=float)
+        mujoco.mj_forward(self.model, self.data)
+
+    # ------------------------------------------------------------------ camera
+    def render(self, width: int | None = None, height: int | None = None) -> np.ndarray:
+        """RGB image (height, width, 3) uint8 from the overhead camera (config size by default)."""
+        width = self.config.image_width if width is None else width
+        height = self.config.image_height if height is None else height
+        limit = self.config.max_render_size
+        for name, value in (("width", width), ("height", height)):
+            if not (isinstance(value, (int, np.integer)) and 1 <= value <= limit):
+                raise ValueError(
+                    f"ArmTask.render: {name}={value!r} must be an int in [1, {limit}] "
+                    "(raise ArmTaskConfig.max_render_size for larger images)"
+                )
+        key = (int(height), int(width))
+        renderer = self._renderers.get(key)
+        if renderer is None:
+            renderer = mujoco.Renderer(self.model, height=key[0], width=key[1])
+            self._renderers[key] = renderer
+        renderer.update_scene(self.data, camera=self._camera)
+        return renderer.render()
+
+    def project(
+        self, point: np.ndarray, width: int | None = None, height: int | None = None
+    ) -> tuple[float, float]:
+        """Pixel coordinates (u, v) = (column, row) of world `point` (3,) in a `render` image."""
+        width = self.config.image_width if width is None else width
+        height = self.config.image_height if height is None else height
+        cam_pos = self.data.cam_xpos[self._camera]
+        cam_rot = self.data.cam_xmat[self._camera].reshape(3, 3)
+        local = cam_rot.T @ (np.asarray(point, dtype=float) - cam_pos)
+        depth = -local[2]  # the camera looks along its -z axis
+        if depth <= 0:
+            raise ValueError(f"ArmTask.project: point {point} is behind the camera")
+        focal = 0.5 * height / math.tan(math.radians(self.model.cam_fovy[self._camera]) / 2)
+        u = 0.5 * width + focal * local[0] / depth
+        v = 0.5 * height - focal * local[1] / depth
+        return float(u), float(v)
+
+    def close(self) -> None:
+        """Release the offscreen rendering contexts."""
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+
+    def __enter__(self) -> ArmTask:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
