@@ -68,11 +68,11 @@ def run_config(args: argparse.Namespace) -> None:
             torch.cuda.synchronize()
 
     for scheduler, steps in CASES:
-        if args.cases and f"{scheduler}{steps}" not in args.cases:
+        if args.cases and f"{scheduler}{steps}" not in args.cases.split(","):
             continue
         policy.set_inference(scheduler, steps)
-        if args.capture:
-            policy.enable_graph_capture(args.capture)
+        if args.accel:
+            policy.enable_acceleration(args.accel)  # re-capture for this sampler
         # Warm-up (allocator, one-time kernels, graph capture).
         for _ in range(2):
             policy.predict_action_chunk(obs)
@@ -93,7 +93,7 @@ def run_config(args: argparse.Namespace) -> None:
             "steps": steps,
             "device": device.type,
             "dtype": args.dtype,
-            "capture": args.capture or "none",
+            "accel": args.accel or "none",
             "threads": torch.get_num_threads(),
             "reps": len(times),
             "p50_ms": round(p50 * 1e3, 2),
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    parser.add_argument("--capture", default="", choices=["", "cudagraph", "compile"])
+    parser.add_argument("--accel", default="", choices=["", "none", "jit", "cudagraph"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--budget-s", type=float, default=20.0, help="per case, after 3 reps")
@@ -127,7 +127,7 @@ def main() -> None:
         return
     for config in args.configs.split(","):
         cmd = [sys.executable, __file__, "--config", config]
-        for flag in ("device", "dtype", "capture", "threads", "reps", "budget_s", "cases"):
+        for flag in ("device", "dtype", "accel", "threads", "reps", "budget_s", "cases"):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         subprocess.run(cmd, check=True)
 

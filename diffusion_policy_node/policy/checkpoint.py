@@ -132,10 +132,12 @@ def load_checkpoint(
     noise_scheduler: str | None = None,
     num_inference_steps: int | None = None,
     eta: float | None = None,
+    acceleration: str = "none",
 ) -> DiffusionPolicy:
     """Rebuild the policy of a checkpoint folder in eval mode on `device`.
 
-    Inference knobs (sampler, step count, η) may be overridden; they are validated here.
+    Inference knobs (sampler, step count, η, acceleration none|jit|cudagraph) may be
+    overridden; they are validated here.
     """
     folder = Path(folder)
     config, _ = read_config(folder)
@@ -155,4 +157,9 @@ def load_checkpoint(
     _check_against(folder / MODEL_FILE, model_state, expected_model)
     _check_against(folder / NORMALIZER_FILE, norm_state, expected_norm)
     policy.load_state_dict({**model_state, **norm_state}, strict=True)
-    return policy.to(device).eval()
+    policy = policy.to(device).eval()
+    try:
+        policy.enable_acceleration(acceleration)
+    except ValueError as exc:
+        raise CheckpointError(f"{folder}: {exc}") from exc
+    return policy

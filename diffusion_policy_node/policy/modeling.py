@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,7 @@ class DiffusionPolicy(nn.Module):
         self.generator: torch.Generator | None = None
         self._seed: int | None = None
         self._graph: _CapturedSampler | None = None
+        self._trunk: _FrozenTrunk | None = None
 
     # ----------------------------------------------------------------------------- set-up
     def _scheduler_kwargs(self) -> dict[str, Any]:
@@ -221,8 +223,9 @@ class DiffusionPolicy(nn.Module):
         if self.config.noise_scheduler == "ddim":
             step_kwargs["eta"] = self.config.eta
         net_dtype = global_cond.dtype
+        trunk = self._trunk or self.unet.forward_with_film
         for k, t in enumerate(timesteps.tolist()):
-            eps = self.unet.forward_with_film(sample.to(net_dtype), film, k)
+            eps = trunk(sample.to(net_dtype), film, k)
             sample = scheduler.step(eps.float(), t, sample, **step_kwargs).prev_sample
         return self.action_normalizer.unnormalize(sample)
 
@@ -239,29 +242,47 @@ class DiffusionPolicy(nn.Module):
         self.unet.to(dtype)
         self._graph = None
 
-    def enable_graph_capture(self, mode: str) -> None:
-        """Capture the whole chunk (encode + all denoising steps) as one CUDA graph.
+    def enable_acceleration(self, mode: str) -> None:
+        """Inference speed-ups that keep the math: `none`, `jit` or `cudagraph`.
 
-        Only for CUDA and deterministic sampling (DDIM with η = 0): the initial noise is drawn
-        outside the graph and copied into it, so seeds behave as without capture. Re-run after
-        changing the sampler or precision. `mode="none"` turns it off.
+        jit: TorchScript trace + freeze of the camera encoders and the U-Net trunk (weights become
+        constants, fewer dispatcher hops; CPU or CUDA). cudagraph: the whole chunk (encode + all
+        denoising steps) as one CUDA graph, for CUDA and deterministic DDIM (η = 0) only; the
+        initial noise is drawn outside the graph, so seeds behave as without capture.
+        Re-run after changing the sampler, precision or device.
         """
+        self._graph = None
+        self._trunk = None
+        self.obs_encoder.camera_runners = None
         if mode in ("", "none"):
-            self._graph = None
+            return
+        if mode == "jit":
+            self._freeze_for_inference()
             return
         if mode != "cudagraph":
-            raise ValueError(f"graph capture mode must be 'cudagraph' or 'none', got {mode!r}")
+            raise ValueError(f"acceleration must be 'none', 'jit' or 'cudagraph', got {mode!r}")
         if self.device.type != "cuda":
-            raise ValueError("CUDA graph capture needs the policy on a CUDA device")
+            raise ValueError("acceleration 'cudagraph' needs the policy on a CUDA device")
         if self.config.noise_scheduler != "ddim" or self.config.eta != 0.0:
-            raise ValueError("CUDA graph capture supports deterministic DDIM (eta = 0) only")
+            raise ValueError("acceleration 'cudagraph' supports deterministic DDIM (eta = 0) only")
         self._graph = _CapturedSampler(self)
 
-    def executable_actions(self, chunk: torch.Tensor) -> torch.Tensor:
-        """The part of a chunk that lies at or after the newest observation: indices
-        n_obs_steps−1 … n_obs_steps−2+n_action_steps (Chi et al.)."""
-        start = self.config.n_obs_steps - 1
-        return chunk[:, start : start + self.config.n_action_steps]
+    def _freeze_for_inference(self) -> None:
+        c = self.config
+        dtype = self.unet.final_conv[1].weight.dtype
+        h, w = c.crop_shape or c.image_size
+        # Tracing warns about shape checks it records as constants (shapes are fixed at inference)
+        # and that TorchScript is deprecated in favour of torch.compile (which needs minutes of
+        # compilation on a small CPU; TorchScript still works and is measured in bench/).
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.eval()
+            image = torch.rand(1, 3, h, w, device=self.device, dtype=dtype)
+            self.obs_encoder.camera_runners = [
+                torch.jit.freeze(torch.jit.trace(enc, (image,)))
+                for enc in self.obs_encoder.encoders
+            ]
+            self._trunk = _FrozenTrunk(self.unet, self.device, dtype)
 
 
 class RegressionPolicy(DiffusionPolicy):
@@ -290,6 +311,42 @@ class RegressionPolicy(DiffusionPolicy):
         self, global_cond: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         return self.action_normalizer.unnormalize(self._regress(global_cond).float())
+
+
+class _TrunkModule(nn.Module):
+    """The U-Net trunk with FiLM parameters as a flat tensor list, so it can be traced."""
+
+    def __init__(self, unet: ConditionalUnet1D) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample: torch.Tensor, films: list[torch.Tensor]) -> torch.Tensor:
+        pairs = [(films[i], films[i + 1]) for i in range(0, len(films), 2)]
+        return self.unet._run(sample, pairs)
+
+
+class _FrozenTrunk:
+    """TorchScript-frozen U-Net trunk with the signature of `forward_with_film`."""
+
+    def __init__(self, unet: ConditionalUnet1D, device: torch.device, dtype: torch.dtype) -> None:
+        self.unet = unet
+        cache = unet.prepare_conditioning(
+            torch.tensor([1], device=device),
+            torch.zeros(1, unet.global_cond_dim, device=device, dtype=dtype),
+        )
+        sample = torch.zeros(
+            1, unet.horizon_multiple * 2, unet.input_dim, device=device, dtype=dtype
+        )
+        flat = [t for pair in cache.per_step[0] for t in pair]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(_TrunkModule(unet).eval(), (sample, flat))
+            self.module = torch.jit.freeze(traced)
+
+    def __call__(self, sample: torch.Tensor, film_cache: Any, k: int) -> torch.Tensor:
+        self.unet._check_sample(sample)
+        films = [t for pair in film_cache.per_step[k] for t in pair]
+        return self.module(sample, films)
 
 
 class _CapturedSampler:

@@ -251,6 +251,9 @@ class ObservationEncoder(nn.Module):
         )
         # Optional generator for the training-time crops (None: torch's global RNG).
         self.crop_generator: torch.Generator | None = None
+        # Inference-only replacements for the per-camera modules (e.g. TorchScript-frozen copies,
+        # see DiffusionPolicy.enable_acceleration); a plain attribute, so not in the state_dict.
+        self.camera_runners: list[Callable[[Tensor], Tensor]] | None = None
 
     @property
     def feature_dim_per_step(self) -> int:
@@ -281,11 +284,14 @@ class ObservationEncoder(nn.Module):
                 f"the images, state_dim={self.state_dim}), got {tuple(state.shape)}"
             )
         x = self.preprocess(images)  # (B·T·N, 3, h, w)
+        runners = (
+            self.encoders if self.training or not self.camera_runners else self.camera_runners
+        )
         if self.share_encoder:
-            feats = self.encoders[0](x).reshape(B * T, N * 2 * self.num_keypoints)
+            feats = runners[0](x).reshape(B * T, N * 2 * self.num_keypoints)
         else:
             x = x.unflatten(0, (B * T, N))
-            feats = torch.cat([enc(x[:, i]) for i, enc in enumerate(self.encoders)], dim=-1)
+            feats = torch.cat([run(x[:, i]) for i, run in enumerate(runners)], dim=-1)
         feats = torch.cat([feats, state.reshape(B * T, -1).to(feats.dtype)], dim=-1)
         return feats.reshape(B, T * self.feature_dim_per_step)
 

@@ -166,3 +166,12 @@ def test_dp_info_reports_and_fails_cleanly(saved, tmp_path: Path) -> None:
         timeout=120,
     )
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_load_with_jit_acceleration_matches_eager(saved) -> None:
+    folder, expected = saved
+    policy = load_checkpoint(folder, acceleration="jit")
+    policy.seed(5)
+    assert torch.allclose(policy.predict_action_chunk(tiny_obs()), expected, atol=1e-5)
+    with pytest.raises(CheckpointError, match="acceleration must be"):
+        load_checkpoint(folder, acceleration="turbo")

@@ -183,3 +183,43 @@ def test_ema_decay_schedule_and_average() -> None:
         d = ema.get_decay(step)
         avg = d * avg + (1 - d) * (step + 1)
     assert ema.averaged_model.weight.item() == pytest.approx(avg)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_jit_acceleration_keeps_the_numbers(batch: int) -> None:
+    policy = tiny_policy().eval()
+    obs = tiny_obs(batch=batch, seed=4)
+    policy.seed(9)
+    eager = policy.predict_action_chunk(obs)
+    policy.enable_acceleration("jit")
+    assert policy.obs_encoder.camera_runners is not None
+    policy.seed(9)
+    fast = policy.predict_action_chunk(obs)
+    assert torch.allclose(fast, eager, atol=1e-5), (fast - eager).abs().max()
+    # Training never uses the frozen copies: they would not receive gradients.
+    policy.train()
+    batch_ = dict(tiny_obs(batch=2))
+    batch_[ACTION] = torch.rand(2, 8, 2)
+    policy.compute_loss(batch_).backward()
+    assert policy.obs_encoder.encoders[0].backbone.conv1.weight.grad is not None
+    policy.enable_acceleration("none")
+    assert policy.obs_encoder.camera_runners is None
+
+
+def test_reduced_precision_stays_close_and_bad_modes_are_named() -> None:
+    policy = tiny_policy().eval()
+    obs = tiny_obs(seed=4)
+    policy.seed(9)
+    ref = policy.predict_action_chunk(obs)
+    policy.set_precision(torch.bfloat16)
+    policy.seed(9)
+    low = policy.predict_action_chunk(obs)
+    assert low.dtype == torch.float32 and torch.isfinite(low).all()
+    # Same noise, same network up to bf16 rounding: close relative to the action range (10).
+    assert (low - ref).abs().max() < 0.5
+    with pytest.raises(ValueError, match="acceleration must be"):
+        policy.enable_acceleration("tensorrt")
+    with pytest.raises(ValueError, match="needs the policy on a CUDA device"):
+        policy.enable_acceleration("cudagraph")
+    with pytest.raises(ValueError, match="precision must be"):
+        policy.set_precision(torch.int8)
