@@ -49,7 +49,11 @@ def test_detector_sees_nested_and_from_imports(tmp_path: Path) -> None:
         "import rclpy.node as rn\nfrom std_srvs.srv import Trigger\n"
     )
     hits = ros_imports(src)
-    assert sorted(h.split(" ")[1] for h in hits) == ["rclpy.node", "sensor_msgs.msg", "std_srvs.srv"]
+    assert sorted(h.split(" ")[1] for h in hits) == [
+        "rclpy.node",
+        "sensor_msgs.msg",
+        "std_srvs.srv",
+    ]
 
 
 def test_ros_layer_does_import_ros() -> None:
