@@ -32,6 +32,7 @@ setup(
         *share_tree("launch"),
         *share_tree("config"),
         *share_tree("models"),
+        *share_tree("description"),
     ],
     python_requires=">=3.10",
     install_requires=[
@@ -45,13 +46,21 @@ setup(
     zip_safe=True,
     maintainer="diffusion_policy_node developers",
     maintainer_email="dev@diffusion-policy-node.invalid",
-    description="Visuomotor Diffusion Policy for ROS 2 robot arms (DDPM training, DDIM inference).",
+    description="Visuomotor Diffusion Policy for ROS 2 arms (DDPM training, DDIM inference).",
     license="Apache-2.0",
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "ros_selftest = diffusion_policy_node.ros.selftest:main",
             "dp-info = diffusion_policy_node.policy.cli:main",
+            "dp-train = diffusion_policy_node.train.cli:main",
+            "dp-replay = diffusion_policy_node.train.replay:main",
+            "policy_node = diffusion_policy_node.ros.policy_node:main",
+            "jtc_consumer = diffusion_policy_node.ros.jtc_consumer:main",
+            "fake_sensors = diffusion_policy_node.ros.fake_sensors:main",
+            "sim_node = diffusion_policy_node.ros.sim_node:main",
+            "recorder_node = diffusion_policy_node.ros.recorder_node:main",
+            "dp-collect = diffusion_policy_node.train.collect:main",
         ],
     },
 )

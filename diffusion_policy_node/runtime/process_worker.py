@@ -1,0 +1,360 @@
+"""Inference in a child process, behind the `InferenceWorker` interface.
+
+Why: on a CPU-only machine the DDIM loop's Python (tens of small ops per denoising step) holds
+the GIL, so a worker *thread* delays the control loop by milliseconds now and then (tens of
+ms when the machine is loaded; see bench/control_jitter.py). A child process has its own GIL
+(and can be niced), so the control process only pays for sending the observation.
+
+The child (started with the "spawn" method: forking a process that already runs DDS and torch
+threads is unsafe) loads the checkpoint itself and serves requests with an `InferenceWorker`,
+so the inference code path is the same as in-thread. Observations are small (images are
+resized to the checkpoint's size before they enter the history: 2 x 96 x 96 x 3 bytes for the
+default config), so a pipe is used rather than shared memory; copying ~55 kB costs tens of µs.
+A parent-side receiver thread timestamps results with the injected clock, so latency has the
+same meaning as with `InferenceWorker` (submit → result available, node clock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .inference_worker import InferenceResult, LatencyStats
+
+
+def _serve(
+    conn: Connection,
+    checkpoint: str,
+    device: str,
+    num_inference_steps: int | None,
+    seed: int | None,
+    torch_threads: int | None,
+    nice: int,
+) -> None:
+    """Child process: load the checkpoint, then answer requests until "close" or EOF."""
+    # Ctrl-C in a terminal reaches the whole process group: the parent shuts us down through
+    # the pipe (or we see EOF when it is gone), so SIGINT must not interrupt an inference.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if nice:
+            os.nice(nice)
+        from diffusion_policy_node.policy.checkpoint import load_checkpoint
+
+        from .inference_worker import InferenceWorker, resolve_device
+
+        device = resolve_device(device)
+        policy = load_checkpoint(
+            checkpoint, device=device, num_inference_steps=num_inference_steps
+        )
+        if seed is not None:
+            policy.seed(seed)
+        worker = InferenceWorker(policy, device=device, torch_threads=torch_threads)
+    except BaseException as exc:  # report every start-up failure to the parent
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(
+        (
+            "ready",
+            {
+                "device": device,
+                "action_min": policy.action_normalizer.min.detach().cpu().numpy(),
+                "action_max": policy.action_normalizer.max.detach().cpu().numpy(),
+                "num_inference_steps": policy.config.num_inference_steps,
+            },
+        )
+    )
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            break
+        kind = msg[0]
+        if kind == "close":
+            break
+        if kind == "reset":
+            worker.reset()
+            worker.wait(60.0)
+        elif kind == "infer":
+            _, generation, obs = msg
+            worker.submit(obs, 0.0)
+            while not worker.wait(3600.0):
+                pass
+            result = worker.poll()
+            error = None if result is None or result.ok else _describe(result.error)
+            chunk = None if result is None else result.chunk
+            conn.send(("result", generation, chunk, error))
+        elif kind == "warm_up":
+            _, obs, n = msg
+            try:
+                out = worker.warm_up(obs, n=n)
+                conn.send(("warm_up", out.chunk, None, out.latency_s))
+            except Exception as exc:
+                conn.send(("warm_up", None, _describe(exc), float("nan")))
+    worker.close()
+
+
+def _describe(err: BaseException | None) -> str:
+    return "unknown error" if err is None else f"{type(err).__name__}: {err}"
+
+
+class InferenceProcessError(RuntimeError):
+    """The inference child process failed (start-up error, crash, or a policy exception)."""
+
+
+class ProcessInferenceWorker:
+    """`InferenceWorker` API (submit/poll/busy/reset/warm_up/latency_*/close) with the policy
+    in a child process built from `checkpoint`."""
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        clock: Callable[[], float] = time.monotonic,
+        device: str = "auto",
+        num_inference_steps: int | None = None,
+        seed: int | None = None,
+        torch_threads: int | None = None,
+        nice: int = 0,
+        ema_alpha: float = 0.2,
+        window: int = 100,
+        start_timeout: float = 300.0,
+    ) -> None:
+        if not 0 < ema_alpha <= 1:
+            raise ValueError(f"ema_alpha must be in (0, 1], got {ema_alpha!r}")
+        if not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be an int >= 1, got {window!r}")
+        if not isinstance(nice, int) or not 0 <= nice <= 19:
+            raise ValueError(f"nice must be an int in [0, 19], got {nice!r}")
+        self.clock = clock
+        self.ema_alpha = float(ema_alpha)
+        self._latencies: deque[float] = deque(maxlen=window)
+        self._ema: float | None = None
+        self.last_error: BaseException | None = None
+        self.error_count = 0
+        self.completed_count = 0
+        self._cond = threading.Condition()
+        self._pending: tuple[int, float, float] | None = None  # (generation, t_obs, t_submit)
+        self._generation = 0
+        self._result: InferenceResult | None = None
+        self._warm: tuple[Any, str | None, float] | None = None
+        self._closed = False
+        self._dead: str | None = None
+        self._send_lock = threading.Lock()
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_serve,
+            args=(child, str(Path(checkpoint)), device, num_inference_steps, seed,
+                  torch_threads, nice),
+            name="dp-inference",
+            daemon=True,
+        )  # fmt: skip
+        self._proc.start()
+        child.close()
+        if not self._conn.poll(start_timeout):
+            self._kill()
+            raise InferenceProcessError(
+                f"inference process did not start within {start_timeout:.0f} s"
+            )
+        try:
+            status, detail = self._conn.recv()
+        except EOFError:
+            self._kill()
+            raise InferenceProcessError(
+                f"inference process exited during start-up (exit code {self._proc.exitcode})"
+            ) from None
+        if status != "ready":
+            self._kill()
+            raise InferenceProcessError(f"inference process could not start: {detail}")
+        # device, action_min/action_max (normalizer stats) and num_inference_steps in effect
+        self.policy_info: dict[str, Any] = detail
+        self.device: str = detail["device"]
+        self._rx = threading.Thread(target=self._receive, name="dp-inference-rx", daemon=True)
+        self._rx.start()
+
+    # ------------------------------------------------------------------------ control thread
+    @property
+    def busy(self) -> bool:
+        with self._cond:
+            return self._pending is not None
+
+    @property
+    def alive(self) -> bool:
+        return self._dead is None and self._proc.is_alive()
+
+    def submit(self, obs: Mapping[str, Any], t_obs: float) -> bool:
+        """Send `obs` (numpy arrays) to the child; False while a request is in flight."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("ProcessInferenceWorker.submit after close()")
+            if self._pending is not None or self._dead is not None:
+                return False
+            self._pending = (self._generation, float(t_obs), self.clock())
+            generation = self._generation
+        self._send(("infer", generation, {k: np.asarray(v) for k, v in obs.items()}))
+        return True
+
+    def poll(self) -> InferenceResult | None:
+        with self._cond:
+            result, self._result = self._result, None
+            return result
+
+    def wait(self, timeout: float) -> bool:
+        """Block until no request is in flight; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending is not None and self._dead is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def reset(self) -> None:
+        """Discard in-flight/unpolled results; the child calls `policy.reset()` before its next
+        request (requests are served in order)."""
+        with self._cond:
+            self._generation += 1
+            self._pending = None
+            self._result = None
+        self._send(("reset",))
+
+    def warm_up(
+        self, obs: Mapping[str, Any], n: int = 2, timeout: float = 600.0
+    ) -> InferenceResult:
+        """Run `n` inferences in the child and wait (see `InferenceWorker.warm_up`)."""
+        with self._cond:
+            if self._pending is not None:
+                raise RuntimeError(
+                    "ProcessInferenceWorker.warm_up while an inference is in flight"
+                )
+            self._warm = None
+        self._send(("warm_up", {k: np.asarray(v) for k, v in obs.items()}, n))
+        with self._cond:
+            deadline = time.monotonic() + timeout
+            while self._warm is None and self._dead is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RuntimeError(f"warm-up did not finish within {timeout:.0f} s")
+                self._cond.wait(remaining)
+            if self._warm is None:
+                raise RuntimeError(f"warm-up failed: {self._dead}")
+            chunk, error, latency = self._warm
+            if error is not None:
+                raise RuntimeError(f"warm-up inference failed: {error}")
+            # The last run's compute time (the first runs are slow), as InferenceWorker does.
+            self._record_latency(latency)
+        return InferenceResult(chunk, float("nan"), latency)
+
+    def latency_stats(self) -> LatencyStats:
+        with self._cond:
+            lat = list(self._latencies)
+            ema = self._ema
+        if not lat:
+            return LatencyStats(0, None, None, None, None)
+        p50, p90 = np.percentile(lat, [50, 90])
+        return LatencyStats(len(lat), lat[-1], ema, float(p50), float(p90))
+
+    @property
+    def latency_estimate(self) -> float | None:
+        """Conservative latency for the trigger: max(EMA, p90); None before any measurement."""
+        stats = self.latency_stats()
+        if stats.count == 0:
+            return None
+        return max(stats.ema, stats.p90)  # type: ignore[type-var]
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Ask the child to exit (after its running inference), kill it after `timeout`."""
+        with self._cond:
+            if self._closed:
+                return not self._proc.is_alive()
+            self._closed = True
+            self._pending = None
+            self._cond.notify_all()
+        with contextlib.suppress(RuntimeError):
+            self._send(("close",))
+        self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._kill()
+        self._conn.close()
+        return not self._proc.is_alive()
+
+    def __enter__(self) -> ProcessInferenceWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------ internals
+    def _kill(self) -> None:
+        self._proc.kill()
+        self._proc.join(5.0)
+
+    def _send(self, msg: tuple) -> None:
+        try:
+            with self._send_lock:
+                self._conn.send(msg)
+        except (OSError, ValueError) as exc:
+            self._mark_dead(f"cannot reach the inference process: {exc}")
+            raise RuntimeError(self._dead) from exc
+
+    def _record_latency(self, latency: float) -> None:
+        if not math.isfinite(latency):
+            return
+        self._latencies.append(latency)
+        a = self.ema_alpha
+        self._ema = latency if self._ema is None else a * latency + (1 - a) * self._ema
+
+    def _mark_dead(self, why: str) -> None:
+        with self._cond:
+            if self._dead is None and not self._closed:
+                self._dead = why
+                self.last_error = InferenceProcessError(why)
+                self.error_count += 1
+                if self._pending is not None:
+                    _, t_obs, t_submit = self._pending
+                    self._result = InferenceResult(
+                        None, t_obs, self.clock() - t_submit, self.last_error
+                    )
+                self._pending = None
+            self._cond.notify_all()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                msg = self._conn.recv()
+            except (EOFError, OSError):
+                self._mark_dead(
+                    f"inference process exited (exit code {self._proc.exitcode}); see its log"
+                )
+                return
+            done = self.clock()
+            with self._cond:
+                if msg[0] == "warm_up":
+                    self._warm = (msg[1], msg[2], msg[3])
+                elif msg[0] == "result":
+                    _, generation, chunk, error = msg
+                    if self._pending is not None and self._pending[0] == generation:
+                        _, t_obs, t_submit = self._pending
+                        self._pending = None
+                        latency = done - t_submit
+                        err = None if error is None else InferenceProcessError(error)
+                        if err is None:
+                            self._record_latency(latency)
+                            self.completed_count += 1
+                        else:
+                            self.last_error = err
+                            self.error_count += 1
+                        self._result = InferenceResult(chunk, t_obs, latency, err)
+                self._cond.notify_all()

@@ -1,0 +1,116 @@
+"""The arm in Gazebo (gz sim, ROS 2 Jazzy) with ros2_control, driven by policy_node.
+
+    ros2 launch diffusion_policy_node gazebo.launch.py checkpoint:=/path/to/checkpoint
+
+Starts gz sim with description/worlds/dp_reach.sdf, robot_state_publisher with the xacro
+description, spawns the arm (ros_gz_sim create), starts joint_state_broadcaster and
+arm_controller (joint_trajectory_controller) once the arm exists, bridges /clock and the camera
+(ros_gz_bridge, description/config/gz_bridge.yaml) and runs policy_node on simulation time.
+Needs ros-jazzy-ros-gz, ros-jazzy-gz-ros2-control, ros-jazzy-ros2-controllers and xacro.
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, RegisterEventHandler
+from launch.event_handlers import OnProcessExit
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import Command, FindExecutable, LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = FindPackageShare("diffusion_policy_node")
+    controllers = PathJoinSubstitution([share, "description", "config", "dp_arm_controllers.yaml"])
+    bridge_config = PathJoinSubstitution([share, "description", "config", "gz_bridge.yaml"])
+    robot_description = ParameterValue(
+        Command(
+            [
+                PathJoinSubstitution([FindExecutable(name="xacro")]),
+                " ",
+                PathJoinSubstitution([share, "description", "urdf", "dp_arm.urdf.xacro"]),
+                " controllers_file:=",
+                controllers,
+            ]
+        ),
+        value_type=str,
+    )
+    gz_sim = IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(
+            PathJoinSubstitution([FindPackageShare("ros_gz_sim"), "launch", "gz_sim.launch.py"])
+        ),
+        launch_arguments={"gz_args": [" -r -v 1 ", LaunchConfiguration("world")]}.items(),
+    )
+    spawn = Node(
+        package="ros_gz_sim",
+        executable="create",
+        output="screen",
+        arguments=["-topic", "robot_description", "-name", "dp_arm", "-allow_renaming", "true"],
+    )
+    joint_state_broadcaster = Node(
+        package="controller_manager",
+        executable="spawner",
+        arguments=["joint_state_broadcaster"],
+    )
+    arm_controller = Node(
+        package="controller_manager",
+        executable="spawner",
+        arguments=["arm_controller", "--param-file", controllers],
+    )
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "checkpoint", description="Checkpoint folder trained on this arm's topics."
+            ),
+            DeclareLaunchArgument(
+                "world",
+                default_value=PathJoinSubstitution(
+                    [share, "description", "worlds", "dp_reach.sdf"]
+                ),
+                description="SDF world to load.",
+            ),
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=PathJoinSubstitution([share, "config", "policy_node.yaml"]),
+                description="policy_node parameters YAML.",
+            ),
+            DeclareLaunchArgument(
+                "device", default_value="auto", description="Inference device: auto|cuda|cpu."
+            ),
+            gz_sim,
+            Node(
+                package="robot_state_publisher",
+                executable="robot_state_publisher",
+                output="screen",
+                parameters=[{"robot_description": robot_description, "use_sim_time": True}],
+            ),
+            spawn,
+            Node(
+                package="ros_gz_bridge",
+                executable="parameter_bridge",
+                output="screen",
+                parameters=[{"config_file": bridge_config, "use_sim_time": True}],
+            ),
+            # Controllers start once the arm (and with it gz_ros2_control) exists.
+            RegisterEventHandler(
+                OnProcessExit(target_action=spawn, on_exit=[joint_state_broadcaster])
+            ),
+            RegisterEventHandler(
+                OnProcessExit(target_action=joint_state_broadcaster, on_exit=[arm_controller])
+            ),
+            Node(
+                package="diffusion_policy_node",
+                executable="policy_node",
+                name="policy_node",
+                output="screen",
+                parameters=[
+                    LaunchConfiguration("params_file"),
+                    {
+                        "checkpoint": LaunchConfiguration("checkpoint"),
+                        "use_sim_time": True,
+                        "device": LaunchConfiguration("device"),
+                    },
+                ],
+            ),
+        ]
+    )

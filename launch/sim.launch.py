@@ -1,0 +1,75 @@
+"""The bundled MuJoCo arm (sim_node) driven by policy_node, both on simulation time.
+
+    ros2 launch diffusion_policy_node sim.launch.py checkpoint:=/path/to/checkpoint
+
+sim_node publishes /joint_states, /camera/image_raw and /clock and follows
+/arm_controller/joint_trajectory like joint_trajectory_controller; start a new episode with
+`ros2 service call /sim_node/reset std_srvs/srv/Trigger` and read the outcome from
+`/sim_node/report` (JSON). Needs no Gazebo and no GPU (MuJoCo renders with EGL/OSMesa).
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = FindPackageShare("diffusion_policy_node")
+    checkpoint = LaunchConfiguration("checkpoint")
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "checkpoint", description="Checkpoint folder trained on the sim's topics."
+            ),
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=PathJoinSubstitution([share, "config", "policy_node.yaml"]),
+                description="policy_node parameters YAML.",
+            ),
+            DeclareLaunchArgument(
+                "sim_params_file",
+                default_value=PathJoinSubstitution([share, "config", "sim_node.yaml"]),
+                description="sim_node parameters YAML.",
+            ),
+            DeclareLaunchArgument(
+                "real_time_factor",
+                default_value="1.0",
+                description="Simulation speed over wall time (policy inference must keep up).",
+            ),
+            DeclareLaunchArgument(
+                "seed", default_value="0", description="Layout seed of the first episode."
+            ),
+            DeclareLaunchArgument(
+                "device", default_value="auto", description="Inference device: auto|cuda|cpu."
+            ),
+            Node(
+                package="diffusion_policy_node",
+                executable="sim_node",
+                name="sim_node",
+                output="screen",
+                parameters=[
+                    LaunchConfiguration("sim_params_file"),
+                    {
+                        "real_time_factor": LaunchConfiguration("real_time_factor"),
+                        "seed": LaunchConfiguration("seed"),
+                    },
+                ],
+            ),
+            Node(
+                package="diffusion_policy_node",
+                executable="policy_node",
+                name="policy_node",
+                output="screen",
+                parameters=[
+                    LaunchConfiguration("params_file"),
+                    {
+                        "checkpoint": checkpoint,
+                        "use_sim_time": True,
+                        "device": LaunchConfiguration("device"),
+                    },
+                ],
+            ),
+        ]
+    )

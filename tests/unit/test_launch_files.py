@@ -1,0 +1,373 @@
+"""Launch files and the Gazebo description, checked without ROS launch installed.
+
+The launch files are parsed with `ast` (not imported): every package file they reference must
+exist and be installed, every executable must be a console script of setup.py or a known
+external one, every parameter passed to our nodes must be declared by the node, every
+LaunchConfiguration must be declared with a description. The URDF/xacro, controllers YAML and
+bridge YAML must agree with the MuJoCo sim's joints and topics. Where `launch_ros` is
+importable, the descriptions are also built for real.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import itertools
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffusion_policy_node.sim.arm_task import HOME_QPOS, JOINT_LIMIT, JOINT_NAMES
+
+REPO = Path(__file__).resolve().parents[2]
+PKG = "diffusion_policy_node"
+LAUNCH_FILES = ["robot.launch.py", "sim.launch.py", "record.launch.py", "gazebo.launch.py"]
+KNOWN_EXTERNAL_EXECUTABLES = {
+    ("ros_gz_sim", "create"),
+    ("ros_gz_bridge", "parameter_bridge"),
+    ("controller_manager", "spawner"),
+    ("robot_state_publisher", "robot_state_publisher"),
+}
+KNOWN_EXTERNAL_SHARES = {"ros_gz_sim"}
+KNOWN_COMMANDS = {"ros2"}
+BUILTIN_PARAMETERS = {"use_sim_time"}  # declared by rclpy itself
+DESCRIPTION = REPO / "description"
+
+
+# ----------------------------------------------------------------------------- AST helpers
+def _name(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return ""
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _name(n.func) == name]
+
+
+def _kwarg(call: ast.Call, key: str) -> ast.AST | None:
+    return next((k.value for k in call.keywords if k.arg == key), None)
+
+
+def _const(node: ast.AST | None) -> object:
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def _parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _own_share_names(tree: ast.Module) -> set[str]:
+    """Variables bound to FindPackageShare("diffusion_policy_node")."""
+    names = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and _name(node.value.func) == "FindPackageShare"
+            and _const(node.value.args[0]) == PKG
+        ):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+def _is_own_share(node: ast.AST, share_names: set[str]) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id in share_names
+    return (
+        isinstance(node, ast.Call)
+        and _name(node.func) == "FindPackageShare"
+        and _const(node.args[0]) == PKG
+    )
+
+
+def package_paths(tree: ast.Module) -> list[str]:
+    """Relative paths of every PathJoinSubstitution([<our share>, "a", "b", ...])."""
+    share_names = _own_share_names(tree)
+    paths = []
+    for call in _calls(tree, "PathJoinSubstitution"):
+        parts = call.args[0]
+        if not isinstance(parts, ast.List) or not parts.elts:
+            continue
+        if not _is_own_share(parts.elts[0], share_names):
+            continue
+        rest = [_const(e) for e in parts.elts[1:]]
+        assert all(isinstance(p, str) for p in rest), (
+            f"line {call.lineno}: a package path with a non-literal part cannot be checked"
+        )
+        paths.append("/".join(rest))  # type: ignore[arg-type]
+    return paths
+
+
+def node_calls(tree: ast.Module) -> list[tuple[str, str, ast.Call]]:
+    out = []
+    for call in _calls(tree, "Node"):
+        package, executable = _const(_kwarg(call, "package")), _const(_kwarg(call, "executable"))
+        assert isinstance(package, str) and isinstance(executable, str), (
+            f"line {call.lineno}: Node needs literal package= and executable="
+        )
+        out.append((package, executable, call))
+    return out
+
+
+def passed_parameters(call: ast.Call) -> set[str]:
+    """Keys of the dict literals in parameters=[...] and of `-p key:=value` arguments."""
+    keys: set[str] = set()
+    params = _kwarg(call, "parameters")
+    if isinstance(params, ast.List):
+        for item in params.elts:
+            if isinstance(item, ast.Dict):
+                keys |= {str(_const(k)) for k in item.keys}
+    args = _kwarg(call, "arguments")
+    if isinstance(args, ast.List):
+        items = [_const(e) for e in args.elts]
+        for flag, value in itertools.pairwise(items):
+            if flag == "-p" and isinstance(value, str):
+                keys.add(value.split(":=")[0])
+    return keys
+
+
+# ----------------------------------------------------------------------------- package facts
+def setup_tree() -> ast.Module:
+    return _parse(REPO / "setup.py")
+
+
+def console_scripts() -> dict[str, str]:
+    """name -> "module:function" from setup.py's console_scripts."""
+    for node in ast.walk(setup_tree()):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if _const(key) == "console_scripts" and isinstance(value, ast.List):
+                    entries = [str(_const(e)) for e in value.elts]
+                    return dict(tuple(p.strip() for p in e.split("=", 1)) for e in entries)
+    raise AssertionError("setup.py has no console_scripts")
+
+
+def installed_folders() -> set[str]:
+    return {str(_const(c.args[0])) for c in _calls(setup_tree(), "share_tree")}
+
+
+def module_param_keys(relpath: str) -> set[str]:
+    """Keys of the module-level `PARAMS = {...}` dict of a node module."""
+    tree = _parse(REPO / PKG / relpath)
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(node, ast.Assign):
+            target = node.targets[0]
+        if isinstance(target, ast.Name) and target.id == "PARAMS":
+            assert isinstance(node.value, ast.Dict)
+            return {str(_const(k)) for k in node.value.keys}
+    raise AssertionError(f"{relpath} has no module-level PARAMS dict")
+
+
+def policy_param_keys() -> set[str]:
+    """Parameters policy_node declares (ros/params.py), else the keys of its YAML."""
+    params_py = REPO / PKG / "ros" / "params.py"
+    if params_py.exists():
+        names = {str(_const(c.args[0])) for c in _calls(_parse(params_py), "ParamSpec")}
+        names.discard("None")
+        if names:
+            return names
+    return set(yaml_params("policy_node.yaml", "policy_node"))
+
+
+def yaml_params(name: str, node: str) -> dict:
+    doc = yaml.safe_load((REPO / "config" / name).read_text())
+    return doc[node]["ros__parameters"]
+
+
+NODE_PARAMS = {
+    "policy_node": policy_param_keys,
+    "sim_node": lambda: module_param_keys("ros/sim_node.py"),
+    "recorder_node": lambda: module_param_keys("ros/recorder_node.py") | {"types"},
+}
+
+
+# ----------------------------------------------------------------------------- launch files
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES)
+def test_referenced_package_files_exist_and_are_installed(launch_file: str) -> None:
+    tree = _parse(REPO / "launch" / launch_file)
+    folders = installed_folders()
+    for rel in package_paths(tree):
+        assert (REPO / rel).is_file(), f"{launch_file}: {rel} does not exist in the package"
+        assert rel.split("/")[0] in folders, f"{launch_file}: {rel} is not installed by setup.py"
+    for call in _calls(tree, "FindPackageShare"):
+        package = _const(call.args[0])
+        assert package == PKG or package in KNOWN_EXTERNAL_SHARES, (
+            f"{launch_file}:{call.lineno}: unknown package share {package!r}"
+        )
+
+
+def test_launch_files_reference_what_they_should() -> None:
+    refs = {f: set(package_paths(_parse(REPO / "launch" / f))) for f in LAUNCH_FILES}
+    assert "config/policy_node.yaml" in refs["robot.launch.py"]
+    assert {"config/policy_node.yaml", "config/sim_node.yaml"} <= refs["sim.launch.py"]
+    assert {
+        "description/urdf/dp_arm.urdf.xacro",
+        "description/config/dp_arm_controllers.yaml",
+        "description/config/gz_bridge.yaml",
+        "description/worlds/dp_reach.sdf",
+    } <= refs["gazebo.launch.py"]
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES)
+def test_executables_exist(launch_file: str) -> None:
+    tree = _parse(REPO / "launch" / launch_file)
+    scripts = console_scripts()
+    for package, executable, call in node_calls(tree):
+        if package == PKG:
+            assert executable in scripts, (
+                f"{launch_file}:{call.lineno}: {executable} is not a console script in setup.py"
+            )
+        else:
+            assert (package, executable) in KNOWN_EXTERNAL_EXECUTABLES, (
+                f"{launch_file}:{call.lineno}: unknown external executable {package}/{executable}"
+            )
+    for call in _calls(tree, "ExecuteProcess"):
+        cmd = _kwarg(call, "cmd")
+        assert isinstance(cmd, ast.List) and _const(cmd.elts[0]) in KNOWN_COMMANDS
+
+
+def test_console_scripts_point_at_functions() -> None:
+    for name, target in console_scripts().items():
+        module, func = target.split(":")
+        path = REPO / Path(*module.split(".")).with_suffix(".py")
+        assert path.is_file(), f"console script {name}: {path} missing"
+        defs = {n.name for n in _parse(path).body if isinstance(n, ast.FunctionDef)}
+        assert func in defs, f"console script {name}: {module} defines no {func}()"
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES)
+def test_node_parameters_are_declared(launch_file: str) -> None:
+    tree = _parse(REPO / "launch" / launch_file)
+    for package, executable, call in node_calls(tree):
+        if package != PKG:
+            continue
+        declared = NODE_PARAMS[executable]() | BUILTIN_PARAMETERS
+        unknown = passed_parameters(call) - declared
+        assert not unknown, f"{launch_file}:{call.lineno}: {executable} declares no {unknown}"
+
+
+@pytest.mark.parametrize(
+    "yaml_name, node", [("policy_node.yaml", "policy_node"), ("sim_node.yaml", "sim_node"),
+                        ("recorder_node.yaml", "recorder_node")],
+)  # fmt: skip
+def test_parameter_files_match_declarations(yaml_name: str, node: str) -> None:
+    keys = set(yaml_params(yaml_name, node))
+    assert keys, f"config/{yaml_name} sets no parameters"
+    unknown = keys - NODE_PARAMS[node]() - BUILTIN_PARAMETERS
+    assert not unknown, f"config/{yaml_name}: {node} declares no {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES)
+def test_launch_arguments_are_declared_with_descriptions(launch_file: str) -> None:
+    tree = _parse(REPO / "launch" / launch_file)
+    declared = {}
+    for call in _calls(tree, "DeclareLaunchArgument"):
+        declared[_const(call.args[0])] = _const(_kwarg(call, "description"))
+    assert declared, f"{launch_file} declares no arguments"
+    for name, description in declared.items():
+        assert isinstance(description, str) and description, f"{launch_file}: {name} undescribed"
+    used = {_const(c.args[0]) for c in _calls(tree, "LaunchConfiguration")}
+    assert used <= set(declared), f"{launch_file}: undeclared {used - set(declared)}"
+    assert set(declared) <= used, f"{launch_file}: unused {set(declared) - used}"
+    tree_text = (REPO / "launch" / launch_file).read_text()
+    assert "def generate_launch_description() -> LaunchDescription" in tree_text
+
+
+def test_launch_descriptions_load() -> None:
+    if importlib.util.find_spec("launch_ros") is None:
+        pytest.skip("launch_ros is not installed (the PyPI ROS wheels have no launch); the AST "
+                    "checks above cover the files")  # fmt: skip
+    from launch import LaunchDescription
+
+    for launch_file in LAUNCH_FILES:
+        spec = importlib.util.spec_from_file_location(
+            launch_file[:-3], REPO / "launch" / launch_file
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        description = module.generate_launch_description()
+        assert isinstance(description, LaunchDescription)
+        assert description.get_launch_arguments()
+
+
+# ----------------------------------------------------------------------------- description
+def _xacro_root() -> ET.Element:
+    return ET.parse(DESCRIPTION / "urdf" / "dp_arm.urdf.xacro").getroot()
+
+
+def test_urdf_joints_match_the_sim() -> None:
+    root = _xacro_root()
+    assert root.tag == "robot"
+    props = {
+        p.get("name"): p.get("value") for p in root.iter("{http://www.ros.org/wiki/xacro}property")
+    }
+    movable = [j for j in root.findall("joint") if j.get("type") not in (None, "fixed")]
+    assert [j.get("name") for j in movable] == list(JOINT_NAMES)
+    for joint in movable:
+        assert joint.get("type") == "revolute"
+        assert joint.find("axis").get("xyz") == "0 0 1"
+        limit = joint.find("limit")
+        assert (limit.get("lower"), limit.get("upper")) == ("${-joint_limit}", "${joint_limit}")
+    assert float(props["joint_limit"]) == JOINT_LIMIT
+    assert [float(props[k]) for k in ("l1", "l2", "l3")] == [0.20, 0.17, 0.13]
+    control = root.find("ros2_control")
+    assert control.find("hardware/plugin").text == "gz_ros2_control/GazeboSimSystem"
+    joints = control.findall("joint")
+    assert [j.get("name") for j in joints] == list(JOINT_NAMES)
+    for k, joint in enumerate(joints):
+        assert [c.get("name") for c in joint.findall("command_interface")] == ["position"]
+        states = [s.get("name") for s in joint.findall("state_interface")]
+        assert states == ["position", "velocity"]
+        initial = joint.find("state_interface/param").text.strip("${}")
+        assert float(props[initial]) == pytest.approx(HOME_QPOS[k], abs=1e-12)
+    sensor = root.find("gazebo/sensor")
+    assert sensor.get("type") == "camera"
+    assert sensor.find("topic").text == "/camera/image_raw"
+
+
+def test_controllers_yaml_matches_the_sim() -> None:
+    doc = yaml.safe_load((DESCRIPTION / "config" / "dp_arm_controllers.yaml").read_text())
+    manager = doc["controller_manager"]["ros__parameters"]
+    assert manager["arm_controller"]["type"] == (
+        "joint_trajectory_controller/JointTrajectoryController"
+    )
+    assert manager["joint_state_broadcaster"]["type"] == (
+        "joint_state_broadcaster/JointStateBroadcaster"
+    )
+    arm = doc["arm_controller"]["ros__parameters"]
+    assert arm["joints"] == list(JOINT_NAMES)
+    assert arm["command_interfaces"] == ["position"]
+    assert arm["interpolate_from_desired_state"] is True
+    # The spawners in gazebo.launch.py start exactly these controllers.
+    tree = _parse(REPO / "launch" / "gazebo.launch.py")
+    spawned = {
+        _const(_kwarg(call, "arguments").elts[0])
+        for package, executable, call in node_calls(tree)
+        if executable == "spawner"
+    }
+    assert spawned == {"arm_controller", "joint_state_broadcaster"}
+
+
+def test_bridge_and_world() -> None:
+    entries = yaml.safe_load((DESCRIPTION / "config" / "gz_bridge.yaml").read_text())
+    by_topic = {e["ros_topic_name"]: e for e in entries}
+    assert by_topic["/clock"]["ros_type_name"] == "rosgraph_msgs/msg/Clock"
+    assert by_topic["/clock"]["gz_type_name"] == "gz.msgs.Clock"
+    camera = by_topic["/camera/image_raw"]
+    assert (camera["ros_type_name"], camera["gz_type_name"]) == (
+        "sensor_msgs/msg/Image",
+        "gz.msgs.Image",
+    )
+    assert camera["gz_topic_name"] == _xacro_root().find("gazebo/sensor/topic").text
+    assert all(e["direction"] == "GZ_TO_ROS" for e in entries)
+    world = ET.parse(DESCRIPTION / "worlds" / "dp_reach.sdf").getroot()
+    plugins = {p.get("name") for p in world.iter("plugin")}
+    assert "gz::sim::systems::Sensors" in plugins  # cameras render only with it
+    assert {m.get("name") for m in world.iter("model")} >= {"target", "obstacle"}

@@ -1,0 +1,93 @@
+"""ProcessInferenceWorker: the InferenceWorker contract with the policy in a child process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_policy_node.policy.checkpoint import load_checkpoint, save_checkpoint
+from diffusion_policy_node.policy.config import PolicyConfig
+from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
+from diffusion_policy_node.policy.modeling import DiffusionPolicy
+from diffusion_policy_node.runtime.process_worker import (
+    InferenceProcessError,
+    ProcessInferenceWorker,
+)
+
+ACTION_MIN, ACTION_MAX = [-1.0, -0.5, -2.0], [1.0, 0.5, 2.0]
+
+
+class Clock:
+    """Deterministic clock: every call advances 1 ms."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 0.001
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = PolicyConfig(
+        camera_topics=["/cam"],
+        image_size=(40, 40),
+        crop_shape=(36, 36),
+        joint_names=["a", "b", "c"],
+        num_keypoints=8,
+        down_dims=(16, 32),
+        diffusion_step_embed_dim=16,
+        num_inference_steps=3,
+    )
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(config)
+    policy.set_normalizer_stats([-1.0] * 3, [1.0] * 3, ACTION_MIN, ACTION_MAX)
+    return save_checkpoint(policy, tmp_path_factory.mktemp("pw") / "ckpt")
+
+
+def _obs(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        OBS_IMAGES: rng.integers(0, 256, (1, 2, 1, 3, 40, 40), dtype=np.uint8),
+        OBS_STATE: rng.uniform(-1, 1, (1, 2, 3)).astype(np.float32),
+    }
+
+
+def test_process_worker_matches_in_process_policy(checkpoint: Path) -> None:
+    clock = Clock()
+    local = load_checkpoint(checkpoint)
+    local.seed(7)
+    with ProcessInferenceWorker(checkpoint, clock=clock, device="cpu", seed=7) as worker:
+        assert worker.device == "cpu" and worker.alive
+        np.testing.assert_allclose(worker.policy_info["action_min"], ACTION_MIN)
+        np.testing.assert_allclose(worker.policy_info["action_max"], ACTION_MAX)
+        warm = worker.warm_up(_obs(0), n=1)
+        assert warm.chunk.shape == (16, 3)
+        assert worker.latency_stats().count == 1
+        worker.reset()  # seeded: the noise stream restarts, as local.seed(7) did
+        assert worker.submit(_obs(1), t_obs=5.0)
+        assert worker.busy and not worker.submit(_obs(2), t_obs=6.0)  # one in flight
+        assert worker.wait(60.0)
+        result = worker.poll()
+        assert worker.poll() is None
+        assert result.ok and result.t_obs == 5.0 and result.latency_s > 0
+        want = local.predict_action_chunk(_obs(1))[0].numpy()
+        np.testing.assert_allclose(result.chunk, want, rtol=1e-5, atol=1e-6)
+        assert worker.completed_count == 1 and worker.latency_estimate is not None
+        # reset discards what is in flight; the next result belongs to the next request
+        assert worker.submit(_obs(3), t_obs=7.0)
+        worker.reset()
+        assert not worker.busy and worker.poll() is None
+        assert worker.submit(_obs(4), t_obs=8.0)
+        assert worker.wait(60.0)
+        assert worker.poll().t_obs == 8.0
+    assert not worker.alive
+
+
+def test_bad_checkpoint_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(InferenceProcessError, match="does not exist"):
+        ProcessInferenceWorker(tmp_path / "missing", device="cpu")
