@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from rclpy.node import Node
 
 OUTPUT_MODES = ("chunk", "stream")
+ACCELERATIONS = ("jit", "cudagraph", "none")
 DEFAULT_OUTPUT_TOPICS = {
     "chunk": "/arm_controller/joint_trajectory",
     "stream": "/forward_position_controller/commands",
@@ -93,6 +94,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         (0, 1000),
     ),
     ParamSpec("device", "string", "auto", "auto | cuda | cuda:N | cpu."),
+    ParamSpec(
+        "acceleration",
+        "string",
+        "jit",
+        "Inference speed-up keeping the math: jit (TorchScript-frozen encoder and U-Net, CPU or "
+        "CUDA), cudagraph (CUDA, DDIM eta=0), none.",
+    ),
     ParamSpec(
         "blend_mode",
         "string",
@@ -205,6 +213,7 @@ class PolicyNodeParams:
     output_topic: str = ""
     num_inference_steps: int = 0
     device: str = "auto"
+    acceleration: str = "jit"
     blend_mode: str = "replace"
     ensemble_m: float = 0.1
     max_obs_age: float = 0.5
@@ -251,6 +260,8 @@ class PolicyNodeParams:
             self.device.startswith("cuda:") and self.device[5:].isdigit()
         ):
             raise _bad("device", self.device, f"expected one of {DEVICES} or cuda:N")
+        if self.acceleration not in ACCELERATIONS:
+            raise _bad("acceleration", self.acceleration, f"expected one of {ACCELERATIONS}")
         if self.blend_mode not in BLEND_MODES:
             raise _bad("blend_mode", self.blend_mode, f"expected one of {BLEND_MODES}")
         if not (math.isfinite(self.ensemble_m) and self.ensemble_m >= 0):

@@ -316,10 +316,16 @@ class PolicyNode(Node):
                 seed=seed,
                 torch_threads=threads,
                 nice=params.inference_nice,
+                acceleration=params.acceleration,
             )
             return worker, worker.policy_info
         device = resolve_device(params.device)
-        policy = load_checkpoint(params.checkpoint, device=device, num_inference_steps=steps)
+        policy = load_checkpoint(
+            params.checkpoint,
+            device=device,
+            num_inference_steps=steps,
+            acceleration=params.acceleration,
+        )
         if seed is not None:
             policy.seed(seed)
         info = {

@@ -42,6 +42,7 @@ def _serve(
     seed: int | None,
     torch_threads: int | None,
     nice: int,
+    acceleration: str = "none",
 ) -> None:
     """Child process: load the checkpoint, then answer requests until "close" or EOF."""
     # Ctrl-C in a terminal reaches the whole process group: the parent shuts us down through
@@ -56,7 +57,10 @@ def _serve(
 
         device = resolve_device(device)
         policy = load_checkpoint(
-            checkpoint, device=device, num_inference_steps=num_inference_steps
+            checkpoint,
+            device=device,
+            num_inference_steps=num_inference_steps,
+            acceleration=acceleration,
         )
         if seed is not None:
             policy.seed(seed)
@@ -126,6 +130,7 @@ class ProcessInferenceWorker:
         seed: int | None = None,
         torch_threads: int | None = None,
         nice: int = 0,
+        acceleration: str = "none",
         ema_alpha: float = 0.2,
         window: int = 100,
         start_timeout: float = 300.0,
@@ -156,7 +161,7 @@ class ProcessInferenceWorker:
         self._proc = ctx.Process(
             target=_serve,
             args=(child, str(Path(checkpoint)), device, num_inference_steps, seed,
-                  torch_threads, nice),
+                  torch_threads, nice, acceleration),
             name="dp-inference",
             daemon=True,
         )  # fmt: skip
