@@ -1,0 +1,91 @@
+"""`dp-train --config CONFIG.yaml --data BAG... --out DIR`: train a policy on rosbag2 bags.
+
+Also runs under `torchrun --nproc_per_node=N -m diffusion_policy_node.train.cli ...` (DDP).
+Progress goes to stderr; the last stdout line is a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ..data.bag_reader import BagReadError
+from .config import load_run_config
+from .trainer import DistInfo, Trainer, resolve_device, tune_cpu_malloc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dp-train",
+        description="Train a Diffusion Policy on rosbag2 demonstrations.",
+        epilog="Example: dp-train --config config/train/small.yaml --data bags/ --out runs/small",
+    )
+    parser.add_argument(
+        "--config", required=True, help="training YAML with policy:, data:, train: sections"
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        help="bags: rosbag2 folders, .mcap/.db3 files, or folders holding them",
+    )
+    parser.add_argument("--out", required=True, help="output folder (runs/<name>)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its train_state/"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a config value, e.g. --set train.steps=2000 (repeatable)",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="checkpoint and stop after this step (the LR schedule still runs to train.steps)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    info = DistInfo.from_env()
+    logging.basicConfig(
+        level=logging.INFO if info.is_main else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        run = load_run_config(args.config, args.overrides)
+        if resolve_device(run.train.device, info.local_rank).type == "cpu":
+            tune_cpu_malloc()
+        trainer = Trainer(
+            run, args.data, args.out, resume=args.resume, progress=not args.quiet, dist_info=info
+        )
+        result = trainer.fit(stop_after=args.stop_after)
+    except (BagReadError, ValueError) as exc:
+        print(f"dp-train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dp-train: interrupted", file=sys.stderr)
+        return 130
+    if info.is_main:
+        summary = {
+            "out": str(result.out),
+            "step": result.step,
+            "loss": result.losses[-1][1] if result.losses else None,
+            "best_val_loss": result.best_val_loss,
+            "checkpoint": str(result.out / "latest"),
+        }
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

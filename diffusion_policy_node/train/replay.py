@@ -1,0 +1,256 @@
+"""Open-loop replay: run a checkpoint over recorded episodes and measure its action error.
+
+For every step k of an episode the policy sees the observation window of steps
+k-n_obs_steps+1 .. k (the first step repeated before the episode start, as in training), decoded
+and resized by the same code the node uses (`data/images.py` via the bag reader), and predicts a
+chunk. Its executed part (indices n_obs_steps-1 .. n_obs_steps-2+n_action_steps) targets steps
+k .. k+n_action_steps-1 and is compared with the recorded actions of those steps (those inside
+the episode). Errors are reported per joint (MAE, RMSE, in the action units: rad or m).
+
+The figure shows the recorded actions and what the robot would have executed open loop: the
+executed parts of the chunks predicted every n_action_steps steps, back to back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.bag_reader import Episode, find_bags, read_bag
+from ..data.config import DataConfig
+from ..policy.checkpoint import load_checkpoint, read_config
+from ..policy.constants import OBS_IMAGES, OBS_STATE
+from ..policy.modeling import DiffusionPolicy
+from .config import check_agreement
+from .plots import plot_replay
+from .trainer import resolve_device
+
+__all__ = ["ReplayReport", "observation_windows", "replay", "replay_episode"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplayReport:
+    """Per-joint errors of the executed actions against the recorded ones."""
+
+    checkpoint: str
+    joint_names: list[str]
+    episodes: int
+    steps: int
+    compared: int  # (step, chunk offset) pairs compared, per joint
+    per_joint: dict[str, dict[str, float]]
+    mae: float
+    rmse: float
+    png: str | None
+    sampler: str
+    sources: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.checkpoint,
+            "episodes": self.episodes,
+            "steps": self.steps,
+            "compared": self.compared,
+            "sampler": self.sampler,
+            "mae": self.mae,
+            "rmse": self.rmse,
+            "per_joint": self.per_joint,
+            "png": self.png,
+            "sources": self.sources,
+        }
+
+
+def observation_windows(episode: Episode, steps: np.ndarray, n_obs_steps: int) -> dict:
+    """Observation batches for `steps` of an episode: OBS_IMAGES (B, To, N, 3, H, W) uint8 and
+    OBS_STATE (B, To, D) float32, the first step repeated before the episode start."""
+    offsets = np.arange(n_obs_steps) - (n_obs_steps - 1)
+    index = np.clip(steps[:, None] + offsets[None, :], 0, len(episode) - 1)  # (B, To)
+    images = episode.images[index]  # (B, To, N, H, W, 3)
+    return {
+        OBS_IMAGES: torch.from_numpy(np.ascontiguousarray(images.transpose(0, 1, 2, 5, 3, 4))),
+        OBS_STATE: torch.from_numpy(np.ascontiguousarray(episode.state[index], np.float32)),
+    }
+
+
+def replay_episode(
+    policy: DiffusionPolicy, episode: Episode, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Executed actions of a chunk predicted at every step: (T, n_action_steps, D), and a
+    (T, n_action_steps) mask of the offsets that fall inside the episode."""
+    c = policy.config
+    T = len(episode)
+    executed = np.empty((T, c.n_action_steps, c.action_dim), np.float32)
+    for start in range(0, T, batch_size):
+        steps = np.arange(start, min(start + batch_size, T))
+        chunk = policy.predict_action_chunk(observation_windows(episode, steps, c.n_obs_steps))
+        first = c.n_obs_steps - 1  # the chunk index of the newest observation's step
+        executed[steps] = chunk[:, first : first + c.n_action_steps].float().cpu().numpy()
+    inside = (np.arange(T)[:, None] + np.arange(c.n_action_steps)[None, :]) < T
+    return executed, inside
+
+
+def _data_config(config_path: str | os.PathLike | None, meta: dict[str, Any]) -> DataConfig:
+    if config_path is not None:
+        from ..data.config import load_data_config
+
+        return load_data_config(config_path)
+    if not isinstance(meta.get("data"), dict):
+        raise ValueError(
+            "the checkpoint's config.yaml has no meta.data (how to read bags: topics, command "
+            "type); pass --data-config with a DataConfig YAML"
+        )
+    return DataConfig.from_dict(meta["data"], where="checkpoint meta.data")
+
+
+def _left(max_episodes: int | None, done: int) -> int | None:
+    return None if max_episodes is None else max(0, max_episodes - done)
+
+
+def replay(
+    checkpoint: str | os.PathLike,
+    bags: Sequence[str | os.PathLike],
+    out: str | os.PathLike | None = None,
+    device: str = "auto",
+    data_config: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    noise_scheduler: str | None = None,
+    num_inference_steps: int | None = None,
+    seed: int = 0,
+    max_episodes: int | None = None,
+) -> ReplayReport:
+    """Replay `bags` through `checkpoint`; write replay.json and replay.png to `out`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+    checkpoint = Path(checkpoint)
+    pconfig, meta = read_config(checkpoint)
+    dconfig = _data_config(data_config, meta)
+    check_agreement(pconfig, dconfig, where=f"checkpoint {checkpoint} vs its data settings")
+    policy = load_checkpoint(
+        checkpoint,
+        device=resolve_device(device),
+        noise_scheduler=noise_scheduler,
+        num_inference_steps=num_inference_steps,
+    )
+    policy.seed(seed)
+    c = policy.config
+    errors_abs = np.zeros(c.action_dim)
+    errors_sq = np.zeros(c.action_dim)
+    count = 0
+    recorded_all, predicted_all, starts, sources = [], [], [], []
+    n_steps = 0
+    n_episodes = 0
+    for bag in find_bags(bags):
+        if max_episodes is not None and n_episodes >= max_episodes:
+            break
+        for episode in read_bag(bag, dconfig).episodes[: _left(max_episodes, n_episodes)]:
+            executed, inside = replay_episode(policy, episode, batch_size)
+            T = len(episode)
+            target_index = np.minimum(
+                np.arange(T)[:, None] + np.arange(c.n_action_steps)[None, :], T - 1
+            )
+            diff = (executed - episode.action[target_index])[inside]  # (M, D)
+            errors_abs += np.abs(diff).sum(axis=0)
+            errors_sq += np.square(diff).sum(axis=0)
+            count += len(diff)
+            # Receding horizon: the chunk predicted every n_action_steps steps, executed.
+            starts.append(n_steps)
+            plan = executed[:: c.n_action_steps].reshape(-1, c.action_dim)[:T]
+            recorded_all.append(episode.action)
+            predicted_all.append(plan)
+            sources.append(episode.source)
+            n_steps += T
+            n_episodes += 1
+            log.info("replayed %s: %d steps", episode.source, T)
+    if count == 0:
+        raise ValueError(f"no episode to replay in {[str(b) for b in bags]}")
+    mae = errors_abs / count
+    rmse = np.sqrt(errors_sq / count)
+    per_joint = {
+        name: {"mae": float(mae[j]), "rmse": float(rmse[j])}
+        for j, name in enumerate(c.joint_names or [f"joint_{j}" for j in range(c.action_dim)])
+    }
+    out_dir = Path(out) if out is not None else checkpoint.parent / "replay"
+    png = plot_replay(
+        out_dir / "replay.png",
+        list(per_joint),
+        np.concatenate(recorded_all),
+        np.concatenate(predicted_all),
+        starts,
+        per_joint,
+        title=f"{checkpoint}: open-loop replay ({c.noise_scheduler} x{c.num_inference_steps})",
+    )
+    report = ReplayReport(
+        checkpoint=str(checkpoint),
+        joint_names=list(per_joint),
+        episodes=n_episodes,
+        steps=n_steps,
+        compared=count,
+        per_joint=per_joint,
+        mae=float(mae.mean()),
+        rmse=float(np.sqrt(errors_sq.sum() / (count * c.action_dim))),
+        png=str(png),
+        sampler=f"{c.noise_scheduler} x{c.num_inference_steps}",
+        sources=sources,
+    )
+    (out_dir / "replay.json").write_text(json.dumps(report.to_dict(), indent=1))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`dp-replay --checkpoint CKPT --data BAG... [--out DIR]`; the last stdout line is JSON."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="dp-replay",
+        description="Run a checkpoint open loop over recorded episodes; per-joint action error.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder (e.g. runs/x/best)")
+    parser.add_argument("--data", nargs="+", required=True, help="bags (folders or files)")
+    parser.add_argument(
+        "--out", default=None, help="output folder (default: <checkpoint>/../replay)"
+    )
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--data-config", default=None, help="DataConfig YAML (default: the checkpoint's meta.data)"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--scheduler", default=None, choices=["ddim", "ddpm"])
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps at inference")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-episodes", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        report = replay(
+            args.checkpoint,
+            args.data,
+            out=args.out,
+            device=args.device,
+            data_config=args.data_config,
+            batch_size=args.batch_size,
+            noise_scheduler=args.scheduler,
+            num_inference_steps=args.steps,
+            seed=args.seed,
+            max_episodes=args.max_episodes,
+        )
+    except ValueError as exc:
+        print(f"dp-replay: error: {exc}", file=sys.stderr)
+        return 2
+    for name, err in report.per_joint.items():
+        print(f"{name:>20}: MAE {err['mae']:.5f}  RMSE {err['rmse']:.5f}", file=sys.stderr)
+    print(json.dumps(report.to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
