@@ -238,14 +238,15 @@ class DiffusionPolicy(nn.Module):
         """
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"precision must be float32, bfloat16 or float16, got {dtype}")
+        self.enable_acceleration("none")  # frozen/packed copies hold the old dtype
         self.obs_encoder.to(dtype)
         self.unet.to(dtype)
-        self._graph = None
 
     def enable_acceleration(self, mode: str) -> None:
         """Inference speed-ups that keep the math: `none`, `jit` or `cudagraph`.
 
-        jit: TorchScript trace + freeze of the camera encoders and the U-Net trunk (weights become
+        jit: the U-Net's convolutions as unfold + matmul over prepacked weights, then a
+        TorchScript trace + freeze of the camera encoders and the U-Net trunk (weights become
         constants, fewer dispatcher hops; CPU or CUDA). cudagraph: the whole chunk (encode + all
         denoising steps) as one CUDA graph, for CUDA and deterministic DDIM (η = 0) only; the
         initial noise is drawn outside the graph, so seeds behave as without capture.
@@ -254,6 +255,7 @@ class DiffusionPolicy(nn.Module):
         self._graph = None
         self._trunk = None
         self.obs_encoder.camera_runners = None
+        self.unet.pack_for_inference(mode == "jit")
         if mode in ("", "none"):
             return
         if mode == "jit":

@@ -78,8 +78,34 @@ class Conv1dBlock(nn.Module):
             nn.Mish(),
         )
 
+        # Inference-only copy of the conv weight laid out for a matmul (see pack_for_inference);
+        # a plain attribute, so it is not part of the state_dict.
+        self.packed_weight: Tensor | None = None
+
+    def pack_for_inference(self) -> None:
+        """Prepare the unfold + matmul form of the convolution (same math, same weights).
+
+        At batch 1 and a short horizon, a Conv1d is a skinny matrix product dominated by reading
+        the weights; PyTorch's CPU conv path reads them at a fraction of the speed of a plain
+        GEMM (bench: 1.5-5x slower for the paper's 1024-4096 channel convolutions).
+        """
+        conv: nn.Conv1d = self.block[0]
+        c_out, c_in, k = conv.weight.shape
+        self.packed_weight = conv.weight.detach().permute(0, 2, 1).reshape(c_out, k * c_in)
+        self.packed_weight = self.packed_weight.contiguous()
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.block(x)
+        if self.packed_weight is None or self.training:
+            return self.block(x)
+        conv: nn.Conv1d = self.block[0]
+        k = conv.kernel_size[0]
+        pad = k // 2
+        B, C, T = x.shape
+        cols = F.pad(x, (pad, pad)).unfold(2, k, 1)  # (B, C_in, T, k)
+        cols = cols.permute(0, 2, 3, 1).reshape(B * T, k * C)  # rows: [tap][channel]
+        y = F.linear(cols, self.packed_weight, conv.bias)  # (B·T, C_out)
+        y = y.reshape(B, T, -1).transpose(1, 2)
+        return self.block[2](self.block[1](y))
 
 
 class ConditionalResidualBlock1D(nn.Module):
@@ -236,6 +262,15 @@ class ConditionalUnet1D(nn.Module):
         return blocks
 
     # ------------------------------------------------------------------ plain forward
+
+    def pack_for_inference(self, enabled: bool = True) -> None:
+        """Switch every k-tap convolution of the trunk to its unfold + matmul form (or back)."""
+        for module in self.modules():
+            if isinstance(module, Conv1dBlock):
+                if enabled:
+                    module.pack_for_inference()
+                else:
+                    module.packed_weight = None
 
     def _time_embedding(self, timesteps: Tensor) -> Tensor:
         """(K,) diffusion steps -> (K, dsed); sinusoids in float32, MLP in the weights' dtype."""

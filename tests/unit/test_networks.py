@@ -340,3 +340,20 @@ def test_end_to_end_gradient_reaches_encoder_and_unet():
         grad = module.weight.grad
         assert grad is not None and torch.isfinite(grad).all(), name
         assert grad.abs().sum() > 0, name
+
+
+def test_packed_conv_block_matches_conv_and_training_ignores_it() -> None:
+    from diffusion_policy_node.policy.unet1d import Conv1dBlock
+
+    torch.manual_seed(0)
+    block = Conv1dBlock(24, 16, 5, n_groups=8).eval()
+    x = torch.randn(3, 24, 8)
+    with torch.no_grad():
+        reference = block(x)
+        block.pack_for_inference()
+        packed = block(x)
+    assert torch.allclose(packed, reference, atol=1e-5)
+    block.train()
+    y = block(x)
+    y.sum().backward()
+    assert block.block[0].weight.grad is not None  # training runs the real Conv1d
