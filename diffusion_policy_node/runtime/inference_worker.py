@@ -109,7 +109,44 @@ class LatencyStats(NamedTuple):
     p90: float | None
 
 
-class InferenceWorker:
+class LatencyTracking:
+    """Latency bookkeeping shared by the thread and process workers.
+
+    Needs `_cond` (a Condition guarding the stats), `_latencies` (a bounded deque), `_ema`
+    and `ema_alpha`; `_record_latency` is called with `_cond` held.
+    """
+
+    _cond: threading.Condition
+    _latencies: deque[float]
+    _ema: float | None
+    ema_alpha: float
+
+    def _record_latency(self, latency: float) -> None:
+        if not math.isfinite(latency):
+            return
+        self._latencies.append(latency)
+        a = self.ema_alpha
+        self._ema = latency if self._ema is None else a * latency + (1 - a) * self._ema
+
+    def latency_stats(self) -> LatencyStats:
+        with self._cond:
+            lat = list(self._latencies)
+            ema = self._ema
+        if not lat:
+            return LatencyStats(0, None, None, None, None)
+        p50, p90 = np.percentile(lat, [50, 90])
+        return LatencyStats(len(lat), lat[-1], ema, float(p50), float(p90))
+
+    @property
+    def latency_estimate(self) -> float | None:
+        """Conservative latency for the trigger: max(EMA, p90); None before any measurement."""
+        stats = self.latency_stats()
+        if stats.count == 0:
+            return None
+        return max(stats.ema, stats.p90)  # type: ignore[type-var]
+
+
+class InferenceWorker(LatencyTracking):
     """Runs `policy.predict_action_chunk` on a daemon thread; see the module docstring."""
 
     def __init__(
@@ -234,23 +271,6 @@ class InferenceWorker:
             self._record_latency(latency)
         return InferenceResult(chunk, float("nan"), latency)
 
-    def latency_stats(self) -> LatencyStats:
-        with self._cond:
-            lat = list(self._latencies)
-            ema = self._ema
-        if not lat:
-            return LatencyStats(0, None, None, None, None)
-        p50, p90 = np.percentile(lat, [50, 90])
-        return LatencyStats(len(lat), lat[-1], ema, float(p50), float(p90))
-
-    @property
-    def latency_estimate(self) -> float | None:
-        """Conservative latency for the trigger: max(EMA, p90); None before any measurement."""
-        stats = self.latency_stats()
-        if stats.count == 0:
-            return None
-        return max(stats.ema, stats.p90)  # type: ignore[type-var]
-
     def close(self, timeout: float = 5.0) -> bool:
         """Stop the thread (after the running inference, if any); True if it has exited."""
         with self._cond:
@@ -273,11 +293,6 @@ class InferenceWorker:
         self.close()
 
     # ------------------------------------------------------------------------ worker thread
-    def _record_latency(self, latency: float) -> None:
-        self._latencies.append(latency)
-        a = self.ema_alpha
-        self._ema = latency if self._ema is None else a * latency + (1 - a) * self._ema
-
     def _to_device(self, value: Any) -> Any:
         if isinstance(value, np.ndarray):
             return torch.from_numpy(np.ascontiguousarray(value)).to(self.device)

@@ -17,7 +17,6 @@ same meaning as with `InferenceWorker` (submit → result available, node clock)
 from __future__ import annotations
 
 import contextlib
-import math
 import multiprocessing as mp
 import os
 import signal
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .inference_worker import InferenceResult, LatencyStats
+from .inference_worker import InferenceResult, LatencyTracking
 
 
 def _serve(
@@ -117,7 +116,7 @@ class InferenceProcessError(RuntimeError):
     """The inference child process failed (start-up error, crash, or a policy exception)."""
 
 
-class ProcessInferenceWorker:
+class ProcessInferenceWorker(LatencyTracking):
     """`InferenceWorker` API (submit/poll/busy/reset/warm_up/latency_*/close) with the policy
     in a child process built from `checkpoint`."""
 
@@ -262,23 +261,6 @@ class ProcessInferenceWorker:
             self._record_latency(latency)
         return InferenceResult(chunk, float("nan"), latency)
 
-    def latency_stats(self) -> LatencyStats:
-        with self._cond:
-            lat = list(self._latencies)
-            ema = self._ema
-        if not lat:
-            return LatencyStats(0, None, None, None, None)
-        p50, p90 = np.percentile(lat, [50, 90])
-        return LatencyStats(len(lat), lat[-1], ema, float(p50), float(p90))
-
-    @property
-    def latency_estimate(self) -> float | None:
-        """Conservative latency for the trigger: max(EMA, p90); None before any measurement."""
-        stats = self.latency_stats()
-        if stats.count == 0:
-            return None
-        return max(stats.ema, stats.p90)  # type: ignore[type-var]
-
     def close(self, timeout: float = 5.0) -> bool:
         """Ask the child to exit (after its running inference), kill it after `timeout`."""
         with self._cond:
@@ -313,13 +295,6 @@ class ProcessInferenceWorker:
         except (OSError, ValueError) as exc:
             self._mark_dead(f"cannot reach the inference process: {exc}")
             raise RuntimeError(self._dead) from exc
-
-    def _record_latency(self, latency: float) -> None:
-        if not math.isfinite(latency):
-            return
-        self._latencies.append(latency)
-        a = self.ema_alpha
-        self._ema = latency if self._ema is None else a * latency + (1 - a) * self._ema
 
     def _mark_dead(self, why: str) -> None:
         with self._cond:
