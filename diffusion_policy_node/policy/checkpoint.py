@@ -11,8 +11,6 @@ finite, and raises CheckpointError naming the file and the problem.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_folder
 from .config import PolicyConfig
 from .modeling import DiffusionPolicy, build_policy
 
@@ -49,27 +48,14 @@ def save_checkpoint(
     The folder is assembled next to its destination and renamed into place, so a crash never
     leaves a half-written checkpoint where a good one was.
     """
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in policy.state_dict().items()}
     model_state, norm_state = _split_state(state)
     doc = {"format": FORMAT, "policy": policy.config.to_dict(), "meta": dict(meta or {})}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         save_file(model_state, str(tmp / MODEL_FILE), metadata={"format": FORMAT})
         save_file(norm_state, str(tmp / NORMALIZER_FILE), metadata={"format": FORMAT})
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(doc, sort_keys=False))
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return Path(folder)
 
 
 def read_config(folder: str | os.PathLike) -> tuple[PolicyConfig, dict[str, Any]]:

@@ -14,8 +14,6 @@ import base64
 import json
 import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from diffusion_policy_node.atomic import atomic_folder
 
 __all__ = [
     "STATE_FORMAT",
@@ -121,24 +121,11 @@ def save_train_state(
     folder: str | os.PathLike, tensors: dict[str, torch.Tensor], doc: dict[str, Any]
 ) -> Path:
     """Write tensors + JSON document atomically to `folder` (replacing an older state)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         save_file(cpu, str(tmp / TENSORS_FILE), metadata={"format": STATE_FORMAT})
         (tmp / STATE_FILE).write_text(json.dumps({"format": STATE_FORMAT, **doc}))
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return Path(folder)
 
 
 def load_train_state(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
