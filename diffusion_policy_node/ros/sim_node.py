@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import queue
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -654,9 +656,17 @@ class SimNode(Node):
             raise RuntimeError(f"sim_node: the simulation is not running ({self.error!r})")
         return self.engine
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 8.0) -> bool:
+        """Stop the simulation thread; False (with its stack on stderr) if it did not stop."""
         self._stop.set()
-        self._thread.join(10.0)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            return True
+        frame = sys._current_frames().get(self._thread.ident or -1)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no frame)"
+        print(f"sim_node: simulation thread still running after {timeout} s:\n{stack}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -673,8 +683,12 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.logging.get_logger("sim_node").fatal(str(exc))
         return 1
     finally:
+        if node is not None and not node.shutdown():
+            # A thread stuck in native code (seen once: offscreen GL teardown) must not keep a
+            # Ctrl-C'd node alive; its stack is on stderr for diagnosis.
+            sys.stdout.flush()
+            os._exit(0 if node.error is None else 1)
         if node is not None:
-            node.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
     return 1 if node is not None and node.error is not None else 0
