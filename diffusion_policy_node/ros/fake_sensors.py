@@ -27,9 +27,7 @@ import math
 import sys
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
@@ -37,6 +35,7 @@ from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
 from .conversions import rgb_to_image_msg, sec_to_stamp
+from .node_main import run_node
 
 MODES = (
     "normal",
@@ -228,24 +227,10 @@ class FakeSensors(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=list(sys.argv if argv is None else argv))
-    node = None
-    try:
-        node = FakeSensors()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as exc:
-        rclpy.logging.get_logger("fake_sensors").fatal(str(exc))
-        return 1
-    finally:
-        if node is not None:
-            print(json.dumps({"fake_sensors": node.counts}), flush=True)
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    def report(node: FakeSensors) -> None:
+        print(json.dumps({"fake_sensors": node.counts}), flush=True)
+
+    return run_node(FakeSensors, "fake_sensors", argv, on_exit=report)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ import sys
 from typing import IO
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
@@ -30,6 +28,7 @@ from trajectory_msgs.msg import JointTrajectory
 from diffusion_policy_node.runtime.trajectory_follower import TrajectoryFollower
 
 from .conversions import is_zero_stamp, joint_state_msg, stamp_to_sec, trajectory_from_msg
+from .node_main import run_node
 
 
 class JtcConsumer(Node):
@@ -152,24 +151,7 @@ class JtcConsumer(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=list(sys.argv if argv is None else argv))
-    node = None
-    try:
-        node = JtcConsumer()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as exc:
-        rclpy.logging.get_logger("jtc_consumer").fatal(str(exc))
-        return 1
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(JtcConsumer, "jtc_consumer", argv, on_exit=JtcConsumer.close)
 
 
 if __name__ == "__main__":

@@ -28,16 +28,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from std_srvs.srv import Trigger
 
 from diffusion_policy_node.data.bag_writer import STORAGE_FORMATS, BagWriter, BagWriterError
+from diffusion_policy_node.ros.node_main import run_node
 
 DEFAULT_TOPICS = ["/camera/image_raw", "/joint_states", "/arm_controller/joint_trajectory"]
 # Parameters with defaults and descriptions (`types` is declared separately: string list).
@@ -296,24 +295,14 @@ class RecorderNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=list(sys.argv if argv is None else argv))
-    node = None
-    try:
-        node = RecorderNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, BagWriterError) as exc:
-        rclpy.logging.get_logger("recorder_node").fatal(str(exc))
-        return 1
-    finally:
-        if node is not None:
-            node.close()  # an interrupted recording still gets its metadata.yaml
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # close(): an interrupted recording still gets its metadata.yaml
+    return run_node(
+        RecorderNode,
+        "recorder_node",
+        argv,
+        fatal=(ValueError, BagWriterError),
+        on_exit=RecorderNode.close,
+    )
 
 
 if __name__ == "__main__":
