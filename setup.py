@@ -61,6 +61,7 @@ setup(
             "sim_node = diffusion_policy_node.ros.sim_node:main",
             "recorder_node = diffusion_policy_node.ros.recorder_node:main",
             "dp-collect = diffusion_policy_node.train.collect:main",
+            "dp-eval = diffusion_policy_node.train.evaluate:main",
         ],
     },
 )

@@ -44,6 +44,9 @@ class PolicyConfig:
     # Vision encoder.
     num_keypoints: int = 32
     share_encoder: bool = False
+    # Channels of the ResNet-18 stem/first stage (64: the standard ResNet-18; 32 or 16: the same
+    # depth, 1/4 or 1/16 of the weights and compute). A multiple of 16 (GroupNorm of C/16 groups).
+    encoder_width: int = 64
     # ε-network (conditional 1-D U-Net).
     down_dims: tuple[int, ...] = (64, 128, 256)
     kernel_size: int = 5
@@ -135,6 +138,8 @@ class PolicyConfig:
             raise _bad("eta", self.eta, "must be >= 0")
         if self.num_keypoints < 1:
             raise _bad("num_keypoints", self.num_keypoints, "must be >= 1")
+        if self.encoder_width < 16 or self.encoder_width % 16:
+            raise _bad("encoder_width", self.encoder_width, "must be a positive multiple of 16")
 
     @property
     def n_cameras(self) -> int:

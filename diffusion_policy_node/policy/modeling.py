@@ -49,6 +49,7 @@ class DiffusionPolicy(nn.Module):
             state_dim=config.state_dim,
             num_keypoints=config.num_keypoints,
             share_encoder=config.share_encoder,
+            encoder_width=config.encoder_width,
         )
         self.global_cond_dim = config.n_obs_steps * self.obs_encoder.feature_dim_per_step
         self.unet = ConditionalUnet1D(

@@ -48,24 +48,31 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18GN(nn.Module):
-    """ResNet-18 trunk with GroupNorm, no avgpool/fc: (B, 3, H, W) -> (B, 512, ⌈H/32⌉, ⌈W/32⌉)."""
+    """ResNet-18 trunk with GroupNorm, no avgpool/fc: (B, 3, H, W) -> (B, 8w, ⌈H/32⌉, ⌈W/32⌉).
 
-    out_channels = 512
+    ``width`` w is the channel count of the stem and the first stage (64 in the standard
+    ResNet-18, stages w, 2w, 4w, 8w). A narrower trunk keeps the depth, strides and receptive
+    field: width 32 has 1/4 of the parameters and multiply-adds (a CPU-trainable, repo-sized
+    encoder for small tasks).
+    """
 
-    def __init__(self, groups_fn: GroupsFn = _default_groups) -> None:
+    def __init__(self, groups_fn: GroupsFn = _default_groups, width: int = 64) -> None:
         super().__init__()
-        for c in (64, 128, 256, 512):
+        if width < 1:
+            raise ValueError(f"resnet18_gn: width must be >= 1, got {width}")
+        widths = (width, 2 * width, 4 * width, 8 * width)
+        self.out_channels = widths[-1]
+        for c in widths:
             g = groups_fn(c)
             if g < 1 or c % g:
                 raise ValueError(
                     f"resnet18_gn: num_groups_fn({c}) = {g} must be a positive divisor of {c}"
                 )
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.GroupNorm(groups_fn(64), 64)
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.GroupNorm(groups_fn(width), width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        widths = (64, 128, 256, 512)
-        in_c = 64
+        in_c = width
         for i, w in enumerate(widths):
             stride = 1 if i == 0 else 2
             layer = nn.Sequential(
@@ -85,9 +92,9 @@ class ResNet18GN(nn.Module):
         return self.layer4(x)
 
 
-def resnet18_gn(num_groups_fn: GroupsFn = _default_groups) -> ResNet18GN:
+def resnet18_gn(num_groups_fn: GroupsFn = _default_groups, width: int = 64) -> ResNet18GN:
     """ResNet-18 with GroupNorm(num_groups_fn(C), C) in place of every BatchNorm, randomly init."""
-    return ResNet18GN(num_groups_fn)
+    return ResNet18GN(num_groups_fn, width)
 
 
 def resnet_output_hw(height: int, width: int) -> tuple[int, int]:
@@ -179,11 +186,11 @@ def crop_images(
 class _CameraEncoder(nn.Module):
     """ResNet-18-GN -> SpatialSoftmax -> Linear(2K, 2K) -> ReLU: (N, 3, h, w) -> (N, 2K)."""
 
-    def __init__(self, crop_hw: tuple[int, int], num_keypoints: int) -> None:
+    def __init__(self, crop_hw: tuple[int, int], num_keypoints: int, width: int = 64) -> None:
         super().__init__()
-        self.backbone = resnet18_gn()
+        self.backbone = resnet18_gn(width=width)
         fh, fw = resnet_output_hw(*crop_hw)
-        self.pool = SpatialSoftmax(ResNet18GN.out_channels, fh, fw, num_keypoints)
+        self.pool = SpatialSoftmax(self.backbone.out_channels, fh, fw, num_keypoints)
         self.out = nn.Linear(2 * num_keypoints, 2 * num_keypoints)
         self.relu = nn.ReLU()
 
@@ -208,6 +215,7 @@ class ObservationEncoder(nn.Module):
         state_dim: int,
         num_keypoints: int = 32,
         share_encoder: bool = False,
+        encoder_width: int = 64,
     ) -> None:
         super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
@@ -247,7 +255,10 @@ class ObservationEncoder(nn.Module):
         self.share_encoder = share_encoder
         n_encoders = 1 if share_encoder else n_cameras
         self.encoders = nn.ModuleList(
-            [_CameraEncoder(self.crop_shape, num_keypoints) for _ in range(n_encoders)]
+            [
+                _CameraEncoder(self.crop_shape, num_keypoints, encoder_width)
+                for _ in range(n_encoders)
+            ]
         )
         # Optional generator for the training-time crops (None: torch's global RNG).
         self.crop_generator: torch.Generator | None = None

@@ -34,12 +34,14 @@ Per control tick (`dt` = the checkpoint's step; a different `control_rate_hz` is
    ticks more lead, so the next trajectory reaches the controller before the current one
    ends).
 
-Services `~/start`, `~/stop`, `~/reset` (std_srvs/Trigger); `/diagnostics` at 1 Hz on a steady
+Services `~/start`, `~/stop`, `~/reset` and `~/status` (std_srvs/Trigger; `~/status` answers
+the diagnostics values as JSON); `/diagnostics` at 1 Hz on a steady
 timer (so it still reports when sim time does not advance).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -266,6 +268,7 @@ class PolicyNode(Node):
             ("start", self._srv_start),
             ("stop", self._srv_stop),
             ("reset", self._srv_reset),
+            ("status", self._srv_status),
         ):
             self.create_service(Trigger, f"~/{name}", handler)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -698,6 +701,12 @@ class PolicyNode(Node):
         resp.success = True
         resp.message = "history, schedule and policy reset"
         self.get_logger().info("~/reset: history, schedule and policy reset")
+        return resp
+
+    def _srv_status(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        """The /diagnostics values as one JSON object (for scripts such as dp-eval)."""
+        _, _, values = self.diagnostics_values()
+        resp.success, resp.message = True, json.dumps(values)
         return resp
 
     # ------------------------------------------------------------------------------ diagnostics

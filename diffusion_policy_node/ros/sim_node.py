@@ -169,6 +169,12 @@ class SimEngine:
         self._snapshot: dict[str, Any] = {}
         self._snapshot_lock = threading.Lock()
         self._rtf_window: list[tuple[float, int]] = []
+        # Sim seconds from a trajectory's header.stamp (the sender's tick) to its application
+        # here, this episode: the command delay a controller would see.
+        self.command_delays: list[float] = []
+        # Largest |joint position - start position| this episode (rad): did the arm move?
+        self.max_excursion = 0.0
+        self._episode_q0 = np.zeros(len(ArmTask.joint_names))
         self._reset(seed)
 
     # ---------------------------------------------------------------- time
@@ -250,6 +256,8 @@ class SimEngine:
             return {}
         if kind == "trajectory":
             times, positions, start = payload
+            if start is not None:
+                self.command_delays.append(now - start)
             current = self.follower.sample(now)
             if current is None:
                 current = self.stream_target
@@ -269,6 +277,9 @@ class SimEngine:
         self.follower.clear()
         self.stream_target = None
         self.side = None
+        self.command_delays = []
+        self.max_excursion = 0.0
+        self._episode_q0 = self.task.joint_positions().copy()
         if self.settings.expert:
             self.expert = ScriptedExpert(self.task, seed=seed)
             self.expert.reset()
@@ -308,6 +319,8 @@ class SimEngine:
                 self.paused = True
             self._update_snapshot()
         if self.steps % 25 == 0:
+            q = task.joint_positions()
+            self.max_excursion = max(self.max_excursion, float(np.abs(q - self._episode_q0).max()))
             self._update_snapshot()
 
     def _expert_command(self, now_ns: int) -> None:
@@ -354,6 +367,7 @@ class SimEngine:
         with self._snapshot_lock:
             self._snapshot.update(
                 side=self.side,
+                passed_side=task.passed_side,
                 success=task.success,
                 collided=task.collided,
                 done=task.done,
@@ -363,7 +377,19 @@ class SimEngine:
                 paused=self.paused,
                 real_time_factor=None if math.isnan(rtf) else round(rtf, 3),
                 episodes=self.episodes,
+                max_joint_excursion=round(self.max_excursion, 4),
+                **self._delay_stats(),
             )
+
+    def _delay_stats(self) -> dict[str, float | int | None]:
+        delays = np.asarray(self.command_delays) * 1e3
+        if not len(delays):
+            return {"trajectories": 0, "command_delay_p50_ms": None, "command_delay_max_ms": None}
+        return {
+            "trajectories": len(delays),
+            "command_delay_p50_ms": round(float(np.median(delays)), 3),
+            "command_delay_max_ms": round(float(delays.max()), 3),
+        }
 
     def _log(self, level: str, text: str) -> None:
         self.sink["log"](level, text)

@@ -304,6 +304,7 @@ class ArmTask:
         self._done = False
         self._success = False
         self._collided = False
+        self._passed_side: str | None = None
         self.reset(cfg.seed)
 
     # ------------------------------------------------------------------ episode
@@ -334,6 +335,7 @@ class ArmTask:
         self.data.ctrl[:] = HOME_QPOS
         mujoco.mj_forward(self.model, self.data)
         self._done = self._success = self._collided = False
+        self._passed_side = None
 
     def set_joint_targets(self, joint_targets: np.ndarray) -> None:
         """Set the position-servo targets (3,) in rad, clipped to the joint limits."""
@@ -364,6 +366,8 @@ class ArmTask:
         return self.result
 
     def _update_outcome(self) -> None:
+        if self._passed_side is None:
+            self._passed_side = self._side_when_alongside()
         if self._touching_obstacle():
             self._done, self._collided = True, True
         elif self._ee_target_distance() <= self.config.success_radius:
@@ -379,6 +383,19 @@ class ArmTask:
             if self._obstacle_geom in pair and pair & self._arm_geoms:
                 return True
         return False
+
+    def _side_when_alongside(self) -> str | None:
+        """ "left"/"right" once the fingertip is level with the obstacle centre along the
+        home -> target line (left: counter-clockwise of that direction), else None."""
+        home = np.asarray(HOME_EE_XY)
+        along = self.target_position()[:2] - home
+        along /= np.linalg.norm(along)
+        rel_ee = self.ee_position()[:2] - home
+        rel_obstacle = self.obstacle_position()[:2] - home
+        if rel_ee @ along < rel_obstacle @ along:
+            return None
+        left = np.array([-along[1], along[0]])
+        return "left" if (rel_ee - rel_obstacle) @ left > 0 else "right"
 
     def _ee_target_distance(self) -> float:
         return float(np.linalg.norm(self.ee_position()[:2] - self.target_position()[:2]))
@@ -400,6 +417,12 @@ class ArmTask:
     @property
     def collided(self) -> bool:
         return self._collided
+
+    @property
+    def passed_side(self) -> str | None:
+        """Side on which the fingertip passed the obstacle ("left"/"right", as the expert's
+        `side`), decided when it first drew level with it; None before that."""
+        return self._passed_side
 
     @property
     def time(self) -> float:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from diffusion_policy_node.train.processes import ros_list, start_node, stop_node
 
 SIM_NODE = "dp_collect_sim"
 RECORDER_NODE = "dp_collect_recorder"
@@ -79,30 +79,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--image-size {args.image_size}: each side must be >= 8")
 
 
-def _ros_list(values: list[str]) -> str:
-    return "[" + ", ".join(values) + "]"
-
-
-def _node(module: str, ros_args: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "w") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", f"diffusion_policy_node.ros.{module}", "--ros-args", *ros_args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 def _settle_bag(record: dict[str, Any], out: Path, keep_failed: bool) -> str | None:
     """Keep a successful episode's bag, delete (or move to failed/) the others."""
     bag = Path(record["bag"])
@@ -124,7 +100,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     logs.mkdir(parents=True, exist_ok=True)
     (out / "bags").mkdir(exist_ok=True)
     height, width = args.image_size
-    sim = _node(
+    sim = start_node(
         "sim_node",
         [
             "-r", f"__node:={SIM_NODE}",
@@ -138,7 +114,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         ],
         logs / "sim_node.log",
     )  # fmt: skip
-    recorder = _node(
+    recorder = start_node(
         "recorder_node",
         [
             "-r", f"__node:={RECORDER_NODE}",
@@ -146,8 +122,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             "-p", f"output_dir:={(out / 'bags').resolve()}",
             "-p", f"storage:={args.format}",
             "-p", f"queue_depth:={QOS_DEPTH}",
-            "-p", f"topics:={_ros_list(list(TOPICS))}",
-            "-p", f"types:={_ros_list(list(TOPICS.values()))}",
+            "-p", f"topics:={ros_list(list(TOPICS))}",
+            "-p", f"types:={ros_list(list(TOPICS.values()))}",
         ],
         logs / "recorder_node.log",
     )  # fmt: skip
@@ -186,8 +162,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             if driver.wait() != 0 and error is None:
                 error = f"episode driver exited with {driver.returncode}; see {logs}/driver.log"
     finally:
-        _stop(sim)
-        _stop(recorder)
+        stop_node(sim)
+        stop_node(recorder)
     summary = {
         "episodes": len(records),
         "successes": sum(r["success"] for r in records),

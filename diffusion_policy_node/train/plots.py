@@ -17,7 +17,7 @@ import numpy as np
 __all__ = ["plot_loss_curves", "plot_replay", "read_metrics"]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,7 +26,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
     """Write the figure next to `path`, then rename it into place (readers never see half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
@@ -55,7 +55,7 @@ def plot_loss_curves(metrics_path: str | Path, png_path: str | Path) -> Path:
     records = read_metrics(metrics_path)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     try:
         if train:
@@ -70,7 +70,7 @@ def plot_loss_curves(metrics_path: str | Path, png_path: str | Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="upper right")
         fig.tight_layout()
-        return _save(fig, Path(png_path))
+        return save_figure(fig, Path(png_path))
     finally:
         plt.close(fig)
 
@@ -88,7 +88,7 @@ def plot_replay(
 
     Episodes are drawn back to back; dotted vertical lines mark where each one starts.
     """
-    plt = _pyplot()
+    plt = pyplot()
     n = len(joint_names)
     fig, axes = plt.subplots(n, 1, figsize=(9, 1.9 * n + 0.8), sharex=True, squeeze=False)
     try:
@@ -111,6 +111,6 @@ def plot_replay(
         axes[-1, 0].set_xlabel("control step (episodes back to back)")
         fig.suptitle(title, fontsize=10)
         fig.tight_layout()
-        return _save(fig, Path(png_path))
+        return save_figure(fig, Path(png_path))
     finally:
         plt.close(fig)

@@ -196,6 +196,18 @@ def test_resnet18_gn_shape_param_count_and_no_batchnorm():
     }
 
 
+def test_narrow_resnet18_keeps_depth_and_strides_with_a_sixteenth_of_the_weights():
+    net = resnet18_gn(width=16)
+    assert net.out_channels == 128
+    assert net(torch.rand(1, 3, 70, 33)).shape == (1, 128, 3, 2)
+    n = sum(p.numel() for p in net.parameters())
+    # Every 3x3/1x1 conv scales with width², the stem and the norms with width.
+    assert 11_176_512 / 16.2 < n < 11_176_512 / 15.5
+    assert len([m for m in net.modules() if isinstance(m, nn.Conv2d)]) == 20
+    with pytest.raises(ValueError, match="num_groups_fn"):
+        resnet18_gn(width=8)  # 8 // 16 = 0 groups
+
+
 def test_encoder_has_no_batchnorm_and_has_groupnorm():
     enc = ObservationEncoder(2, (3, 40, 40), (36, 36), state_dim=3, num_keypoints=4)
     kinds = {type(m) for m in enc.modules()}

@@ -138,6 +138,7 @@ def test_wrong_observation_shape_is_named() -> None:
         ("beta_schedule", "cosine", "beta_schedule"),
         ("joint_names", ["a"], "joint_names"),
         ("dt", 0.0, "dt"),
+        ("encoder_width", 24, "encoder_width=24"),
     ],
 )
 def test_config_validation_names_the_field(field: str, value, match: str) -> None:

@@ -203,7 +203,12 @@ def test_left_and_right_demos_differ():
     with ArmTask() as t:
         expert = ScriptedExpert(t, seed=0)
         for seed in (5, 6, 7):
-            runs = {side: run_expert_episode(t, expert, seed, side=side) for side in SIDES}
+            runs = {}
+            for side in SIDES:
+                runs[side] = run_expert_episode(t, expert, seed, side=side)
+                assert t.passed_side == side  # the task sees the side the arm actually took
+            t.reset(seed)
+            assert t.passed_side is None
             start = t.home_joint_positions
             start_xy = planar_forward_kinematics(start)[-1]
             target = t.target_position()[:2]

@@ -1,0 +1,305 @@
+"""`dp-eval`: closed-loop evaluation of a checkpoint on the bundled MuJoCo arm, over ROS 2.
+
+    dp-eval --episodes 20 --seed 1000                         # the bundled checkpoint
+    dp-eval --checkpoint runs/sim/best --episodes 50 --out runs/sim/eval
+    dp-eval --expert --episodes 20 --seed 1000                # the scripted expert, same seeds
+
+Starts three processes that talk over ROS 2 topics and services, as on a robot: `sim_node`
+(paused between episodes, sim time on /clock), `policy_node` (the checkpoint, `use_sim_time`,
+started per episode) and the episode driver (`ros/eval_driver.py`). Episode i uses layout seed
+`--seed + i`; the default seeds (1000...) are held out: `dp-collect` demonstrations use 0...N-1.
+
+Output in --out:
+  episodes.jsonl   one line per episode: seed, outcome, time, side passed, policy diagnostics
+  summary.json     the summary below;  summary.png  outcomes, times to success, sides
+  episodes.mp4     the camera view of the first --video-episodes episodes
+  logs/            the node logs
+The last stdout line is the summary as JSON: episodes, successes, success_rate, checkpoint,
+mean time to success (sim s), collisions, timeouts, sides passed, the policy node's control
+jitter (publish lateness on the node clock: sim time here) and inference latency, wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffusion_policy_node.policy.checkpoint import CheckpointError, read_config
+from diffusion_policy_node.train.eval_media import plot_eval_summary
+from diffusion_policy_node.train.processes import start_node, stop_node
+
+SIM_NODE = "dp_eval_sim"
+POLICY_NODE = "dp_eval_policy"
+BUNDLED_MODEL = "sim_arm_diffusion"
+PACKAGE = "diffusion_policy_node"
+
+
+def bundled_checkpoint(name: str = BUNDLED_MODEL) -> Path:
+    """`models/<name>` of this source tree, else of an installed package share (colcon)."""
+    candidates = [Path(__file__).resolve().parents[2] / "models" / name]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / PACKAGE / "models" / name)
+    for path in candidates:
+        if (path / "config.yaml").is_file():
+            return path
+    raise CheckpointError(
+        f"bundled checkpoint models/{name} not found (looked in {', '.join(map(str, candidates))})"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dp-eval",
+        description="Closed-loop evaluation of a policy checkpoint on the MuJoCo arm over ROS 2.",
+        epilog="Example: dp-eval --checkpoint runs/sim/best --episodes 20 --seed 1000",
+    )
+    who = parser.add_mutually_exclusive_group()
+    who.add_argument(
+        "--checkpoint", help=f"checkpoint folder (default: the bundled models/{BUNDLED_MODEL})"
+    )
+    who.add_argument("--expert", action="store_true", help="evaluate the scripted expert")
+    parser.add_argument(
+        "--compare-expert",
+        action="store_true",
+        help="also run the scripted expert on the same seeds and report the success ratio",
+    )
+    parser.add_argument("--episodes", type=int, default=20, help="episodes to run")
+    parser.add_argument(
+        "--seed", type=int, default=1000, help="layout seed of the first episode (held out)"
+    )
+    parser.add_argument("--out", help="output folder (default: runs/eval-<time>)")
+    parser.add_argument(
+        "--real-time-factor", type=float, default=1.0, help="simulation speed over wall time"
+    )
+    parser.add_argument("--output-mode", choices=["chunk", "stream"], default="chunk")
+    parser.add_argument(
+        "--num-inference-steps", type=int, default=0, help="denoising steps (0: checkpoint's)"
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--video-episodes", type=int, default=3, help="episodes in the mp4")
+    parser.add_argument("--camera-rate", type=float, default=30.0, help="camera Hz (sim time)")
+    parser.add_argument("--time-limit", type=float, default=10.0, help="episode limit (sim s)")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="wall seconds allowed per episode"
+    )
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.episodes < 1:
+        raise ValueError(f"--episodes {args.episodes}: must be >= 1")
+    if args.seed < 0:
+        raise ValueError(f"--seed {args.seed}: must be >= 0")
+    if not (0 <= args.real_time_factor <= 100):
+        raise ValueError(f"--real-time-factor {args.real_time_factor}: must be in [0, 100]")
+    if args.real_time_factor == 0 and not args.expert:
+        raise ValueError(
+            "--real-time-factor 0 (as fast as possible) is only for --expert: the policy "
+            "computes in wall time, so the simulation must be paced"
+        )
+    if args.num_inference_steps < 0:
+        raise ValueError(f"--num-inference-steps {args.num_inference_steps}: must be >= 0")
+    if args.video_episodes < 0:
+        raise ValueError(f"--video-episodes {args.video_episodes}: must be >= 0")
+
+
+def _median(values: Any) -> float | None:
+    v = [x for x in values if x is not None]
+    return float(np.median(v)) if v else None
+
+
+def _max(values: Any) -> float | None:
+    v = [x for x in values if x is not None]
+    return float(max(v)) if v else None
+
+
+def summarize(records: list[dict[str, Any]], policy: str, wall_s: float) -> dict[str, Any]:
+    """The summary of the episode records (see the module docstring)."""
+    n = len(records)
+    successes = [r for r in records if r["success"]]
+    last = records[-1] if records else {}
+    summary: dict[str, Any] = {
+        "policy": policy,
+        "episodes": n,
+        "successes": len(successes),
+        "success_rate": len(successes) / n if n else 0.0,
+        "collisions": sum(r["outcome"] == "collision" for r in records),
+        "timeouts": sum(r["outcome"] == "timeout" for r in records),
+        "mean_time_to_success_s": (
+            float(np.mean([r["time"] for r in successes])) if successes else None
+        ),
+        "passed_left": sum(r.get("passed_side") == "left" for r in records),
+        "passed_right": sum(r.get("passed_side") == "right" for r in records),
+        "seeds": [records[0]["seed"], records[-1]["seed"]] if records else [],
+        "command_delay_p50_ms": _median(r.get("command_delay_p50_ms") for r in records),
+        "command_delay_max_ms": _max(r.get("command_delay_max_ms") for r in records),
+        "wall_s": round(wall_s, 1),
+    }
+    for key in (
+        "jitter_p50_ms",
+        "jitter_p99_ms",
+        "jitter_max_ms",
+        "missed_ticks",
+        "inference_latency_p50_ms",
+        "inference_latency_p90_ms",
+        "nonfinite_commands",
+    ):
+        if key in last:
+            summary[key] = last[key]
+    return summary
+
+
+def run_episodes(
+    args: argparse.Namespace,
+    checkpoint: Path | None,
+    image_size: tuple[int, int],
+    out: Path,
+    real_time_factor: float,
+    video_episodes: int,
+) -> tuple[list[dict[str, Any]], str | None, str | None]:
+    """Start the nodes, run the episodes, stop the nodes: (records, video path, error)."""
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    height, width = image_size
+    expert = checkpoint is None
+    procs = [
+        start_node(
+            "sim_node",
+            [
+                "-r", f"__node:={SIM_NODE}",
+                "-p", f"expert:={'true' if expert else 'false'}",
+                "-p", "start_paused:=true", "-p", "pause_on_done:=true",
+                "-p", f"real_time_factor:={float(real_time_factor)}",
+                "-p", f"camera_rate_hz:={float(args.camera_rate)}",
+                "-p", f"image_height:={height}", "-p", f"image_width:={width}",
+                "-p", f"time_limit:={float(args.time_limit)}",
+                "-p", f"seed:={args.seed}",
+            ],
+            logs / "sim_node.log",
+        )
+    ]  # fmt: skip
+    if checkpoint is not None:
+        procs.append(
+            start_node(
+                "policy_node",
+                [
+                    "-r", f"__node:={POLICY_NODE}",
+                    "-p", f"checkpoint:={checkpoint.resolve()}",
+                    "-p", "use_sim_time:=true",
+                    "-p", "start_active:=false",
+                    "-p", f"output_mode:={args.output_mode}",
+                    "-p", f"num_inference_steps:={args.num_inference_steps}",
+                    "-p", f"device:={args.device}",
+                ],
+                logs / "policy_node.log",
+            )
+        )  # fmt: skip
+    driver_cmd = [
+        sys.executable, "-m", "diffusion_policy_node.ros.eval_driver",
+        "--episodes", str(args.episodes), "--seed", str(args.seed),
+        "--sim", SIM_NODE, "--policy", "" if expert else POLICY_NODE,
+        "--camera-rate", str(args.camera_rate),
+        "--video", str(out / "episodes.mp4") if video_episodes else "",
+        "--video-episodes", str(video_episodes),
+        "--episode-timeout", str(args.timeout),
+    ]  # fmt: skip
+    records: list[dict[str, Any]] = []
+    error = None
+    video = None
+    who = "expert" if expert else "policy"
+    try:
+        with (
+            open(logs / "driver.log", "w") as driver_log,
+            open(out / "episodes.jsonl", "w") as episodes_file,
+        ):
+            driver = subprocess.Popen(
+                driver_cmd, stdout=subprocess.PIPE, stderr=driver_log, text=True
+            )
+            for line in driver.stdout or ():
+                record = json.loads(line)
+                if "error" in record:
+                    error = record["error"]
+                    continue
+                if record.get("done"):
+                    video = record.get("video")
+                    continue
+                records.append(record)
+                episodes_file.write(json.dumps(record) + "\n")
+                episodes_file.flush()
+                print(
+                    f"{who} episode {record['episode']} seed {record['seed']}: "
+                    f"{record['outcome']} ({record['time']:.2f} s sim, passed "
+                    f"{record.get('passed_side') or '-'})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if driver.wait() != 0 and error is None:
+                error = f"episode driver exited with {driver.returncode}; see {logs}/driver.log"
+    finally:
+        for proc in procs:
+            stop_node(proc)
+    if error is not None:
+        error = f"{error} (node logs in {logs})"
+    return records, video, error
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the episodes (and the expert's, with --compare-expert); returns the summary (also the
+    last stdout line of `main`)."""
+    t0 = time.monotonic()
+    checkpoint: Path | None = None
+    image_size: tuple[int, int] = (96, 96)
+    if not args.expert:
+        checkpoint = Path(args.checkpoint) if args.checkpoint else bundled_checkpoint()
+        config, _ = read_config(checkpoint)  # CheckpointError before any process starts
+        image_size = config.image_size
+    out = Path(args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
+    records, video, error = run_episodes(
+        args, checkpoint, image_size, out, args.real_time_factor, args.video_episodes
+    )
+    policy_name = "expert" if checkpoint is None else str(checkpoint)
+    summary = summarize(records, policy_name, time.monotonic() - t0)
+    summary["checkpoint"] = None if checkpoint is None else str(checkpoint)
+    summary["requested"] = args.episodes
+    summary["video"] = video
+    summary["out"] = str(out)
+    if records:
+        summary["png"] = str(plot_eval_summary(records, summary, out / "summary.png"))
+    if error is None and args.compare_expert and checkpoint is not None:
+        # The expert needs no wall-clock pacing: as fast as possible, same seeds.
+        expert_records, _, error = run_episodes(args, None, image_size, out / "expert", 0.0, 0)
+        expert = summarize(expert_records, "expert", 0.0)
+        summary["expert_episodes"] = expert["episodes"]
+        summary["expert_success_rate"] = expert["success_rate"]
+        if expert["success_rate"] > 0:
+            summary["ratio_to_expert"] = round(summary["success_rate"] / expert["success_rate"], 3)
+        summary["wall_s"] = round(time.monotonic() - t0, 1)
+    if error is not None:
+        summary["error"] = error
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _check_args(args)
+        summary = evaluate(args)
+    except (ValueError, CheckpointError) as exc:
+        print(f"dp-eval: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary), flush=True)
+    return 1 if "error" in summary else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Closed loop over ROS 2: `dp-eval` runs sim_node + policy_node (a tiny random-weight
+checkpoint) + the episode driver as separate processes talking over DDS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from tests.ros.policy_node_harness import make_tiny_checkpoint
+
+pytestmark = pytest.mark.ros
+
+
+def _dp_eval(*argv: str, timeout: float = 240.0) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "diffusion_policy_node.train.evaluate", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_policy_drives_the_sim_arm_over_ros(tmp_path: Path):
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny", dt=0.1)
+    out = tmp_path / "eval"
+    proc = _dp_eval(
+        "--checkpoint", str(ckpt), "--episodes", "2", "--seed", "1000", "--time-limit", "4.0",
+        "--video-episodes", "1", "--compare-expert", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["episodes"] == 2 and summary["checkpoint"] == str(ckpt)
+    assert 0.0 <= summary["success_rate"] <= 1.0
+    assert summary["nonfinite_commands"] == 0
+    assert summary["expert_episodes"] == 2 and summary["expert_success_rate"] == 1.0
+    records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in records] == [1000, 1001]
+    for rec in records:
+        # Commands flowed: the sim applied several trajectories from the policy node, stamped
+        # at the node's ticks on the shared /clock...
+        assert rec["trajectories"] >= 2, rec
+        assert 0.0 <= rec["command_delay_p50_ms"] < 200.0, rec
+        # ...and the arm moved (a random-weight policy commands positions all over the
+        # checkpoint's action range, far from the home pose).
+        assert rec["max_joint_excursion"] > 0.05, rec
+        assert rec["inference_count"] >= 2 and rec["inference_errors"] == 0
+    cap = cv2.VideoCapture(summary["video"])
+    try:
+        assert cap.get(cv2.CAP_PROP_FRAME_COUNT) >= 10
+    finally:
+        cap.release()
+    assert Path(summary["png"]).is_file()
+    assert json.loads((out / "summary.json").read_text())["episodes"] == 2

@@ -1,0 +1,116 @@
+"""dp-eval's ROS-free parts: the episode video, the summary figure and numbers, argument checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from diffusion_policy_node.policy.checkpoint import CheckpointError
+from diffusion_policy_node.train import evaluate
+from diffusion_policy_node.train.eval_media import EpisodeVideo, outcome, plot_eval_summary
+
+
+def _record(seed: int, success: bool, collided: bool, time: float, side: str | None) -> dict:
+    rec = {"seed": seed, "success": success, "collided": collided, "time": time,
+           "passed_side": side, "command_delay_p50_ms": 4.0 + seed % 2,
+           "command_delay_max_ms": 10.0 + seed}  # fmt: skip
+    rec["outcome"] = outcome(rec)
+    return rec
+
+
+RECORDS = [
+    _record(1000, True, False, 3.0, "left"),
+    _record(1001, True, False, 4.0, "right"),
+    _record(1002, False, True, 1.2, None),
+    _record(1003, False, False, 10.0, "left"),
+]
+
+
+def test_outcome_names_success_collision_timeout():
+    assert [r["outcome"] for r in RECORDS] == ["success", "success", "collision", "timeout"]
+
+
+def test_summary_numbers():
+    s = evaluate.summarize(RECORDS, "ckpt", wall_s=12.34)
+    assert s["episodes"] == 4 and s["successes"] == 2
+    assert s["success_rate"] == 0.5
+    assert s["collisions"] == 1 and s["timeouts"] == 1
+    assert s["mean_time_to_success_s"] == pytest.approx(3.5)
+    assert (s["passed_left"], s["passed_right"]) == (2, 1)
+    assert s["seeds"] == [1000, 1003]
+    assert s["command_delay_p50_ms"] == pytest.approx(4.5)
+    assert s["command_delay_max_ms"] == 1013.0
+    assert s["wall_s"] == 12.3
+    assert evaluate.summarize([], "ckpt", 0.0)["success_rate"] == 0.0
+
+
+def test_video_has_every_frame_plus_the_outcome_hold(tmp_path: Path):
+    video = EpisodeVideo(tmp_path / "v.mp4", fps=10.0, scale=2)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in range(7)]
+    video.add_episode(frames, "seed 1", "success")
+    video.add_episode(frames[:3], "seed 2", "collision")
+    path = video.write()
+    assert path == tmp_path / "v.mp4" and path.stat().st_size > 0
+    cap = cv2.VideoCapture(str(path))
+    try:
+        assert cap.get(cv2.CAP_PROP_FRAME_WIDTH) == 64
+        assert cap.get(cv2.CAP_PROP_FRAME_HEIGHT) == 48
+        assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 7 + 5 + 3 + 5  # 0.5 s hold at 10 fps
+    finally:
+        cap.release()
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_video_rejects_bad_frames_and_writes_nothing_without_frames(tmp_path: Path):
+    video = EpisodeVideo(tmp_path / "v.mp4", fps=30.0)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        video.add_episode([np.zeros((8, 8), np.uint8)], "seed 0", "success")
+    assert video.write() is None and not (tmp_path / "v.mp4").exists()
+    with pytest.raises(ValueError, match="fps"):
+        EpisodeVideo(tmp_path / "w.mp4", fps=0.0)
+
+
+def test_summary_png_is_written(tmp_path: Path):
+    summary = evaluate.summarize(RECORDS, "ckpt", 1.0)
+    png = plot_eval_summary(RECORDS, summary, tmp_path / "s.png")
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[0] > 100 and image.shape[1] > 300
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--episodes", "0"], "--episodes 0"),
+        (["--seed", "-1"], "--seed -1"),
+        (["--real-time-factor", "0"], "only for --expert"),
+        (["--real-time-factor", "1000"], "--real-time-factor 1000"),
+        (["--video-episodes", "-2"], "--video-episodes -2"),
+    ],
+)
+def test_bad_arguments_are_named_and_start_nothing(argv, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert evaluate.main([*argv, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert evaluate.main(["--checkpoint", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "does not exist" in err
+    assert not out.exists()
+
+
+def test_bundled_checkpoint_lookup(tmp_path, monkeypatch):
+    with pytest.raises(CheckpointError, match="models/no_such_model"):
+        evaluate.bundled_checkpoint("no_such_model")
+    share = tmp_path / "install" / "share" / "diffusion_policy_node" / "models" / "m"
+    share.mkdir(parents=True)
+    (share / "config.yaml").write_text("{}\n")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "install"))
+    assert evaluate.bundled_checkpoint("m") == share
