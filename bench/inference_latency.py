@@ -4,6 +4,12 @@ One JSON line per case: config (small|paper), scheduler, steps, device, dtype, p
 params, peak_rss_mib (and peak_cuda_mib on CUDA), plus the reference figure and our speed-up
 where the issue gives one. Each config runs in its own subprocess so peak memory is per config.
 
+Memory floor: every denoising step reads all of the U-Net's weights (at batch 1 and horizon 16
+the convolutions do little arithmetic per weight), so `unet_read_ms` (U-Net bytes over
+`read_gbs`, the streaming-read bandwidth of summing a 256 MiB tensor) times `steps` is a floor
+for the denoising loop on this machine: `floor_ms`. For the paper config (~1 GB of fp32 U-Net
+weights) this floor, not Python or scheduling, is what bounds the CPU latency.
+
     .venv/bin/python bench/inference_latency.py                     # small + paper, CPU
     .venv/bin/python bench/inference_latency.py --configs small --device cuda --dtype bf16
 """
@@ -67,6 +73,20 @@ def run_config(args: argparse.Namespace) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    unet_bytes = sum(p.numel() * p.element_size() for p in policy.unet.parameters())
+    # Streaming-read bandwidth: sum a 256 MiB buffer (larger than any cache) a few times.
+    buffer = torch.ones(64 * 2**20, device=device)
+    reads = []
+    with torch.inference_mode():
+        for _ in range(5):
+            t0 = time.perf_counter()
+            buffer.sum()
+            sync()
+            reads.append(time.perf_counter() - t0)
+    read_gbs = buffer.numel() * buffer.element_size() / statistics.median(reads) / 1e9
+    del buffer
+    unet_read_s = unet_bytes / (read_gbs * 1e9)
+
     for scheduler, steps in CASES:
         if args.cases and f"{scheduler}{steps}" not in args.cases.split(","):
             continue
@@ -99,6 +119,10 @@ def run_config(args: argparse.Namespace) -> None:
             "p50_ms": round(p50 * 1e3, 2),
             "p90_ms": round(p90 * 1e3, 2),
             "params": params,
+            "unet_mib": round(unet_bytes / 2**20, 1),
+            "read_gbs": round(read_gbs, 1),
+            "unet_read_ms": round(unet_read_s * 1e3, 2),
+            "floor_ms": round(steps * unet_read_s * 1e3, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         if device.type == "cuda":

@@ -193,6 +193,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "limits.conf); 0: normal scheduling.",
         (0, 99),
     ),
+    ParamSpec(
+        "spin_lead_ms",
+        "double",
+        1.0,
+        "Wall-clock control loop: sleep until this long before each tick, then busy-wait, so "
+        "the thread is already running at the tick (no wake-up latency); 0: sleep only.",
+        (0.0, 10.0),
+    ),
 )
 
 
@@ -229,6 +237,7 @@ class PolicyNodeParams:
     inference_process: bool = True
     inference_nice: int = 0
     control_priority: int = 0
+    spin_lead_ms: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("camera_topics", "joint_names"):
@@ -285,6 +294,8 @@ class PolicyNodeParams:
             raise _bad("inference_nice", self.inference_nice, "must be in [0, 19]")
         if not 0 <= self.control_priority <= 99:
             raise _bad("control_priority", self.control_priority, "must be in [0, 99]")
+        if not (math.isfinite(self.spin_lead_ms) and 0 <= self.spin_lead_ms <= 10):
+            raise _bad("spin_lead_ms", self.spin_lead_ms, "must be in [0, 10] ms")
 
 
 @dataclass(frozen=True, eq=False)

@@ -45,6 +45,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 
@@ -451,6 +452,7 @@ class PolicyNode(Node):
     def _wait_until(self, target: float) -> bool:
         """Sleep until the node clock reaches `target`; False when the clock jumped back (or
         its source changed) or the node is closing."""
+        lead = self.params.spin_lead_ms * 1e-3
         while self._running:
             with self._wake:
                 if self._jumped_back:
@@ -463,8 +465,15 @@ class PolicyNode(Node):
                     # Sim time advances only with /clock messages, which notify us; the real-time
                     # timeout only guards against a missed notification.
                     self._wake.wait(0.1)
-                else:
-                    self._wake.wait(remaining)
+                    continue
+                if remaining > lead:
+                    self._wake.wait(remaining - lead)
+                    continue
+            # The last `lead` seconds: busy-wait (outside the lock), so that the thread is
+            # already on a CPU at the tick instead of waiting to be scheduled after a wake-up.
+            end = time.perf_counter() + remaining
+            while time.perf_counter() < end and self._running:
+                pass
         return False
 
     def _control_loop(self) -> None:

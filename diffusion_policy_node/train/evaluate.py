@@ -289,6 +289,31 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def headline(summary: dict[str, Any]) -> str:
+    """One human-readable line of the summary."""
+    parts = [
+        f"success {summary['successes']}/{summary['episodes']} "
+        f"({100 * summary['success_rate']:.0f}%)"
+    ]
+    if "expert_success_rate" in summary:
+        parts.append(f"expert {100 * summary['expert_success_rate']:.0f}% on the same seeds")
+        if "ratio_to_expert" in summary:
+            parts.append(f"ratio {summary['ratio_to_expert']:.2f}")
+    if summary.get("mean_time_to_success_s") is not None:
+        parts.append(f"mean time to success {summary['mean_time_to_success_s']:.2f} s")
+    if summary.get("inference_latency_p50_ms") is not None:
+        parts.append(f"inference p50 {summary['inference_latency_p50_ms']:.0f} ms")
+    if summary.get("command_delay_p50_ms") is not None:
+        parts.append(
+            f"command delay p50 {summary['command_delay_p50_ms']:.0f} ms "
+            f"(max {summary['command_delay_max_ms']:.0f})"
+        )
+    parts.append(f"wall {summary['wall_s']:.0f} s")
+    if summary.get("video"):
+        parts.append(f"video {summary['video']}")
+    return "dp-eval: " + " | ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -297,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, CheckpointError) as exc:
         print(f"dp-eval: {exc}", file=sys.stderr)
         return 2
+    print(headline(summary), file=sys.stderr, flush=True)
     print(json.dumps(summary), flush=True)
     return 1 if "error" in summary else 0
 

@@ -44,6 +44,8 @@ def test_summary_numbers():
     assert s["command_delay_p50_ms"] == pytest.approx(4.5)
     assert s["command_delay_max_ms"] == 1013.0
     assert s["wall_s"] == 12.3
+    line = evaluate.headline(s)
+    assert line.startswith("dp-eval: success 2/4 (50%)") and "mean time to success 3.50 s" in line
     assert evaluate.summarize([], "ckpt", 0.0)["success_rate"] == 0.0
 
 
