@@ -100,6 +100,8 @@ def test_settings_overrides_and_mismatches() -> None:
         (dict(max_joint_velocity=(0.0,)), "max_joint_velocity"),
         (dict(joint_names=("a", "a")), "joint_names"),
         (dict(inference_nice=20), "inference_nice"),
+        (dict(spin_lead_ms=-1.0), "spin_lead_ms"),
+        (dict(spin_lead_ms=float("nan")), "spin_lead_ms"),
     ],
 )
 def test_params_validate_themselves(changes: dict, name: str) -> None:
