@@ -1,5 +1,6 @@
 """The bundled MuJoCo arm (sim_node) driven by policy_node, both on simulation time.
 
+    ros2 launch diffusion_policy_node sim.launch.py            # the bundled checkpoint
     ros2 launch diffusion_policy_node sim.launch.py checkpoint:=/path/to/checkpoint
 
 sim_node publishes /joint_states, /camera/image_raw and /clock and follows
@@ -21,7 +22,10 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [
             DeclareLaunchArgument(
-                "checkpoint", description="Checkpoint folder trained on the sim's topics."
+                "checkpoint",
+                default_value=PathJoinSubstitution([share, "models", "sim_arm_diffusion"]),
+                description="Checkpoint folder trained on the sim's topics (default: the "
+                "bundled models/sim_arm_diffusion).",
             ),
             DeclareLaunchArgument(
                 "params_file",

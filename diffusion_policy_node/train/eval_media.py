@@ -103,7 +103,8 @@ def plot_eval_summary(
             plt.Rectangle((0, 0), 1, 1, color=[c / 255 for c in rgb])
             for rgb in OUTCOME_COLOURS.values()
         ]
-        ax.legend(handles, list(OUTCOME_COLOURS), loc="upper right", fontsize=8)
+        ax.legend(handles, list(OUTCOME_COLOURS), loc="upper center", ncol=3, fontsize=8)
+        ax.set_ylim(0, 1.3)  # room for the legend above the bars
         ax.set_yticks([])
         ax.set_xlabel("episode")
         ax.set_title(

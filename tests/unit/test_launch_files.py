@@ -193,7 +193,9 @@ def test_referenced_package_files_exist_and_are_installed(launch_file: str) -> N
     tree = _parse(REPO / "launch" / launch_file)
     folders = installed_folders()
     for rel in package_paths(tree):
-        assert (REPO / rel).is_file(), f"{launch_file}: {rel} does not exist in the package"
+        # A file, or a checkpoint folder (models/<name>/config.yaml + weights).
+        exists = (REPO / rel).is_file() or (REPO / rel / "config.yaml").is_file()
+        assert exists, f"{launch_file}: {rel} does not exist in the package"
         assert rel.split("/")[0] in folders, f"{launch_file}: {rel} is not installed by setup.py"
     for call in _calls(tree, "FindPackageShare"):
         package = _const(call.args[0])
@@ -205,7 +207,11 @@ def test_referenced_package_files_exist_and_are_installed(launch_file: str) -> N
 def test_launch_files_reference_what_they_should() -> None:
     refs = {f: set(package_paths(_parse(REPO / "launch" / f))) for f in LAUNCH_FILES}
     assert "config/policy_node.yaml" in refs["robot.launch.py"]
-    assert {"config/policy_node.yaml", "config/sim_node.yaml"} <= refs["sim.launch.py"]
+    assert {
+        "config/policy_node.yaml",
+        "config/sim_node.yaml",
+        "models/sim_arm_diffusion",
+    } <= refs["sim.launch.py"]
     assert {
         "description/urdf/dp_arm.urdf.xacro",
         "description/config/dp_arm_controllers.yaml",
