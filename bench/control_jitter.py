@@ -7,8 +7,11 @@ inference at once: inference runs back to back), calls `~/start`, lets it run, a
 node's own /diagnostics, where the node measures every tick against its ideal grid
 `anchor + k*dt` on the node clock. One JSON line per case:
 
-    config, rate_hz, output_mode, p50_ms / p99_ms / max_ms (lateness of the publish point vs
-    the grid), tick_start_p50_ms / tick_start_p99_ms (lateness of the control thread's wake-up),
+    config, rate_hz, output_mode, p50_ms / p99_ms / max_ms (lateness of each publish vs the
+    grid: the moment `publish` returned; every tick in stream mode, the ticks that send a new
+    trajectory in chunk mode: published_ticks), tick_start_p50_ms / tick_start_p99_ms (lateness
+    of the control thread's wake-up), tick_done_p99_ms (end of the tick's work: sampling the
+    observation, handing it to the inference process),
     missed_ticks, ticks,
     obs_to_cmd_ms (p50: newest input stamp of the observation -> first command from its chunk),
     inference_p50_ms, chunks, dry_ticks, recv_jitter_p99_ms (stream mode: |interval - dt| of
@@ -191,6 +194,8 @@ def run_case(args: argparse.Namespace, config: str, rate: float, mode: str, tmp:
         "max_ms": _num(d, "jitter_max_ms"),
         "tick_start_p50_ms": _num(d, "tick_start_p50_ms"),
         "tick_start_p99_ms": _num(d, "tick_start_p99_ms"),
+        "tick_done_p99_ms": _num(d, "tick_done_p99_ms"),
+        "published_ticks": int(d["published_ticks"]),
         "missed_ticks": int(d["missed_ticks"]),
         "ticks": int(d["timed_ticks"]),
         "obs_to_cmd_ms": _num(d, "obs_to_cmd_p50_ms"),

@@ -36,6 +36,7 @@ from std_srvs.srv import Trigger
 
 from .conversions import rgb_to_image_msg, sec_to_stamp
 from .node_main import run_node
+from .params import declare_scalar
 
 MODES = (
     "normal",
@@ -85,7 +86,7 @@ class FakeSensors(Node):
             "flood_rate_hz": (60.0, "Image rate in flood mode."),
         }
         for name, (default, text) in p.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=text))
+            declare_scalar(self, name, default, ParameterDescriptor(description=text))
         g = {name: self.get_parameter(name).value for name in p}
         if g["mode"] not in MODES:
             raise ValueError(f"parameter mode={g['mode']!r}: expected one of {MODES}")

@@ -410,6 +410,22 @@ def resolve_limits(
 
 
 # ---------------------------------------------------------------------------------- rclpy
+def declare_scalar(node: Node, name: str, default: Any, descriptor: Any) -> Any:
+    """`node.declare_parameter(name, default, descriptor)`, except that an integer override of
+    a floating-point parameter (`-p rate:=30`, a YAML `30`) is taken as that number instead of
+    failing with InvalidParameterTypeException. Returns the declared parameter."""
+    from rclpy.parameter import Parameter
+
+    if isinstance(default, float):
+        # rclpy keeps the command-line/YAML overrides in Node._parameter_overrides (Humble to
+        # Kilted); when that ever changes, the plain declaration below still works.
+        overrides = getattr(node, "_parameter_overrides", None)
+        given = overrides.get(name) if isinstance(overrides, dict) else None
+        if given is not None and given.type_ == Parameter.Type.INTEGER:
+            overrides[name] = Parameter(name, Parameter.Type.DOUBLE, float(given.value))
+    return node.declare_parameter(name, default, descriptor)
+
+
 def declare_and_read(node: Node) -> PolicyNodeParams:
     """Declare every parameter of `PARAMETERS` on `node` and read them once."""
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -439,6 +455,6 @@ def declare_and_read(node: Node) -> PolicyNodeParams:
                 spec.name, Parameter(spec.name, kind, [])
             ).value
         else:
-            node.declare_parameter(spec.name, spec.default, descriptor)
+            declare_scalar(node, spec.name, spec.default, descriptor)
             values[spec.name] = node.get_parameter(spec.name).value
     return PolicyNodeParams(**values)

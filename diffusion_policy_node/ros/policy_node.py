@@ -129,8 +129,10 @@ COUNTERS = (
 
 class TickTiming:
     """Lateness of the control loop against its ideal grid (node clock): when each tick
-    started and when it reached its publish point. `missed` counts grid points skipped because
-    a tick overran (the loop then continues on the grid, it never bunches ticks)."""
+    started, when a command was published (the moment `publish` returned; stream mode publishes
+    every tick, chunk mode on the ticks where the schedule changed) and when the tick's work
+    (observation sampling, starting inference) was done. `missed` counts grid points skipped
+    because a tick overran (the loop then continues on the grid, it never bunches ticks)."""
 
     def __init__(self, dt: float, window: int = 4000) -> None:
         self.dt = float(dt)
@@ -143,6 +145,7 @@ class TickTiming:
         self.missed = 0
         self.tick_lateness: deque[float] = deque(maxlen=self.window)
         self.publish_lateness: deque[float] = deque(maxlen=self.window)
+        self.done_lateness: deque[float] = deque(maxlen=self.window)
 
     def tick(self, ideal: float, t_start: float, skipped: int = 0) -> None:
         """A tick due at `ideal` started at `t_start`, after `skipped` missed grid points."""
@@ -151,7 +154,12 @@ class TickTiming:
         self.tick_lateness.append(t_start - ideal)
 
     def published(self, ideal: float, t: float) -> None:
+        """The tick due at `ideal` published a command at `t`."""
         self.publish_lateness.append(t - ideal)
+
+    def done(self, ideal: float, t: float) -> None:
+        """The tick due at `ideal` finished its work at `t`."""
+        self.done_lateness.append(t - ideal)
 
     @staticmethod
     def _pct(values: Sequence[float]) -> tuple[float | None, float | None, float | None]:
@@ -161,24 +169,35 @@ class TickTiming:
         p50, p99 = np.percentile(a, [50, 99])
         return float(p50), float(p99), float(a.max())
 
-    def snapshot(self) -> tuple[list[float], list[float], int, int]:
+    def snapshot(self) -> tuple[list[float], list[float], list[float], int, int]:
         """Cheap copy of the raw figures (taken under the node's lock; see `summarize`)."""
-        return list(self.publish_lateness), list(self.tick_lateness), self.ticks, self.missed
+        return (
+            list(self.publish_lateness),
+            list(self.tick_lateness),
+            list(self.done_lateness),
+            self.ticks,
+            self.missed,
+        )
 
     @classmethod
     def summarize(
-        cls, snapshot: tuple[list[float], list[float], int, int]
+        cls, snapshot: tuple[list[float], list[float], list[float], int, int]
     ) -> dict[str, float | int | None]:
-        publish, start, ticks, missed = snapshot
+        publish, start, done, ticks, missed = snapshot
         p50, p99, mx = cls._pct(publish)
         s50, s99, smx = cls._pct(start)
+        d50, d99, dmx = cls._pct(done)
         return {
             "jitter_p50_ms": p50,
             "jitter_p99_ms": p99,
             "jitter_max_ms": mx,
+            "published_ticks": len(publish),
             "tick_start_p50_ms": s50,
             "tick_start_p99_ms": s99,
             "tick_start_max_ms": smx,
+            "tick_done_p50_ms": d50,
+            "tick_done_p99_ms": d99,
+            "tick_done_max_ms": dmx,
             "timed_ticks": ticks,
             "missed_ticks": missed,
         }
@@ -226,6 +245,7 @@ class PolicyNode(Node):
         self.safety = SafetyFilter(limits, s.dt)
         self.mirror = TrajectoryFollower(dof=len(s.joint_names))  # what the JTC executes
         self.timing = TickTiming(s.dt)
+        self._tick_ideal = 0.0  # ideal time of the tick being run (for TickTiming)
         self.counters = dict.fromkeys(COUNTERS, 0)
         self._lock = threading.Lock()
         self._input_lock = threading.Lock()
@@ -519,6 +539,7 @@ class PolicyNode(Node):
     def _on_tick(self, ideal: float, t_start: float, skipped: int) -> None:
         with self._lock:
             self.timing.tick(ideal, t_start, skipped)
+            self._tick_ideal = ideal
             self.counters["ticks"] += 1
             try:
                 self._ingest()
@@ -533,7 +554,7 @@ class PolicyNode(Node):
                     throttle_duration_sec=WARN_THROTTLE_S,
                 )
                 self._halt(self.now_s())
-            self.timing.published(ideal, self.now_s())
+            self.timing.done(ideal, self.now_s())
 
     def _tick(self, now: float) -> None:
         """One control step at tick time `now` (inputs already ingested)."""
@@ -623,6 +644,7 @@ class PolicyNode(Node):
         if safe is None:
             return False  # NaN/inf: the forward controller keeps the previous command
         self._cmd_pub.publish(float64_array_msg(safe))
+        self.timing.published(self._tick_ideal, self.now_s())
         self._prev_cmd = safe
         self.counters["commands"] += 1
         return True
@@ -646,6 +668,7 @@ class PolicyNode(Node):
         self._cmd_pub.publish(
             trajectory_msg(self.settings.joint_names, sec_to_stamp(now), rel.tolist(), safe)
         )
+        self.timing.published(self._tick_ideal, self.now_s())
         self.mirror.set_trajectory(rel, safe, start_time=now, now=now, current_position=start)
         self.counters["commands"] += 1
         return True

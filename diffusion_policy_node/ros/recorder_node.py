@@ -37,6 +37,7 @@ from std_srvs.srv import Trigger
 
 from diffusion_policy_node.data.bag_writer import STORAGE_FORMATS, BagWriter, BagWriterError
 from diffusion_policy_node.ros.node_main import run_node
+from diffusion_policy_node.ros.params import declare_scalar
 
 DEFAULT_TOPICS = ["/camera/image_raw", "/joint_states", "/arm_controller/joint_trajectory"]
 # Parameters with defaults and descriptions (`types` is declared separately: string list).
@@ -108,7 +109,7 @@ class RecorderNode(Node):
     def __init__(self, node_name: str = "recorder_node") -> None:
         super().__init__(node_name)
         for name, (default, text) in PARAMS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=text))
+            declare_scalar(self, name, default, ParameterDescriptor(description=text))
         # An empty list default would be typed BYTE_ARRAY by rclpy: declare `types` by type.
         self.declare_parameter(
             "types",

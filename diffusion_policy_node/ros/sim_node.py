@@ -66,6 +66,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from diffusion_policy_node.ros.params import declare_scalar
 from diffusion_policy_node.runtime.trajectory_follower import TrajectoryFollower
 from diffusion_policy_node.sim.arm_task import ArmTask, ArmTaskConfig
 from diffusion_policy_node.sim.expert import ScriptedExpert
@@ -436,7 +437,7 @@ class SimNode(Node):
         super().__init__(node_name)
         for name, (default, text) in PARAMS.items():
             rng = (0, 2**31 - 1) if name == "seed" else None
-            self.declare_parameter(name, default, _descriptor(text, rng))
+            declare_scalar(self, name, default, _descriptor(text, rng))
         g = {name: self.get_parameter(name).value for name in PARAMS}
         self.settings = SimSettings(
             joint_state_rate_hz=float(g["joint_state_rate_hz"]),

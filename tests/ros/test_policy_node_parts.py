@@ -233,10 +233,47 @@ def test_tick_timing_statistics() -> None:
     for k, late in enumerate([0.001, 0.002, 0.0, 0.010]):
         ideal = 1.0 + 0.1 * k
         timing.tick(ideal, ideal + late, skipped=2 if k == 3 else 0)
-        timing.published(ideal, ideal + late + 0.0005)
+        if k % 2 == 0:  # chunk mode: not every tick publishes
+            timing.published(ideal, ideal + late + 0.0005)
+        timing.done(ideal, ideal + late + 0.001)
     stats = TickTiming.summarize(timing.snapshot())
     assert stats["timed_ticks"] == 4 and stats["missed_ticks"] == 2
-    assert stats["jitter_max_ms"] == pytest.approx(10.5)
+    assert stats["published_ticks"] == 2
+    assert stats["jitter_p50_ms"] == pytest.approx(1.0)  # 1.5 and 0.5 ms
+    assert stats["jitter_max_ms"] == pytest.approx(1.5)
     assert stats["tick_start_p50_ms"] == pytest.approx(1.5)
+    assert stats["tick_done_max_ms"] == pytest.approx(11.0)
     timing.reset()
     assert TickTiming.summarize(timing.snapshot())["jitter_p50_ms"] is None
+
+
+# ------------------------------------------------------------------------------- parameters
+def test_integer_override_of_a_double_parameter_is_accepted() -> None:
+    import rclpy
+    from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy.exceptions import InvalidParameterTypeException
+    from rclpy.parameter import Parameter
+
+    from diffusion_policy_node.ros.params import declare_scalar
+
+    context = rclpy.Context()
+    rclpy.init(args=[], context=context)
+    try:
+        node = rclpy.create_node(
+            "declare_scalar_test",
+            context=context,
+            parameter_overrides=[
+                Parameter("rate", Parameter.Type.INTEGER, 30),  # -p rate:=30
+                Parameter("gain", Parameter.Type.STRING, "high"),
+            ],
+        )
+        declare_scalar(node, "rate", 10.0, ParameterDescriptor())
+        value = node.get_parameter("rate").value
+        assert value == 30.0 and isinstance(value, float)
+        declare_scalar(node, "count", 3, ParameterDescriptor())  # ints stay ints
+        assert node.get_parameter("count").value == 3
+        with pytest.raises(InvalidParameterTypeException):  # other mismatches still fail
+            declare_scalar(node, "gain", 1.0, ParameterDescriptor())
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
