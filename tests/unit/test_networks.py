@@ -354,6 +354,51 @@ def test_end_to_end_gradient_reaches_encoder_and_unet():
         assert grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("length", [4, 7, 16])
+def test_packed_down_up_sampling_and_residual_match_torch(length: int) -> None:
+    from diffusion_policy_node.policy.unet1d import (
+        ConditionalResidualBlock1D,
+        Downsample1d,
+        Upsample1d,
+    )
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 24, length)
+    for module in (Downsample1d(24), Upsample1d(24)):
+        module.eval()
+        with torch.no_grad():
+            reference = module(x)
+            module.pack_for_inference()
+            packed = module(x)
+        assert packed.shape == reference.shape
+        assert torch.allclose(packed, reference, atol=1e-5), type(module).__name__
+    block = ConditionalResidualBlock1D(24, 16, cond_dim=6, n_groups=8).eval()
+    cond = torch.randn(2, 6)
+    with torch.no_grad():
+        reference = block(x, cond)
+        block.pack_for_inference()
+        assert block.packed_residual is not None
+        assert torch.allclose(block(x, cond), reference, atol=1e-5)
+
+
+def test_packed_unet_matches_the_plain_unet() -> None:
+    torch.manual_seed(0)
+    net = ConditionalUnet1D(
+        input_dim=3, global_cond_dim=10, down_dims=(16, 32, 64), diffusion_step_embed_dim=8
+    ).eval()
+    randomize_final_layer(net)  # else the output is zero whatever the trunk computes
+    sample, t, g = torch.randn(2, 16, 3), torch.tensor([3, 70]), torch.randn(2, 10)
+    with torch.no_grad():
+        reference = net(sample, t, g)
+        net.pack_for_inference(True)
+        packed = net(sample, t, g)
+        net.pack_for_inference(False)
+        again = net(sample, t, g)
+    assert reference.abs().mean() > 0.01
+    assert torch.allclose(packed, reference, atol=1e-5)
+    assert torch.equal(again, reference)
+
+
 def test_packed_conv_block_matches_conv_and_training_ignores_it() -> None:
     from diffusion_policy_node.policy.unet1d import Conv1dBlock
 
