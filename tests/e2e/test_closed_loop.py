@@ -41,14 +41,17 @@ def test_policy_drives_the_sim_arm_over_ros(tmp_path: Path):
     records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     assert [r["seed"] for r in records] == [1000, 1001]
     for rec in records:
-        # Commands flowed: the sim applied several trajectories from the policy node, stamped
-        # at the node's ticks on the shared /clock...
-        assert rec["trajectories"] >= 2, rec
+        # Commands flowed: the sim applied trajectories from the policy node, stamped at the
+        # node's ticks on the shared /clock (a random policy may hit the obstacle after its
+        # first trajectory, so one per episode is all that is certain)...
+        assert rec["trajectories"] >= 1, rec
         assert 0.0 <= rec["command_delay_p50_ms"] < 200.0, rec
         # ...and the arm moved (a random-weight policy commands positions all over the
         # checkpoint's action range, far from the home pose).
         assert rec["max_joint_excursion"] > 0.05, rec
-        assert rec["inference_count"] >= 2 and rec["inference_errors"] == 0
+        assert rec["inference_errors"] == 0
+    assert sum(r["trajectories"] for r in records) >= 3
+    assert records[-1]["inference_count"] >= 2  # cumulative over the run
     cap = cv2.VideoCapture(summary["video"])
     try:
         assert cap.get(cv2.CAP_PROP_FRAME_COUNT) >= 10
