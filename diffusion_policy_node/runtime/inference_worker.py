@@ -110,16 +110,28 @@ class LatencyStats(NamedTuple):
 
 
 class LatencyTracking:
-    """Latency bookkeeping shared by the thread and process workers.
-
-    Needs `_cond` (a Condition guarding the stats), `_latencies` (a bounded deque), `_ema`
-    and `ema_alpha`; `_record_latency` is called with `_cond` held.
-    """
+    """Latency and outcome bookkeeping shared by the thread and process workers; subclasses
+    call `_init_tracking` first. `_record_latency` is called with `_cond` held."""
 
     _cond: threading.Condition
     _latencies: deque[float]
     _ema: float | None
     ema_alpha: float
+
+    def _init_tracking(self, clock: Callable[[], float], ema_alpha: float, window: int) -> None:
+        """Validate the statistics settings; set the clock, stats, counters and `_cond`."""
+        if not 0 < ema_alpha <= 1:
+            raise ValueError(f"ema_alpha must be in (0, 1], got {ema_alpha!r}")
+        if not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be an int >= 1, got {window!r}")
+        self.clock = clock
+        self.ema_alpha = float(ema_alpha)
+        self._latencies = deque(maxlen=window)
+        self._ema = None
+        self.last_error: BaseException | None = None
+        self.error_count = 0
+        self.completed_count = 0
+        self._cond = threading.Condition()
 
     def _record_latency(self, latency: float) -> None:
         if not math.isfinite(latency):
@@ -166,10 +178,7 @@ class InferenceWorker(LatencyTracking):
         for method in ("predict_action_chunk", "reset"):
             if not callable(getattr(policy, method, None)):
                 raise ValueError(f"policy {type(policy).__name__} has no method {method}()")
-        if not 0 < ema_alpha <= 1:
-            raise ValueError(f"ema_alpha must be in (0, 1], got {ema_alpha!r}")
-        if not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be an int >= 1, got {window!r}")
+        self._init_tracking(clock, ema_alpha, window)
         if torch_threads is not None:
             if not isinstance(torch_threads, int) or torch_threads < 1:
                 raise ValueError(f"torch_threads must be an int >= 1, got {torch_threads!r}")
@@ -178,15 +187,7 @@ class InferenceWorker(LatencyTracking):
         if isinstance(policy, torch.nn.Module):
             policy.to(self.device)
         self.policy = policy
-        self.clock = clock
         self.to_tensors = to_tensors
-        self.ema_alpha = float(ema_alpha)
-        self._latencies: deque[float] = deque(maxlen=window)
-        self._ema: float | None = None
-        self.last_error: BaseException | None = None
-        self.error_count = 0
-        self.completed_count = 0
-        self._cond = threading.Condition()
         self._request: tuple[Mapping[str, Any], float, float, int] | None = None
         self._running = False
         self._result: InferenceResult | None = None

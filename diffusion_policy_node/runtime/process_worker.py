@@ -22,7 +22,6 @@ import os
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -134,20 +133,9 @@ class ProcessInferenceWorker(LatencyTracking):
         window: int = 100,
         start_timeout: float = 300.0,
     ) -> None:
-        if not 0 < ema_alpha <= 1:
-            raise ValueError(f"ema_alpha must be in (0, 1], got {ema_alpha!r}")
-        if not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be an int >= 1, got {window!r}")
+        self._init_tracking(clock, ema_alpha, window)
         if not isinstance(nice, int) or not 0 <= nice <= 19:
             raise ValueError(f"nice must be an int in [0, 19], got {nice!r}")
-        self.clock = clock
-        self.ema_alpha = float(ema_alpha)
-        self._latencies: deque[float] = deque(maxlen=window)
-        self._ema: float | None = None
-        self.last_error: BaseException | None = None
-        self.error_count = 0
-        self.completed_count = 0
-        self._cond = threading.Condition()
         self._pending: tuple[int, float, float] | None = None  # (generation, t_obs, t_submit)
         self._generation = 0
         self._result: InferenceResult | None = None
