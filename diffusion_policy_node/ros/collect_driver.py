@@ -12,16 +12,21 @@ until the recorder's message counts stop changing (the last messages are in flig
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
-import rclpy
+from rclpy.executors import Executor
 from rclpy.node import Node
 
-from diffusion_policy_node.ros.service_driver import DriverError, ServiceDriver
+from diffusion_policy_node.ros.service_driver import (
+    DriverError,
+    ServiceDriver,
+    driver_parser,
+    run_driver_node,
+)
 
 SETTLE_S = 0.15
 
@@ -29,8 +34,10 @@ SETTLE_S = 0.15
 class Driver(ServiceDriver):
     """Drives one sim node and one recorder node through their services."""
 
-    def __init__(self, node: Node, sim: str, recorder: str, timeout: float) -> None:
-        super().__init__(node, timeout)
+    def __init__(
+        self, node: Node, executor: Executor, sim: str, recorder: str, timeout: float
+    ) -> None:
+        super().__init__(node, timeout, executor)
         self.sim = sim.strip("/")
         self.recorder = recorder.strip("/")
 
@@ -79,32 +86,16 @@ class Driver(ServiceDriver):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="collect_driver", description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, required=True)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")
-    parser.add_argument("--sim", default="sim_node", help="sim node name")
+    parser = driver_parser("collect_driver", __doc__.splitlines()[0], seed=0)
     parser.add_argument("--recorder", default="recorder_node", help="recorder node name")
-    parser.add_argument("--timeout", type=float, default=60.0, help="service timeout (s)")
-    parser.add_argument(
-        "--episode-timeout", type=float, default=120.0, help="wall seconds per episode"
-    )
     args, ros_args = parser.parse_known_args(argv)
-    rclpy.init(args=[sys.argv[0], *ros_args])
-    node = rclpy.create_node("dp_collect_driver")
-    driver = Driver(node, args.sim, args.recorder, args.timeout)
-    try:
+
+    def episodes(node: Node, executor: Executor) -> Iterator[dict[str, Any]]:
+        driver = Driver(node, executor, args.sim, args.recorder, args.timeout)
         for i in range(args.episodes):
-            record = driver.episode(i, args.seed + i, args.episode_timeout)
-            print(json.dumps(record), flush=True)
-        return 0
-    except DriverError as exc:
-        print(json.dumps({"error": str(exc)}), flush=True)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+            yield driver.episode(i, args.seed + i, args.episode_timeout)
+
+    return run_driver_node("dp_collect_driver", ros_args, episodes)
 
 
 if __name__ == "__main__":

@@ -14,21 +14,23 @@ Camera frames of the first `--video-episodes` episodes go into one mp4.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import Executor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from diffusion_policy_node.ros.conversions import image_msg_to_rgb
-from diffusion_policy_node.ros.service_driver import DriverError, ServiceDriver
+from diffusion_policy_node.ros.service_driver import (
+    ServiceDriver,
+    driver_parser,
+    run_driver_node,
+)
 from diffusion_policy_node.train.eval_media import EpisodeVideo, outcome
 
 # Policy diagnostics copied into each episode record (cumulative since the node started).
@@ -55,7 +57,7 @@ class EvalDriver(ServiceDriver):
     def __init__(
         self,
         node: Node,
-        executor: SingleThreadedExecutor,
+        executor: Executor,
         sim: str,
         policy: str | None,
         camera_topic: str,
@@ -124,53 +126,30 @@ class EvalDriver(ServiceDriver):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="eval_driver", description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, required=True)
-    parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode")
-    parser.add_argument("--sim", default="sim_node", help="sim node name")
+    parser = driver_parser("eval_driver", __doc__.splitlines()[0], seed=1000)
     parser.add_argument("--policy", default="policy_node", help="policy node name ('': expert)")
     parser.add_argument("--camera-topic", default="/camera/image_raw")
     parser.add_argument("--camera-rate", type=float, default=30.0, help="video fps (sim time)")
     parser.add_argument("--video", default="", help="mp4 path ('' for none)")
     parser.add_argument("--video-episodes", type=int, default=3)
-    parser.add_argument("--timeout", type=float, default=60.0, help="service timeout (s)")
-    parser.add_argument(
-        "--episode-timeout", type=float, default=120.0, help="wall seconds per episode"
-    )
     args, ros_args = parser.parse_known_args(argv)
-    rclpy.init(args=[sys.argv[0], *ros_args])
-    node = rclpy.create_node("dp_eval_driver")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    driver = EvalDriver(
-        node, executor, args.sim, args.policy or None, args.camera_topic, args.timeout
-    )
-    video = EpisodeVideo(args.video, args.camera_rate) if args.video else None
-    try:
+
+    def episodes(node: Node, executor: Executor) -> Iterator[dict[str, Any]]:
+        driver = EvalDriver(
+            node, executor, args.sim, args.policy or None, args.camera_topic, args.timeout
+        )
+        video = EpisodeVideo(args.video, args.camera_rate) if args.video else None
         for i in range(args.episodes):
             seed = args.seed + i
             capture = video is not None and i < args.video_episodes
             record, frames = driver.episode(i, seed, args.episode_timeout, capture)
             if frames is not None and video is not None:
                 video.add_episode(frames, f"seed {seed}", record["outcome"])
-            print(json.dumps(record), flush=True)
+            yield record
         path = video.write() if video is not None else None
-        print(json.dumps({"done": True, "video": None if path is None else str(path)}), flush=True)
-        return 0
-    except DriverError as exc:
-        print(json.dumps({"error": str(exc)}), flush=True)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        # Stop the spinning thread before the node and the context go away (a wait set
-        # destroyed under a running spin aborts the process).
-        executor.shutdown(timeout_sec=2.0)
-        spinner.join(timeout=2.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
+        yield {"done": True, "video": None if path is None else str(path)}
+
+    return run_driver_node("dp_eval_driver", ros_args, episodes)
 
 
 if __name__ == "__main__":

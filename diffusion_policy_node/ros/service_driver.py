@@ -1,21 +1,25 @@
 """Service-call helper for the episode drivers of `dp-collect` and `dp-eval`.
 
 `ServiceDriver` calls std_srvs/Trigger services (and a node's `set_parameters`) with a timeout
-and turns every failure into a `DriverError` that names the service. It works either by spinning
-the node itself while it waits (`executor=None`) or, when an executor already spins the node in
-another thread (the driver also subscribes to topics), by waiting on the future.
+and turns every failure into a `DriverError` that names the service; the node is spun by an
+executor in another thread (so a driver can also subscribe to topics) and calls wait on their
+futures. `driver_parser` and `run_driver_node` are the command-line skeleton both drivers share:
+one JSON line per episode on stdout, `{"error": ...}` and exit code 1 on a `DriverError`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import rclpy
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import Executor
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
@@ -30,7 +34,7 @@ class DriverError(RuntimeError):
 class ServiceDriver:
     """Calls services of other nodes from `node`; see the module docstring."""
 
-    def __init__(self, node: Node, timeout: float, executor: Executor | None = None) -> None:
+    def __init__(self, node: Node, timeout: float, executor: Executor) -> None:
         self.node = node
         self.timeout = timeout
         self.executor = executor
@@ -49,12 +53,9 @@ class ServiceDriver:
         if not client.wait_for_service(timeout_sec=timeout):
             raise DriverError(f"service {name} not available within {timeout} s; is it running?")
         future = client.call_async(request)
-        if self.executor is None:
-            rclpy.spin_until_future_complete(self.node, future, timeout_sec=timeout)
-        else:
-            done = threading.Event()
-            future.add_done_callback(lambda _f: done.set())
-            done.wait(timeout)
+        done = threading.Event()
+        future.add_done_callback(lambda _f: done.set())
+        done.wait(timeout)
         if not future.done() or future.result() is None:
             raise DriverError(f"service {name} did not answer within {timeout} s")
         return future.result()
@@ -89,3 +90,47 @@ class ServiceDriver:
                     "the machine may be too slow for this real-time factor"
                 )
             time.sleep(POLL_S)
+
+
+def driver_parser(prog: str, description: str, seed: int) -> argparse.ArgumentParser:
+    """Options every episode driver takes (its own ones are added by the caller)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--episodes", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=seed, help="seed of the first episode")
+    parser.add_argument("--sim", default="sim_node", help="sim node name")
+    parser.add_argument("--timeout", type=float, default=60.0, help="service timeout (s)")
+    parser.add_argument(
+        "--episode-timeout", type=float, default=120.0, help="wall seconds per episode"
+    )
+    return parser
+
+
+def run_driver_node(
+    node_name: str,
+    ros_args: list[str],
+    episodes: Callable[[Node, Executor], Iterator[dict[str, Any]]],
+) -> int:
+    """Create `node_name`, spin it in a background thread and print every record `episodes`
+    yields as one JSON line; returns the exit code."""
+    rclpy.init(args=[sys.argv[0], *ros_args])
+    node = rclpy.create_node(node_name)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        for record in episodes(node, executor):
+            print(json.dumps(record), flush=True)
+        return 0
+    except DriverError as exc:
+        print(json.dumps({"error": str(exc)}), flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        # Stop the spinning thread before the node and the context go away (a wait set
+        # destroyed under a running spin aborts the process).
+        executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=2.0)
+        node.destroy_node()
+        rclpy.try_shutdown()

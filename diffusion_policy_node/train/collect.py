@@ -24,12 +24,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from diffusion_policy_node.train.processes import ros_list, start_node, stop_node
+from diffusion_policy_node.train.processes import (
+    add_episode_args,
+    check_episode_args,
+    ros_list,
+    run_driver,
+    sim_node_args,
+    start_node,
+    stop_node,
+)
 
 SIM_NODE = "dp_collect_sim"
 RECORDER_NODE = "dp_collect_recorder"
@@ -58,23 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=4.0,
         help="simulation speed over wall time (0: as fast as possible)",
     )
-    parser.add_argument("--camera-rate", type=float, default=30.0, help="camera Hz (sim time)")
     parser.add_argument("--image-size", type=int, nargs=2, default=[96, 96], metavar=("H", "W"))
-    parser.add_argument("--time-limit", type=float, default=10.0, help="episode limit (sim s)")
     parser.add_argument("--keep-failed", action="store_true", help="move failed bags to failed/")
-    parser.add_argument(
-        "--timeout", type=float, default=120.0, help="wall seconds allowed per episode"
-    )
+    add_episode_args(parser)
     return parser
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.episodes < 1:
-        raise ValueError(f"--episodes {args.episodes}: must be >= 1")
-    if args.seed < 0:
-        raise ValueError(f"--seed {args.seed}: must be >= 0")
-    if not (0 <= args.real_time_factor <= 1000):
-        raise ValueError(f"--real-time-factor {args.real_time_factor}: must be in [0, 1000]")
+    check_episode_args(args, max_real_time_factor=1000)
     if min(args.image_size) < 8:
         raise ValueError(f"--image-size {args.image_size}: each side must be >= 8")
 
@@ -99,17 +97,18 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     (out / "bags").mkdir(exist_ok=True)
-    height, width = args.image_size
     sim = start_node(
         "sim_node",
         [
-            "-r", f"__node:={SIM_NODE}",
-            "-p", "expert:=true", "-p", "start_paused:=true", "-p", "pause_on_done:=true",
-            "-p", f"real_time_factor:={float(args.real_time_factor)}",
-            "-p", f"camera_rate_hz:={float(args.camera_rate)}",
-            "-p", f"image_height:={height}", "-p", f"image_width:={width}",
-            "-p", f"time_limit:={float(args.time_limit)}",
-            "-p", f"seed:={args.seed}",
+            *sim_node_args(
+                SIM_NODE,
+                expert=True,
+                real_time_factor=args.real_time_factor,
+                camera_rate=args.camera_rate,
+                image_size=args.image_size,
+                time_limit=args.time_limit,
+                seed=args.seed,
+            ),
             "-p", f"qos_depth:={QOS_DEPTH}",
         ],
         logs / "sim_node.log",
@@ -133,34 +132,22 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         "--sim", SIM_NODE, "--recorder", RECORDER_NODE,
         "--episode-timeout", str(args.timeout),
     ]  # fmt: skip
-    records: list[dict[str, Any]] = []
-    error = None
+
+    def settle(record: dict[str, Any]) -> dict[str, Any]:
+        record["kept_bag"] = _settle_bag(record, out, args.keep_failed)
+        print(
+            f"episode {record['episode']} seed {record['seed']}: "
+            f"{'success' if record['success'] else 'failure'} ({record['side']}, "
+            f"{record['time']:.2f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return record
+
     try:
-        with (
-            open(logs / "driver.log", "w") as driver_log,
-            open(out / "episodes.jsonl", "a") as episodes_file,
-        ):
-            driver = subprocess.Popen(
-                driver_cmd, stdout=subprocess.PIPE, stderr=driver_log, text=True
-            )
-            for line in driver.stdout or ():
-                record = json.loads(line)
-                if "error" in record:
-                    error = record["error"]
-                    continue
-                record["kept_bag"] = _settle_bag(record, out, args.keep_failed)
-                records.append(record)
-                episodes_file.write(json.dumps(record) + "\n")
-                episodes_file.flush()
-                print(
-                    f"episode {record['episode']} seed {record['seed']}: "
-                    f"{'success' if record['success'] else 'failure'} ({record['side']}, "
-                    f"{record['time']:.2f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            if driver.wait() != 0 and error is None:
-                error = f"episode driver exited with {driver.returncode}; see {logs}/driver.log"
+        records, _, error = run_driver(
+            driver_cmd, logs, out / "episodes.jsonl", settle, append=True
+        )
     finally:
         stop_node(sim)
         stop_node(recorder)

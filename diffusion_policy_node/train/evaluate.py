@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,14 @@ import numpy as np
 
 from diffusion_policy_node.policy.checkpoint import CheckpointError, read_config
 from diffusion_policy_node.train.eval_media import plot_eval_summary
-from diffusion_policy_node.train.processes import start_node, stop_node
+from diffusion_policy_node.train.processes import (
+    add_episode_args,
+    check_episode_args,
+    run_driver,
+    sim_node_args,
+    start_node,
+    stop_node,
+)
 
 SIM_NODE = "dp_eval_sim"
 POLICY_NODE = "dp_eval_policy"
@@ -89,21 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--video-episodes", type=int, default=3, help="episodes in the mp4")
-    parser.add_argument("--camera-rate", type=float, default=30.0, help="camera Hz (sim time)")
-    parser.add_argument("--time-limit", type=float, default=10.0, help="episode limit (sim s)")
-    parser.add_argument(
-        "--timeout", type=float, default=120.0, help="wall seconds allowed per episode"
-    )
+    add_episode_args(parser)
     return parser
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.episodes < 1:
-        raise ValueError(f"--episodes {args.episodes}: must be >= 1")
-    if args.seed < 0:
-        raise ValueError(f"--seed {args.seed}: must be >= 0")
-    if not (0 <= args.real_time_factor <= 100):
-        raise ValueError(f"--real-time-factor {args.real_time_factor}: must be in [0, 100]")
+    check_episode_args(args, max_real_time_factor=100)
     if args.real_time_factor == 0 and not args.expert:
         raise ValueError(
             "--real-time-factor 0 (as fast as possible) is only for --expert: the policy "
@@ -175,24 +172,22 @@ def run_episodes(
     """Start the nodes, run the episodes, stop the nodes: (records, video path, error)."""
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    height, width = image_size
     expert = checkpoint is None
     procs = [
         start_node(
             "sim_node",
-            [
-                "-r", f"__node:={SIM_NODE}",
-                "-p", f"expert:={'true' if expert else 'false'}",
-                "-p", "start_paused:=true", "-p", "pause_on_done:=true",
-                "-p", f"real_time_factor:={float(real_time_factor)}",
-                "-p", f"camera_rate_hz:={float(args.camera_rate)}",
-                "-p", f"image_height:={height}", "-p", f"image_width:={width}",
-                "-p", f"time_limit:={float(args.time_limit)}",
-                "-p", f"seed:={args.seed}",
-            ],
+            sim_node_args(
+                SIM_NODE,
+                expert=expert,
+                real_time_factor=real_time_factor,
+                camera_rate=args.camera_rate,
+                image_size=image_size,
+                time_limit=args.time_limit,
+                seed=args.seed,
+            ),
             logs / "sim_node.log",
         )
-    ]  # fmt: skip
+    ]
     if checkpoint is not None:
         procs.append(
             start_node(
@@ -218,41 +213,24 @@ def run_episodes(
         "--video-episodes", str(video_episodes),
         "--episode-timeout", str(args.timeout),
     ]  # fmt: skip
-    records: list[dict[str, Any]] = []
-    error = None
-    video = None
     who = "expert" if expert else "policy"
+
+    def report(record: dict[str, Any]) -> dict[str, Any]:
+        print(
+            f"{who} episode {record['episode']} seed {record['seed']}: "
+            f"{record['outcome']} ({record['time']:.2f} s sim, passed "
+            f"{record.get('passed_side') or '-'})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return record
+
     try:
-        with (
-            open(logs / "driver.log", "w") as driver_log,
-            open(out / "episodes.jsonl", "w") as episodes_file,
-        ):
-            driver = subprocess.Popen(
-                driver_cmd, stdout=subprocess.PIPE, stderr=driver_log, text=True
-            )
-            for line in driver.stdout or ():
-                record = json.loads(line)
-                if "error" in record:
-                    error = record["error"]
-                    continue
-                if record.get("done"):
-                    video = record.get("video")
-                    continue
-                records.append(record)
-                episodes_file.write(json.dumps(record) + "\n")
-                episodes_file.flush()
-                print(
-                    f"{who} episode {record['episode']} seed {record['seed']}: "
-                    f"{record['outcome']} ({record['time']:.2f} s sim, passed "
-                    f"{record.get('passed_side') or '-'})",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            if driver.wait() != 0 and error is None:
-                error = f"episode driver exited with {driver.returncode}; see {logs}/driver.log"
+        records, final, error = run_driver(driver_cmd, logs, out / "episodes.jsonl", report)
     finally:
         for proc in procs:
             stop_node(proc)
+    video = None if final is None else final.get("video")
     if error is not None:
         error = f"{error} (node logs in {logs})"
     return records, video, error
@@ -325,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_args(args)
         summary = evaluate(args)
-    except (ValueError, CheckpointError) as exc:
+    except ValueError as exc:  # CheckpointError included
         print(f"dp-eval: {exc}", file=sys.stderr)
         return 2
     print(headline(summary), file=sys.stderr, flush=True)
