@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from diffusion_policy_node.config_util import dataclass_from_mapping
+
 ACTION_SOURCES = ("command", "next_state")
 COMMAND_TYPES = ("JointTrajectory", "Float64MultiArray")
 TIMESTAMP_SOURCES = ("header", "record")
@@ -153,18 +155,7 @@ class DataConfig:
     @classmethod
     def from_dict(cls, data: Any, where: str = "data config") -> DataConfig:
         """Build from a mapping (e.g. parsed YAML); unknown keys are an error naming `where`."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: expected a mapping of DataConfig fields, got {data!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"{where}: unknown DataConfig field(s) {unknown}; known fields: {sorted(known)}"
-            )
-        try:
-            return cls(**data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: {exc}") from exc
+        return dataclass_from_mapping(cls, data, where)
 
 
 def load_data_config(path: str | Path) -> DataConfig:

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from diffusion_policy_node.config_util import dataclass_from_mapping
+
 BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
 SCHEDULERS = ("ddim", "ddpm")
 POLICY_TYPES = ("diffusion", "regression")
@@ -160,16 +162,7 @@ class PolicyConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> PolicyConfig:
         """Build from a dict (e.g. parsed YAML); unknown keys are an error naming `where`."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: expected a mapping of PolicyConfig fields, got {data!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown PolicyConfig field(s) {unknown}")
-        try:
-            return cls(**data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: {exc}") from exc
+        return dataclass_from_mapping(cls, data, where)
 
     def replace(self, **changes: Any) -> PolicyConfig:
         return dataclasses.replace(self, **changes)

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from diffusion_policy_node.config_util import dataclass_from_mapping
+
 from ..data.config import DataConfig
 from ..policy.config import PolicyConfig
 
@@ -167,18 +169,7 @@ class TrainConfig:
         """Build from a mapping; unknown keys are an error naming `where`."""
         if data is None:
             data = {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: expected a mapping of TrainConfig fields, got {data!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"{where}: unknown TrainConfig field(s) {unknown}; known fields: {sorted(known)}"
-            )
-        try:
-            return cls(**data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: {exc}") from exc
+        return dataclass_from_mapping(cls, data, where)
 
 
 @dataclass
