@@ -28,30 +28,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from std_srvs.srv import Trigger
 
 from diffusion_policy_node.data.bag_writer import STORAGE_FORMATS, BagWriter, BagWriterError
 from diffusion_policy_node.ros.node_main import run_node
-from diffusion_policy_node.ros.params import declare_scalar
+from diffusion_policy_node.ros.parameters import ParamSpec, declare_parameters
 
 DEFAULT_TOPICS = ["/camera/image_raw", "/joint_states", "/arm_controller/joint_trajectory"]
-# Parameters with defaults and descriptions (`types` is declared separately: string list).
-PARAMS: dict[str, tuple[Any, str]] = {
-    "topics": (DEFAULT_TOPICS, "Topics to record."),
-    "output_dir": ("bags", "Folder that receives one bag folder per episode."),
-    "bag_prefix": ("episode", "Bag folder name prefix: <prefix>_<index:04d>."),
-    "start_index": (0, "Index of the first bag (existing names are skipped)."),
-    "storage": ("mcap", f"Storage format: {' | '.join(STORAGE_FORMATS)}."),
-    "bag_version": (8, "rosbag2 metadata version (8 or 9)."),
-    "queue_depth": (100, "Subscription queue depth."),
-    "allow_missing_topics": (False, "Let ~/start record while a topic has no publisher."),
-    "start_on_launch": (False, "Start the first bag once every topic is subscribed."),
-}
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("topics", "string_array", DEFAULT_TOPICS, "Topics to record."),
+    ParamSpec("types", "string_array", [], "Message type per topic; empty: from the graph."),
+    ParamSpec("output_dir", "string", "bags", "Folder that receives one bag folder per episode."),
+    ParamSpec("bag_prefix", "string", "episode", "Bag folder name prefix: <prefix>_<index:04d>."),
+    ParamSpec("start_index", "int", 0, "Index of the first bag (existing names are skipped)."),
+    ParamSpec("storage", "string", "mcap", f"Storage format: {' | '.join(STORAGE_FORMATS)}."),
+    ParamSpec("bag_version", "int", 8, "rosbag2 metadata version (8 or 9)."),
+    ParamSpec("queue_depth", "int", 100, "Subscription queue depth."),
+    ParamSpec(
+        "allow_missing_topics", "bool", False, "Let ~/start record while a topic has no publisher."
+    ),
+    ParamSpec(
+        "start_on_launch", "bool", False, "Start the first bag once every topic is subscribed."
+    ),
+)
 
 
 def import_msg_class(msgtype: str) -> type:
@@ -108,16 +110,8 @@ class RecorderNode(Node):
 
     def __init__(self, node_name: str = "recorder_node") -> None:
         super().__init__(node_name)
-        for name, (default, text) in PARAMS.items():
-            declare_scalar(self, name, default, ParameterDescriptor(description=text))
-        # An empty list default would be typed BYTE_ARRAY by rclpy: declare `types` by type.
-        self.declare_parameter(
-            "types",
-            Parameter.Type.STRING_ARRAY,
-            ParameterDescriptor(description="Message type per topic; empty: from the graph."),
-        )
-        g = {name: self.get_parameter(name).value for name in PARAMS}
-        types = list(self.get_parameter_or("types", Parameter("types", value=[])).value or [])
+        g = declare_parameters(self, PARAMS)
+        types = g["types"]
         self.topics = [str(t) for t in g["topics"]]
         if not self.topics or len(set(self.topics)) != len(self.topics):
             raise ValueError(f"parameter topics={self.topics}: need unique topic names")
@@ -303,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         argv,
         fatal=(ValueError, BagWriterError),
         on_exit=RecorderNode.close,
+        description=__doc__,
+        parameters=PARAMS,
     )
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from diffusion_policy_node.data.bag_reader import find_bags, read_bag
 from diffusion_policy_node.data.config import load_data_config
-from diffusion_policy_node.ros.sim_node import SimEngine, SimSettings
 from diffusion_policy_node.sim.arm_task import HOME_QPOS, ArmTaskConfig
+from diffusion_policy_node.sim.engine import SimEngine, SimSettings
 
 pytestmark = pytest.mark.ros
 

@@ -152,16 +152,11 @@ def installed_folders() -> set[str]:
 
 
 def module_param_keys(relpath: str) -> set[str]:
-    """Keys of the module-level `PARAMS = {...}` dict of a node module."""
-    tree = _parse(REPO / PKG / relpath)
-    for node in tree.body:
-        target = node.target if isinstance(node, ast.AnnAssign) else None
-        if isinstance(node, ast.Assign):
-            target = node.targets[0]
-        if isinstance(target, ast.Name) and target.id == "PARAMS":
-            assert isinstance(node.value, ast.Dict)
-            return {str(_const(k)) for k in node.value.keys}
-    raise AssertionError(f"{relpath} has no module-level PARAMS dict")
+    """Names of the `ParamSpec(...)` rows of a node module's parameter table."""
+    names = {str(_const(c.args[0])) for c in _calls(_parse(REPO / PKG / relpath), "ParamSpec")}
+    names.discard("None")
+    assert names, f"{relpath} declares no ParamSpec parameters"
+    return names
 
 
 def policy_param_keys() -> set[str]:
@@ -183,7 +178,7 @@ def yaml_params(name: str, node: str) -> dict:
 NODE_PARAMS = {
     "policy_node": policy_param_keys,
     "sim_node": lambda: module_param_keys("ros/sim_node.py"),
-    "recorder_node": lambda: module_param_keys("ros/recorder_node.py") | {"types"},
+    "recorder_node": lambda: module_param_keys("ros/recorder_node.py"),
 }
 
 
