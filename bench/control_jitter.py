@@ -141,7 +141,7 @@ def run_case(args: argparse.Namespace, config: str, rate: float, mode: str, tmp:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     log = open(tmp / f"{config}_{rate:g}_{mode}.log", "w")  # noqa: SIM115
     sensors = subprocess.Popen(
-        [sys.executable, "-m", "diffusion_policy_node.ros.fake_sensors", "--ros-args",
+        [sys.executable, "-m", "diffusion_policy_node.ros.testing.fake_sensors", "--ros-args",
          "-p", "image_width:=96", "-p", "image_height:=96", "-p", "rate_hz:=30.0"],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip

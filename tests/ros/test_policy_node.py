@@ -81,12 +81,14 @@ class System:
             tmp / "chunk.log",
         )  # fmt: skip
         self.jtc = NodeProcess(
-            mod + "jtc_consumer",
+            mod + "testing.jtc_consumer",
             ["-p", f"topic:={CHUNK_TOPIC}", "-p", f"record_path:={self.jtc_record}",
              "-p", "sample_rate_hz:=50.0"],
             tmp / "jtc.log",
         )  # fmt: skip
-        self.sensors = NodeProcess(mod + "fake_sensors", ["-p", "rate_hz:=30.0"], tmp / "fs.log")
+        self.sensors = NodeProcess(
+            mod + "testing.fake_sensors", ["-p", "rate_hz:=30.0"], tmp / "fs.log"
+        )
         self.procs = [self.stream, self.chunk, self.jtc, self.sensors]
 
     def logs(self) -> str:

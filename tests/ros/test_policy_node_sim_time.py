@@ -63,7 +63,7 @@ def test_control_loop_follows_sim_time(tmp_path: Path, ros_domain_id: int) -> No
     probe.subscribe(TOPIC, Float64MultiArray)
     sim = ["-p", "use_sim_time:=true"]
     sensors = NodeProcess(
-        "diffusion_policy_node.ros.fake_sensors", [*sim, "-p", "joint_rate_hz:=50.0"],
+        "diffusion_policy_node.ros.testing.fake_sensors", [*sim, "-p", "joint_rate_hz:=50.0"],
         tmp_path / "fs.log",
     )  # fmt: skip
     node = NodeProcess(

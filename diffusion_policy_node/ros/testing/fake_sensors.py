@@ -1,4 +1,5 @@
-"""`fake_sensors`: camera Image + JointState publisher for testing the policy node without a robot.
+"""`fake_sensors` (test tool, not a product node): camera Image + JointState publisher for
+trying the policy node without a robot.
 
     fake_sensors --ros-args -p image_width:=40 -p image_height:=40 -p rate_hz:=30.0
 
@@ -27,16 +28,16 @@ import math
 import sys
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
-from .conversions import rgb_to_image_msg, sec_to_stamp
-from .node_main import run_node
-from .params import declare_scalar
+from diffusion_policy_node.ros.conversions import rgb_to_image_msg, sec_to_stamp
+from diffusion_policy_node.ros.node_main import run_node
+from diffusion_policy_node.ros.parameters import ParamSpec, declare_parameters
 
 MODES = (
     "normal",
@@ -50,6 +51,22 @@ MODES = (
 IMAGE_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.BEST_EFFORT)
 EXTRA_JOINT = "fake_sensors_extra_joint"
 OUT_OF_ORDER_S = 0.5
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("camera_topics", "string_array", ["/camera/image_raw"], "Image topics to publish."),
+    ParamSpec("image_width", "int", 40, "Image width (px)."),
+    ParamSpec("image_height", "int", 40, "Image height (px)."),
+    ParamSpec("rate_hz", "double", 30.0, "Camera rate."),
+    ParamSpec("encoding", "string", "rgb8", "Encoding of good images: rgb8 | bgr8 | mono8."),
+    ParamSpec("joint_state_topic", "string", "/joint_states", "JointState topic."),
+    ParamSpec("joint_names", "string_array", ["joint1", "joint2", "joint3"], "Joints to publish."),
+    ParamSpec("joint_rate_hz", "double", 100.0, "JointState rate."),
+    ParamSpec("joint_amplitude", "double", 0.5, "Amplitude of the joint sine waves."),
+    ParamSpec("mode", "string", "normal", f"Input mode, one of {MODES} (settable at run time)."),
+    ParamSpec("bad_every", "int", 2, "In intermittent bad modes, every N-th message is bad."),
+    ParamSpec("flood_width", "int", 1920, "Image width in flood mode."),
+    ParamSpec("flood_height", "int", 1080, "Image height in flood mode."),
+    ParamSpec("flood_rate_hz", "double", 60.0, "Image rate in flood mode."),
+)
 
 
 def pattern(height: int, width: int, seq: int) -> np.ndarray:
@@ -69,25 +86,7 @@ class FakeSensors(Node):
 
     def __init__(self, node_name: str = "fake_sensors") -> None:
         super().__init__(node_name)
-        p = {
-            "camera_topics": (["/camera/image_raw"], "Image topics to publish."),
-            "image_width": (40, "Image width (px)."),
-            "image_height": (40, "Image height (px)."),
-            "rate_hz": (30.0, "Camera rate."),
-            "encoding": ("rgb8", "Encoding of good images: rgb8 | bgr8 | mono8."),
-            "joint_state_topic": ("/joint_states", "JointState topic."),
-            "joint_names": (["joint1", "joint2", "joint3"], "Joints to publish."),
-            "joint_rate_hz": (100.0, "JointState rate."),
-            "joint_amplitude": (0.5, "Amplitude of the joint sine waves."),
-            "mode": ("normal", f"Input mode, one of {MODES} (settable at run time)."),
-            "bad_every": (2, "In intermittent bad modes, every N-th message is bad."),
-            "flood_width": (1920, "Image width in flood mode."),
-            "flood_height": (1080, "Image height in flood mode."),
-            "flood_rate_hz": (60.0, "Image rate in flood mode."),
-        }
-        for name, (default, text) in p.items():
-            declare_scalar(self, name, default, ParameterDescriptor(description=text))
-        g = {name: self.get_parameter(name).value for name in p}
+        g = declare_parameters(self, PARAMS)
         if g["mode"] not in MODES:
             raise ValueError(f"parameter mode={g['mode']!r}: expected one of {MODES}")
         if g["encoding"] not in ("rgb8", "bgr8", "mono8"):
@@ -231,7 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     def report(node: FakeSensors) -> None:
         print(json.dumps({"fake_sensors": node.counts}), flush=True)
 
-    return run_node(FakeSensors, "fake_sensors", argv, on_exit=report)
+    return run_node(
+        FakeSensors,
+        "fake_sensors",
+        argv,
+        on_exit=report,
+        description=__doc__,
+        parameters=PARAMS,
+    )
 
 
 if __name__ == "__main__":

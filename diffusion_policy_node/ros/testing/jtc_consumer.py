@@ -1,4 +1,5 @@
-"""`jtc_consumer`: a stand-in for ros2_control's joint_trajectory_controller topic interface.
+"""`jtc_consumer` (test tool, not a product node): a stand-in for ros2_control's
+joint_trajectory_controller topic interface, for trying the policy node without a robot.
 
     jtc_consumer --ros-args -p topic:=/arm_controller/joint_trajectory -p record_path:=out.jsonl
 
@@ -19,16 +20,34 @@ import sys
 from typing import IO
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
+from diffusion_policy_node.ros.conversions import (
+    is_zero_stamp,
+    joint_state_msg,
+    stamp_to_sec,
+    trajectory_from_msg,
+)
+from diffusion_policy_node.ros.node_main import run_node
+from diffusion_policy_node.ros.parameters import ParamSpec, declare_parameters
 from diffusion_policy_node.runtime.trajectory_follower import TrajectoryFollower
 
-from .conversions import is_zero_stamp, joint_state_msg, stamp_to_sec, trajectory_from_msg
-from .node_main import run_node
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "topic", "string", "/arm_controller/joint_trajectory", "JointTrajectory topic to execute."
+    ),
+    ParamSpec("joint_names", "string_array", [], "Controller joints; unset: the first message's."),
+    ParamSpec(
+        "initial_positions",
+        "double_array",
+        [],
+        "Position before any trajectory; unset: zeros.",
+    ),
+    ParamSpec("sample_rate_hz", "double", 100.0, "Command sample rate."),
+    ParamSpec("record_path", "string", "", "JSON-lines record; empty: none."),
+)
 
 
 class JtcConsumer(Node):
@@ -36,33 +55,8 @@ class JtcConsumer(Node):
 
     def __init__(self, node_name: str = "jtc_consumer") -> None:
         super().__init__(node_name)
-        self.declare_parameter(
-            "topic",
-            "/arm_controller/joint_trajectory",
-            ParameterDescriptor(description="JointTrajectory topic to execute."),
-        )
-        self.declare_parameter(
-            "joint_names",
-            Parameter.Type.STRING_ARRAY,
-            ParameterDescriptor(description="Controller joints; unset: the first message's."),
-        )
-        self.declare_parameter(
-            "initial_positions",
-            Parameter.Type.DOUBLE_ARRAY,
-            ParameterDescriptor(description="Position before any trajectory; unset: zeros."),
-        )
-        self.declare_parameter(
-            "sample_rate_hz", 100.0, ParameterDescriptor(description="Command sample rate.")
-        )
-        self.declare_parameter(
-            "record_path", "", ParameterDescriptor(description="JSON-lines record; empty: none.")
-        )
-        names = self.get_parameter_or(
-            "joint_names", Parameter("joint_names", Parameter.Type.STRING_ARRAY, [])
-        ).value
-        initial = self.get_parameter_or(
-            "initial_positions", Parameter("initial_positions", Parameter.Type.DOUBLE_ARRAY, [])
-        ).value
+        g = declare_parameters(self, PARAMS)
+        names, initial = g["joint_names"], g["initial_positions"]
         self.joint_names: list[str] | None = list(names) or None
         self._initial = np.asarray(initial, dtype=np.float64) if len(initial) else None
         if (
@@ -77,12 +71,12 @@ class JtcConsumer(Node):
         self.follower = TrajectoryFollower(dof=len(self.joint_names) if self.joint_names else None)
         self.received = 0
         self.rejected = 0
-        path = self.get_parameter("record_path").value
+        path = g["record_path"]
         self._record: IO[str] | None = open(path, "a", buffering=1) if path else None  # noqa: SIM115
-        topic = self.get_parameter("topic").value
+        topic = g["topic"]
         self.create_subscription(JointTrajectory, topic, self._on_trajectory, 10)
         self._pub = self.create_publisher(JointState, "~/commanded", 10)
-        rate = float(self.get_parameter("sample_rate_hz").value)
+        rate = float(g["sample_rate_hz"])
         if not rate > 0:
             raise ValueError(f"parameter sample_rate_hz={rate}: must be > 0")
         self.create_timer(1.0 / rate, self._on_sample)
@@ -151,7 +145,14 @@ class JtcConsumer(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_node(JtcConsumer, "jtc_consumer", argv, on_exit=JtcConsumer.close)
+    return run_node(
+        JtcConsumer,
+        "jtc_consumer",
+        argv,
+        on_exit=JtcConsumer.close,
+        description=__doc__,
+        parameters=PARAMS,
+    )
 
 
 if __name__ == "__main__":
