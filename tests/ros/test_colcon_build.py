@@ -50,13 +50,20 @@ def built_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_executables_installed_for_ros2_run(built_workspace: Path) -> None:
     lib = built_workspace / "lib" / "diffusion_policy_node"
-    for exe in ("ros_selftest", "dp-info"):
+    for exe in ("ros_selftest", "dp-info", "sim_node", "recorder_node"):
         assert os.access(lib / exe, os.X_OK), f"{lib / exe} missing or not executable"
     proc = subprocess.run(
         [str(lib / "ros_selftest"), "--help"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
     assert "talk" in proc.stdout
+    # The test tools (ros/testing/) keep their executable names; --help says what they are.
+    for exe in ("fake_sensors", "jtc_consumer"):
+        proc = subprocess.run(
+            [str(lib / exe), "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"usage: {exe}") and "test tool" in proc.stdout
 
 
 def test_share_holds_manifest_launch_and_config(built_workspace: Path) -> None:
