@@ -65,8 +65,13 @@ def run_node(
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except fatal as exc:
-        rclpy.logging.get_logger(name).fatal(str(exc))
+        rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
         code = 1
+    except Exception:
+        # SIGTERM shuts the context down under the executor's feet; some rclpy versions then
+        # raise RCLError from the wait set instead of ExternalShutdownException.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             if on_exit is not None:

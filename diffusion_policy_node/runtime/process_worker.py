@@ -24,59 +24,59 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .inference_worker import InferenceResult, LatencyTracking
+from .inference_worker import InferenceResult, InferenceWorker, LatencyTracking, resolve_device
+from .settings import InferenceSettings, PolicyInfo
 
 
-def _serve(
-    conn: Connection,
-    checkpoint: str,
-    device: str,
-    num_inference_steps: int | None,
-    seed: int | None,
-    torch_threads: int | None,
-    nice: int,
-    acceleration: str = "none",
-) -> None:
+def load_policy(settings: InferenceSettings) -> tuple[Any, PolicyInfo]:
+    """Load the checkpoint for inference as `settings` say: (policy, PolicyInfo). The one place
+    where the node's inference settings become a policy (thread or child process)."""
+    from diffusion_policy_node.policy.checkpoint import load_checkpoint
+
+    device = resolve_device(settings.device)
+    policy = load_checkpoint(
+        settings.checkpoint,
+        device=device,
+        num_inference_steps=settings.num_inference_steps,
+        acceleration=settings.acceleration,
+    )
+    if settings.seed is not None:
+        policy.seed(settings.seed)
+    return policy, PolicyInfo.of(policy, device)
+
+
+def start_worker(
+    settings: InferenceSettings, clock: Callable[[], float] = time.monotonic
+) -> tuple[InferenceWorker | ProcessInferenceWorker, PolicyInfo]:
+    """The inference worker `settings` ask for (child process or thread) and its PolicyInfo."""
+    if settings.in_process:
+        worker = ProcessInferenceWorker(settings, clock=clock)
+        return worker, worker.policy_info
+    policy, info = load_policy(settings)
+    thread = InferenceWorker(
+        policy, clock=clock, device=info.device, torch_threads=settings.torch_threads
+    )
+    return thread, info
+
+
+def _serve(conn: Connection, settings: InferenceSettings) -> None:
     """Child process: load the checkpoint, then answer requests until "close" or EOF."""
     # Ctrl-C in a terminal reaches the whole process group: the parent shuts us down through
     # the pipe (or we see EOF when it is gone), so SIGINT must not interrupt an inference.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        if nice:
-            os.nice(nice)
-        from diffusion_policy_node.policy.checkpoint import load_checkpoint
-
-        from .inference_worker import InferenceWorker, resolve_device
-
-        device = resolve_device(device)
-        policy = load_checkpoint(
-            checkpoint,
-            device=device,
-            num_inference_steps=num_inference_steps,
-            acceleration=acceleration,
-        )
-        if seed is not None:
-            policy.seed(seed)
-        worker = InferenceWorker(policy, device=device, torch_threads=torch_threads)
+        if settings.nice:
+            os.nice(settings.nice)
+        policy, info = load_policy(settings)
+        worker = InferenceWorker(policy, device=info.device, torch_threads=settings.torch_threads)
     except BaseException as exc:  # report every start-up failure to the parent
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(
-        (
-            "ready",
-            {
-                "device": device,
-                "action_min": policy.action_normalizer.min.detach().cpu().numpy(),
-                "action_max": policy.action_normalizer.max.detach().cpu().numpy(),
-                "num_inference_steps": policy.config.num_inference_steps,
-            },
-        )
-    )
+    conn.send(("ready", info))
     while True:
         try:
             msg = conn.recv()
@@ -117,25 +117,21 @@ class InferenceProcessError(RuntimeError):
 
 class ProcessInferenceWorker(LatencyTracking):
     """`InferenceWorker` API (submit/poll/busy/reset/warm_up/latency_*/close) with the policy
-    in a child process built from `checkpoint`."""
+    in a child process loaded as `settings` say (`load_policy`)."""
 
     def __init__(
         self,
-        checkpoint: str | os.PathLike,
+        settings: InferenceSettings,
         clock: Callable[[], float] = time.monotonic,
-        device: str = "auto",
-        num_inference_steps: int | None = None,
-        seed: int | None = None,
-        torch_threads: int | None = None,
-        nice: int = 0,
-        acceleration: str = "none",
         ema_alpha: float = 0.2,
         window: int = 100,
         start_timeout: float = 300.0,
     ) -> None:
+        if not isinstance(settings, InferenceSettings):
+            raise ValueError(
+                f"settings must be an InferenceSettings, got {type(settings).__name__}"
+            )
         self._init_tracking(clock, ema_alpha, window)
-        if not isinstance(nice, int) or not 0 <= nice <= 19:
-            raise ValueError(f"nice must be an int in [0, 19], got {nice!r}")
         self._pending: tuple[int, float, float] | None = None  # (generation, t_obs, t_submit)
         self._generation = 0
         self._result: InferenceResult | None = None
@@ -147,11 +143,10 @@ class ProcessInferenceWorker(LatencyTracking):
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
             target=_serve,
-            args=(child, str(Path(checkpoint)), device, num_inference_steps, seed,
-                  torch_threads, nice, acceleration),
+            args=(child, settings),
             name="dp-inference",
             daemon=True,
-        )  # fmt: skip
+        )
         self._proc.start()
         child.close()
         if not self._conn.poll(start_timeout):
@@ -169,9 +164,8 @@ class ProcessInferenceWorker(LatencyTracking):
         if status != "ready":
             self._kill()
             raise InferenceProcessError(f"inference process could not start: {detail}")
-        # device, action_min/action_max (normalizer stats) and num_inference_steps in effect
-        self.policy_info: dict[str, Any] = detail
-        self.device: str = detail["device"]
+        self.policy_info: PolicyInfo = detail
+        self.device: str = detail.device
         self._rx = threading.Thread(target=self._receive, name="dp-inference-rx", daemon=True)
         self._rx.start()
 

@@ -156,6 +156,7 @@ def test_help_lists_every_parameter() -> None:
 @pytest.mark.parametrize(
     "module, expected",
     [
+        ("diffusion_policy_node.ros.policy_node", "checkpoint (string, default"),
         ("diffusion_policy_node.ros.sim_node", "real_time_factor"),
         ("diffusion_policy_node.ros.recorder_node", "bag_prefix"),
         ("diffusion_policy_node.ros.testing.fake_sensors", "test tool"),

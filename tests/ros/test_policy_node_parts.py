@@ -1,4 +1,4 @@
-"""The policy node's parts without processes: parameters, conversions, timing statistics."""
+"""The policy node's ROS parts without processes: parameter declarations, conversions."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, JointState
 
 from diffusion_policy_node.data.images import ImageDecodeError
-from diffusion_policy_node.policy.config import PolicyConfig
 from diffusion_policy_node.ros.conversions import (
     JointStateSelector,
     check_image_msg,
@@ -24,111 +23,13 @@ from diffusion_policy_node.ros.conversions import (
     trajectory_from_msg,
     trajectory_msg,
 )
-from diffusion_policy_node.ros.params import (
-    PARAMETERS,
-    PolicyNodeParams,
-    declare_and_read,
-    resolve_limits,
-    resolve_settings,
-)
-from diffusion_policy_node.ros.policy_node import TickTiming
-from diffusion_policy_node.runtime.safety import limits_from_action_range
+from diffusion_policy_node.ros.params import PARAMETERS, declare_and_read
 
 JOINTS = ["a", "b", "c"]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _config(**changes: object) -> PolicyConfig:
-    base = {
-        "camera_topics": ["/cam/front", "/cam/wrist/compressed"],
-        "image_size": (48, 64),
-        "crop_shape": None,
-        "joint_names": JOINTS,
-        "state_dim": 3,
-        "action_dim": 3,
-        "dt": 0.1,
-        "down_dims": (16, 32),
-    }
-    return PolicyConfig(**{**base, **changes})
-
-
 # ---------------------------------------------------------------------------------- params
-def test_settings_default_to_the_checkpoint() -> None:
-    s = resolve_settings(PolicyNodeParams(checkpoint="/x"), _config())
-    assert s.camera_topics == ("/cam/front", "/cam/wrist/compressed")
-    assert s.joint_names == tuple(JOINTS)
-    assert s.dt == 0.1 and s.control_rate_hz == pytest.approx(10.0)
-    assert s.image_size == (48, 64)
-    assert s.output_topic == "/arm_controller/joint_trajectory"
-    stream = resolve_settings(PolicyNodeParams(checkpoint="/x", output_mode="stream"), _config())
-    assert stream.output_topic == "/forward_position_controller/commands"
-
-
-def test_settings_overrides_and_mismatches() -> None:
-    p = PolicyNodeParams(
-        checkpoint="/x",
-        camera_topics=("/a", "/b"),
-        joint_names=("x", "y", "z"),
-        control_rate_hz=10.0,
-        output_topic="/out",
-    )
-    s = resolve_settings(p, _config())
-    assert s.camera_topics == ("/a", "/b") and s.joint_names == ("x", "y", "z")
-    assert s.output_topic == "/out"
-    cases = [
-        (dict(control_rate_hz=30.0), "control_rate_hz=30.0"),
-        (dict(camera_topics=("/only_one",)), "camera_topics"),
-        (dict(joint_names=("x", "y")), "joint_names"),
-        (dict(joint_upper_limits=(1.0, 2.0)), "joint_upper_limits"),
-        (dict(max_joint_velocity=(1.0, 2.0)), "max_joint_velocity"),
-    ]
-    for changes, name in cases:
-        with pytest.raises(ValueError, match=name):
-            resolve_settings(PolicyNodeParams(checkpoint="/x", **changes), _config())
-    with pytest.raises(ValueError, match="set joint_names"):
-        resolve_settings(PolicyNodeParams(checkpoint="/x"), _config(joint_names=[]))
-
-
-@pytest.mark.parametrize(
-    ("changes", "name"),
-    [
-        (dict(checkpoint=""), "checkpoint"),
-        (dict(output_mode="trajectory"), "output_mode"),
-        (dict(blend_mode="mean"), "blend_mode"),
-        (dict(device="tpu"), "device"),
-        (dict(max_obs_age=0.0), "max_obs_age"),
-        (dict(max_joint_velocity=(0.0,)), "max_joint_velocity"),
-        (dict(joint_names=("a", "a")), "joint_names"),
-        (dict(inference_nice=20), "inference_nice"),
-        (dict(spin_lead_ms=-1.0), "spin_lead_ms"),
-        (dict(spin_lead_ms=float("nan")), "spin_lead_ms"),
-    ],
-)
-def test_params_validate_themselves(changes: dict, name: str) -> None:
-    with pytest.raises(ValueError, match=f"parameter {name}="):
-        PolicyNodeParams(**{"checkpoint": "/x", **changes})
-
-
-def test_limits_from_checkpoint_range_and_overrides() -> None:
-    amin, amax = np.array([-1.0, 0.0, 2.0]), np.array([1.0, 0.5, 2.0])
-    derived = resolve_limits(PolicyNodeParams(checkpoint="/x"), amin, amax, 3)
-    want = limits_from_action_range(amin, amax, margin_frac=0.1)
-    np.testing.assert_allclose(derived.lower, [-1.2, -0.05, 1.999])
-    np.testing.assert_allclose(derived.upper, want.upper)
-    np.testing.assert_allclose(derived.max_velocity, want.max_velocity)
-    p = PolicyNodeParams(
-        checkpoint="/x", joint_upper_limits=(0.5, 0.4, 3.0), max_joint_velocity=(0.25,)
-    )
-    over = resolve_limits(p, amin, amax, 3)
-    np.testing.assert_allclose(over.upper, [0.5, 0.4, 3.0])
-    np.testing.assert_allclose(over.lower, want.lower)
-    np.testing.assert_allclose(over.max_velocity, [0.25] * 3)
-    with pytest.raises(ValueError, match="lower must be < upper"):
-        resolve_limits(
-            PolicyNodeParams(checkpoint="/x", joint_upper_limits=(-5, 1, 3)), amin, amax, 3
-        )
-
-
 def test_yaml_defaults_match_the_declarations() -> None:
     doc = yaml.safe_load((REPO / "config" / "policy_node.yaml").read_text())
     values = doc["policy_node"]["ros__parameters"]
@@ -227,26 +128,6 @@ def test_images_decode_resize_and_reject() -> None:
         check_image_msg(CompressedImage(format="jpeg"), "camera X")
 
 
-# ---------------------------------------------------------------------------------- timing
-def test_tick_timing_statistics() -> None:
-    timing = TickTiming(dt=0.1)
-    for k, late in enumerate([0.001, 0.002, 0.0, 0.010]):
-        ideal = 1.0 + 0.1 * k
-        timing.tick(ideal, ideal + late, skipped=2 if k == 3 else 0)
-        if k % 2 == 0:  # chunk mode: not every tick publishes
-            timing.published(ideal, ideal + late + 0.0005)
-        timing.done(ideal, ideal + late + 0.001)
-    stats = TickTiming.summarize(timing.snapshot())
-    assert stats["timed_ticks"] == 4 and stats["missed_ticks"] == 2
-    assert stats["published_ticks"] == 2
-    assert stats["jitter_p50_ms"] == pytest.approx(1.0)  # 1.5 and 0.5 ms
-    assert stats["jitter_max_ms"] == pytest.approx(1.5)
-    assert stats["tick_start_p50_ms"] == pytest.approx(1.5)
-    assert stats["tick_done_max_ms"] == pytest.approx(11.0)
-    timing.reset()
-    assert TickTiming.summarize(timing.snapshot())["jitter_p50_ms"] is None
-
-
 # ------------------------------------------------------------------------------- parameters
 def test_integer_override_of_a_double_parameter_is_accepted() -> None:
     import rclpy
@@ -254,7 +135,7 @@ def test_integer_override_of_a_double_parameter_is_accepted() -> None:
     from rclpy.exceptions import InvalidParameterTypeException
     from rclpy.parameter import Parameter
 
-    from diffusion_policy_node.ros.params import declare_scalar
+    from diffusion_policy_node.ros.parameters import declare_scalar
 
     context = rclpy.Context()
     rclpy.init(args=[], context=context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,11 @@ from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
 from diffusion_policy_node.policy.modeling import DiffusionPolicy
 from diffusion_policy_node.runtime.process_worker import (
     InferenceProcessError,
+    InferenceWorker,
     ProcessInferenceWorker,
+    start_worker,
 )
+from diffusion_policy_node.runtime.settings import InferenceSettings
 
 ACTION_MIN, ACTION_MAX = [-1.0, -0.5, -2.0], [1.0, 0.5, 2.0]
 
@@ -61,10 +65,12 @@ def test_process_worker_matches_in_process_policy(checkpoint: Path) -> None:
     clock = Clock()
     local = load_checkpoint(checkpoint)
     local.seed(7)
-    with ProcessInferenceWorker(checkpoint, clock=clock, device="cpu", seed=7) as worker:
+    settings = InferenceSettings(str(checkpoint), device="cpu", seed=7)
+    with ProcessInferenceWorker(settings, clock=clock) as worker:
         assert worker.device == "cpu" and worker.alive
-        np.testing.assert_allclose(worker.policy_info["action_min"], ACTION_MIN)
-        np.testing.assert_allclose(worker.policy_info["action_max"], ACTION_MAX)
+        np.testing.assert_allclose(worker.policy_info.action_min, ACTION_MIN)
+        np.testing.assert_allclose(worker.policy_info.action_max, ACTION_MAX)
+        assert worker.policy_info.num_inference_steps == 3
         warm = worker.warm_up(_obs(0), n=1)
         assert warm.chunk.shape == (16, 3)
         assert worker.latency_stats().count == 1
@@ -90,4 +96,16 @@ def test_process_worker_matches_in_process_policy(checkpoint: Path) -> None:
 
 def test_bad_checkpoint_fails_at_start(tmp_path: Path) -> None:
     with pytest.raises(InferenceProcessError, match="does not exist"):
-        ProcessInferenceWorker(tmp_path / "missing", device="cpu")
+        ProcessInferenceWorker(InferenceSettings(str(tmp_path / "missing"), device="cpu"))
+
+
+def test_start_worker_in_a_thread_reports_the_same_policy_info(checkpoint: Path) -> None:
+    settings = InferenceSettings(str(checkpoint), device="cpu", num_inference_steps=2)
+    worker, info = start_worker(dataclasses.replace(settings, in_process=False))
+    try:
+        assert isinstance(worker, InferenceWorker)
+        assert info.device == "cpu" and info.num_inference_steps == 2
+        np.testing.assert_allclose(info.action_min, ACTION_MIN)
+        np.testing.assert_allclose(info.action_max, ACTION_MAX)
+    finally:
+        worker.close()

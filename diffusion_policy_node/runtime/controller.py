@@ -1,0 +1,469 @@
+"""The control tick, ROS-free (design.md §5): what `policy_node` does every `dt`.
+
+`Controller` owns the observation history, the action schedule, the safety filter and the
+decision when to start inference; the ROS node only converts messages, wires topics and services,
+and runs the control thread. Time comes from an injected clock (float seconds: the node clock,
+sim time under `use_sim_time`), commands leave through an injected `publish(Command)` sink, so
+the whole tick is tested with a fake clock and a list, without DDS or sleeps.
+
+Per tick (`tick(ideal, t_start, skipped)`):
+
+1. ingest: the newest raw camera message of each topic (kept by `offer_image` from the
+   subscription callbacks, with cheap stamp checks) is decoded and resized by the injected
+   `decode`, and the newest joint state is pushed into the `ObservationHistory`.
+2. staleness: any input older than `max_obs_age` (or the worker gone) → hold: nothing new is
+   published, the schedule and the history are cleared, in-flight chunks are discarded, and in
+   chunk mode one empty trajectory tells the controller to stop executing the old points.
+3. merge: a finished chunk is merged into the `ActionSchedule` from index n_obs_steps−1
+   (n_action_steps actions), action i targeting t_obs + i·dt; actions already past are dropped.
+4. publish: chunk mode sends the remaining schedule as a trajectory (points at least half a
+   tick in the future) whenever the schedule changed; stream mode one command per tick from
+   `schedule.at(now)`. Everything goes through `SafetyFilter` first.
+5. sample + trigger: the history is sampled at the tick time and, when
+   `should_start_inference` says so, the next inference is submitted (chunk mode with two ticks
+   more lead, so the next trajectory reaches the controller before the current one ends).
+
+Threads: `offer_*` and `reject_input` are called from subscription callbacks (any thread);
+`tick`, the services (`start`, `stop`, `reset`, `restart`) and `diagnostics_values` take the
+controller's lock, so a stop can never be overtaken by a trajectory computed before it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
+
+from .action_schedule import ActionSchedule
+from .inference_worker import InferenceResult, LatencyStats, should_start_inference
+from .observation_history import STATE_INPUT, ObservationHistory
+from .safety import SafetyFilter
+from .settings import NodeSettings, PolicyInfo, resolve_limits
+from .timing import TickTiming
+from .trajectory_follower import TrajectoryFollower
+
+TRAJECTORY = "trajectory"
+STREAM = "stream"
+TICK_COUNTERS = (
+    "ticks",
+    "chunks",
+    "chunks_discarded",
+    "nonfinite_chunks",
+    "dropped_actions",
+    "dry_ticks",
+    "commands",
+    "holds",
+    "resets",
+    "tick_errors",
+)
+INPUT_COUNTERS = ("bad_images", "bad_joint_states", "bad_stamps", "out_of_order")
+
+Log = Callable[[str, str, bool], None]  # (level "info"|"warning"|"error", text, throttle)
+
+
+@dataclass(frozen=True, eq=False)
+class Command:
+    """One command for the arm controller, stamped `stamp` (node clock, seconds).
+
+    `kind` TRAJECTORY: `positions` (N, D) reached `times` (N,) seconds after `stamp`; N = 0 is
+    the stop message (a joint_trajectory_controller then holds position). `kind` STREAM:
+    `positions` (D,), one position command for this tick (`times` is None)."""
+
+    kind: str
+    stamp: float
+    positions: np.ndarray
+    times: np.ndarray | None = None
+
+    @property
+    def is_stop(self) -> bool:
+        return self.kind == TRAJECTORY and self.positions.shape[0] == 0
+
+
+class Worker(Protocol):
+    """What the controller needs of an inference worker (`InferenceWorker`,
+    `ProcessInferenceWorker`, or a fake in tests)."""
+
+    busy: bool
+    alive: bool
+    last_error: BaseException | None
+    latency_estimate: float | None
+    completed_count: int
+    error_count: int
+
+    def submit(self, obs: Mapping[str, Any], t_obs: float) -> bool: ...
+    def poll(self) -> InferenceResult | None: ...
+    def reset(self) -> None: ...
+    def warm_up(self, obs: Mapping[str, Any], n: int = 2) -> InferenceResult: ...
+    def latency_stats(self) -> LatencyStats: ...
+
+
+def _default_log(level: str, text: str, throttle: bool) -> None:
+    import logging
+
+    getattr(logging.getLogger("diffusion_policy_node"), level)(text)
+
+
+class Controller:
+    """The control tick; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        info: PolicyInfo,
+        worker: Worker,
+        clock: Callable[[], float],
+        publish: Callable[[Command], None],
+        decode: Callable[[str, Any], np.ndarray],
+        log: Log = _default_log,
+    ) -> None:
+        """`decode(topic, raw)` turns a raw camera message into RGB (H, W, 3) uint8 at
+        `settings.image_size` (ValueError when it cannot); `publish(command)` sends a command
+        (called with the controller's lock held, so keep it short)."""
+        s = self.settings = settings
+        self.info = info
+        self.worker = worker
+        self.clock = clock
+        self._publish_sink = publish
+        self._decode = decode
+        self._log = log
+        p = s.params
+        # Chunk mode must publish the next trajectory while the controller still executes the
+        # current one: a chunk is merged on the tick after it lands and published on that
+        # tick, so start inference two ticks earlier than stream mode needs to.
+        self.lead = p.inference_margin + (2 * s.dt if s.chunk_mode else 0.0)
+        dim = len(s.joint_names)
+        self.history = ObservationHistory(
+            s.n_obs_steps, s.camera_topics, dim, image_shape=s.image_size
+        )
+        self.schedule = ActionSchedule(s.dt, mode=p.blend_mode, ensemble_m=p.ensemble_m)
+        self.safety = SafetyFilter(resolve_limits(s, info.action_min, info.action_max), s.dt)
+        self.mirror = TrajectoryFollower(dof=dim)  # what the trajectory controller executes
+        self.timing = TickTiming(s.dt)
+        self.counters = dict.fromkeys(TICK_COUNTERS + INPUT_COUNTERS, 0)
+        self.obs_to_cmd: deque[float] = deque(maxlen=1000)
+        self._lock = threading.RLock()
+        self._input_lock = threading.Lock()
+        self._new_inputs: dict[str, tuple[Any, float]] = {}
+        self._last_input_stamp: dict[str, float] = {}
+        self._measured: np.ndarray | None = None  # newest joint positions
+        self._prev_cmd: np.ndarray | None = None  # last stream command
+        self._published_version = self.schedule.version
+        self.active = p.start_active
+        self.holding = False
+        self.hold_reason = "no observation yet"
+        self._epoch = -np.inf  # results observed before this time are discarded
+        self._inflight: tuple[float, float] | None = None  # (t_obs, oldest input stamp)
+        self._pending_obs_stamp: float | None = None
+        self._tick_ideal = 0.0
+
+    # ------------------------------------------------------------------ inputs (any thread)
+    def offer_image(self, topic: str, raw: Any, stamp: float) -> bool:
+        """Keep `raw` as the newest message of camera `topic` (decoded on the next tick);
+        False when its stamp is in the future or older than the newest (counted, warned)."""
+        return self._offer(topic, raw, stamp)
+
+    def offer_state(self, positions: np.ndarray, stamp: float) -> bool:
+        """Keep the joint positions (D,), in `settings.joint_names` order, stamped `stamp`."""
+        return self._offer(STATE_INPUT, np.asarray(positions, dtype=np.float64), stamp)
+
+    def reject_input(self, counter: str, text: str) -> None:
+        """A callback rejected a message (`bad_images`, `bad_joint_states`): count and warn."""
+        with self._input_lock:
+            self.counters[counter] += 1
+        self._log("warning", text, True)
+
+    def _offer(self, name: str, value: Any, stamp: float) -> bool:
+        now = self.clock()
+        max_age = self.settings.params.max_obs_age
+        with self._input_lock:
+            if stamp > now + max_age:
+                self.counters["bad_stamps"] += 1
+                why = (
+                    f"{name}: message stamped {stamp - now:.3f} s in the future, ignored (clock "
+                    "mismatch? check use_sim_time and the publisher's clock)"
+                )
+            elif stamp < self._last_input_stamp.get(name, -np.inf):
+                self.counters["out_of_order"] += 1
+                why = (
+                    f"{name}: message stamped {self._last_input_stamp[name] - stamp:.3f} s "
+                    "before the newest, ignored"
+                )
+            else:
+                self._last_input_stamp[name] = stamp
+                self._new_inputs[name] = (value, stamp)
+                return True
+        self._log("warning", why, True)
+        return False
+
+    def _ingest(self) -> None:
+        """Decode the newest raw image(s) and push the newest state into the history."""
+        with self._input_lock:
+            inputs, self._new_inputs = self._new_inputs, {}
+        for name, (value, stamp) in inputs.items():
+            if name == STATE_INPUT:
+                ok = self.history.update_state(value.astype(np.float32), stamp)
+                if ok:
+                    self._measured = value
+            else:
+                try:
+                    rgb = self._decode(name, value)
+                except ValueError as exc:
+                    self.reject_input("bad_images", f"image rejected: {exc}")
+                    continue
+                ok = self.history.update_image(name, rgb, stamp)
+            if not ok:
+                with self._input_lock:
+                    self.counters["out_of_order"] += 1
+
+    # ------------------------------------------------------------------ control thread
+    def tick(self, ideal: float, t_start: float, skipped: int = 0) -> None:
+        """One control tick due at `ideal`, started at `t_start` after `skipped` missed grid
+        points. Never raises: an error is counted (`tick_errors`), logged, and halts."""
+        with self._lock:
+            self.timing.tick(ideal, t_start, skipped)
+            self._tick_ideal = ideal
+            self.counters["ticks"] += 1
+            try:
+                self._ingest()
+                # Tick time read after ingest: every input is stamped at or before it.
+                self._step(self.clock())
+            except Exception as exc:  # last line of defence: the loop must keep running
+                self.counters["tick_errors"] += 1
+                self._log("error", f"control tick failed: {type(exc).__name__}: {exc}", True)
+                try:
+                    self.halt(self.clock())
+                except Exception as halt_exc:
+                    self._log("error", f"halt after a failed tick failed: {halt_exc}", True)
+            self.timing.done(ideal, self.clock())
+
+    def _step(self, now: float) -> None:
+        result = self.worker.poll()
+        if result is not None and not result.ok:
+            self._log(
+                "error", f"inference failed: {type(result.error).__name__}: {result.error}", True
+            )
+            self._inflight = None
+            result = None
+        if not self.active:
+            return
+        if not self.worker.alive:
+            self._hold(now, f"inference worker stopped: {self.worker.last_error}")
+            return
+        stale = self.history.is_stale(now, self.settings.params.max_obs_age)
+        if stale:
+            self._hold(now, stale.reason)
+            return
+        if self.holding:
+            self.holding = False
+            self._log("info", "inputs fresh again: resuming", False)
+        if result is not None:
+            self._merge(result, now)
+        if self.counters["chunks"] and self.schedule.is_dry(now):
+            # No action for this tick although chunks arrive (latency > chunk span, or late).
+            self.counters["dry_ticks"] += 1
+        command = self._trajectory(now) if self.settings.chunk_mode else self._stream(now)
+        if command is not None:
+            self._send(command)
+        self.history.sample(now)
+        self._maybe_start_inference(now)
+
+    def _send(self, command: Command) -> None:
+        """Publish `command`; jitter and obs-to-command age are taken when publish returned."""
+        self._publish_sink(command)
+        t = self.clock()
+        self.counters["commands"] += 1
+        self.timing.published(self._tick_ideal, t)
+        if self._pending_obs_stamp is not None:
+            self.obs_to_cmd.append(t - self._pending_obs_stamp)
+            self._pending_obs_stamp = None
+
+    def _hold(self, now: float, reason: str) -> None:
+        if not self.holding:
+            self.holding = True
+            self.counters["holds"] += 1
+            self._log("warning", f"holding: {reason}", False)
+            self.halt(now)
+        self.hold_reason = reason
+
+    def halt(self, now: float) -> None:
+        """Forget every planned action (hold, stop, reset); in chunk mode tell the controller to
+        stop executing the last trajectory (an empty trajectory makes a JTC hold)."""
+        with self._lock:
+            self.schedule.clear()
+            self._published_version = self.schedule.version
+            self.history.reset()
+            self._epoch = now
+            self._inflight = None
+            self._pending_obs_stamp = None
+            self._prev_cmd = None
+            if self.settings.chunk_mode and self.mirror.has_trajectory:
+                dim = len(self.settings.joint_names)
+                self._publish_sink(Command(TRAJECTORY, now, np.zeros((0, dim)), np.zeros(0)))
+            self.mirror.clear()
+
+    def _merge(self, result: InferenceResult, now: float) -> None:
+        inflight, self._inflight = self._inflight, None
+        if result.t_obs < self._epoch or result.chunk is None:
+            self.counters["chunks_discarded"] += 1
+            return
+        start = self.settings.n_obs_steps - 1
+        actions = result.chunk[start : start + self.settings.n_action_steps]
+        if actions.shape[0] == 0 or not np.all(np.isfinite(actions)):
+            self.counters["nonfinite_chunks"] += 1
+            self._log(
+                "warning", "inference returned a chunk with NaN/inf (or empty): discarded", True
+            )
+            return
+        kept = self.schedule.merge(actions, t0=result.t_obs, now=now)
+        self.counters["chunks"] += 1
+        self.counters["dropped_actions"] += actions.shape[0] - kept
+        if kept and inflight is not None and inflight[0] == result.t_obs:
+            self._pending_obs_stamp = inflight[1]
+
+    def _stream(self, now: float) -> Command | None:
+        cmd = self.schedule.at(now)
+        if cmd is None:
+            return None
+        previous = self._prev_cmd if self._prev_cmd is not None else self._measured
+        safe = self.safety.filter(cmd, previous)
+        if safe is None:
+            return None  # NaN/inf: the forward controller keeps the previous command
+        self._prev_cmd = safe
+        return Command(STREAM, now, safe)
+
+    def _trajectory(self, now: float) -> Command | None:
+        if self.schedule.version == self._published_version:
+            return None
+        self._published_version = self.schedule.version
+        times, actions = self.schedule.remaining(now)
+        future = times > now + 0.5 * self.settings.dt
+        times, actions = times[future], actions[future]
+        if times.size == 0:
+            return None
+        start = self.mirror.sample(now) if self.mirror.has_trajectory else self._measured
+        if start is None:
+            return None
+        safe = self.safety.filter_trajectory(actions, start)
+        if safe is None:
+            return None
+        rel = times - now
+        self.mirror.set_trajectory(rel, safe, start_time=now, now=now, current_position=start)
+        return Command(TRAJECTORY, now, safe, rel)
+
+    def _maybe_start_inference(self, now: float) -> None:
+        if self.worker.busy:
+            return
+        if not should_start_inference(
+            now,
+            self.schedule.horizon_end(),
+            self.worker.latency_estimate,
+            self.settings.dt,
+            self.lead,
+        ):
+            return
+        batch, t_obs = self.history.as_batch()
+        oldest = max(a for a in self.history.ages(now).values() if a is not None)
+        if self.worker.submit(batch, t_obs):
+            self._inflight = (t_obs, now - oldest)
+
+    # ------------------------------------------------------------------ services
+    def warm_up(self) -> InferenceResult | None:
+        """Run `warmup_runs` inferences on a blank observation (before going active), so the
+        first chunk is not slow and the latency estimate is measured; None when 0 runs."""
+        n = self.settings.inference.warmup_runs
+        return self.worker.warm_up(blank_batch(self.settings), n=n) if n > 0 else None
+
+    def start(self) -> str:
+        """Start commanding (from stopped); timing statistics count from here."""
+        with self._lock:
+            was = self.active
+            self.active = True
+            if not was:
+                self.holding = False
+            self.timing.reset()
+            self.obs_to_cmd.clear()
+        return "already active" if was else "started"
+
+    def stop(self, now: float) -> str:
+        """Stop commanding: halt (chunk mode: one stop trajectory) and publish nothing more."""
+        with self._lock:
+            was = self.active
+            self.active = False
+            self.holding = False
+            self.halt(now)
+        return "stopped" if was else "already stopped"
+
+    def restart(self, now: float) -> None:
+        """New episode (~/reset, clock jumped back): forget plans, history, in-flight chunks,
+        input stamp order, and reset the policy."""
+        with self._lock:
+            self.halt(now)
+            self.worker.reset()  # discards in-flight results, policy.reset() on its side
+            with self._input_lock:
+                self._last_input_stamp.clear()
+                self._new_inputs.clear()
+
+    def reset(self, now: float) -> None:
+        """~/reset: `restart`, counted."""
+        with self._lock:
+            self.restart(now)
+            self.counters["resets"] += 1
+
+    # ------------------------------------------------------------------ diagnostics
+    def state(self) -> tuple[str, str]:
+        """(state, reason): active | holding | stopped."""
+        if not self.active:
+            return "stopped", ""
+        if self.holding:
+            return "holding", self.hold_reason
+        return "active", ""
+
+    def diagnostics_values(self) -> tuple[str, str, dict[str, object]]:
+        """(state, reason, values) for /diagnostics and ~/status. Only copies are taken under
+        the lock (the tick waits for it); statistics are computed afterwards."""
+        with self._lock:
+            state, reason = self.state()
+            ages = self.history.ages(self.clock())
+            with self._input_lock:
+                counters = dict(self.counters)
+            timing = self.timing.snapshot()
+            obs_to_cmd = list(self.obs_to_cmd)
+            clamps = (
+                self.safety.position_clamp_count,
+                self.safety.velocity_clamp_count,
+                self.safety.nonfinite_count,
+            )
+        values: dict[str, object] = {"state": state, "hold_reason": reason}
+        lat = self.worker.latency_stats()
+        values["inference_latency_p50_ms"] = None if lat.p50 is None else lat.p50 * 1e3
+        values["inference_latency_p90_ms"] = None if lat.p90 is None else lat.p90 * 1e3
+        values["inference_count"] = self.worker.completed_count
+        values["inference_errors"] = self.worker.error_count
+        values.update(TickTiming.summarize(timing))
+        if obs_to_cmd:
+            values["obs_to_cmd_p50_ms"] = float(np.percentile(obs_to_cmd, 50) * 1e3)
+            values["obs_to_cmd_max_ms"] = float(np.max(obs_to_cmd) * 1e3)
+        for name, age in ages.items():
+            values[f"obs_age_ms[{name}]"] = None if age is None else age * 1e3
+        values.update(counters)
+        values["position_clamps"], values["velocity_clamps"], values["nonfinite_commands"] = clamps
+        values["device"] = self.info.device
+        values["output_mode"] = self.settings.params.output_mode
+        values["control_rate_hz"] = self.settings.control_rate_hz
+        return state, reason, values
+
+
+def blank_batch(settings: NodeSettings) -> dict[str, np.ndarray]:
+    """An all-zero observation batch of the checkpoint's shapes (for warm-up)."""
+    h, w = settings.image_size
+    n, cams, dim = settings.n_obs_steps, len(settings.camera_topics), len(settings.joint_names)
+    batch = {OBS_STATE: np.zeros((1, n, dim), np.float32)}
+    if cams:
+        batch[OBS_IMAGES] = np.zeros((1, n, cams, 3, h, w), np.uint8)
+    return batch

@@ -1,0 +1,371 @@
+"""The control tick without ROS: a fake clock, a fake inference worker and a list of commands.
+
+dt = 0.1 s, n_obs_steps = 2, n_action_steps = 8, horizon 16: a chunk observed at t_obs gives
+actions chunk[1:9] targeting t_obs + i*dt (i = 0..7). Limits come from the action range
+[-1, 1] widened by 10 %: [-1.2, 1.2], max velocity 2.4/s (0.24 per tick).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffusion_policy_node.policy.config import PolicyConfig
+from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
+from diffusion_policy_node.runtime.controller import STREAM, TRAJECTORY, Command, Controller
+from diffusion_policy_node.runtime.inference_worker import InferenceResult, LatencyStats
+from diffusion_policy_node.runtime.settings import PolicyInfo, PolicyNodeParams, resolve_settings
+
+DT = 0.1
+CAM = "/cam"
+JOINTS = ["a", "b", "c"]
+CONFIG = PolicyConfig(
+    camera_topics=[CAM],
+    image_size=(8, 8),
+    crop_shape=None,
+    joint_names=JOINTS,
+    state_dim=3,
+    action_dim=3,
+    dt=DT,
+    n_obs_steps=2,
+    horizon=16,
+    n_action_steps=8,
+)
+INFO = PolicyInfo("cpu", np.full(3, -1.0), np.full(3, 1.0), 10)
+IMAGE = np.zeros((8, 8, 3), np.uint8)
+
+
+class FakeWorker:
+    """The `Worker` protocol by hand: submissions are recorded, results delivered by the test."""
+
+    def __init__(self, latency: float | None = None) -> None:
+        self.latency_estimate = latency
+        self.submitted: list[tuple[dict, float]] = []
+        self.busy = False
+        self.alive = True
+        self.last_error: BaseException | None = None
+        self.completed_count = 0
+        self.error_count = 0
+        self.resets = 0
+        self._result: InferenceResult | None = None
+
+    def submit(self, obs: dict, t_obs: float) -> bool:
+        if self.busy:
+            return False
+        self.submitted.append((obs, t_obs))
+        self.busy = True
+        return True
+
+    def deliver(self, chunk: np.ndarray, t_obs: float | None = None) -> None:
+        """Finish the request in flight with `chunk` (H, D)."""
+        assert self.busy
+        t = self.submitted[-1][1] if t_obs is None else t_obs
+        self._result, self.busy = InferenceResult(chunk, t, 0.05), False
+        self.completed_count += 1
+
+    def fail(self, error: BaseException) -> None:
+        t = self.submitted[-1][1]
+        self._result, self.busy = InferenceResult(None, t, 0.05, error), False
+        self.error_count += 1
+
+    def poll(self) -> InferenceResult | None:
+        result, self._result = self._result, None
+        return result
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.busy, self._result = False, None
+
+    def warm_up(self, obs: dict, n: int = 2) -> InferenceResult:
+        return InferenceResult(np.zeros((16, 3)), float("nan"), 0.05)
+
+    def latency_stats(self) -> LatencyStats:
+        return LatencyStats(0, None, None, None, None)
+
+
+class Rig:
+    """A controller on tick k at t = k*dt, with inputs fed by the test."""
+
+    def __init__(self, worker: FakeWorker | None = None, **params: object) -> None:
+        self.k = 0
+        self.sent: list[Command] = []
+        self.logs: list[tuple[str, str]] = []
+        self.worker = worker or FakeWorker()
+        settings = resolve_settings(PolicyNodeParams(checkpoint="/x", **params), CONFIG)
+        self.ctl = Controller(
+            settings,
+            INFO,
+            self.worker,
+            clock=self.now,
+            publish=self.sent.append,
+            decode=self._decode,
+            log=lambda level, text, throttle: self.logs.append((level, text)),
+        )
+
+    def now(self) -> float:
+        return round(self.k * DT, 9)
+
+    @staticmethod
+    def _decode(topic: str, raw: object) -> np.ndarray:
+        if isinstance(raw, str):
+            raise ValueError(f"{topic}: cannot decode {raw!r}")
+        return raw  # type: ignore[return-value]
+
+    def feed(self, state: object = (0.0, 0.0, 0.0), stamp: float | None = None) -> None:
+        t = self.now() if stamp is None else stamp
+        self.ctl.offer_image(CAM, IMAGE, t)
+        self.ctl.offer_state(np.asarray(state, dtype=np.float64), t)
+
+    def tick(self, feed: bool = True) -> list[Command]:
+        """Advance to the next tick (optionally with fresh inputs); the commands it sent."""
+        self.k += 1
+        if feed:
+            self.feed()
+        before = len(self.sent)
+        self.ctl.tick(self.now(), self.now(), 0)
+        return self.sent[before:]
+
+
+def ramp(start: float = 0.0, step: float = 0.01) -> np.ndarray:
+    """A chunk (16, 3) whose action i is start + step*i on every joint."""
+    return np.repeat((start + step * np.arange(16.0))[:, None], 3, axis=1)
+
+
+def started(rig: Rig) -> Rig:
+    """First tick: fresh inputs, empty schedule -> an inference is submitted at t = 0.1."""
+    assert rig.tick() == []
+    assert [t for _, t in rig.worker.submitted] == [pytest.approx(0.1)]
+    return rig
+
+
+# ------------------------------------------------------------------------------ merge, publish
+def test_arriving_chunk_is_merged_and_published_as_a_trajectory() -> None:
+    rig = started(Rig())
+    rig.worker.deliver(ramp())  # observed at 0.1: actions chunk[1..8] target 0.1 .. 0.8
+    (cmd,) = rig.tick()  # now = 0.2: 0.1 has passed
+    assert cmd.kind == TRAJECTORY and cmd.stamp == pytest.approx(0.2)
+    # points at least half a tick ahead: 0.3 .. 0.8, i.e. chunk[3..8]
+    np.testing.assert_allclose(cmd.times, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    np.testing.assert_allclose(cmd.positions, ramp()[3:9])
+    c = rig.ctl.counters
+    assert c["chunks"] == 1 and c["dropped_actions"] == 1 and c["commands"] == 1
+    assert rig.tick() == []  # unchanged schedule: nothing republished
+
+
+def test_late_chunk_drops_the_actions_whose_time_has_passed() -> None:
+    rig = started(Rig())
+    rig.tick()
+    rig.tick()
+    rig.tick()  # now = 0.4, still in flight
+    rig.worker.deliver(ramp())
+    (cmd,) = rig.tick()  # now = 0.5: targets 0.1 .. 0.4 are past
+    assert rig.ctl.counters["dropped_actions"] == 4
+    np.testing.assert_allclose(cmd.times, [0.1, 0.2, 0.3])  # 0.6, 0.7, 0.8
+    np.testing.assert_allclose(cmd.positions, ramp()[6:9])
+    # a chunk that lands after its whole span is dropped entirely and publishes nothing
+    rig.tick()
+    rig.tick()
+    rig.tick()
+    rig.worker.deliver(ramp(), t_obs=0.1)
+    assert rig.tick() == []
+
+
+def test_next_inference_starts_when_its_chunk_lands_before_the_schedule_ends() -> None:
+    # latency 0.25 s, chunk-mode lead 2 dt: start when now + 0.45 >= end of schedule (0.8)
+    rig = started(Rig(FakeWorker(latency=0.25)))
+    rig.worker.deliver(ramp())
+    rig.tick()  # 0.2: merged, published; 0.2 + 0.45 < 0.8
+    rig.tick()  # 0.3: 0.75 < 0.8
+    assert len(rig.worker.submitted) == 1
+    rig.tick()  # 0.4: 0.85 >= 0.8 -> submit
+    assert [t for _, t in rig.worker.submitted] == pytest.approx([0.1, 0.4])
+    obs, _ = rig.worker.submitted[-1]
+    assert obs[OBS_IMAGES].shape == (1, 2, 1, 3, 8, 8)
+    assert obs[OBS_STATE].shape == (1, 2, 3)
+
+
+def test_stream_mode_without_latency_submits_later_and_sends_one_command_per_tick() -> None:
+    rig = started(Rig(FakeWorker(latency=0.25), output_mode="stream"))
+    rig.worker.deliver(ramp())
+    sent = [rig.tick() for _ in range(3)]  # 0.2, 0.3, 0.4
+    assert all(len(s) == 1 and s[0].kind == STREAM for s in sent)
+    np.testing.assert_allclose([s[0].positions for s in sent], ramp()[2:5])
+    assert len(rig.worker.submitted) == 1  # stream lead 0: start when now + 0.25 >= 0.8
+    rig.tick()  # 0.5
+    rig.tick()  # 0.6
+    assert [t for _, t in rig.worker.submitted] == pytest.approx([0.1, 0.6])
+
+
+# ------------------------------------------------------------------------------ safety
+def test_commands_are_clamped_to_the_limits_and_the_velocity_limit() -> None:
+    rig = started(Rig())
+    chunk = np.zeros((16, 3))
+    chunk[:, 0] = 5.0  # far beyond the upper limit 1.2
+    chunk[:, 1] = np.arange(16) * 0.5  # 5 rad/s: the velocity limit is 2.4/s
+    rig.worker.deliver(chunk)
+    (cmd,) = rig.tick()
+    pos = cmd.positions
+    assert np.all(pos[:, 0] <= 1.2 + 1e-12)
+    # from the measured 0.0, at most 0.24 per tick: 0.24, 0.48, ... never above 1.2
+    np.testing.assert_allclose(pos[:, 1], np.minimum(0.24 * np.arange(1, 7), 1.2))
+    np.testing.assert_allclose(pos[:, 2], 0.0)
+    assert rig.ctl.safety.position_clamp_count > 0 and rig.ctl.safety.velocity_clamp_count > 0
+
+
+def test_a_chunk_with_nan_is_discarded_and_nothing_is_published() -> None:
+    rig = started(Rig())
+    chunk = ramp()
+    chunk[4, 1] = np.nan
+    rig.worker.deliver(chunk)
+    assert rig.tick() == []
+    assert rig.ctl.counters["nonfinite_chunks"] == 1 and rig.ctl.counters["chunks"] == 0
+    assert any("NaN" in text for _, text in rig.logs)
+
+
+# ------------------------------------------------------------------------------ hold / resume
+def test_stale_input_holds_then_fresh_input_resumes() -> None:
+    rig = started(Rig())
+    rig.worker.deliver(ramp())
+    rig.tick()  # 0.2: trajectory out
+    rig.tick()  # 0.3: inputs at 0.3
+    assert rig.ctl.state() == ("active", "")
+    for _ in range(5):  # 0.4 .. 0.8: no inputs; the newest is 0.5 s old at 0.8 (max_obs_age)
+        assert rig.tick(feed=False) == []
+    (stop,) = rig.tick(feed=False)  # 0.9: 0.6 s old -> hold, the JTC is told to stop
+    assert stop.is_stop and stop.positions.shape == (0, 3)
+    state, reason = rig.ctl.state()
+    assert state == "holding" and "0.600 s old" in reason and "max_obs_age" in reason
+    assert rig.ctl.counters["holds"] == 1
+    assert len(rig.ctl.schedule) == 0
+    for _ in range(3):
+        assert rig.tick(feed=False) == []  # holding: nothing, not even a repeated stop
+    # the request submitted at 0.6 (inputs not yet too old) finishes during the hold
+    assert rig.worker.submitted[-1][1] == pytest.approx(0.6)
+    rig.worker.deliver(ramp())
+    assert rig.tick() == []  # 1.3, fresh again: resume, the old chunk is discarded
+    assert rig.ctl.state() == ("active", "")
+    assert rig.ctl.counters["chunks_discarded"] == 1
+    assert rig.worker.submitted[-1][1] == pytest.approx(1.3)  # a new one from fresh inputs
+    rig.worker.deliver(ramp(0.5))
+    (cmd,) = rig.tick()
+    assert cmd.kind == TRAJECTORY and cmd.times.size > 0
+
+
+def test_a_chunk_observed_before_a_hold_is_discarded() -> None:
+    rig = started(Rig())  # inference observed at 0.1 in flight
+    for _ in range(6):
+        rig.tick(feed=False)  # 0.7: inputs 0.6 s old -> hold
+    assert rig.ctl.holding
+    rig.tick()  # 0.8: resumes; the old request is still "in flight" in the fake
+    rig.worker.deliver(ramp(), t_obs=0.1)
+    assert rig.tick() == []
+    assert rig.ctl.counters["chunks_discarded"] == 1 and rig.ctl.counters["chunks"] == 0
+
+
+def test_no_inputs_yet_is_a_hold_with_the_missing_inputs_named() -> None:
+    rig = Rig()
+    assert rig.tick(feed=False) == []
+    state, reason = rig.ctl.state()
+    assert state == "holding" and "no camera '/cam' image received yet" in reason
+    assert "no joint state received yet" in reason
+    assert rig.worker.submitted == []
+
+
+def test_dead_worker_holds_with_its_error() -> None:
+    rig = started(Rig())
+    rig.worker.alive, rig.worker.last_error = False, RuntimeError("child exited (code -9)")
+    assert rig.tick() == []
+    state, reason = rig.ctl.state()
+    assert state == "holding" and "child exited (code -9)" in reason
+
+
+# ------------------------------------------------------------------------------ services
+def test_stop_sends_one_stop_and_nothing_until_start() -> None:
+    rig = started(Rig())
+    rig.worker.deliver(ramp())
+    rig.tick()
+    assert rig.ctl.stop(rig.now()) == "stopped"
+    assert rig.sent[-1].is_stop
+    n = len(rig.sent)
+    for _ in range(3):
+        rig.tick()
+    assert len(rig.sent) == n and rig.ctl.state() == ("stopped", "")
+    assert rig.ctl.stop(rig.now()) == "already stopped" and len(rig.sent) == n
+    assert rig.ctl.start() == "started"
+    rig.tick()
+    assert rig.worker.busy  # commanding again: a new inference from fresh inputs
+
+
+def test_start_inactive_waits_for_start() -> None:
+    rig = Rig(start_active=False)
+    for _ in range(3):
+        assert rig.tick() == []
+    assert rig.worker.submitted == [] and rig.ctl.state() == ("stopped", "")
+
+
+def test_reset_discards_in_flight_work_and_resets_the_policy() -> None:
+    rig = started(Rig())
+    rig.ctl.reset(rig.now())
+    assert rig.worker.resets == 1 and rig.ctl.counters["resets"] == 1
+    assert not rig.worker.busy
+    # the input stamp order restarts too (a simulation restart stamps from 0 again)
+    assert rig.ctl.offer_state(np.zeros(3), 0.0)
+
+
+# ------------------------------------------------------------------------------ inputs, errors
+def test_input_stamps_in_the_future_or_out_of_order_are_ignored_and_counted() -> None:
+    rig = Rig()
+    rig.k = 10  # now = 1.0
+    assert rig.ctl.offer_state(np.zeros(3), 0.9)
+    assert not rig.ctl.offer_state(np.zeros(3), 0.8)
+    assert not rig.ctl.offer_state(np.zeros(3), 1.0 + 0.6)  # more than max_obs_age ahead
+    assert rig.ctl.counters["out_of_order"] == 1 and rig.ctl.counters["bad_stamps"] == 1
+    texts = [t for _, t in rig.logs]
+    assert any("before the newest" in t for t in texts) and any("future" in t for t in texts)
+
+
+def test_undecodable_image_is_counted_and_the_tick_goes_on() -> None:
+    rig = Rig()
+    rig.ctl.offer_image(CAM, "garbage", 0.1)
+    rig.ctl.offer_state(np.zeros(3), 0.1)
+    rig.k = 1
+    rig.ctl.tick(0.1, 0.1)
+    assert rig.ctl.counters["bad_images"] == 1 and rig.ctl.counters["tick_errors"] == 0
+    assert "cannot decode 'garbage'" in rig.logs[0][1]
+
+
+def test_failed_inference_is_logged_and_retried() -> None:
+    rig = started(Rig())
+    rig.worker.fail(RuntimeError("CUDA out of memory"))
+    assert rig.tick() == []
+    assert any("CUDA out of memory" in t for lvl, t in rig.logs if lvl == "error")
+    assert len(rig.worker.submitted) == 2  # the schedule is empty: try again at once
+
+
+def test_an_error_inside_the_tick_is_counted_and_halts() -> None:
+    rig = started(Rig())
+    rig.worker.deliver(ramp())
+    rig.tick()
+
+    def broken() -> None:
+        raise RuntimeError("pipe closed")
+
+    rig.worker.poll = broken  # type: ignore[method-assign]
+    (stop,) = rig.tick()
+    assert stop.is_stop and rig.ctl.counters["tick_errors"] == 1
+    assert len(rig.ctl.schedule) == 0
+
+
+# ------------------------------------------------------------------------------ diagnostics
+def test_diagnostics_report_state_counters_timing_and_ages() -> None:
+    rig = started(Rig())
+    rig.worker.deliver(ramp())
+    rig.tick()
+    state, reason, values = rig.ctl.diagnostics_values()
+    assert (state, reason) == ("active", "")
+    assert values["commands"] == 1 and values["chunks"] == 1 and values["ticks"] == 2
+    assert values["published_ticks"] == 1 and values["jitter_p50_ms"] == pytest.approx(0.0)
+    assert values["obs_age_ms[joint_state]"] == pytest.approx(0.0)
+    assert values["device"] == "cpu" and values["output_mode"] == "chunk"
+    # obs-to-command: inputs stamped 0.1, the command left at 0.2
+    assert values["obs_to_cmd_p50_ms"] == pytest.approx(100.0)
