@@ -71,7 +71,7 @@ def run_config(args: argparse.Namespace) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    unet_bytes = sum(p.numel() * p.element_size() for p in policy.unet.parameters())
+    unet_bytes = sum(p.numel() * p.element_size() for p in policy.network.parameters())
     # Streaming-read bandwidth: sum a 256 MiB buffer (larger than any cache) a few times.
     buffer = torch.ones(64 * 2**20, device=device)
     reads = []

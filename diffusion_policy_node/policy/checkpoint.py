@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_folder
 from .config import PolicyConfig
-from .modeling import DiffusionPolicy, build_policy
+from .modeling import DiffusionPolicy, build_policy, upgrade_legacy_keys
 
 FORMAT = "diffusion_policy_node/checkpoint/v1"
 CONFIG_FILE = "config.yaml"
@@ -138,7 +138,8 @@ def load_checkpoint(
     except ValueError as exc:
         raise CheckpointError(f"{folder / CONFIG_FILE}: {exc}") from exc
     expected_model, expected_norm = _split_state(policy.state_dict())
-    model_state = _load_tensors(folder / MODEL_FILE)
+    # Checkpoints from before the ε-network protocol name the network `unet.*`.
+    model_state = upgrade_legacy_keys(_load_tensors(folder / MODEL_FILE))
     norm_state = _load_tensors(folder / NORMALIZER_FILE)
     _check_against(folder / MODEL_FILE, model_state, expected_model)
     _check_against(folder / NORMALIZER_FILE, norm_state, expected_norm)

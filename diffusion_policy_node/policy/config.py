@@ -9,10 +9,10 @@ from typing import Any
 
 from diffusion_policy_node.config_util import dataclass_from_mapping
 
-BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
-SCHEDULERS = ("ddim", "ddpm")
+from .networks import NETWORKS
+from .schedulers import BETA_SCHEDULES, SCHEDULER_NAMES, VARIANCE_TYPES
+
 POLICY_TYPES = ("diffusion", "regression")
-VARIANCE_TYPES = ("fixed_small", "fixed_large")
 
 
 def _bad(name: str, value: Any, why: str) -> ValueError:
@@ -28,8 +28,8 @@ class PolicyConfig:
     t + (i - (n_obs_steps - 1)) * dt; the runtime executes from index n_obs_steps - 1.
     """
 
-    # "diffusion" (the product) or "regression": the same encoder and U-Net trained with MSE to
-    # output the actions directly (the baseline that averages modes).
+    # "diffusion" (the product) or "regression": the same encoder and ε-network trained with MSE
+    # to output the actions directly (the baseline that averages modes).
     policy_type: str = "diffusion"
     # Observation and action spaces.
     camera_topics: list[str] = field(default_factory=lambda: ["/camera/image_raw"])
@@ -49,7 +49,10 @@ class PolicyConfig:
     # Channels of the ResNet-18 stem/first stage (64: the standard ResNet-18; 32 or 16: the same
     # depth, 1/4 or 1/16 of the weights and compute). A multiple of 16 (GroupNorm of C/16 groups).
     encoder_width: int = 64
-    # ε-network (conditional 1-D U-Net).
+    # ε-network: a name in networks.NETWORKS. Checkpoints written before this field existed
+    # have no `network` key and are U-Nets, the default.
+    network: str = "unet"
+    # network "unet" (conditional 1-D U-Net, Chi et al.); checked only when it is selected.
     down_dims: tuple[int, ...] = (64, 128, 256)
     kernel_size: int = 5
     n_groups: int = 8
@@ -107,25 +110,20 @@ class PolicyConfig:
                 self.n_action_steps,
                 f"n_obs_steps - 1 + n_action_steps must be <= horizon ({self.horizon})",
             )
-        if not self.down_dims or min(self.down_dims) < 1:
-            raise _bad("down_dims", self.down_dims, "need positive channel counts")
-        factor = 2 ** (len(self.down_dims) - 1)
-        if self.horizon % factor:
-            raise _bad(
-                "horizon", self.horizon, f"must be divisible by {factor} for {self.down_dims}"
-            )
-        if any(d % self.n_groups for d in self.down_dims):
-            raise _bad("n_groups", self.n_groups, f"must divide every down_dim {self.down_dims}")
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise _bad("kernel_size", self.kernel_size, "must be odd and positive")
+        if self.network not in NETWORKS:
+            raise _bad("network", self.network, f"expected one of {tuple(NETWORKS)}")
+        if self.network == "unet":
+            self._validate_unet()
         if self.policy_type not in POLICY_TYPES:
             raise _bad("policy_type", self.policy_type, f"expected one of {POLICY_TYPES}")
         if self.beta_schedule not in BETA_SCHEDULES:
             raise _bad("beta_schedule", self.beta_schedule, f"expected one of {BETA_SCHEDULES}")
         if self.variance_type not in VARIANCE_TYPES:
             raise _bad("variance_type", self.variance_type, f"expected one of {VARIANCE_TYPES}")
-        if self.noise_scheduler not in SCHEDULERS:
-            raise _bad("noise_scheduler", self.noise_scheduler, f"expected one of {SCHEDULERS}")
+        if self.noise_scheduler not in SCHEDULER_NAMES:
+            raise _bad(
+                "noise_scheduler", self.noise_scheduler, f"expected one of {SCHEDULER_NAMES}"
+            )
         if self.num_train_timesteps < 1:
             raise _bad("num_train_timesteps", self.num_train_timesteps, "must be >= 1")
         if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
@@ -142,6 +140,22 @@ class PolicyConfig:
             raise _bad("num_keypoints", self.num_keypoints, "must be >= 1")
         if self.encoder_width < 16 or self.encoder_width % 16:
             raise _bad("encoder_width", self.encoder_width, "must be a positive multiple of 16")
+
+    def _validate_unet(self) -> None:
+        if not self.down_dims or min(self.down_dims) < 1:
+            raise _bad("down_dims", self.down_dims, "need positive channel counts")
+        factor = 2 ** (len(self.down_dims) - 1)
+        if self.horizon % factor:
+            raise _bad(
+                "horizon", self.horizon, f"must be divisible by {factor} for {self.down_dims}"
+            )
+        if self.n_groups < 1 or any(d % self.n_groups for d in self.down_dims):
+            raise _bad("n_groups", self.n_groups, f"must divide every down_dim {self.down_dims}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise _bad("kernel_size", self.kernel_size, "must be odd and positive")
+        dsed = self.diffusion_step_embed_dim
+        if dsed < 4 or dsed % 2:
+            raise _bad("diffusion_step_embed_dim", dsed, "must be even and >= 4")
 
     @property
     def n_cameras(self) -> int:

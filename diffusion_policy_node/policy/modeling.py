@@ -1,4 +1,4 @@
-"""DiffusionPolicy: vision encoder + conditional 1-D U-Net ε-network (DDPM training, DDIM)."""
+"""DiffusionPolicy: vision encoder + an ε-network (networks.py; DDPM training, DDIM sampling)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,31 @@ from torch import nn
 
 from .config import PolicyConfig
 from .constants import ACTION, ACTION_IS_PAD, OBS_IMAGES, OBS_STATE
+from .networks import EpsilonNetwork, PreparedStep, build_network
 from .normalizer import MinMaxNormalizer
 from .schedulers import DDPMScheduler, make_scheduler
-from .unet1d import ConditionalUnet1D
 from .vision import ObservationEncoder
+
+# Checkpoints (and training states) written before the ε-network protocol name the U-Net's
+# weights `unet.*`; the network is now `DiffusionPolicy.network`, so loading renames them.
+_LEGACY_PREFIX, _NETWORK_PREFIX = "unet.", "network."
+
+
+def upgrade_legacy_keys(
+    state: dict[str, torch.Tensor], prefix: str = ""
+) -> dict[str, torch.Tensor]:
+    """`state` with the pre-protocol keys `<prefix>unet.*` renamed to `<prefix>network.*`
+    (same tensors, same order); keys already in the current form pass through."""
+    old, new = prefix + _LEGACY_PREFIX, prefix + _NETWORK_PREFIX
+    return {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in state.items()}
+
+
+def _upgrade_on_load(module: nn.Module, state_dict: dict, prefix: str, *_: Any) -> None:
+    """load_state_dict pre-hook: rename legacy keys in place before the strict key check."""
+    upgraded = upgrade_legacy_keys(state_dict, prefix)
+    if upgraded.keys() != state_dict.keys():
+        state_dict.clear()
+        state_dict.update(upgraded)
 
 
 def _as_tensor(value: Any, device: torch.device, name: str) -> torch.Tensor:
@@ -33,8 +54,9 @@ class DiffusionPolicy(nn.Module):
 
     Training: `compute_loss(batch)` (Algorithm 1 with ε-prediction). Inference:
     `predict_action_chunk(obs) -> (B, horizon, action_dim)` in robot units; the observation is
-    encoded once and the U-Net's FiLM conditioning for every denoising step is precomputed, so the
-    loop only runs the convolutions and the scheduler update.
+    encoded once and the ε-network prepares its conditioning for every denoising step once per
+    chunk (the U-Net: all FiLM parameters), so the loop only runs the network's trunk and the
+    scheduler update. The ε-network (`config.network`) is used only through `EpsilonNetwork`.
     """
 
     def __init__(self, config: PolicyConfig) -> None:
@@ -52,20 +74,14 @@ class DiffusionPolicy(nn.Module):
             encoder_width=config.encoder_width,
         )
         self.global_cond_dim = config.n_obs_steps * self.obs_encoder.feature_dim_per_step
-        self.unet = ConditionalUnet1D(
-            input_dim=config.action_dim,
-            global_cond_dim=self.global_cond_dim,
-            diffusion_step_embed_dim=config.diffusion_step_embed_dim,
-            down_dims=config.down_dims,
-            kernel_size=config.kernel_size,
-            n_groups=config.n_groups,
-        )
+        self.network: EpsilonNetwork = build_network(config, self.global_cond_dim)
+        self.register_load_state_dict_pre_hook(_upgrade_on_load)
         self.train_scheduler = DDPMScheduler(**self._scheduler_kwargs())
         self.set_inference(config.noise_scheduler, config.num_inference_steps, config.eta)
         self.generator: torch.Generator | None = None
         self._seed: int | None = None
         self._graph: _CapturedSampler | None = None
-        self._trunk: _FrozenTrunk | None = None
+        self._frozen_step: PreparedStep | None = None
 
     # ----------------------------------------------------------------------------- set-up
     def _scheduler_kwargs(self) -> dict[str, Any]:
@@ -146,7 +162,7 @@ class DiffusionPolicy(nn.Module):
         state = state[:, -c.n_obs_steps :]
         images = images[:, -c.n_obs_steps :]
         nstate = self.state_normalizer.normalize(state)
-        return self.obs_encoder(images, nstate.to(self.unet.final_conv[1].weight.dtype))
+        return self.obs_encoder(images, nstate.to(self.network.dtype))
 
     # ----------------------------------------------------------------------------- training
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -158,7 +174,7 @@ class DiffusionPolicy(nn.Module):
             0, self.config.num_train_timesteps, (x0.shape[0],), device=x0.device
         )
         noisy = self.train_scheduler.add_noise(x0, noise, timesteps)
-        return self._masked_mse(self.unet(noisy, timesteps, global_cond), noise, batch)
+        return self._masked_mse(self.network(noisy, timesteps, global_cond), noise, batch)
 
     def _actions(self, batch: dict[str, Any]) -> torch.Tensor:
         c = self.config
@@ -219,20 +235,22 @@ class DiffusionPolicy(nn.Module):
         """
         scheduler = self.inference_scheduler
         timesteps = scheduler.timesteps
-        film = self.unet.prepare_conditioning(timesteps.to(global_cond.device), global_cond)
+        conditioning = self.network.prepare_conditioning(
+            timesteps.to(global_cond.device), global_cond
+        )
         step_kwargs: dict[str, Any] = {"generator": generator}
         if self.config.noise_scheduler == "ddim":
             step_kwargs["eta"] = self.config.eta
         net_dtype = global_cond.dtype
-        trunk = self._trunk or self.unet.forward_with_film
+        forward_step = self._frozen_step or self.network.forward_prepared
         for k, t in enumerate(timesteps.tolist()):
-            eps = trunk(sample.to(net_dtype), film, k)
+            eps = forward_step(sample.to(net_dtype), conditioning, k)
             sample = scheduler.step(eps.float(), t, sample, **step_kwargs).prev_sample
         return self.action_normalizer.unnormalize(sample)
 
     # ----------------------------------------------------------------------------- speed
     def set_precision(self, dtype: torch.dtype) -> None:
-        """Run the encoder and U-Net in `dtype` (float32, bfloat16, float16) for inference.
+        """Run the encoder and ε-network in `dtype` (float32, bfloat16, float16) for inference.
 
         Normalizers and the scheduler arithmetic stay float32. Reduced precision changes the
         numbers slightly; see bench/inference_latency.py for what it buys on each device.
@@ -241,22 +259,23 @@ class DiffusionPolicy(nn.Module):
             raise ValueError(f"precision must be float32, bfloat16 or float16, got {dtype}")
         self.enable_acceleration("none")  # frozen/packed copies hold the old dtype
         self.obs_encoder.to(dtype)
-        self.unet.to(dtype)
+        self.network.to(dtype)  # type: ignore[attr-defined]  # networks are nn.Modules
 
     def enable_acceleration(self, mode: str) -> None:
         """Inference speed-ups that keep the math: `none`, `jit` or `cudagraph`.
 
-        jit: the U-Net's convolutions as unfold + matmul over prepacked weights, then a
-        TorchScript trace + freeze of the camera encoders and the U-Net trunk (weights become
-        constants, fewer dispatcher hops; CPU or CUDA). cudagraph: the whole chunk (encode + all
-        denoising steps) as one CUDA graph, for CUDA and deterministic DDIM (η = 0) only; the
-        initial noise is drawn outside the graph, so seeds behave as without capture.
+        jit: the ε-network's inference layout (U-Net: convolutions as unfold + matmul over
+        prepacked weights), then a TorchScript trace + freeze of the camera encoders and of the
+        network's denoising step (weights become constants, fewer dispatcher hops; CPU or CUDA).
+        cudagraph: the whole chunk (encode + all denoising steps) as one CUDA graph, for CUDA and
+        deterministic DDIM (η = 0) only; the initial noise is drawn outside the graph, so seeds
+        behave as without capture.
         Re-run after changing the sampler, precision or device.
         """
         self._graph = None
-        self._trunk = None
+        self._frozen_step = None
         self.obs_encoder.camera_runners = None
-        self.unet.pack_for_inference(mode == "jit")
+        self.network.pack_for_inference(mode == "jit")
         if mode in ("", "none"):
             return
         if mode == "jit":
@@ -272,7 +291,7 @@ class DiffusionPolicy(nn.Module):
 
     def _freeze_for_inference(self) -> None:
         c = self.config
-        dtype = self.unet.final_conv[1].weight.dtype
+        dtype = self.network.dtype
         h, w = c.crop_shape or c.image_size
         # Tracing warns about shape checks it records as constants (shapes are fixed at inference)
         # and that TorchScript is deprecated in favour of torch.compile (which needs minutes of
@@ -285,13 +304,14 @@ class DiffusionPolicy(nn.Module):
                 torch.jit.freeze(torch.jit.trace(enc, (image,)))
                 for enc in self.obs_encoder.encoders
             ]
-            self._trunk = _FrozenTrunk(self.unet, self.device, dtype)
+            self._frozen_step = self.network.freeze_prepared_step()
 
 
 class RegressionPolicy(DiffusionPolicy):
-    """Baseline: the same encoder and U-Net, trained with MSE to output the action chunk directly.
+    """Baseline: the same encoder and ε-network, trained with MSE to output the action chunk
+    directly.
 
-    The U-Net sees a zero sequence at timestep 0 and predicts the normalized actions; with
+    The network sees a zero sequence at timestep 0 and predicts the normalized actions; with
     multimodal demonstrations it learns their mean, which is why diffusion is used instead.
     """
 
@@ -302,7 +322,7 @@ class RegressionPolicy(DiffusionPolicy):
             device=global_cond.device,
             dtype=global_cond.dtype,
         )
-        return self.unet(zeros, 0, global_cond)
+        return self.network(zeros, 0, global_cond)
 
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         target = self.action_normalizer.normalize(self._actions(batch))
@@ -314,42 +334,6 @@ class RegressionPolicy(DiffusionPolicy):
         self, global_cond: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         return self.action_normalizer.unnormalize(self._regress(global_cond).float())
-
-
-class _TrunkModule(nn.Module):
-    """The U-Net trunk with FiLM parameters as a flat tensor list, so it can be traced."""
-
-    def __init__(self, unet: ConditionalUnet1D) -> None:
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample: torch.Tensor, films: list[torch.Tensor]) -> torch.Tensor:
-        pairs = [(films[i], films[i + 1]) for i in range(0, len(films), 2)]
-        return self.unet._run(sample, pairs)
-
-
-class _FrozenTrunk:
-    """TorchScript-frozen U-Net trunk with the signature of `forward_with_film`."""
-
-    def __init__(self, unet: ConditionalUnet1D, device: torch.device, dtype: torch.dtype) -> None:
-        self.unet = unet
-        cache = unet.prepare_conditioning(
-            torch.tensor([1], device=device),
-            torch.zeros(1, unet.global_cond_dim, device=device, dtype=dtype),
-        )
-        sample = torch.zeros(
-            1, unet.horizon_multiple * 2, unet.input_dim, device=device, dtype=dtype
-        )
-        flat = [t for pair in cache.per_step[0] for t in pair]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(_TrunkModule(unet).eval(), (sample, flat))
-            self.module = torch.jit.freeze(traced)
-
-    def __call__(self, sample: torch.Tensor, film_cache: Any, k: int) -> torch.Tensor:
-        self.unet._check_sample(sample)
-        films = [t for pair in film_cache.per_step[k] for t in pair]
-        return self.module(sample, films)
 
 
 class _CapturedSampler:

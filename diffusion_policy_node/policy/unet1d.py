@@ -6,17 +6,18 @@ names follow Chi et al.'s ``ConditionalUnet1D`` (``diffusion_step_encoder``, ``d
 ``mid_modules``, ``up_modules``, ``final_conv``; ``blocks.i.block.j``, ``cond_encoder.1``), so a
 state dict from that code base maps key for key (without local conditioning).
 
-Speed hook for closed-loop inference: the FiLM input is ``Mish([temb ; g]) = [Mish(temb) ;
-Mish(g)]``, so every FiLM linear splits into ``W_t·Mish(temb) + W_g·Mish(g) + b``.
-:meth:`ConditionalUnet1D.prepare_conditioning` evaluates all FiLM parameters for every
-timestep of a sampling run once per chunk; :meth:`ConditionalUnet1D.forward_with_film` then
-runs one denoising step with convolutions only.
+It implements the ``EpsilonNetwork`` protocol of ``networks.py``. Speed hook for closed-loop
+inference: the FiLM input is ``Mish([temb ; g]) = [Mish(temb) ; Mish(g)]``, so every FiLM linear
+splits into ``W_t·Mish(temb) + W_g·Mish(g) + b``. :meth:`ConditionalUnet1D.prepare_conditioning`
+evaluates all FiLM parameters for every timestep of a sampling run once per chunk;
+:meth:`ConditionalUnet1D.forward_prepared` then runs one denoising step with convolutions only.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -297,6 +298,11 @@ class ConditionalUnet1D(nn.Module):
         """T must be a multiple of this."""
         return 2 ** (len(self.down_dims) - 1)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype (the compute precision)."""
+        return self.final_conv[1].weight.dtype
+
     def res_blocks(self) -> list[ConditionalResidualBlock1D]:
         """All FiLM res blocks in execution order (down, mid, up)."""
         blocks: list[ConditionalResidualBlock1D] = []
@@ -327,7 +333,7 @@ class ConditionalUnet1D(nn.Module):
     def _time_embedding(self, timesteps: Tensor) -> Tensor:
         """(K,) diffusion steps -> (K, dsed); sinusoids in float32, MLP in the weights' dtype."""
         sinusoid, *mlp = self.diffusion_step_encoder
-        x = sinusoid(timesteps).to(self.final_conv[1].weight.dtype)
+        x = sinusoid(timesteps).to(self.dtype)
         for layer in mlp:
             x = layer(x)
         return x
@@ -391,7 +397,7 @@ class ConditionalUnet1D(nn.Module):
         per_step = tuple(tuple((scale[k], bias[k]) for scale, bias in stacked) for k in range(K))
         return FilmCache(timesteps=t, batch_size=B, per_step=per_step)
 
-    def forward_with_film(self, sample: Tensor, film_cache: FilmCache, k: int) -> Tensor:
+    def forward_prepared(self, sample: Tensor, film_cache: FilmCache, k: int) -> Tensor:
         """Predict ε for ``film_cache.timesteps[k]`` using only cached FiLM parameters.
 
         sample: (B, T, D) with B equal to the cache's batch size (or a cache of batch 1).
@@ -399,14 +405,20 @@ class ConditionalUnet1D(nn.Module):
         self._check_sample(sample)
         if not 0 <= k < len(film_cache):
             raise IndexError(
-                f"forward_with_film: k={k} outside the cache's {len(film_cache)} timesteps"
+                f"forward_prepared: k={k} outside the cache's {len(film_cache)} timesteps"
             )
         if film_cache.batch_size not in (1, sample.shape[0]):
             raise ValueError(
-                f"forward_with_film: sample batch {sample.shape[0]} does not match the FiLM "
+                f"forward_prepared: sample batch {sample.shape[0]} does not match the FiLM "
                 f"cache batch {film_cache.batch_size}; call prepare_conditioning with this batch"
             )
         return self._run(sample, film_cache.per_step[k])
+
+    def freeze_prepared_step(self) -> _FrozenTrunk:
+        """The trunk traced and frozen by TorchScript (weights become constants, fewer
+        dispatcher hops), with the signature and numbers of :meth:`forward_prepared`; for the
+        current device, dtype and packing (see :meth:`pack_for_inference`)."""
+        return _FrozenTrunk(self)
 
     # ------------------------------------------------------------------ internals
 
@@ -496,3 +508,43 @@ def _validate_args(
         )
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"ConditionalUnet1D: kernel_size must be odd, got {kernel_size}")
+
+
+class _TrunkModule(nn.Module):
+    """The U-Net trunk with FiLM parameters as a flat tensor list, so it can be traced."""
+
+    def __init__(self, unet: ConditionalUnet1D) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample: Tensor, films: list[Tensor]) -> Tensor:
+        pairs = [(films[i], films[i + 1]) for i in range(0, len(films), 2)]
+        return self.unet._run(sample, pairs)
+
+
+class _FrozenTrunk:
+    """TorchScript-frozen U-Net trunk with the signature of `forward_prepared`."""
+
+    def __init__(self, unet: ConditionalUnet1D) -> None:
+        self.unet = unet
+        weight = unet.final_conv[1].weight
+        device, dtype = weight.device, weight.dtype
+        cache = unet.prepare_conditioning(
+            torch.tensor([1], device=device),
+            torch.zeros(1, unet.global_cond_dim, device=device, dtype=dtype),
+        )
+        sample = torch.zeros(
+            1, unet.horizon_multiple * 2, unet.input_dim, device=device, dtype=dtype
+        )
+        flat = [t for pair in cache.per_step[0] for t in pair]
+        # Tracing warns about shape checks it records as constants (shapes are fixed at
+        # inference) and that TorchScript is deprecated in favour of torch.compile.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(_TrunkModule(unet).eval(), (sample, flat))
+            self.module = torch.jit.freeze(traced)
+
+    def __call__(self, sample: Tensor, film_cache: FilmCache, k: int) -> Tensor:
+        self.unet._check_sample(sample)
+        films = [t for pair in film_cache.per_step[k] for t in pair]
+        return self.module(sample, films)

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file
 
-from diffusion_policy_node.policy.checkpoint import load_checkpoint, read_config
+from diffusion_policy_node.policy.checkpoint import MODEL_FILE, load_checkpoint, read_config
 from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
 from diffusion_policy_node.sim.arm_task import JOINT_NAMES, ArmTask, ArmTaskConfig
 from diffusion_policy_node.train.evaluate import BUNDLED_MODEL, bundled_checkpoint
@@ -57,3 +60,60 @@ def test_bundled_policy_acts_within_its_action_range_on_a_sim_image():
     # The first executed action is near the current joint positions (no jump at the start).
     first = actions[config.n_obs_steps - 1]
     assert np.abs(first - state).max() < 0.3
+
+
+# Recorded on b214437 (before the ε-network protocol and the `network.*` weight names) with the
+# inputs of `_golden_obs`: the bundled checkpoint (no `network` key, weights named `unet.*`) must
+# keep giving these numbers.
+GOLDEN_CHUNK = [
+    [-0.2600287, 1.0541627, 1.0601211],
+    [-0.2600287, 1.0742619, 1.0761894],
+    [-0.2651721, 1.0117753, 1.0412186],
+    [-0.2680244, 1.0247679, 1.0180061],
+    [-0.2636463, 0.9910534, 0.9863493],
+    [-0.2705172, 0.9419339, 0.9262854],
+    [-0.2612331, 0.9394337, 0.9215448],
+    [-0.2778155, 0.8956290, 0.9348417],
+    [-0.2600287, 0.8722095, 0.8501133],
+    [-0.2600287, 0.8658774, 0.8754224],
+    [-0.2600287, 0.8193272, 0.8032674],
+    [-0.2600287, 0.8194293, 0.8266346],
+    [-0.2600287, 0.8035426, 0.7953555],
+    [-0.2600287, 0.7933385, 0.8360540],
+    [-0.3241280, 0.8010935, 0.7963625],
+    [-0.2600287, 0.7506976, 0.7506976],
+]
+# ε̂ at t = 5 for a fixed x_t, rows 0-3 (not clipped, unlike the chunk).
+GOLDEN_EPS = [
+    [-2.7644160, 1.1148516, 1.5124711],
+    [-3.6367884, 0.3565667, 0.9498094],
+    [-2.8532436, -0.8309663, 2.2621138],
+    [-2.8687704, -1.2866151, -0.0932673],
+]
+
+
+def _golden_obs(n_obs_steps: int) -> dict[str, torch.Tensor]:
+    """A smooth random image (bilinear upsampling of 12x12 noise) and a fixed state."""
+    low = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(1234))
+    image = (F.interpolate(low, size=(96, 96), mode="bilinear") * 255).to(torch.uint8)
+    images = image[:, None, None].expand(1, n_obs_steps, 1, 3, 96, 96).contiguous()
+    state = torch.tensor([[[0.1, -0.2, 0.3], [0.12, -0.18, 0.31]]])
+    return {OBS_IMAGES: images, OBS_STATE: state}
+
+
+def test_bundled_checkpoint_from_before_the_network_protocol_keeps_its_numbers():
+    folder = bundled_checkpoint()
+    doc = yaml.safe_load((folder / "config.yaml").read_text())
+    assert "network" not in doc["policy"]  # written before the field existed
+    assert all(k.startswith(("unet.", "obs_encoder.")) for k in load_file(folder / MODEL_FILE))
+    policy = load_checkpoint(folder)
+    assert policy.config.network == "unet"
+    obs = _golden_obs(policy.config.n_obs_steps)
+    policy.seed(0)
+    chunk = policy.predict_action_chunk(obs)[0]
+    torch.testing.assert_close(chunk, torch.tensor(GOLDEN_CHUNK), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        cond = policy.encode_observations(obs)
+        x_t = torch.randn(1, 16, 3, generator=torch.Generator().manual_seed(7))
+        eps = policy.network(x_t, 5, cond)[0, :4]
+    torch.testing.assert_close(eps, torch.tensor(GOLDEN_EPS), atol=1e-5, rtol=0)

@@ -52,6 +52,31 @@ def test_round_trip_gives_identical_chunks(saved) -> None:
     assert torch.equal(policy.action_normalizer.max, torch.tensor([2.0, 5.0]))
 
 
+def test_a_checkpoint_from_before_the_network_protocol_loads_with_the_same_numbers(
+    saved, tmp_path: Path
+) -> None:
+    # Written before PolicyConfig.network existed: no `network` key, weights named `unet.*`.
+    folder, expected = saved
+    old = copy_of(folder, tmp_path)
+    doc = yaml.safe_load((old / CONFIG_FILE).read_text())
+    del doc["policy"]["network"]
+    (old / CONFIG_FILE).write_text(yaml.safe_dump(doc, sort_keys=False))
+    tensors = load_file(str(old / MODEL_FILE))
+    assert any(k.startswith("network.") for k in tensors)
+    save_file(
+        {k.replace("network.", "unet.", 1): v for k, v in tensors.items()}, str(old / MODEL_FILE)
+    )
+    policy = load_checkpoint(old)
+    assert policy.config.network == "unet"
+    policy.seed(5)
+    assert torch.equal(policy.predict_action_chunk(tiny_obs()), expected)
+    # A training state (resume) of that time loads into the policy the same way.
+    legacy = {k.replace("network.", "unet.", 1): v for k, v in policy.state_dict().items()}
+    fresh = tiny_policy(joint_names=["j1", "j2", "j3"])
+    fresh.load_state_dict(legacy, strict=True)
+    assert torch.equal(fresh.network.final_conv[1].weight, policy.network.final_conv[1].weight)
+
+
 def test_inference_overrides_are_validated(saved) -> None:
     folder, _ = saved
     assert (

@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from diffusion_policy_node.policy.config import PolicyConfig
+from diffusion_policy_node.policy.networks import NETWORKS, EpsilonNetwork, build_network
 from diffusion_policy_node.policy.unet1d import ConditionalUnet1D
 from diffusion_policy_node.policy.vision import (
     ObservationEncoder,
@@ -38,6 +40,48 @@ def tiny_unet(global_cond_dim: int = 6, down_dims=(8, 16, 32)) -> ConditionalUne
 def randomize_final_layer(net: ConditionalUnet1D) -> None:
     """Default init leaves outputs small but nonzero; make sure they are clearly nonzero."""
     nn.init.normal_(net.final_conv[1].weight, std=0.5)
+
+
+# ---------------------------------------------------------------- ε-network protocol
+
+
+def test_build_network_gives_the_configured_unet_behind_the_protocol():
+    config = PolicyConfig(
+        action_dim=2, horizon=8, n_action_steps=4, down_dims=(8, 16), n_groups=4,
+        kernel_size=3, diffusion_step_embed_dim=8,
+    )  # fmt: skip
+    assert config.network == "unet" and "unet" in NETWORKS
+    net = build_network(config, global_cond_dim=5)
+    assert isinstance(net, ConditionalUnet1D) and isinstance(net, EpsilonNetwork)
+    assert (net.input_dim, net.global_cond_dim, net.down_dims) == (2, 5, (8, 16))
+    assert net.horizon_multiple == 2 and net.dtype == torch.float32
+    net.to(torch.float64)
+    assert net.dtype == torch.float64
+
+
+def test_build_network_names_an_unknown_network():
+    config = PolicyConfig()
+    config.network = "transformer"  # past __post_init__, as a caller could
+    with pytest.raises(ValueError, match=r"PolicyConfig.network='transformer'.*\('unet',\)"):
+        build_network(config, global_cond_dim=4)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_frozen_prepared_step_matches_forward_prepared(packed):
+    net = tiny_unet()
+    randomize_final_layer(net)
+    net.eval()
+    net.pack_for_inference(packed)
+    x, g = torch.randn(2, 16, 3), torch.randn(2, 6)
+    with torch.no_grad():
+        cache = net.prepare_conditioning([50, 10], g)
+        frozen = net.freeze_prepared_step()
+        for k in range(2):
+            torch.testing.assert_close(
+                frozen(x, cache, k), net.forward_prepared(x, cache, k), atol=1e-5, rtol=0
+            )
+        with pytest.raises(ValueError, match="horizon T=6"):
+            frozen(torch.randn(2, 6, 3), cache, 0)
 
 
 # ---------------------------------------------------------------- U-Net
@@ -109,7 +153,7 @@ def test_unet_film_actually_modulates():
 
 
 @pytest.mark.parametrize("grad", [False, True])
-def test_forward_with_film_equals_forward_for_every_k(grad):
+def test_forward_prepared_equals_forward_for_every_k(grad):
     net = tiny_unet()
     randomize_final_layer(net)
     net.eval()
@@ -120,7 +164,7 @@ def test_forward_with_film_equals_forward_for_every_k(grad):
         assert len(cache) == 6
         for k, t in enumerate(timesteps):
             ref = net(x, t, g)
-            got = net.forward_with_film(x, cache, k)
+            got = net.forward_prepared(x, cache, k)
             torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
             assert got.shape == (3, 16, 3)
 
@@ -134,13 +178,13 @@ def test_film_cache_shapes_and_batch_one_broadcast():
     assert len(cache.per_step[0]) == len(net.res_blocks()) == 2 * 3 + 2 + 2 * 2
     x = torch.randn(4, 8, 3)
     torch.testing.assert_close(
-        net.forward_with_film(x, cache, 1), net(x, 5, g.expand(4, 6)), atol=1e-5, rtol=0
+        net.forward_prepared(x, cache, 1), net(x, 5, g.expand(4, 6)), atol=1e-5, rtol=0
     )
     with pytest.raises(IndexError, match="k=2"):
-        net.forward_with_film(x, cache, 2)
+        net.forward_prepared(x, cache, 2)
     cache3 = net.prepare_conditioning([10], torch.randn(3, 6))
     with pytest.raises(ValueError, match="batch"):
-        net.forward_with_film(x, cache3, 0)
+        net.forward_prepared(x, cache3, 0)
 
 
 def test_unet_horizon_not_divisible_raises():
@@ -149,7 +193,7 @@ def test_unet_horizon_not_divisible_raises():
         net(torch.randn(1, 10, 3), 0, torch.randn(1, 6))
     with pytest.raises(ValueError, match="T=6"):
         cache = net.prepare_conditioning([0], torch.randn(1, 6))
-        net.forward_with_film(torch.randn(1, 6, 3), cache, 0)
+        net.forward_prepared(torch.randn(1, 6, 3), cache, 0)
     # Two levels need only T % 2 == 0.
     out = tiny_unet(down_dims=(8, 16))(torch.randn(1, 10, 3), 0, torch.randn(1, 6))
     assert out.shape == (1, 10, 3)
@@ -175,7 +219,7 @@ def test_unet_without_global_cond():
     out = net(x, 7, None)
     assert out.shape == (2, 8, 3)
     cache = net.prepare_conditioning([7], None)
-    torch.testing.assert_close(net.forward_with_film(x, cache, 0), out, atol=1e-5, rtol=0)
+    torch.testing.assert_close(net.forward_prepared(x, cache, 0), out, atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------- vision

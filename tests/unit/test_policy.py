@@ -52,7 +52,7 @@ def test_compute_loss_is_finite_and_trains_every_part() -> None:
     loss = policy.compute_loss(batch)
     assert loss.ndim == 0 and math.isfinite(loss.item())
     loss.backward()
-    for name in ("obs_encoder", "unet"):
+    for name in ("obs_encoder", "network"):
         grads = [p.grad for n, p in policy.named_parameters() if n.startswith(name)]
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
 
@@ -60,7 +60,9 @@ def test_compute_loss_is_finite_and_trains_every_part() -> None:
 def test_padded_actions_do_not_count(monkeypatch: pytest.MonkeyPatch) -> None:
     policy = tiny_policy().eval()  # eval: centre crop, so the only random draws are ε and t
     # A zero ε-prediction makes the loss the masked mean of ε², which we can recompute.
-    monkeypatch.setattr(policy.unet, "forward", lambda sample, t, cond: torch.zeros_like(sample))
+    monkeypatch.setattr(
+        policy.network, "forward", lambda sample, t, cond: torch.zeros_like(sample)
+    )
     batch = dict(tiny_obs(batch=2))
     batch[ACTION] = torch.zeros(2, 8, 2)
     pad = torch.zeros(2, 8, dtype=torch.bool)
@@ -139,6 +141,9 @@ def test_wrong_observation_shape_is_named() -> None:
         ("joint_names", ["a"], "joint_names"),
         ("dt", 0.0, "dt"),
         ("encoder_width", 24, "encoder_width=24"),
+        ("network", "transformer", r"network='transformer': expected one of \('unet',\)"),
+        ("diffusion_step_embed_dim", 5, "diffusion_step_embed_dim=5"),
+        ("n_groups", 0, "n_groups=0"),
     ],
 )
 def test_config_validation_names_the_field(field: str, value, match: str) -> None:

@@ -120,7 +120,7 @@ def test_training_lowers_the_loss_and_writes_a_node_ready_run(setup):
     policy = load_checkpoint(out / "latest")
     tensors = state_tensors(out)
     weights = policy.state_dict()
-    for key in ("unet.final_conv.1.weight", "obs_encoder.encoders.0.out.weight"):
+    for key in ("network.final_conv.1.weight", "obs_encoder.encoders.0.out.weight"):
         assert torch.equal(weights[key], tensors[f"ema.{key}"])
         assert not torch.equal(weights[key], tensors[f"model.{key}"])
     _, best_meta = read_config(out / "best")
