@@ -1,11 +1,29 @@
-"""Building the config dataclasses (PolicyConfig, DataConfig, TrainConfig) from parsed YAML."""
+"""Building the config dataclasses (PolicyConfig, DataConfig, TrainConfig) from YAML."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 T = TypeVar("T")
+
+
+def load_yaml(path: str | os.PathLike, what: str) -> Any:
+    """The parsed YAML document at `path`; an unreadable file or bad YAML is a ValueError that
+    starts with `what` and the path (e.g. "data config config/data/sim_arm.yaml: ...")."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: cannot be read ({exc}); check the path") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{what} {path}: not valid YAML ({exc})") from exc
 
 
 def dataclass_from_mapping(cls: type[T], data: Any, where: str) -> T:

@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from diffusion_policy_node.config_util import dataclass_from_mapping
+from diffusion_policy_node.config_util import dataclass_from_mapping, load_yaml
 
 ACTION_SOURCES = ("command", "next_state")
 COMMAND_TYPES = ("JointTrajectory", "Float64MultiArray")
@@ -160,15 +158,7 @@ class DataConfig:
 
 def load_data_config(path: str | Path) -> DataConfig:
     """Read a DataConfig from YAML: either its fields at the top level or under a `data:` key."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"data config {path}: cannot be read ({exc}); check the path") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"data config {path}: not valid YAML ({exc})") from exc
+    data = load_yaml(path, "data config")
     if isinstance(data, dict) and isinstance(data.get("data"), dict):
         data = data["data"]
     return DataConfig.from_dict(data, where=f"data config {path}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from diffusion_policy_node.config_util import dataclass_from_mapping
+from diffusion_policy_node.config_util import dataclass_from_mapping, load_yaml
 
 from ..data.config import DataConfig
 from ..policy.config import PolicyConfig
@@ -271,15 +271,7 @@ def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a training YAML (policy/data/train sections), apply overrides, validate."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"train config {path}: cannot be read ({exc}); check the path") from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"train config {path}: not valid YAML ({exc})") from exc
+    doc = load_yaml(path, "train config")
     if overrides:
         doc = apply_overrides(doc, overrides)
     return run_config_from_dict(doc, where=f"train config {path}")
