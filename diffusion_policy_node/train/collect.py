@@ -31,6 +31,7 @@ from typing import Any
 from diffusion_policy_node.train.processes import (
     add_episode_args,
     check_episode_args,
+    driver_command,
     ros_list,
     run_driver,
     sim_node_args,
@@ -126,12 +127,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         ],
         logs / "recorder_node.log",
     )  # fmt: skip
-    driver_cmd = [
-        sys.executable, "-m", "diffusion_policy_node.ros.collect_driver",
-        "--episodes", str(args.episodes), "--seed", str(args.seed),
-        "--sim", SIM_NODE, "--recorder", RECORDER_NODE,
-        "--episode-timeout", str(args.timeout),
-    ]  # fmt: skip
+    driver_cmd = driver_command("collect_driver", args, SIM_NODE, "--recorder", RECORDER_NODE)
 
     def settle(record: dict[str, Any]) -> dict[str, Any]:
         record["kept_bag"] = _settle_bag(record, out, args.keep_failed)

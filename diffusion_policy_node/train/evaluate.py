@@ -39,6 +39,7 @@ from diffusion_policy_node.train.eval_media import plot_eval_summary
 from diffusion_policy_node.train.processes import (
     add_episode_args,
     check_episode_args,
+    driver_command,
     run_driver,
     sim_node_args,
     start_node,
@@ -204,15 +205,13 @@ def run_episodes(
                 logs / "policy_node.log",
             )
         )  # fmt: skip
-    driver_cmd = [
-        sys.executable, "-m", "diffusion_policy_node.ros.eval_driver",
-        "--episodes", str(args.episodes), "--seed", str(args.seed),
-        "--sim", SIM_NODE, "--policy", "" if expert else POLICY_NODE,
+    driver_cmd = driver_command(
+        "eval_driver", args, SIM_NODE,
+        "--policy", "" if expert else POLICY_NODE,
         "--camera-rate", str(args.camera_rate),
         "--video", str(out / "episodes.mp4") if video_episodes else "",
         "--video-episodes", str(video_episodes),
-        "--episode-timeout", str(args.timeout),
-    ]  # fmt: skip
+    )  # fmt: skip
     who = "expert" if expert else "policy"
 
     def report(record: dict[str, Any]) -> dict[str, Any]:

@@ -69,6 +69,18 @@ def sim_node_args(
     ]  # fmt: skip
 
 
+def driver_command(module: str, args: argparse.Namespace, sim_node: str, *extra: str) -> list[str]:
+    """`python -m diffusion_policy_node.ros.<module>` (an episode driver) with the options every
+    driver takes (--episodes, --seed, --sim; --episode-timeout from `add_episode_args`'s
+    --timeout), then `extra`."""
+    return [
+        sys.executable, "-m", f"diffusion_policy_node.ros.{module}",
+        "--episodes", str(args.episodes), "--seed", str(args.seed),
+        "--sim", sim_node, "--episode-timeout", str(args.timeout),
+        *extra,
+    ]  # fmt: skip
+
+
 def add_episode_args(parser: argparse.ArgumentParser) -> None:
     """The simulation options every driven run shares."""
     parser.add_argument("--camera-rate", type=float, default=30.0, help="camera Hz (sim time)")
