@@ -129,6 +129,7 @@ class _NoiseScheduler:
         self.alphas = 1.0 - betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self._add_noise_cache: dict[tuple[torch.device, torch.dtype], tuple] = {}
+        self._coefs: dict[int, tuple[float, ...]] = {}  # per timestep, from set_timesteps
         self.num_inference_steps: int | None = None
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.int64)
 
@@ -188,6 +189,27 @@ class _NoiseScheduler:
         sqrt_alpha_prod = tables[0][timesteps].reshape(view)
         sqrt_one_minus_alpha_prod = tables[1][timesteps].reshape(view)
         return sqrt_alpha_prod * original_samples + sqrt_one_minus_alpha_prod * noise
+
+    def _step_coefs(self, timestep: torch.Tensor | int) -> tuple[int, tuple[float, ...]]:
+        """(t, the coefficients `set_timesteps` precomputed for t); a named error for a
+        timestep that is not one of ``timesteps``."""
+        t = self._timestep_key(timestep)
+        coefs = self._coefs.get(t)
+        if coefs is None:
+            raise ValueError(
+                f"step: timestep {t} is not in scheduler.timesteps "
+                f"({self.num_inference_steps} steps); iterate over scheduler.timesteps"
+            )
+        return t, coefs
+
+    def _check_num_inference_steps(self, n: object, who: str = "") -> int:
+        T = self.num_train_timesteps
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
+            raise ValueError(
+                f"{who}num_inference_steps must be an int in [1, num_train_timesteps={T}], "
+                f"got {n!r}"
+            )
+        return n
 
     def _timestep_key(self, timestep: torch.Tensor | int) -> int:
         if isinstance(timestep, torch.Tensor):
@@ -296,11 +318,9 @@ class DDPMScheduler(_NoiseScheduler):
         Precomputes the per-timestep coefficients used by ``step``.
         """
         T = self.num_train_timesteps
-        n = T if num_inference_steps is None else num_inference_steps
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
-            raise ValueError(
-                f"num_inference_steps must be an int in [1, num_train_timesteps={T}], got {n!r}"
-            )
+        n = self._check_num_inference_steps(
+            T if num_inference_steps is None else num_inference_steps
+        )
         step_ratio = T // n
         ts = [i * step_ratio for i in range(n - 1, -1, -1)]
         prev_ts = [*ts[1:], -1]
@@ -345,13 +365,7 @@ class DDPMScheduler(_NoiseScheduler):
         Noise ``z`` has the shape/dtype of ``model_output`` and is drawn only when t > 0.
         """
         # 1. Coefficients of this timestep (ᾱ_t, ᾱ_prev, respaced β_t), from set_timesteps.
-        t = self._timestep_key(timestep)
-        coefs = self._coefs.get(t)
-        if coefs is None:
-            raise ValueError(
-                f"step: timestep {t} is not in scheduler.timesteps "
-                f"({self.num_inference_steps} steps); iterate over scheduler.timesteps"
-            )
+        t, coefs = self._step_coefs(timestep)
         sqrt_alpha_prod_t, sqrt_beta_prod_t, coef_x0, coef_xt, std = coefs
         # 2. Predicted x_0 from ε (eq. 4 solved for x_0): x̂_0 = (x_t - √(1-ᾱ_t) ε) / √ᾱ_t.
         pred_original_sample, _ = self._pred_x0_and_eps(
@@ -446,12 +460,7 @@ class DDIMScheduler(_NoiseScheduler):
         ``steps_offset`` (T=100, n=10: 90, 80, ..., 0). Precomputes ``step``'s coefficients.
         """
         T = self.num_train_timesteps
-        n = num_inference_steps
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
-            raise ValueError(
-                f"DDIM num_inference_steps must be an int in [1, num_train_timesteps={T}], "
-                f"got {n!r}"
-            )
+        n = self._check_num_inference_steps(num_inference_steps, "DDIM ")
         step_ratio = T // n
         ts = [i * step_ratio + self.steps_offset for i in range(n - 1, -1, -1)]
         if ts[0] >= T:
@@ -500,13 +509,7 @@ class DDIMScheduler(_NoiseScheduler):
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"DDIM eta must be in [0, 1], got {eta!r}")
         # 1. Coefficients of t and prev_t = t - T//n (ᾱ_prev = final_alpha_cumprod past the end).
-        t = self._timestep_key(timestep)
-        coefs = self._coefs.get(t)
-        if coefs is None:
-            raise ValueError(
-                f"step: timestep {t} is not in scheduler.timesteps "
-                f"({self.num_inference_steps} steps); iterate over scheduler.timesteps"
-            )
+        t, coefs = self._step_coefs(timestep)
         sqrt_alpha_prod_t, sqrt_beta_prod_t, sqrt_alpha_prod_t_prev, direction_coef = coefs
         # 2. "predicted x_0" of eq. 12: x̂_0 = (x_t - √(1-ᾱ_t) ε̂) / √ᾱ_t.
         pred_original_sample, pred_epsilon = self._pred_x0_and_eps(
