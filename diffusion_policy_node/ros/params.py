@@ -128,6 +128,22 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         (0.0, 10.0),
     ),
     ParamSpec(
+        "inference_timeout",
+        "double",
+        10.0,
+        "An inference that has not returned after this many seconds is an ERROR: hold and "
+        "restart the inference worker; 0: wait forever.",
+        (0.0, 3600.0),
+    ),
+    ParamSpec(
+        "inference_delay_ms",
+        "double",
+        0.0,
+        "Artificial delay added to every inference (evaluation of slow models and of chunk "
+        "blending under delay); 0 on a robot.",
+        (0.0, 60000.0),
+    ),
+    ParamSpec(
         "torch_threads",
         "int",
         0,

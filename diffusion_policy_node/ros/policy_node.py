@@ -105,6 +105,7 @@ class PolicyNode(Node):
                 publish=self._publish_command,
                 decode=self._decode_image,
                 log=self._log,
+                respawn=self._respawn_worker,
             )
             self._warm_up()
             self._wire()
@@ -172,6 +173,27 @@ class PolicyNode(Node):
             target=self._control_loop, name="dp-control", daemon=True
         )
         self._control_thread.start()
+
+    def _respawn_worker(self) -> None:
+        """Replace a hung or dead inference worker on a thread of its own (the controller holds
+        meanwhile): kill the old one, load and warm up a new one, hand it over."""
+        old = self.worker
+
+        def run() -> None:
+            old.close(timeout=1.0)
+            try:
+                worker, _ = start_worker(self.settings.inference, clock=self.now_s)
+                self.controller.warm_up(worker)
+            except Exception as exc:
+                self.get_logger().error(f"could not restart the inference worker: {exc}")
+                return  # the controller keeps holding with the reason
+            if not self._running:
+                worker.close(timeout=2.0)
+                return
+            self.worker = worker
+            self.controller.replace_worker(worker)
+
+        threading.Thread(target=run, name="dp-respawn", daemon=True).start()
 
     # ------------------------------------------------------------------------------ helpers
     def now_s(self) -> float:
@@ -362,7 +384,8 @@ class PolicyNode(Node):
 
     def _publish_diagnostics(self) -> None:
         state, reason, values = self.controller.diagnostics_values()
-        level = DiagnosticStatus.OK if state in ("active", "stopped") else DiagnosticStatus.WARN
+        # WARN: holding, or active with a reason (an overrun)
+        level = DiagnosticStatus.WARN if state == "holding" or reason else DiagnosticStatus.OK
         msg = DiagnosticArray()
         msg.header.stamp = self._clock.now().to_msg()
         msg.status = [

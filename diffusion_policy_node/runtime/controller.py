@@ -61,6 +61,9 @@ TICK_COUNTERS = (
     "holds",
     "resets",
     "tick_errors",
+    "overruns",
+    "inference_timeouts",
+    "worker_restarts",
 )
 INPUT_COUNTERS = ("bad_images", "bad_joint_states", "bad_stamps", "out_of_order")
 
@@ -121,10 +124,13 @@ class Controller:
         publish: Callable[[Command], None],
         decode: Callable[[str, Any], np.ndarray],
         log: Log = _default_log,
+        respawn: Callable[[], None] | None = None,
     ) -> None:
         """`decode(topic, raw)` turns a raw camera message into RGB (H, W, 3) uint8 at
         `settings.image_size` (ValueError when it cannot); `publish(command)` sends a command
-        (called with the controller's lock held, so keep it short)."""
+        (called with the controller's lock held, so keep it short). `respawn()` is called when
+        the worker hung or died: it must start a new worker without blocking and hand it over
+        with `replace_worker` (None: the node holds until restarted)."""
         s = self.settings = settings
         self.info = info
         self.worker = worker
@@ -132,6 +138,7 @@ class Controller:
         self._publish_sink = publish
         self._decode = decode
         self._log = log
+        self._respawn = respawn
         p = s.params
         # Chunk mode must publish the next trajectory while the controller still executes the
         # current one: a chunk is merged on the tick after it lands and published on that
@@ -161,6 +168,10 @@ class Controller:
         self._inflight: tuple[float, float] | None = None  # (t_obs, oldest input stamp)
         self._pending_obs_stamp: float | None = None
         self._tick_ideal = 0.0
+        self._submit_time: float | None = None  # clock time of the request in flight
+        self._worker_lost: str | None = None  # why the worker is being replaced
+        self._had_schedule = False  # a chunk was scheduled since the last halt
+        self.overrun = False  # the schedule ran dry while inference was still running
 
     # ------------------------------------------------------------------ inputs (any thread)
     def offer_image(self, topic: str, raw: Any, stamp: float) -> bool:
@@ -243,17 +254,22 @@ class Controller:
             self.timing.done(ideal, self.clock())
 
     def _step(self, now: float) -> None:
-        result = self.worker.poll()
-        if result is not None and not result.ok:
-            self._log(
-                "error", f"inference failed: {type(result.error).__name__}: {result.error}", True
-            )
-            self._inflight = None
-            result = None
+        result = None if self._worker_lost else self.worker.poll()
+        if result is not None:
+            self._submit_time = None
+            if not result.ok:
+                self._log(
+                    "error",
+                    f"inference failed: {type(result.error).__name__}: {result.error}",
+                    True,
+                )
+                self._inflight = None
+                result = None
+        self._check_worker(now)
         if not self.active:
             return
-        if not self.worker.alive:
-            self._hold(now, f"inference worker stopped: {self.worker.last_error}")
+        if self._worker_lost:
+            self._hold(now, self._worker_lost)
             return
         stale = self.history.is_stale(now, self.settings.params.max_obs_age)
         if stale:
@@ -264,14 +280,62 @@ class Controller:
             self._log("info", "inputs fresh again: resuming", False)
         if result is not None:
             self._merge(result, now)
-        if self.counters["chunks"] and self.schedule.is_dry(now):
-            # No action for this tick although chunks arrive (latency > chunk span, or late).
-            self.counters["dry_ticks"] += 1
+        self._check_overrun(now)
         command = self._trajectory(now) if self.settings.chunk_mode else self._stream(now)
         if command is not None:
             self._send(command)
         self.history.sample(now)
         self._maybe_start_inference(now)
+
+    def _check_worker(self, now: float) -> None:
+        """A dead worker, or a request past `inference_timeout`: ERROR, hold, respawn."""
+        if self._worker_lost:
+            return
+        timeout = self.settings.params.inference_timeout
+        if not self.worker.alive:
+            why = f"inference worker stopped: {self.worker.last_error}"
+        elif timeout > 0 and self._submit_time is not None and now - self._submit_time > timeout:
+            self.counters["inference_timeouts"] += 1
+            why = f"inference did not return within {timeout:g} s (inference_timeout)"
+        else:
+            return
+        self._submit_time = None
+        if self._respawn is None:
+            self._worker_lost = why
+            self._log("error", f"{why}; holding (no worker restart configured)", False)
+            return
+        self._worker_lost = f"{why}; restarting the inference worker"
+        self._log("error", self._worker_lost, False)
+        self.counters["worker_restarts"] += 1
+        self._respawn()
+
+    def replace_worker(self, worker: Worker) -> None:
+        """Hand over a new worker (after `respawn`); commanding resumes with fresh inputs."""
+        with self._lock:
+            self.worker = worker
+            self._worker_lost = None
+            self._submit_time = None
+            self._inflight = None
+            self._log("info", "inference worker restarted", False)
+
+    def _check_overrun(self, now: float) -> None:
+        """The schedule ran dry while the next chunk is still being computed (inference slower
+        than the chunk): the controller holds the last point; report it (counted, WARN)."""
+        dry = self._had_schedule and self.schedule.is_dry(now)
+        if dry:
+            # No action for this tick although chunks arrive (latency > chunk span, or late).
+            self.counters["dry_ticks"] += 1
+            if not self.overrun:
+                self.counters["overruns"] += 1
+                lat = self.worker.latency_estimate
+                self._log(
+                    "warning",
+                    "overrun: the schedule ran dry before the next chunk arrived (inference "
+                    f"latency {'unknown' if lat is None else f'{lat * 1e3:.0f} ms'}, chunk "
+                    f"{self.settings.n_action_steps * self.settings.dt * 1e3:.0f} ms)",
+                    True,
+                )
+        self.overrun = bool(dry)
 
     def _send(self, command: Command) -> None:
         """Publish `command`; jitter and obs-to-command age are taken when publish returned."""
@@ -302,6 +366,8 @@ class Controller:
             self._inflight = None
             self._pending_obs_stamp = None
             self._prev_cmd = None
+            self._had_schedule = False
+            self.overrun = False
             if self.settings.chunk_mode and self.mirror.has_trajectory:
                 dim = len(self.settings.joint_names)
                 self._publish_sink(Command(TRAJECTORY, now, np.zeros((0, dim)), np.zeros(0)))
@@ -321,6 +387,7 @@ class Controller:
             )
             return
         kept = self.schedule.merge(actions, t0=result.t_obs, now=now)
+        self._had_schedule = self._had_schedule or kept > 0
         self.counters["chunks"] += 1
         self.counters["dropped_actions"] += actions.shape[0] - kept
         if kept and inflight is not None and inflight[0] == result.t_obs:
@@ -371,13 +438,16 @@ class Controller:
         oldest = max(a for a in self.history.ages(now).values() if a is not None)
         if self.worker.submit(batch, t_obs):
             self._inflight = (t_obs, now - oldest)
+            self._submit_time = now
 
     # ------------------------------------------------------------------ services
-    def warm_up(self) -> InferenceResult | None:
-        """Run `warmup_runs` inferences on a blank observation (before going active), so the
-        first chunk is not slow and the latency estimate is measured; None when 0 runs."""
+    def warm_up(self, worker: Worker | None = None) -> InferenceResult | None:
+        """Run `warmup_runs` inferences on a blank observation on `worker` (default: the
+        current one, before going active), so the first chunk is not slow and the latency
+        estimate is measured; None when 0 runs."""
         n = self.settings.inference.warmup_runs
-        return self.worker.warm_up(blank_batch(self.settings), n=n) if n > 0 else None
+        worker = self.worker if worker is None else worker
+        return worker.warm_up(blank_batch(self.settings), n=n) if n > 0 else None
 
     def start(self) -> str:
         """Start commanding (from stopped); timing statistics count from here."""
@@ -405,6 +475,7 @@ class Controller:
         with self._lock:
             self.halt(now)
             self.worker.reset()  # discards in-flight results, policy.reset() on its side
+            self._submit_time = None
             with self._input_lock:
                 self._last_input_stamp.clear()
                 self._new_inputs.clear()
@@ -417,11 +488,14 @@ class Controller:
 
     # ------------------------------------------------------------------ diagnostics
     def state(self) -> tuple[str, str]:
-        """(state, reason): active | holding | stopped."""
+        """(state, reason): active | holding | stopped. An active controller whose schedule ran
+        dry before the next chunk arrived reports the overrun as its reason (a warning)."""
         if not self.active:
             return "stopped", ""
         if self.holding:
             return "holding", self.hold_reason
+        if self.overrun:
+            return "active", "overrun: the schedule ran dry before the next chunk arrived"
         return "active", ""
 
     def diagnostics_values(self) -> tuple[str, str, dict[str, object]]:
@@ -429,6 +503,7 @@ class Controller:
         the lock (the tick waits for it); statistics are computed afterwards."""
         with self._lock:
             state, reason = self.state()
+            overrun = self.overrun
             ages = self.history.ages(self.clock())
             with self._input_lock:
                 counters = dict(self.counters)
@@ -439,7 +514,11 @@ class Controller:
                 self.safety.velocity_clamp_count,
                 self.safety.nonfinite_count,
             )
-        values: dict[str, object] = {"state": state, "hold_reason": reason}
+        values: dict[str, object] = {
+            "state": state,
+            "hold_reason": reason if state == "holding" else "",
+            "overrun": overrun,
+        }
         lat = self.worker.latency_stats()
         values["inference_latency_p50_ms"] = None if lat.p50 is None else lat.p50 * 1e3
         values["inference_latency_p90_ms"] = None if lat.p90 is None else lat.p90 * 1e3

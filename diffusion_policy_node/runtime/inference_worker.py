@@ -171,10 +171,15 @@ class InferenceWorker(LatencyTracking):
         to_tensors: bool = True,
         torch_threads: int | None = None,
         name: str = "dp-inference",
+        delay_s: float = 0.0,
     ) -> None:
         """`to_tensors` converts numpy observations to torch tensors on `device`; an
         `nn.Module` policy is moved there. `torch_threads` calls `torch.set_num_threads`
-        (process-wide)."""
+        (process-wide). `delay_s` is slept after every inference (warm-up included): an
+        artificial delay for evaluating slow models (parameter `inference_delay_ms`)."""
+        if not (math.isfinite(delay_s) and delay_s >= 0):
+            raise ValueError(f"delay_s must be a finite number >= 0 s, got {delay_s!r}")
+        self.delay_s = float(delay_s)
         for method in ("predict_action_chunk", "reset"):
             if not callable(getattr(policy, method, None)):
                 raise ValueError(f"policy {type(policy).__name__} has no method {method}()")
@@ -307,6 +312,8 @@ class InferenceWorker(LatencyTracking):
             out = self.policy.predict_action_chunk(batch)
             if isinstance(out, torch.Tensor):
                 out = out.detach().to("cpu").numpy()
+        if self.delay_s:
+            time.sleep(self.delay_s)
         out = np.asarray(out)
         if out.ndim != 3 or out.shape[0] != 1 or out.shape[1] < 1 or out.shape[2] < 1:
             raise ValueError(

@@ -57,10 +57,19 @@ def start_worker(
         worker = ProcessInferenceWorker(settings, clock=clock)
         return worker, worker.policy_info
     policy, info = load_policy(settings)
-    thread = InferenceWorker(
-        policy, clock=clock, device=info.device, torch_threads=settings.torch_threads
+    return _thread_worker(policy, info, settings, clock), info
+
+
+def _thread_worker(
+    policy: Any, info: PolicyInfo, settings: InferenceSettings, clock: Callable[[], float]
+) -> InferenceWorker:
+    return InferenceWorker(
+        policy,
+        clock=clock,
+        device=info.device,
+        torch_threads=settings.torch_threads,
+        delay_s=settings.delay_s,
     )
-    return thread, info
 
 
 def _serve(conn: Connection, settings: InferenceSettings) -> None:
@@ -72,7 +81,7 @@ def _serve(conn: Connection, settings: InferenceSettings) -> None:
         if settings.nice:
             os.nice(settings.nice)
         policy, info = load_policy(settings)
-        worker = InferenceWorker(policy, device=info.device, torch_threads=settings.torch_threads)
+        worker = _thread_worker(policy, info, settings, time.monotonic)
     except BaseException as exc:  # report every start-up failure to the parent
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return

@@ -61,6 +61,8 @@ class PolicyNodeParams:
     limit_margin_frac: float = 0.1
     start_active: bool = True
     inference_margin: float = 0.0
+    inference_timeout: float = 10.0
+    inference_delay_ms: float = 0.0
     torch_threads: int = 0
     warmup_runs: int = 2
     seed: int = -1
@@ -116,6 +118,10 @@ class PolicyNodeParams:
             raise _bad("limit_margin_frac", self.limit_margin_frac, "must be >= 0")
         if not (math.isfinite(self.inference_margin) and self.inference_margin >= 0):
             raise _bad("inference_margin", self.inference_margin, "must be >= 0 s")
+        if not (math.isfinite(self.inference_timeout) and self.inference_timeout >= 0):
+            raise _bad("inference_timeout", self.inference_timeout, "must be >= 0 s (0: never)")
+        if not (math.isfinite(self.inference_delay_ms) and self.inference_delay_ms >= 0):
+            raise _bad("inference_delay_ms", self.inference_delay_ms, "must be >= 0 ms")
         if self.torch_threads < 0:
             raise _bad("torch_threads", self.torch_threads, "must be >= 0 (0: torch default)")
         if self.warmup_runs < 0:
@@ -142,9 +148,12 @@ class InferenceSettings:
     acceleration: str = "none"
     in_process: bool = True
     warmup_runs: int = 2
+    delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint", str(self.checkpoint))
+        if not (math.isfinite(self.delay_s) and self.delay_s >= 0):
+            raise _bad("inference_delay_ms", self.delay_s * 1e3, "must be >= 0 ms")
         if self.num_inference_steps is not None and self.num_inference_steps < 1:
             raise _bad("num_inference_steps", self.num_inference_steps, "must be >= 1 or None")
         if self.torch_threads is not None and self.torch_threads < 1:
@@ -214,6 +223,7 @@ class NodeSettings:
             acceleration=p.acceleration,
             in_process=p.inference_process,
             warmup_runs=p.warmup_runs,
+            delay_s=p.inference_delay_ms * 1e-3,
         )
 
 

@@ -9,6 +9,7 @@ tests run in file order and each leaves the inputs in normal mode.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -396,6 +397,39 @@ def test_image_flood_memory_bounded(system: System, capsys: pytest.CaptureFixtur
         assert nodes[n].alive(), system.logs()
     _assert_stream_safe(probe.since(STREAM_TOPIC, t0))
     _assert_chunk_safe(probe.since(CHUNK_TOPIC, t0))
+
+
+def _inference_child(proc: NodeProcess) -> int:
+    """The pid of `proc`'s inference process (not multiprocessing's resource tracker)."""
+    kids = [
+        pid
+        for pid in proc.children()
+        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(kids) == 1, kids
+    return kids[0]
+
+
+def test_killed_inference_process_is_restarted_and_commanding_resumes(system: System) -> None:
+    probe = system.probe
+    old = _inference_child(system.stream)
+    before = int(probe.latest_diag(STREAM)["worker_restarts"])
+    os.kill(old, signal.SIGKILL)
+    t_kill = time.monotonic()
+
+    def restarted() -> bool:
+        d = probe.latest_diag(STREAM)
+        return int(d["worker_restarts"]) > before and d["state"] == "active"
+
+    probe.wait_for(restarted, 60, "the stream node to restart its inference process")
+    t_back = time.monotonic()
+    probe.wait_for(lambda: len(probe.since(STREAM_TOPIC, t_back)) >= 5, 15, "commands again")
+    assert _inference_child(system.stream) != old
+    assert "restarting the inference worker" in system.stream.log()
+    # While the worker was gone the node held: nothing was commanded from a dead worker's plan
+    # beyond what was already scheduled (max_obs_age does not apply; the schedule drains).
+    _assert_stream_safe(probe.since(STREAM_TOPIC, t_kill))
+    assert system.stream.alive()
 
 
 def test_clean_shutdown_on_sigint_and_sigterm(system: System) -> None:

@@ -7,6 +7,8 @@ actions chunk[1:9] targeting t_obs + i*dt (i = 0..7). Limits come from the actio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -86,7 +88,12 @@ class FakeWorker:
 class Rig:
     """A controller on tick k at t = k*dt, with inputs fed by the test."""
 
-    def __init__(self, worker: FakeWorker | None = None, **params: object) -> None:
+    def __init__(
+        self,
+        worker: FakeWorker | None = None,
+        respawn: Callable[[], None] | None = None,
+        **params: object,
+    ) -> None:
         self.k = 0
         self.sent: list[Command] = []
         self.logs: list[tuple[str, str]] = []
@@ -100,6 +107,7 @@ class Rig:
             publish=self.sent.append,
             decode=self._decode,
             log=lambda level, text, throttle: self.logs.append((level, text)),
+            respawn=respawn,
         )
 
     def now(self) -> float:
@@ -277,6 +285,69 @@ def test_dead_worker_holds_with_its_error() -> None:
     assert rig.tick() == []
     state, reason = rig.ctl.state()
     assert state == "holding" and "child exited (code -9)" in reason
+
+
+# ------------------------------------------------------------------------------ slow inference
+def test_overrun_keeps_the_horizon_reports_it_and_starts_the_next_inference_at_once() -> None:
+    rig = started(Rig(FakeWorker(latency=0.25)))
+    rig.worker.deliver(ramp())
+    (first,) = rig.tick()  # 0.2: points 0.3 .. 0.8
+    rig.tick()
+    rig.tick()  # 0.4: the next inference starts (see the trigger test) ... and is slow
+    for _ in range(4):  # 0.5 .. 0.8: the rest of the horizon executes, nothing new to send
+        assert rig.tick() == []
+        assert rig.ctl.state() == ("active", "")
+    assert rig.tick() == []  # 0.9: the last action (0.8) is done: overrun
+    state, reason = rig.ctl.state()
+    assert state == "active" and reason.startswith("overrun:") and "ran dry" in reason
+    values = rig.ctl.diagnostics_values()[2]
+    assert values["overrun"] is True and values["hold_reason"] == ""
+    assert rig.tick() == []  # 1.0: still late, counted once
+    c = rig.ctl.counters
+    assert c["overruns"] == 1 and c["dry_ticks"] == 2
+    assert any("overrun" in t and "250 ms" in t for lvl, t in rig.logs if lvl == "warning")
+    rig.worker.deliver(ramp(0.1))  # observed at 0.4: targets 0.4 .. 1.1, arrives for 1.1
+    assert rig.tick() == []  # 1.1: only 1.1 is left, and it is not half a tick ahead
+    assert rig.ctl.state() == ("active", "")
+    assert c["dropped_actions"] == 1 + 7
+    # ... and the next inference starts at once, the schedule ending now
+    assert rig.worker.submitted[-1][1] == pytest.approx(1.1)
+    rig.worker.deliver(ramp(0.2))
+    (nxt,) = rig.tick()  # 1.2: targets 1.1 .. 1.8 -> points 1.3 .. 1.8
+    for cmd in (first, nxt):  # never a past action
+        assert np.all(cmd.times > 0.5 * DT)
+    np.testing.assert_allclose(nxt.times, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    assert c["overruns"] == 1 and not rig.ctl.overrun
+
+
+def test_hung_inference_is_an_error_holds_and_restarts_the_worker() -> None:
+    respawned: list[int] = []
+    rig = started(Rig(respawn=lambda: respawned.append(1), inference_timeout=1.0))
+    for _ in range(10):  # 0.2 .. 1.1: in flight for 1.0 s, not yet past the timeout
+        rig.tick()
+    assert rig.ctl.state() == ("active", "") and respawned == []
+    rig.tick()  # 1.2: 1.1 s
+    state, reason = rig.ctl.state()
+    assert state == "holding" and "did not return within 1 s" in reason
+    assert respawned == [1]
+    assert rig.ctl.counters["inference_timeouts"] == 1
+    assert rig.ctl.counters["worker_restarts"] == 1
+    assert any("restarting the inference worker" in t for lvl, t in rig.logs if lvl == "error")
+    for _ in range(5):
+        rig.tick()
+    assert respawned == [1]  # one restart, the hold goes on until the new worker is there
+    new = FakeWorker()
+    rig.ctl.replace_worker(new)
+    rig.tick()
+    assert rig.ctl.state() == ("active", "")
+    assert [t for _, t in new.submitted] == [pytest.approx(rig.now())]
+
+
+def test_without_a_timeout_a_slow_inference_is_waited_for() -> None:
+    rig = started(Rig(inference_timeout=0.0))
+    for _ in range(100):
+        rig.tick()
+    assert rig.ctl.state() == ("active", "") and rig.ctl.counters["inference_timeouts"] == 0
 
 
 # ------------------------------------------------------------------------------ services

@@ -1,6 +1,7 @@
 """InferenceWorker (real thread, gated fake policies, fake clock) and the trigger formula."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -209,3 +210,16 @@ def test_torch_module_policy_runs_on_device() -> None:
         worker.submit({"observation.state": np.array([[[1.0, 1.0], [2.0, 3.0]]], np.float32)}, 0)
         assert worker.wait(TIMEOUT)
         np.testing.assert_allclose(worker.poll().chunk, [[3.0, -1.0], [8.0, -3.0]])
+
+
+def test_artificial_delay_is_part_of_every_inference() -> None:
+    # inference_delay_ms: the result arrives no earlier than the delay after submit (sleep is
+    # a lower bound), and warm-up includes it so the first latency estimate knows it.
+    policy = FakePolicy(FakeClock(), [0.0])
+    with InferenceWorker(policy, clock=time.monotonic, device="cpu", delay_s=0.2) as worker:
+        assert worker.warm_up(obs(1.0), n=1).latency_s >= 0.2
+        assert worker.submit(obs(1.0), 0.0)
+        assert worker.wait(TIMEOUT)
+        assert worker.poll().latency_s >= 0.2
+    with pytest.raises(ValueError, match="delay_s"):
+        InferenceWorker(policy, device="cpu", delay_s=-1.0)
