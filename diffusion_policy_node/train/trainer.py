@@ -409,16 +409,40 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- the loop
     def _fit(self, stop_after: int | None) -> TrainResult:
-        tc = self.tc
-        rank, world = self.dist.rank, self.dist.world_size
         device = self._device()
-        if tc.torch_threads:
-            torch.set_num_threads(tc.torch_threads)
+        if self.tc.torch_threads:
+            torch.set_num_threads(self.tc.torch_threads)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self._prepare_out()
         cache, dataset, train_idx, val_idx, split = self._load_data()
+        ctx, start_step, rng = self._training_state(cache, device, train_idx)
+        stop = self._stop_step(start_step, stop_after)
+        self._start_files(start_step)
+        model = self._loss_model(ctx["policy"], device)
+        loader = self._data_loaders(ctx, dataset, train_idx, val_idx, start_step, stop)
+        ctx.update(split=split, n_train=len(train_idx))
+        result = TrainResult(out=self.out, step=start_step)
+        progress = _Progress(self.tc.steps, self.progress_enabled)
+        if self.dist.is_main:
+            progress.message(
+                f"training {self.tc.steps} steps ({start_step} done) on {device} "
+                f"x{self.dist.world_size}: {len(train_idx)} train / {len(val_idx)} val windows, "
+                f"batch {self.tc.batch_size}, "
+                f"{sum(p.numel() for p in ctx['policy'].parameters()) / 1e6:.2f}M parameters"
+            )
+        batches = iter(loader)
+        self._seed_noise(rng)
+        result.step = self._train_loop(model, batches, ctx, start_step, stop, result, progress)
+        result.best_val_loss = ctx["best"]["val_loss"]
+        return result
 
+    def _training_state(
+        self, cache: EpisodeCache, device: torch.device, train_idx: np.ndarray
+    ) -> tuple[dict[str, Any], int, Any]:
+        """Policy, optimizer, LR schedule, EMA (rank 0) and best-so-far, restored on --resume:
+        (the run context, the step to start from, the saved RNG state or None)."""
+        tc = self.tc
         policy = self._build(cache, device)
         optimizer = self._optimizer(policy)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -432,28 +456,6 @@ class Trainer:
         start_step, best, rng = 0, {"val_loss": None, "step": None, "score": math.inf}, None
         if self.resume:
             start_step, best, rng = self._restore(policy, optimizer, scheduler, ema, train_idx)
-        stop = tc.steps if stop_after is None else int(stop_after)
-        if not start_step < stop <= tc.steps:
-            raise ValueError(
-                f"nothing to train: the run is at step {start_step}, asked to stop at {stop} "
-                f"(train.steps={tc.steps}); raise train.steps to continue a finished run"
-            )
-        self._start_files(start_step)
-
-        model: nn.Module = _LossModule(policy)
-        if self.dist.distributed:
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None
-            )
-        sampler = StepBatchSampler(
-            len(train_idx), tc.batch_size, tc.seed, rank, world, start_step, stop
-        )
-        loader = self._loader(dataset, train_idx, device, batch_sampler=sampler)
-        val_loader = (
-            self._loader(dataset, val_idx, device, batch_size=tc.batch_size)
-            if len(val_idx) and self.dist.is_main
-            else None
-        )
         amp = tc.mixed_precision == "bf16" or (
             tc.mixed_precision == "auto" and device.type == "cuda"
         )
@@ -462,51 +464,92 @@ class Trainer:
             "optimizer": optimizer,
             "scheduler": scheduler,
             "ema": ema,
-            "sampler": sampler,
-            "split": split,
-            "n_train": len(train_idx),
             "best": best,
-            "val_loader": val_loader,
             "amp": amp,
             "device": device,
         }
-        result = TrainResult(out=self.out, step=start_step)
-        progress = _Progress(tc.steps, self.progress_enabled)
-        if self.dist.is_main:
-            progress.message(
-                f"training {tc.steps} steps ({start_step} done) on {device} x{world}: "
-                f"{len(train_idx)} train / {len(val_idx)} val windows, batch {tc.batch_size}, "
-                f"{sum(p.numel() for p in policy.parameters()) / 1e6:.2f}M parameters"
+        return ctx, start_step, rng
+
+    def _stop_step(self, start_step: int, stop_after: int | None) -> int:
+        stop = self.tc.steps if stop_after is None else int(stop_after)
+        if not start_step < stop <= self.tc.steps:
+            raise ValueError(
+                f"nothing to train: the run is at step {start_step}, asked to stop at {stop} "
+                f"(train.steps={self.tc.steps}); raise train.steps to continue a finished run"
             )
-        batches = iter(loader)
+        return stop
+
+    def _loss_model(self, policy: DiffusionPolicy, device: torch.device) -> nn.Module:
+        """The module the loop calls for the loss (DDP-wrapped when distributed)."""
+        model: nn.Module = _LossModule(policy)
+        if self.dist.distributed:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        return model
+
+    def _data_loaders(
+        self,
+        ctx: dict[str, Any],
+        dataset: WindowDataset,
+        train_idx: np.ndarray,
+        val_idx: np.ndarray,
+        start_step: int,
+        stop: int,
+    ) -> DataLoader:
+        """The training loader for steps start_step..stop (this rank's share); the step sampler
+        and the validation loader (rank 0, when there are validation windows) go into `ctx`."""
+        tc, device = self.tc, ctx["device"]
+        sampler = StepBatchSampler(
+            len(train_idx), tc.batch_size, tc.seed, self.dist.rank, self.dist.world_size,
+            start_step, stop,
+        )  # fmt: skip
+        loader = self._loader(dataset, train_idx, device, batch_sampler=sampler)
+        ctx["sampler"] = sampler
+        ctx["val_loader"] = (
+            self._loader(dataset, val_idx, device, batch_size=tc.batch_size)
+            if len(val_idx) and self.dist.is_main
+            else None
+        )
+        return loader
+
+    def _seed_noise(self, rng: Any) -> None:
+        """Continue the saved RNG streams on resume; else a different noise stream per rank
+        (the weights are rank 0's: DDP broadcasts them)."""
         if rng is not None:
             set_rng_state(rng)
-        else:  # a different noise stream per rank (the weights are rank 0's: DDP broadcasts)
-            seed_everything(int(np.random.SeedSequence([tc.seed, rank]).generate_state(1)[0]))
-        policy.train()
+        else:
+            seed = np.random.SeedSequence([self.tc.seed, self.dist.rank]).generate_state(1)[0]
+            seed_everything(int(seed))
+
+    def _train_loop(
+        self,
+        model: nn.Module,
+        batches: Iterator[dict[str, torch.Tensor]],
+        ctx: dict[str, Any],
+        start_step: int,
+        stop: int,
+        result: TrainResult,
+        progress: _Progress,
+    ) -> int:
+        """Optimise until the batches run out (at `stop`), logging, validating and
+        checkpointing on schedule; Ctrl-C saves a resumable state. Returns the last step."""
+        tc = self.tc
+        ctx["policy"].train()
         step = start_step
         window: list[torch.Tensor] = []
         t_window = time.perf_counter()
         last_loss = math.nan
         try:
             for batch in batches:
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss = model(batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if tc.max_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(policy.parameters(), tc.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                if ema is not None:
-                    ema.step(policy)
+                window.append(self._train_step(model, batch, ctx))
                 step += 1
-                window.append(loss.detach().float())
                 if step % tc.log_every == 0 or step == stop:
-                    last_loss = self._log(step, window, t_window, optimizer, result, progress)
+                    last_loss = self._log(
+                        step, window, t_window, ctx["optimizer"], result, progress
+                    )
                     window, t_window = [], time.perf_counter()
-                if val_loader is not None and (step % tc.val_every == 0 or step == stop):
+                if ctx["val_loader"] is not None and (step % tc.val_every == 0 or step == stop):
                     self._validate_and_keep_best(step, ctx, result, progress)
                 if step % tc.checkpoint_every == 0 or step == stop:
                     self._checkpoint(step, ctx, last_loss)
@@ -517,9 +560,25 @@ class Trainer:
             raise
         finally:
             progress.close()
-        result.step = step
-        result.best_val_loss = best["val_loss"]
-        return result
+        return step
+
+    def _train_step(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], ctx: dict[str, Any]
+    ) -> torch.Tensor:
+        """One optimiser step (Algorithm 1) and the EMA update; returns the detached loss."""
+        policy, optimizer, ema, device = ctx["policy"], ctx["optimizer"], ctx["ema"], ctx["device"]
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=ctx["amp"]):
+            loss = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.tc.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(policy.parameters(), self.tc.max_grad_norm)
+        optimizer.step()
+        ctx["scheduler"].step()
+        if ema is not None:
+            ema.step(policy)
+        return loss.detach().float()
 
     def _loader(
         self,
