@@ -463,106 +463,136 @@ def read_bag(path: str | Path, config: DataConfig) -> BagContents:
 
 def _read_open_bag(reader: Reader, path: Path, config: DataConfig) -> BagContents:
     _check_topics(reader, path, config)
-    typestore = _typestore()
-    use_header = config.timestamp_source == "header"
-    split_by_marker = config.episode_split != "bag"
-    cameras = {topic: i for i, topic in enumerate(config.camera_topics)}
-    topics = {*cameras, config.joint_state_topic, config.episode_split}
-    if config.action_source == "command":
-        topics.add(config.command_topic)
-    connections = [c for c in reader.connections if c.topic in topics]
-    counts = _Counts()
-    names_seen: set[str] = set()
-    n_read: Counter[str] = Counter()
-    clock_offsets: dict[str, int] = {}  # topic -> header stamp - record time, first message
-    record_timed: set[str] = set()  # topics with messages timed by record time
-    episodes: list[Episode] = []
-    skipped: list[SkippedItem] = []
+    return _BagPass(reader, path, config).run()
 
-    def new_builder() -> _EpisodeBuilder:
-        n = len(episodes) + len(skipped) + 1
-        return _EpisodeBuilder(
-            config, f"{path} [episode {n}]" if split_by_marker else str(path), counts
-        )
 
-    def close_episode(ep: _EpisodeBuilder) -> None:
+class _BagPass:
+    """The single pass over one open bag: messages in record order into episode builders
+    (one per bag, or one per segment between `episode_split` markers), then the whole-bag
+    checks (truncation, mixed clocks, unknown joints) and the skipped-message summary."""
+
+    def __init__(self, reader: Reader, path: Path, config: DataConfig) -> None:
+        self.reader = reader
+        self.path = path
+        self.config = config
+        self.typestore = _typestore()
+        self.split_by_marker = config.episode_split != "bag"
+        self.cameras = {topic: i for i, topic in enumerate(config.camera_topics)}
+        topics = {*self.cameras, config.joint_state_topic, config.episode_split}
+        if config.action_source == "command":
+            topics.add(config.command_topic)
+        self.connections = [c for c in reader.connections if c.topic in topics]
+        self.counts = _Counts()
+        self.names_seen: set[str] = set()
+        self.n_read: Counter[str] = Counter()
+        self.clock_offsets: dict[str, int] = {}  # topic -> header stamp - record time, first
+        self.record_timed: set[str] = set()  # topics with messages timed by record time
+        self.episodes: list[Episode] = []
+        self.skipped: list[SkippedItem] = []
+
+    def run(self) -> BagContents:
+        ep = self._new_builder()
+        for conn, record_ns, raw in _messages(self.reader, self.connections, self.path):
+            topic = conn.topic
+            index = self.n_read[topic]
+            self.n_read[topic] += 1
+            if topic == self.config.episode_split:
+                self._close_episode(ep)
+                ep = self._new_builder()
+                continue
+            where = f"bag {self.path} topic {topic} message {index}"
+            self._add_message(ep, conn, record_ns, raw, where)
+        self._check_bag()
+        self._close_episode(ep)
+        for (topic, reason), n in sorted(self.counts.counter.items()):
+            self.skipped.append(
+                SkippedItem(f"{self.path} topic {topic}", f"{n} message(s) skipped: {reason}")
+            )
+        for item in self.skipped:
+            log.warning("skipped %s: %s", item.source, item.reason)
+        return BagContents(episodes=self.episodes, skipped=self.skipped)
+
+    def _new_builder(self) -> _EpisodeBuilder:
+        n = len(self.episodes) + len(self.skipped) + 1
+        source = f"{self.path} [episode {n}]" if self.split_by_marker else str(self.path)
+        return _EpisodeBuilder(self.config, source, self.counts)
+
+    def _close_episode(self, ep: _EpisodeBuilder) -> None:
         ep.finish_frames()
         missing = ep.missing_topics()
-        if split_by_marker and ep.n_messages == 0:
+        if self.split_by_marker and ep.n_messages == 0:
             return  # nothing between two markers (or after the last one)
-        if missing and not split_by_marker:
+        if missing and not self.split_by_marker:
             raise BagReadError(
-                f"bag {path} topic {missing[0]}: no usable message (required topics without "
-                f"one: {missing}; skipped-message counts: {dict(counts.counter) or 'none'}). "
-                "Re-record or leave the bag out."
+                f"bag {self.path} topic {missing[0]}: no usable message (required topics "
+                f"without one: {missing}; skipped-message counts: "
+                f"{dict(self.counts.counter) or 'none'}). Re-record or leave the bag out."
             )
         if missing:
-            skipped.append(SkippedItem(ep.source, f"no usable message on {missing}"))
+            self.skipped.append(SkippedItem(ep.source, f"no usable message on {missing}"))
             return
         result = ep.build()
-        (episodes if isinstance(result, Episode) else skipped).append(result)
+        (self.episodes if isinstance(result, Episode) else self.skipped).append(result)
 
-    ep = new_builder()
-    for conn, record_ns, raw in _messages(reader, connections, path):
+    def _add_message(
+        self, ep: _EpisodeBuilder, conn: Any, record_ns: int, raw: bytes, where: str
+    ) -> None:
+        """Deserialize one camera, joint-state or command message into the episode `ep`."""
         topic = conn.topic
-        index = n_read[topic]
-        n_read[topic] += 1
-        if topic == config.episode_split:
-            close_episode(ep)
-            ep = new_builder()
-            continue
-        where = f"bag {path} topic {topic} message {index}"
         try:
-            msg = typestore.deserialize_cdr(raw, conn.msgtype)
+            msg = self.typestore.deserialize_cdr(raw, conn.msgtype)
         except Exception as exc:
             raise BagReadError(
                 f"{where}: cannot be deserialized as {conn.msgtype} ({exc}); the bag is corrupt"
             ) from exc
         ep.n_messages += 1
-        t = record_ns
-        if use_header:
-            header = getattr(msg, "header", None)
-            stamp = _stamp_ns(header.stamp) if header is not None else 0
-            if stamp:
-                t = stamp
-                clock_offsets.setdefault(topic, stamp - record_ns)
-            else:
-                record_timed.add(topic)
-        if topic in cameras:
-            cam = ep.cameras[cameras[topic]]
+        t = self._message_time(topic, msg, record_ns)
+        if topic in self.cameras:
+            cam = ep.cameras[self.cameras[topic]]
             if conn.msgtype == IMAGE:  # cheap checks on every frame, not only decoded ones
                 check_raw_encoding(msg.encoding, where)
                 cam.check_size(msg.height, msg.width, where)
             if not cam.add(t, msg, where):
-                counts.skip(topic, "older than the previous message")
+                self.counts.skip(topic, "older than the previous message")
             bound = ep.update_origin()
             cam.decide(ep.t0, bound)
-        elif topic == config.joint_state_topic:
-            names_seen.update(msg.name)
+        elif topic == self.config.joint_state_topic:
+            self.names_seen.update(msg.name)
             ep.joints.add(t, list(msg.name), msg.position)
         else:
-            command = _parse_command(msg, t, config, where, counts)
+            command = _parse_command(msg, t, self.config, where, self.counts)
             if command is not None and ep.command_times and t < ep.command_times[-1]:
-                counts.skip(topic, "older than the previous message")
+                self.counts.skip(topic, "older than the previous message")
             elif command is not None:
                 ep.command_times.append(t)
                 ep.commands.append(command)
         ep.update_origin()
 
-    _check_complete(connections, n_read, path)
-    _check_clocks(clock_offsets, record_timed, path)
-    missing = [j for j in config.joint_names if j not in names_seen]
-    if missing and n_read[config.joint_state_topic]:
-        raise BagReadError(
-            f"bag {path} topic {config.joint_state_topic} field name: joint(s) {missing} never "
-            f"appear; names in the bag: {sorted(names_seen)}. Fix DataConfig.joint_names."
-        )
-    close_episode(ep)
-    for (topic, reason), n in sorted(counts.counter.items()):
-        skipped.append(SkippedItem(f"{path} topic {topic}", f"{n} message(s) skipped: {reason}"))
-    for item in skipped:
-        log.warning("skipped %s: %s", item.source, item.reason)
-    return BagContents(episodes=episodes, skipped=skipped)
+    def _message_time(self, topic: str, msg: Any, record_ns: int) -> int:
+        """The header stamp (timestamp_source 'header', when set) or else the record time;
+        notes which clock each topic uses for `_check_clocks`."""
+        if self.config.timestamp_source != "header":
+            return record_ns
+        header = getattr(msg, "header", None)
+        stamp = _stamp_ns(header.stamp) if header is not None else 0
+        if not stamp:
+            self.record_timed.add(topic)
+            return record_ns
+        self.clock_offsets.setdefault(topic, stamp - record_ns)
+        return stamp
+
+    def _check_bag(self) -> None:
+        """Whole-bag checks once every message is read: truncation, mixed clocks, joints."""
+        _check_complete(self.connections, self.n_read, self.path)
+        _check_clocks(self.clock_offsets, self.record_timed, self.path)
+        config = self.config
+        missing = [j for j in config.joint_names if j not in self.names_seen]
+        if missing and self.n_read[config.joint_state_topic]:
+            raise BagReadError(
+                f"bag {self.path} topic {config.joint_state_topic} field name: joint(s) "
+                f"{missing} never appear; names in the bag: {sorted(self.names_seen)}. Fix "
+                "DataConfig.joint_names."
+            )
 
 
 def _check_complete(connections: list[Any], n_read: Counter[str], path: Path) -> None:
