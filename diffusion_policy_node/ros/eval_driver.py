@@ -34,6 +34,13 @@ from diffusion_policy_node.ros.service_driver import (
 from diffusion_policy_node.train.eval_media import EpisodeVideo, outcome
 
 # Policy diagnostics copied into each episode record (cumulative since the node started).
+MOTION_KEYS = (
+    "chunk_boundaries",
+    "max_acc",
+    "jerk_boundary_mean",
+    "jerk_within_mean",
+    "jerk_ratio",
+)
 STATUS_KEYS = (
     "inference_latency_p50_ms",
     "inference_latency_p90_ms",
@@ -48,6 +55,8 @@ STATUS_KEYS = (
     "position_clamps",
     "velocity_clamps",
     "nonfinite_commands",
+    "overruns",
+    "dry_ticks",
 )
 
 
@@ -114,6 +123,8 @@ class EvalDriver(ServiceDriver):
             "trajectories": report.get("trajectories"),
             "command_delay_p50_ms": report.get("command_delay_p50_ms"),
             "command_delay_max_ms": report.get("command_delay_max_ms"),
+            # Smoothness of the executed targets (sim/smoothness.py), per episode.
+            **{k: report.get(k) for k in MOTION_KEYS},
         }
         record["outcome"] = outcome(record)
         if self.policy:

@@ -24,6 +24,7 @@ import numpy as np
 from diffusion_policy_node.runtime.trajectory_follower import TrajectoryFollower
 from diffusion_policy_node.sim.arm_task import ArmTask, ArmTaskConfig
 from diffusion_policy_node.sim.expert import ScriptedExpert
+from diffusion_policy_node.sim.smoothness import MotionRecorder
 
 NS = 1_000_000_000
 EXPERT_OUTPUTS = ("trajectory", "stream")
@@ -159,6 +160,9 @@ class SimEngine:
         # Largest |joint position - start position| this episode (rad): did the arm move?
         self.max_excursion = 0.0
         self._episode_q0 = np.zeros(len(ArmTask.joint_names))
+        # The executed joint targets once per control step, chunk boundaries marked.
+        self.motion = MotionRecorder(cfg.control_dt)
+        self.motion_due = 0
         self._reset(seed)
 
     # ---------------------------------------------------------------- time
@@ -249,6 +253,8 @@ class SimEngine:
                 current = self.task.joint_targets()
             self.follower.set_trajectory(times, positions, start, now, current)
             self.stream_target = None
+            if len(times):
+                self.motion.new_chunk()
         elif kind == "stream":
             self.follower.clear()
             self.stream_target = np.asarray(payload, dtype=np.float64)
@@ -262,6 +268,7 @@ class SimEngine:
         self.stream_target = None
         self.side = None
         self.command_delays = []
+        self.motion.clear()
         self.max_excursion = 0.0
         self._episode_q0 = self.task.joint_positions().copy()
         if self.settings.expert:
@@ -269,6 +276,7 @@ class SimEngine:
             self.expert.reset()
             self.side = self.expert.side
         self.episode_start_ns = self.now_ns
+        self.motion_due = self.now_ns
         self.episodes += 1
         # Publish the initial state at the episode start, before the first physics step.
         self.due = dict.fromkeys(self.periods, self.now_ns)
@@ -294,6 +302,9 @@ class SimEngine:
             target = self.follower.sample(now_ns / NS)
             if target is not None:
                 task.set_joint_targets(target)
+        if now_ns >= self.motion_due and not task.done:
+            self.motion.record(task.joint_targets())
+            self.motion_due += self.control_ns
         was_done = task.done
         task.step_physics(task.config.physics_dt)
         self.steps += 1
@@ -363,6 +374,7 @@ class SimEngine:
                 episodes=self.episodes,
                 max_joint_excursion=round(self.max_excursion, 4),
                 **self._delay_stats(),
+                **self.motion.metrics(),
             )
 
     def _delay_stats(self) -> dict[str, float | int | None]:

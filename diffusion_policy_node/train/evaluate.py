@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--video-episodes", type=int, default=3, help="episodes in the mp4")
+    parser.add_argument(
+        "--policy-param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="a policy_node parameter (repeatable), e.g. blend_mode:=ensemble or "
+        "inference_delay_ms:=300",
+    )
     add_episode_args(parser)
     return parser
 
@@ -111,6 +119,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--num-inference-steps {args.num_inference_steps}: must be >= 0")
     if args.video_episodes < 0:
         raise ValueError(f"--video-episodes {args.video_episodes}: must be >= 0")
+    for item in args.policy_param:
+        name, sep, value = item.partition(":=")
+        if not sep or not name or not value:
+            raise ValueError(
+                f"--policy-param {item!r}: expected NAME:=VALUE, e.g. blend_mode:=ensemble"
+            )
 
 
 def _median(values: Any) -> float | None:
@@ -121,6 +135,25 @@ def _median(values: Any) -> float | None:
 def _max(values: Any) -> float | None:
     v = [x for x in values if x is not None]
     return float(max(v)) if v else None
+
+
+def _mean(values: Any) -> float | None:
+    v = [x for x in values if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def _smoothness(records: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Jerk at chunk boundaries vs within chunks over the episodes (means of the episodes'
+    means; the ratio of those), and the largest joint acceleration of any episode."""
+    boundary = _mean(r.get("jerk_boundary_mean") for r in records)
+    within = _mean(r.get("jerk_within_mean") for r in records)
+    return {
+        "jerk_boundary_mean": boundary,
+        "jerk_within_mean": within,
+        "jerk_ratio": boundary / within if boundary is not None and within else None,
+        "jerk_ratio_median": _median(r.get("jerk_ratio") for r in records),
+        "max_acc": _max(r.get("max_acc") for r in records),
+    }
 
 
 def summarize(records: list[dict[str, Any]], policy: str, wall_s: float) -> dict[str, Any]:
@@ -143,6 +176,7 @@ def summarize(records: list[dict[str, Any]], policy: str, wall_s: float) -> dict
         "seeds": [records[0]["seed"], records[-1]["seed"]] if records else [],
         "command_delay_p50_ms": _median(r.get("command_delay_p50_ms") for r in records),
         "command_delay_max_ms": _max(r.get("command_delay_max_ms") for r in records),
+        **_smoothness(records),
         "wall_s": round(wall_s, 1),
     }
     # The policy node's own figures (cumulative over the run). Its tick lateness is measured on
@@ -156,6 +190,8 @@ def summarize(records: list[dict[str, Any]], policy: str, wall_s: float) -> dict
         ("inference_latency_p50_ms", "inference_latency_p50_ms"),
         ("inference_latency_p90_ms", "inference_latency_p90_ms"),
         ("nonfinite_commands", "nonfinite_commands"),
+        ("overruns", "overruns"),
+        ("dry_ticks", "dry_ticks"),
     ):
         if key in last:
             summary[name] = last[key]
@@ -201,6 +237,7 @@ def run_episodes(
                     "-p", f"output_mode:={args.output_mode}",
                     "-p", f"num_inference_steps:={args.num_inference_steps}",
                     "-p", f"device:={args.device}",
+                    *(a for item in args.policy_param for a in ("-p", item)),
                 ],
                 logs / "policy_node.log",
             )
