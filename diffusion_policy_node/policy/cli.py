@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {
         "checkpoint": str(args.checkpoint),
         "params": sum(p.numel() for p in policy.parameters()),
+        "network": config.network,
         "control_rate_hz": config.control_rate_hz,
         "camera_topics": config.camera_topics,
         "joint_names": config.joint_names,

@@ -184,6 +184,7 @@ def test_dp_info_reports_and_fails_cleanly(saved, tmp_path: Path) -> None:
     )
     assert ok.returncode == 0, ok.stderr
     assert '"joint_names": [' in ok.stdout and '"control_rate_hz": 10.0' in ok.stdout
+    assert '"network": "unet"' in ok.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "diffusion_policy_node.policy.cli", str(tmp_path / "none")],
         capture_output=True,
