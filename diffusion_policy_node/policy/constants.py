@@ -8,3 +8,8 @@ OBS_IMAGES = "observation.images"
 ACTION = "action"
 # (B, horizon) bool, True where the action is padding past the episode end (not in the loss).
 ACTION_IS_PAD = "action_is_pad"
+# Inpainting (real-time chunking, runtime/controller.py): (B, horizon, action_dim) float32 robot
+# units, the actions already planned for the new chunk's steps (any value where the weight is 0),
+# and (B, horizon) float32 weights in [0, 1]: 1 frozen to them, 0 sampled freely.
+INPAINT_ACTIONS = "inpaint.actions"
+INPAINT_WEIGHTS = "inpaint.weights"

@@ -11,7 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import PolicyConfig
-from .constants import ACTION, ACTION_IS_PAD, OBS_IMAGES, OBS_STATE
+from .constants import (
+    ACTION,
+    ACTION_IS_PAD,
+    INPAINT_ACTIONS,
+    INPAINT_WEIGHTS,
+    OBS_IMAGES,
+    OBS_STATE,
+)
 from .networks import EpsilonNetwork, PreparedStep, build_network
 from .normalizer import MinMaxNormalizer
 from .schedulers import DDPMScheduler, make_scheduler
@@ -201,19 +208,53 @@ class DiffusionPolicy(nn.Module):
     def predict_action_chunk(
         self, obs: dict[str, Any], generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Sample an action chunk (B, horizon, action_dim) in robot units (Algorithm 2 / DDIM)."""
+        """Sample an action chunk (B, horizon, action_dim) in robot units (Algorithm 2 / DDIM).
+
+        With INPAINT_ACTIONS and INPAINT_WEIGHTS in `obs` the chunk is inpainted: steps of
+        weight 1 reproduce the given actions, weights in (0, 1) pull towards them (`_inpaint`).
+        """
         global_cond = self.encode_observations(obs)
-        return self.sample_actions(global_cond, generator=generator)
+        inpaint = self._inpaint_target(obs)
+        return self.sample_actions(global_cond, generator=generator, inpaint=inpaint)
+
+    def _inpaint_target(self, obs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(normalized known actions (B, H, D), weights (B, H, 1)) from `obs`, or None."""
+        if INPAINT_WEIGHTS not in obs:
+            return None
+        c, device = self.config, self.device
+        actions = _as_tensor(obs[INPAINT_ACTIONS], device, INPAINT_ACTIONS).float()
+        weights = _as_tensor(obs[INPAINT_WEIGHTS], device, INPAINT_WEIGHTS).float()
+        if actions.ndim != 3 or actions.shape[1:] != (c.horizon, c.action_dim):
+            raise ValueError(
+                f"{INPAINT_ACTIONS}: expected (B, {c.horizon}, {c.action_dim}), "
+                f"got {tuple(actions.shape)}"
+            )
+        if weights.shape != actions.shape[:2]:
+            raise ValueError(
+                f"{INPAINT_WEIGHTS}: expected {tuple(actions.shape[:2])}, "
+                f"got {tuple(weights.shape)}"
+            )
+        if not (torch.all(weights >= 0) and torch.all(weights <= 1)):
+            raise ValueError(f"{INPAINT_WEIGHTS}: weights must be in [0, 1]")
+        if not torch.any(weights > 0):
+            return None  # nothing known: plain sampling (same numbers for the same seed)
+        known = torch.where(weights[..., None] > 0, actions, torch.zeros_like(actions))
+        if not torch.all(torch.isfinite(known)):
+            raise ValueError(f"{INPAINT_ACTIONS}: non-finite values where the weight is > 0")
+        return self.action_normalizer.normalize(known), weights[..., None]
 
     @torch.inference_mode()
     def sample_actions(
-        self, global_cond: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        global_cond: torch.Tensor,
+        generator: torch.Generator | None = None,
+        inpaint: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         generator = generator if generator is not None else self.generator
-        if self._graph is not None:
+        if self._graph is not None and inpaint is None:
             return self._graph.run(global_cond, generator)
         sample = self._initial_noise(global_cond.shape[0], global_cond.device, generator)
-        return self._denoise(global_cond, sample, generator)
+        return self._denoise(global_cond, sample, generator, inpaint)
 
     def _initial_noise(
         self, batch: int, device: torch.device, generator: torch.Generator | None
@@ -228,10 +269,13 @@ class DiffusionPolicy(nn.Module):
         global_cond: torch.Tensor,
         sample: torch.Tensor,
         generator: torch.Generator | None,
+        inpaint: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Run every inference step from x_T = `sample`; returns actions in robot units.
 
         The scheduler update runs in float32; only the network runs in the compute precision.
+        `inpaint` = (known x_0, weights m): after each step the sample is blended with the
+        known actions noised to the step's timestep (`_inpaint`).
         """
         scheduler = self.inference_scheduler
         timesteps = scheduler.timesteps
@@ -243,10 +287,37 @@ class DiffusionPolicy(nn.Module):
             step_kwargs["eta"] = self.config.eta
         net_dtype = global_cond.dtype
         forward_step = self._frozen_step or self.network.forward_prepared
+        last = len(timesteps) - 1
         for k, t in enumerate(timesteps.tolist()):
-            eps = forward_step(sample.to(net_dtype), conditioning, k)
-            sample = scheduler.step(eps.float(), t, sample, **step_kwargs).prev_sample
+            eps = forward_step(sample.to(net_dtype), conditioning, k).float()
+            sample = scheduler.step(eps, t, sample, **step_kwargs).prev_sample
+            if inpaint is not None:
+                sample = self._inpaint(sample, eps, t, k == last, *inpaint)
         return self.action_normalizer.unnormalize(sample)
+
+    def _inpaint(
+        self,
+        sample: torch.Tensor,
+        eps: torch.Tensor,
+        t: int,
+        last: bool,
+        known: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> torch.Tensor:
+        """RePaint's combination (Lugmayr et al. 2022, eq. 8): x_prev = m ⊙ x_prev^known +
+        (1 - m) ⊙ x_prev^unknown, with a soft mask m in [0, 1] (real-time chunking's frozen
+        prefix m = 1 and decaying guidance over the overlap, Black et al. 2025).
+
+        x_prev^known is the known x_0 taken to the step's timestep by the forward process (seeds
+        eq. 4), `noise_to_prev`, with the network's own ε̂ as the noise instead of a fresh draw:
+        deterministic for DDIM η = 0, no extra draws from the generator (a zero mask samples the
+        same numbers as plain sampling), and x_prev^known lies on the trajectory the sampler is
+        following. After the last step x_prev^known = x_0 itself, so a frozen step ends exactly
+        at its known action. RePaint's resampling (jumping back n times) is not done: with
+        10 DDIM steps it would multiply the latency, which is what inpainting is meant to hide.
+        """
+        target = known if last else self.inference_scheduler.noise_to_prev(known, eps, t)
+        return sample + weights * (target - sample)
 
     # ----------------------------------------------------------------------------- speed
     def set_precision(self, dtype: torch.dtype) -> None:
@@ -331,8 +402,12 @@ class RegressionPolicy(DiffusionPolicy):
 
     @torch.inference_mode()
     def sample_actions(
-        self, global_cond: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        global_cond: torch.Tensor,
+        generator: torch.Generator | None = None,
+        inpaint: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """The regressed chunk; `inpaint` is ignored (nothing is sampled to steer)."""
         return self.action_normalizer.unnormalize(self._regress(global_cond).float())
 
 

@@ -130,6 +130,7 @@ class _NoiseScheduler:
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self._add_noise_cache: dict[tuple[torch.device, torch.dtype], tuple] = {}
         self._coefs: dict[int, tuple[float, ...]] = {}  # per timestep, from set_timesteps
+        self._alpha_prev: dict[int, float] = {}  # ᾱ of the timestep each step returns
         self.num_inference_steps: int | None = None
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.int64)
 
@@ -201,6 +202,16 @@ class _NoiseScheduler:
                 f"({self.num_inference_steps} steps); iterate over scheduler.timesteps"
             )
         return t, coefs
+
+    def noise_to_prev(
+        self, original_samples: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor | int
+    ) -> torch.Tensor:
+        """x_prev = √ᾱ_prev x_0 + √(1-ᾱ_prev) ε: `original_samples` noised to the timestep that
+        `step(..., timestep, ...)` returns (seeds eq. 4 at prev = the next inference timestep;
+        ᾱ_prev = 1, or DDIM's final_alpha_cumprod, after the last step). RePaint's known part."""
+        t, _ = self._step_coefs(timestep)
+        alpha_prev = self._alpha_prev[t]
+        return alpha_prev**0.5 * original_samples + (1 - alpha_prev) ** 0.5 * noise
 
     def _check_num_inference_steps(self, n: object, who: str = "") -> int:
         T = self.num_train_timesteps
@@ -348,6 +359,7 @@ class DDPMScheduler(_NoiseScheduler):
         )
         coefs = dict(zip(ts, rows, strict=True))
         self._coefs = coefs
+        self._alpha_prev = dict(zip(ts, alpha_prod_t_prev.tolist(), strict=True))
         self.num_inference_steps = n
         self.timesteps = torch.tensor(ts, dtype=torch.int64)
 
@@ -482,6 +494,7 @@ class DDIMScheduler(_NoiseScheduler):
             strict=True,
         )
         self._coefs = dict(zip(ts, rows, strict=True))
+        self._alpha_prev = dict(zip(ts, alpha_prod_t_prev.tolist(), strict=True))
         self._alpha_prod_t_prev = alpha_prod_t_prev
         self._variance = variance
         self._eta_coefs = {}
