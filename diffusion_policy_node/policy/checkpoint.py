@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_folder
-from .config import PolicyConfig
+from .config import PolicyConfig, action_lead_of
 from .modeling import DiffusionPolicy, build_policy, upgrade_legacy_keys
 
 FORMAT = "diffusion_policy_node/checkpoint/v1"
@@ -77,7 +77,19 @@ def read_config(folder: str | os.PathLike) -> tuple[PolicyConfig, dict[str, Any]
         config = PolicyConfig.from_dict(doc.get("policy"), where=f"{path} [policy]")
     except ValueError as exc:
         raise CheckpointError(str(exc)) from exc
-    return config, dict(doc.get("meta") or {})
+    meta = dict(doc.get("meta") or {})
+    if config.action_lead is None:
+        config.action_lead = _trained_action_lead(meta, config.dt)
+    return config, meta
+
+
+def _trained_action_lead(meta: dict[str, Any], dt: float) -> float | None:
+    """The action lead of a checkpoint written before `action_lead` was recorded, from the data
+    config it was trained on (meta["data"]); None when that is not recorded either."""
+    data = meta.get("data")
+    if not isinstance(data, dict) or "action_source" not in data:
+        return None
+    return action_lead_of(str(data["action_source"]), data.get("command_type"), dt)
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:

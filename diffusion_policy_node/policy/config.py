@@ -24,8 +24,9 @@ class PolicyConfig:
     """Model, observation and timing settings of one policy (design.md §6).
 
     Shapes: images (B, n_obs_steps, n_cameras, 3, *image_size) uint8; state (B, n_obs_steps,
-    state_dim); actions (B, horizon, action_dim). Action i of a chunk predicted at tick t targets
-    t + (i - (n_obs_steps - 1)) * dt; the runtime executes from index n_obs_steps - 1.
+    state_dim); actions (B, horizon, action_dim). Action i of a chunk predicted at tick t belongs
+    to grid step t_i = t + (i - (n_obs_steps - 1)) * dt and is the position the controller should
+    reach at t_i + action_lead; the runtime executes from index n_obs_steps - 1.
     """
 
     # "diffusion" (the product) or "regression": the same encoder and ε-network trained with MSE
@@ -43,6 +44,11 @@ class PolicyConfig:
     n_obs_steps: int = 2
     horizon: int = 16
     n_action_steps: int = 8
+    # The action-time convention: action a_k of grid step t_k is the position to reach at
+    # t_k + action_lead (s): dt for recorded JointTrajectory commands (evaluated at t_k + dt), 0
+    # for stream commands and next_state (`action_lead_of`). None: not recorded (checkpoints
+    # from before the field; `checkpoint.read_config` derives it from the training data).
+    action_lead: float | None = None
     # Vision encoder.
     num_keypoints: int = 32
     share_encoder: bool = False
@@ -77,6 +83,8 @@ class PolicyConfig:
         if self.crop_shape is not None:
             self.crop_shape = tuple(int(v) for v in self.crop_shape)  # type: ignore[assignment]
         self.down_dims = tuple(int(v) for v in self.down_dims)
+        if self.action_lead is not None:
+            self.action_lead = float(self.action_lead)
         self.validate()
 
     def validate(self) -> None:
@@ -104,6 +112,9 @@ class PolicyConfig:
             )
         if not (math.isfinite(self.dt) and self.dt > 0):
             raise _bad("dt", self.dt, "must be a positive number of seconds")
+        lead = self.action_lead
+        if lead is not None and not (math.isfinite(lead) and 0 <= lead <= self.horizon * self.dt):
+            raise _bad("action_lead", lead, "must be in [0, horizon * dt] seconds (or unset)")
         if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
             raise _bad(
                 "n_action_steps",
@@ -180,3 +191,12 @@ class PolicyConfig:
 
     def replace(self, **changes: Any) -> PolicyConfig:
         return dataclasses.replace(self, **changes)
+
+
+def action_lead_of(action_source: str, command_type: str | None, dt: float) -> float:
+    """The action-time convention of training data (design.md §5): a JointTrajectory command is
+    read at grid time + dt (the point the controller was sent to reach one step later), so its
+    actions lead by dt; Float64MultiArray stream commands and next joint states by 0."""
+    if action_source == "command" and command_type == "JointTrajectory":
+        return float(dt)
+    return 0.0

@@ -77,7 +77,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "blend_mode",
         "string",
         "replace",
-        "How overlapping chunks combine: replace (newest wins) or ensemble (weighted mean).",
+        "How chunks combine: replace (newest wins), ensemble (weighted mean) or inpaint "
+        "(real-time chunking: the new chunk is sampled to continue the actions that execute "
+        "while it is computed, then replaces them).",
     ),
     ParamSpec(
         "ensemble_m",
@@ -85,6 +87,28 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         0.1,
         "Ensemble weight decay m in w_i = exp(-m*i), i = 0 the oldest prediction.",
         (0.0, 10.0),
+    ),
+    ParamSpec(
+        "inpaint_overlap",
+        "int",
+        4,
+        "inpaint: steps after the frozen prefix that are guided towards the previous chunk.",
+        (0, 1000),
+    ),
+    ParamSpec(
+        "inpaint_decay",
+        "double",
+        0.5,
+        "inpaint: guidance over the overlap decays as exp(-decay * i), i = 1 .. overlap.",
+        (0.0, 100.0),
+    ),
+    ParamSpec(
+        "inpaint_guidance",
+        "double",
+        1.0,
+        "inpaint: weight of the overlap guidance (0: none, 1: full); the prefix that executes "
+        "during inference is always frozen.",
+        (0.0, 1.0),
     ),
     ParamSpec(
         "max_obs_age",

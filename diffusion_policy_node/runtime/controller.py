@@ -38,7 +38,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
+from diffusion_policy_node.policy.constants import (
+    INPAINT_ACTIONS,
+    INPAINT_WEIGHTS,
+    OBS_IMAGES,
+    OBS_STATE,
+)
 
 from .action_schedule import ActionSchedule
 from .inference_worker import InferenceResult, LatencyStats, should_start_inference
@@ -148,7 +153,7 @@ class Controller:
         self.history = ObservationHistory(
             s.n_obs_steps, s.camera_topics, dim, image_shape=s.image_size
         )
-        self.schedule = ActionSchedule(s.dt, mode=p.blend_mode, ensemble_m=p.ensemble_m)
+        self.schedule = ActionSchedule(s.dt, mode=s.schedule_mode, ensemble_m=p.ensemble_m)
         self.safety = SafetyFilter(resolve_limits(s, info.action_min, info.action_max), s.dt)
         self.mirror = TrajectoryFollower(dof=dim)  # what the trajectory controller executes
         self.timing = TickTiming(s.dt)
@@ -171,6 +176,7 @@ class Controller:
         self._submit_time: float | None = None  # clock time of the request in flight
         self._worker_lost: str | None = None  # why the worker is being replaced
         self._had_schedule = False  # a chunk was scheduled since the last halt
+        self._last_chunk: tuple[float, np.ndarray] | None = None  # (t_obs, (H, D)) merged
         self.overrun = False  # the schedule ran dry while inference was still running
 
     # ------------------------------------------------------------------ inputs (any thread)
@@ -367,6 +373,7 @@ class Controller:
             self._pending_obs_stamp = None
             self._prev_cmd = None
             self._had_schedule = False
+            self._last_chunk = None
             self.overrun = False
             if self.settings.chunk_mode and self.mirror.has_trajectory:
                 dim = len(self.settings.joint_names)
@@ -388,6 +395,8 @@ class Controller:
             return
         kept = self.schedule.merge(actions, t0=result.t_obs, now=now)
         self._had_schedule = self._had_schedule or kept > 0
+        if kept:
+            self._last_chunk = (result.t_obs, result.chunk)
         self.counters["chunks"] += 1
         self.counters["dropped_actions"] += actions.shape[0] - kept
         if kept and inflight is not None and inflight[0] == result.t_obs:
@@ -408,7 +417,10 @@ class Controller:
         if self.schedule.version == self._published_version:
             return None
         self._published_version = self.schedule.version
-        times, actions = self.schedule.remaining(now)
+        # The schedule is keyed by grid step; action a_k is to be reached at t_k + action_lead.
+        lead = self.settings.action_lead
+        times, actions = self.schedule.remaining(now - lead)
+        times = times + lead
         future = times > now + 0.5 * self.settings.dt
         times, actions = times[future], actions[future]
         if times.size == 0:
@@ -435,10 +447,41 @@ class Controller:
         ):
             return
         batch, t_obs = self.history.as_batch()
+        if self.settings.params.blend_mode == "inpaint" and self._last_chunk is not None:
+            batch[INPAINT_ACTIONS], batch[INPAINT_WEIGHTS] = self.inpaint_target(now, t_obs)
         oldest = max(a for a in self.history.ages(now).values() if a is not None)
         if self.worker.submit(batch, t_obs):
             self._inflight = (t_obs, now - oldest)
             self._submit_time = now
+
+    def inpaint_target(self, now: float, t_obs: float) -> tuple[np.ndarray, np.ndarray]:
+        """Real-time chunking's constraint for the chunk observed at `t_obs` (Black et al.
+        2025): (actions (1, H, D), weights (1, H)) from the last merged chunk. Steps that run
+        before the new chunk can take over (its grid time + action_lead at or before the
+        estimated landing tick now + latency + dt) are frozen (weight 1); the next
+        `inpaint_overlap` known steps are guided with `inpaint_guidance * exp(-decay * i)`;
+        the rest, and every step the last chunk does not cover, are free (weight 0)."""
+        s, p = self.settings, self.settings.params
+        h, dim = s.horizon, len(s.joint_names)
+        actions = np.zeros((1, h, dim), np.float32)
+        weights = np.zeros((1, h), np.float32)
+        if self._last_chunk is None:
+            return actions, weights
+        t_prev, chunk = self._last_chunk
+        offset = round((t_obs - t_prev) / s.dt)  # new index j is the last chunk's j + offset
+        j = np.arange(h)
+        src = j + offset
+        known = (src >= 0) & (src < chunk.shape[0])
+        actions[0, known] = chunk[src[known]]
+        grid = t_obs + (j - (s.n_obs_steps - 1)) * s.dt
+        landing = now + (self.worker.latency_estimate or 0.0) + s.dt
+        frozen = known & (grid + s.action_lead <= landing + 1e-6 * s.dt)
+        weights[0, frozen] = 1.0
+        guided = np.flatnonzero(known & ~frozen)[: p.inpaint_overlap]
+        weights[0, guided] = p.inpaint_guidance * np.exp(
+            -p.inpaint_decay * np.arange(1, len(guided) + 1)
+        )
+        return actions, weights
 
     # ------------------------------------------------------------------ services
     def warm_up(self, worker: Worker | None = None) -> InferenceResult | None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from diffusion_policy_node.policy.config import PolicyConfig
 
-from .action_schedule import MODES as BLEND_MODES
+from .action_schedule import MODES as SCHEDULE_MODES
 from .inference_worker import DEVICES
 from .safety import SafetyLimits, limits_from_action_range
 
@@ -30,6 +30,9 @@ DEFAULT_OUTPUT_TOPICS = {
     "chunk": "/arm_controller/joint_trajectory",
     "stream": "/forward_position_controller/commands",
 }
+# How chunks combine: the schedule's modes, plus inpainting (real-time chunking: the new chunk is
+# sampled to continue the previous one; it then replaces it).
+BLEND_MODES = (*SCHEDULE_MODES, "inpaint")
 # |1/control_rate_hz - dt| must be within this fraction of dt.
 RATE_TOLERANCE = 1e-3
 
@@ -53,6 +56,9 @@ class PolicyNodeParams:
     device: str = "auto"
     acceleration: str = "jit"
     blend_mode: str = "replace"
+    inpaint_overlap: int = 4
+    inpaint_decay: float = 0.5
+    inpaint_guidance: float = 1.0
     ensemble_m: float = 0.1
     max_obs_age: float = 0.5
     joint_lower_limits: tuple[float, ...] = ()
@@ -105,6 +111,12 @@ class PolicyNodeParams:
             raise _bad("acceleration", self.acceleration, f"expected one of {ACCELERATIONS}")
         if self.blend_mode not in BLEND_MODES:
             raise _bad("blend_mode", self.blend_mode, f"expected one of {BLEND_MODES}")
+        if self.inpaint_overlap < 0:
+            raise _bad("inpaint_overlap", self.inpaint_overlap, "must be >= 0 steps")
+        if not (math.isfinite(self.inpaint_decay) and self.inpaint_decay >= 0):
+            raise _bad("inpaint_decay", self.inpaint_decay, "must be a finite number >= 0")
+        if not (math.isfinite(self.inpaint_guidance) and 0 <= self.inpaint_guidance <= 1):
+            raise _bad("inpaint_guidance", self.inpaint_guidance, "must be in [0, 1]")
         if not (math.isfinite(self.ensemble_m) and self.ensemble_m >= 0):
             raise _bad("ensemble_m", self.ensemble_m, "must be a finite number >= 0")
         if not (math.isfinite(self.max_obs_age) and self.max_obs_age > 0):
@@ -199,11 +211,18 @@ class NodeSettings:
     image_size: tuple[int, int]
     n_obs_steps: int
     n_action_steps: int
+    horizon: int
+    action_lead: float
     output_topic: str
 
     @property
     def control_rate_hz(self) -> float:
         return 1.0 / self.dt
+
+    @property
+    def schedule_mode(self) -> str:
+        """The ActionSchedule merge mode: inpainted chunks replace the previous one."""
+        return "replace" if self.params.blend_mode == "inpaint" else self.params.blend_mode
 
     @property
     def chunk_mode(self) -> bool:
@@ -278,6 +297,9 @@ def resolve_settings(params: PolicyNodeParams, config: PolicyConfig) -> NodeSett
         image_size=(int(config.image_size[0]), int(config.image_size[1])),
         n_obs_steps=int(config.n_obs_steps),
         n_action_steps=int(config.n_action_steps),
+        horizon=int(config.horizon),
+        # None: a checkpoint that records no convention; schedule as before it existed.
+        action_lead=float(config.action_lead or 0.0),
         output_topic=output_topic,
     )
 

@@ -13,7 +13,12 @@ import numpy as np
 import pytest
 
 from diffusion_policy_node.policy.config import PolicyConfig
-from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
+from diffusion_policy_node.policy.constants import (
+    INPAINT_ACTIONS,
+    INPAINT_WEIGHTS,
+    OBS_IMAGES,
+    OBS_STATE,
+)
 from diffusion_policy_node.runtime.controller import STREAM, TRAJECTORY, Command, Controller
 from diffusion_policy_node.runtime.inference_worker import InferenceResult, LatencyStats
 from diffusion_policy_node.runtime.settings import PolicyInfo, PolicyNodeParams, resolve_settings
@@ -92,13 +97,14 @@ class Rig:
         self,
         worker: FakeWorker | None = None,
         respawn: Callable[[], None] | None = None,
+        config: PolicyConfig = CONFIG,
         **params: object,
     ) -> None:
         self.k = 0
         self.sent: list[Command] = []
         self.logs: list[tuple[str, str]] = []
         self.worker = worker or FakeWorker()
-        settings = resolve_settings(PolicyNodeParams(checkpoint="/x", **params), CONFIG)
+        settings = resolve_settings(PolicyNodeParams(checkpoint="/x", **params), config)
         self.ctl = Controller(
             settings,
             INFO,
@@ -202,6 +208,41 @@ def test_stream_mode_without_latency_submits_later_and_sends_one_command_per_tic
     rig.tick()  # 0.5
     rig.tick()  # 0.6
     assert [t for _, t in rig.worker.submitted] == pytest.approx([0.1, 0.6])
+
+
+def test_action_lead_places_each_action_at_its_grid_step_plus_the_lead() -> None:
+    # Recorded JointTrajectory commands: a_k is where the arm should be at t_k + dt.
+    rig = started(Rig(config=CONFIG.replace(action_lead=DT)))
+    rig.worker.deliver(ramp())  # grid steps 0.1 .. 0.8 -> targets 0.2 .. 0.9
+    (cmd,) = rig.tick()  # now = 0.2: target 0.2 is due now, not ahead: 0.3 .. 0.9
+    np.testing.assert_allclose(cmd.times, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    np.testing.assert_allclose(cmd.positions, ramp()[2:9])
+    # stream commands are sent at their grid step (lead 0): unchanged
+    rig = started(Rig(output_mode="stream", config=CONFIG.replace(action_lead=DT)))
+    rig.worker.deliver(ramp())
+    (cmd,) = rig.tick()
+    np.testing.assert_allclose(cmd.positions, ramp()[2])
+
+
+def test_inpaint_request_freezes_what_runs_during_inference_and_guides_the_overlap() -> None:
+    rig = started(Rig(FakeWorker(latency=0.25), blend_mode="inpaint"))
+    assert INPAINT_WEIGHTS not in rig.worker.submitted[0][0]  # nothing to continue yet
+    rig.worker.deliver(ramp())  # observed at 0.1
+    rig.tick()
+    rig.tick()
+    rig.tick()  # 0.4: the next inference starts, observed at 0.4
+    obs, t_obs = rig.worker.submitted[-1]
+    assert t_obs == pytest.approx(0.4)
+    actions, weights = obs[INPAINT_ACTIONS][0], obs[INPAINT_WEIGHTS][0]
+    # new index j is grid step 0.4 + (j - 1) * 0.1, the last chunk's index j + 3
+    np.testing.assert_allclose(actions[:13], ramp()[3:16])
+    np.testing.assert_allclose(actions[13:], 0.0)
+    # lands at 0.4 + 0.25 + 0.1 = 0.75: grid steps 0.3 .. 0.7 (j = 0..4) execute before
+    np.testing.assert_allclose(weights[:5], 1.0)
+    np.testing.assert_allclose(weights[5:9], np.exp(-0.5 * np.arange(1, 5)), rtol=1e-6)
+    np.testing.assert_allclose(weights[9:], 0.0)
+    # the merge is a replace
+    assert rig.ctl.schedule.mode == "replace"
 
 
 # ------------------------------------------------------------------------------ safety
