@@ -145,6 +145,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("start_active", "bool", True, "Start publishing at once (else wait for ~/start)."),
     ParamSpec(
+        "action_lead",
+        "double",
+        -1.0,
+        "Seconds after its grid step at which an action is to be reached (design.md §5); -1: "
+        "the checkpoint's (dt for recorded JointTrajectory commands, 0 for stream/next_state).",
+        (-1.0, 3600.0),
+    ),
+    ParamSpec(
         "inference_margin",
         "double",
         0.0,

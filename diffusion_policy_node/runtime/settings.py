@@ -66,6 +66,7 @@ class PolicyNodeParams:
     max_joint_velocity: tuple[float, ...] = ()
     limit_margin_frac: float = 0.1
     start_active: bool = True
+    action_lead: float = -1.0
     inference_margin: float = 0.0
     inference_timeout: float = 10.0
     inference_delay_ms: float = 0.0
@@ -130,6 +131,8 @@ class PolicyNodeParams:
             raise _bad("limit_margin_frac", self.limit_margin_frac, "must be >= 0")
         if not (math.isfinite(self.inference_margin) and self.inference_margin >= 0):
             raise _bad("inference_margin", self.inference_margin, "must be >= 0 s")
+        if not (math.isfinite(self.action_lead) and self.action_lead >= -1):
+            raise _bad("action_lead", self.action_lead, "must be >= 0 s, or -1 (checkpoint's)")
         if not (math.isfinite(self.inference_timeout) and self.inference_timeout >= 0):
             raise _bad("inference_timeout", self.inference_timeout, "must be >= 0 s (0: never)")
         if not (math.isfinite(self.inference_delay_ms) and self.inference_delay_ms >= 0):
@@ -298,10 +301,17 @@ def resolve_settings(params: PolicyNodeParams, config: PolicyConfig) -> NodeSett
         n_obs_steps=int(config.n_obs_steps),
         n_action_steps=int(config.n_action_steps),
         horizon=int(config.horizon),
-        # None: a checkpoint that records no convention; schedule as before it existed.
-        action_lead=float(config.action_lead or 0.0),
+        action_lead=_action_lead(params, config),
         output_topic=output_topic,
     )
+
+
+def _action_lead(params: PolicyNodeParams, config: PolicyConfig) -> float:
+    """The parameter when set (>= 0), else the checkpoint's; a checkpoint that records no
+    convention (None) is scheduled as before it existed (0)."""
+    if params.action_lead >= 0:
+        return float(params.action_lead)
+    return float(config.action_lead or 0.0)
 
 
 def resolve_limits(

@@ -146,3 +146,13 @@ def test_tick_timing_statistics() -> None:
     assert stats["tick_done_max_ms"] == pytest.approx(11.0)
     timing.reset()
     assert TickTiming.summarize(timing.snapshot())["jitter_p50_ms"] is None
+
+
+def test_action_lead_comes_from_the_checkpoint_unless_the_parameter_sets_it() -> None:
+    assert _settings().action_lead == 0.0  # a config that records no convention
+    config = _config(action_lead=0.1)
+    assert resolve_settings(PolicyNodeParams(checkpoint="/x"), config).action_lead == 0.1
+    over = resolve_settings(PolicyNodeParams(checkpoint="/x", action_lead=0.0), config)
+    assert over.action_lead == 0.0
+    with pytest.raises(ValueError, match="parameter action_lead=-2.0"):
+        PolicyNodeParams(checkpoint="/x", action_lead=-2.0)

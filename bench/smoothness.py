@@ -1,0 +1,146 @@
+"""Smoothness and success of the closed loop for each chunk blend mode under inference delay.
+
+For every (blend mode, injected delay) the bench runs `dp-eval` on the same held-out seeds (the
+bundled checkpoint unless --checkpoint) with `blend_mode:=MODE` and `inference_delay_ms:=D` (an
+artificial delay added to every inference, on top of the real latency), and reads from its
+summary what the simulated controller actually executed (sim/smoothness.py): the mean |jerk| at
+chunk boundaries and within chunks, their ratio, the largest joint acceleration, and the success
+rate, plus the policy node's overruns and dry ticks. One JSON line per case, then a Markdown
+table and a PNG (`--out`/smoothness.png).
+
+    .venv/bin/python bench/smoothness.py                                # 3 modes x 4 delays
+    .venv/bin/python bench/smoothness.py --modes inpaint --delays 0,300 --episodes 5
+
+The first line names the CPU (inference latency, and so the effective delay, depends on it).
+Runs are in real time over DDS: expect episode-to-episode variation; quote several seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+KEYS = (
+    "success_rate",
+    "jerk_ratio",
+    "jerk_boundary_mean",
+    "jerk_within_mean",
+    "max_acc",
+    "overruns",
+    "dry_ticks",
+    "inference_latency_p50_ms",
+    "collisions",
+    "timeouts",
+)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run_case(args: argparse.Namespace, mode: str, delay: int, out: Path) -> dict[str, Any]:
+    cmd = [
+        str(Path(sys.executable).with_name("dp-eval")),
+        "--episodes", str(args.episodes), "--seed", str(args.seed),
+        "--video-episodes", "0", "--out", str(out),
+        "--policy-param", f"blend_mode:={mode}",
+        "--policy-param", f"inference_delay_ms:={delay}",
+        *(["--checkpoint", args.checkpoint] if args.checkpoint else []),
+        *(a for p in args.param for a in ("--policy-param", p)),
+    ]  # fmt: skip
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("ROS_DOMAIN_ID", "88")
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"dp-eval failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    summary = json.loads(lines[-1])
+    row = {"mode": mode, "delay_ms": delay, "episodes": summary["episodes"]}
+    row.update({k: summary.get(k) for k in KEYS})
+    row["wall_s"] = round(time.monotonic() - t0, 1)
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def f(v: Any, nd: int = 2) -> str:
+        return "—" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+
+    lines = [
+        "| blend | delay ms | success | jerk boundary/within | boundary | within | max acc "
+        "| overruns |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['delay_ms']} | {f(r['success_rate'])} | {f(r['jerk_ratio'])} "
+            f"| {f(r['jerk_boundary_mean'], 1)} | {f(r['jerk_within_mean'], 1)} "
+            f"| {f(r['max_acc'], 1)} | {f(r['overruns'])} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    from diffusion_policy_node.train.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        mine = [r for r in rows if r["mode"] == mode]
+        delays = [r["delay_ms"] for r in mine]
+        axes[0].plot(delays, [r["jerk_ratio"] or float("nan") for r in mine], "o-", label=mode)
+        axes[1].plot(delays, [r["success_rate"] for r in mine], "o-", label=mode)
+    axes[0].axhline(1.0, color="grey", lw=0.5)
+    axes[0].set(xlabel="injected inference delay (ms)", ylabel="jerk at boundaries / within")
+    axes[1].set(xlabel="injected inference delay (ms)", ylabel="success rate", ylim=(0, 1.05))
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", help="checkpoint folder (default: the bundled one)")
+    parser.add_argument("--modes", default="replace,ensemble,inpaint")
+    parser.add_argument("--delays", default="0,100,300,600", help="injected delays, ms")
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--out", default="runs/bench-smoothness")
+    parser.add_argument(
+        "--param", action="append", default=[], help="extra policy_node NAME:=VALUE"
+    )
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count()}), flush=True)
+    rows = []
+    for delay in (int(d) for d in args.delays.split(",")):
+        for mode in args.modes.split(","):
+            row = run_case(args, mode, delay, out / f"{mode}_{delay}ms")
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    rows.sort(key=lambda r: (args.modes.split(",").index(r["mode"]), r["delay_ms"]))
+    print(table(rows))
+    plot(rows, out / "smoothness.png")
+    print(json.dumps({"png": str(out / "smoothness.png")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
