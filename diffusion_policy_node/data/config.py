@@ -34,9 +34,15 @@ class DataConfig:
       newest sample at or before g. The grid of an episode runs from the moment every required
       stream (cameras, joint states, and the command topic when `action_source="command"`) has
       produced a sample to the last sample of the stream that stops first.
-    - `timestamp_source="header"` times a message by its `header.stamp`, falling back to the
-      record (receive) time when the stamp is zero or the type has no header (Float64MultiArray,
-      markers); `"record"` always uses the record time. Both clocks must be the same clock.
+    - One time base per bag, never mixed: `timestamp_source="header"` times every message by
+      its `header.stamp` if every required topic carries stamps; if one has no header
+      (Float64MultiArray) or zero stamps, the whole bag is timed by record (receive) time, with
+      a warning and the header-to-record clock offsets in the ingest summary. `"record"` always
+      uses the record time.
+    - `max_gap` (seconds, default 3 * dt): a camera or joint-state stream silent for longer is
+      not filled by repeating its last sample; the steps in the gap are dropped and the episode
+      is split there (counted in the ingest summary). A header stamp more than `max_gap` ahead
+      of the messages after it is an outlier and skipped.
     - `action_source="command"` reads `command_topic`: a `JointTrajectory` is evaluated at
       grid time + dt (relative to its start time), a `Float64MultiArray` (positions in
       `joint_names` order) is taken as is. `"next_state"` uses the joint positions one step later.
@@ -54,6 +60,7 @@ class DataConfig:
     command_type: str = "JointTrajectory"
     timestamp_source: str = "header"
     dt: float = 0.1
+    max_gap: float | None = None
     episode_split: str = "bag"
     n_obs_steps: int = 2
     horizon: int = 16
@@ -100,6 +107,13 @@ class DataConfig:
             raise _bad("dt", self.dt, "must be a number of seconds")
         if not (math.isfinite(self.dt) and self.dt >= 1e-3):
             raise _bad("dt", self.dt, "must be a finite number of seconds >= 0.001")
+        if self.max_gap is not None:
+            if isinstance(self.max_gap, bool) or not isinstance(self.max_gap, (int, float)):
+                raise _bad("max_gap", self.max_gap, "must be a number of seconds (or null)")
+            if not (math.isfinite(self.max_gap) and self.max_gap >= self.dt):
+                raise _bad(
+                    "max_gap", self.max_gap, f"must be finite and >= dt ({self.dt} s), or null"
+                )
         if self.episode_split != "bag":
             try:
                 _check_topic("episode_split", self.episode_split)
@@ -125,6 +139,15 @@ class DataConfig:
     def dt_ns(self) -> int:
         """The grid step in integer nanoseconds (grid times are exact integers)."""
         return round(self.dt * 1e9)
+
+    @property
+    def max_gap_s(self) -> float:
+        """Longest silence of a sensor stream that is still filled (default 3 * dt)."""
+        return float(self.max_gap) if self.max_gap is not None else 3 * self.dt
+
+    @property
+    def max_gap_ns(self) -> int:
+        return round(self.max_gap_s * 1e9)
 
     @property
     def n_cameras(self) -> int:

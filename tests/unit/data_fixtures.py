@@ -71,6 +71,9 @@ class BagSpec:
     joint_latency_ns: int = 1_000_000
     joint_order: list[str] | None = None  # None: all joints + extra, shuffled per message
     nan_joint_messages: tuple[int, ...] = ()
+    joint_stamp_shift_ns: tuple[tuple[int, int], ...] = ()  # (message, shift of header.stamp)
+    camera_dropout_s: tuple[float, float] | None = None  # no frames stamped in [from, to)
+    joint_dropout_s: tuple[float, float] | None = None  # no joint states stamped in [from, to)
     command_type: str | None = "JointTrajectory"  # or "Float64MultiArray", None
     command_hz: float = 10.0
     command_start_s: float = 0.12
@@ -151,6 +154,9 @@ def write_bag(path: Path, spec: BagSpec) -> BagTruth:
 
     for c, topic in enumerate(spec.cameras):
         header = _times(spec.camera_start_s + 0.011 * c, spec.camera_hz, spec.duration_s)
+        if spec.camera_dropout_s is not None:
+            a, b = (T_START_NS + round(x * 1e9) for x in spec.camera_dropout_s)
+            header = header[(header < a) | (header >= b)]
         truth.camera_header_ns[topic] = header
         truth.camera_record_ns[topic] = header + spec.camera_latency_ns
         for f, t in enumerate(header):
@@ -158,8 +164,12 @@ def write_bag(path: Path, spec: BagSpec) -> BagTruth:
             out.append((int(t) + spec.camera_latency_ns, topic, msgtype, msg))
 
     header = _times(0.0, spec.joint_hz, spec.duration_s)
+    if spec.joint_dropout_s is not None:
+        a, b = (T_START_NS + round(x * 1e9) for x in spec.joint_dropout_s)
+        header = header[(header < a) | (header >= b)]
     truth.joint_header_ns = header
     truth.joint_record_ns = header + spec.joint_latency_ns
+    shifts = dict(spec.joint_stamp_shift_ns)
     for m, t in enumerate(header):
         if spec.joint_order is None:
             names = [*JOINTS, EXTRA_JOINT]
@@ -172,7 +182,7 @@ def write_bag(path: Path, spec: BagSpec) -> BagTruth:
             values[JOINTS[1]] = float("nan")
         position = np.array([values.get(n, 0.0) for n in names], np.float64)
         msg = T["sensor_msgs/msg/JointState"](
-            header=_header(int(t)),
+            header=_header(int(t) + shifts.get(m, 0)),
             name=names,
             position=position,
             velocity=np.zeros(0),
@@ -273,3 +283,65 @@ def make_config(spec: BagSpec | None = None, **overrides) -> DataConfig:
     )
     values.update(overrides)
     return DataConfig(**values)
+
+
+def copy_messages(src: Path, dst: Path, keep=lambda index: True) -> int:
+    """Rewrite bag `src` as a new mcap bag folder `dst` (rosbags Writer) with the messages whose
+    index (in record order) passes `keep`; returns how many were written."""
+    from rosbags.rosbag2 import Reader
+
+    n = 0
+    with Reader(src) as reader, Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as out:
+        conns = {
+            c.id: out.add_connection(c.topic, c.msgtype, typestore=TYPESTORE)
+            for c in reader.connections
+        }
+        for index, (conn, record_ns, raw) in enumerate(reader.messages()):
+            if keep(index):
+                out.write(conns[conn.id], record_ns, raw)
+                n += 1
+    return n
+
+
+def split_bag(src: Path, dst: Path, n_parts: int = 2, metadata: bool = False) -> list[Path]:
+    """Cut bag `src` into `n_parts` mcap files dst/<name>_<k>.mcap, in record order, as rosbag2
+    splits a recording; with `metadata`, also write the metadata.yaml listing them."""
+    import shutil
+
+    import yaml
+    from rosbags.rosbag2 import Reader
+
+    with Reader(src) as reader:
+        total = reader.message_count
+    dst.mkdir(parents=True)
+    bounds = [round(k * total / n_parts) for k in range(n_parts + 1)]
+    parts, infos = [], []
+    for k in range(n_parts):
+        tmp = dst.parent / f".{dst.name}_part{k}"
+        copy_messages(src, tmp, lambda i, k=k: bounds[k] <= i < bounds[k + 1])
+        part = dst / f"{dst.name}_{k}.mcap"
+        shutil.move(next(tmp.glob("*.mcap")), part)
+        infos.append(yaml.safe_load((tmp / "metadata.yaml").read_text()))
+        shutil.rmtree(tmp)
+        parts.append(part)
+    if metadata:
+        info = infos[0]["rosbag2_bagfile_information"]
+        info["relative_file_paths"] = [p.name for p in parts]
+        counts: dict[str, int] = {}
+        for other in infos:
+            for entry in other["rosbag2_bagfile_information"]["topics_with_message_count"]:
+                name = entry["topic_metadata"]["name"]
+                counts[name] = counts.get(name, 0) + entry["message_count"]
+        for entry in info["topics_with_message_count"]:
+            entry["message_count"] = counts[entry["topic_metadata"]["name"]]
+        info["message_count"] = sum(counts.values())
+        files = []
+        for part, other in zip(parts, infos, strict=True):
+            (file_info,) = other["rosbag2_bagfile_information"]["files"]
+            files.append({**file_info, "path": part.name})
+        info["files"] = files
+        last = infos[-1]["rosbag2_bagfile_information"]
+        end = last["starting_time"]["nanoseconds_since_epoch"] + last["duration"]["nanoseconds"]
+        info["duration"]["nanoseconds"] = end - info["starting_time"]["nanoseconds_since_epoch"]
+        (dst / "metadata.yaml").write_text(yaml.safe_dump(infos[0]))
+    return parts

@@ -55,9 +55,16 @@ def test_truncated_bag_is_an_error_naming_it(make_bag, storage):
         assert str(target) in str(err.value)
 
 
-def test_interrupted_recording_without_metadata(make_bag):
+def test_bag_folder_without_metadata(make_bag, tmp_path):
+    # One storage file (or the numbered parts of one recording) is read as the bag...
     truth = make_bag()
+    (ep,) = read_bag(truth.path, make_config()).episodes
     (truth.path / "metadata.yaml").unlink()
+    (again,) = read_bag(truth.path, make_config()).episodes
+    np.testing.assert_array_equal(again.state, ep.state)
+    # ...two unrelated files are not: reindex or pass them one by one.
+    other = make_bag("other", seed=5)
+    shutil.copy(storage_file(other.path), truth.path / "other.mcap")
     with pytest.raises(BagReadError, match=r"no metadata\.yaml.*ros2 bag reindex"):
         read_bag(truth.path, make_config())
 

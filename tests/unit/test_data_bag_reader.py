@@ -8,7 +8,7 @@ data_fixtures.py for the signals. Expected values are computed from the written 
 import numpy as np
 import pytest
 
-from diffusion_policy_node.data import bag_reader
+from diffusion_policy_node.data import resample
 from diffusion_policy_node.data.bag_reader import find_bags, read_bag
 
 from .data_fixtures import (
@@ -97,14 +97,20 @@ def test_record_timestamps_use_receive_times(make_bag):
     )
 
 
-def test_zero_trajectory_stamp_falls_back_to_record_time(make_bag):
+def test_zero_trajectory_stamps_put_the_whole_bag_on_record_time(make_bag):
+    # design.md §7: one time base per bag. Commands stamped 0 ("start on receipt") have only
+    # their record time, so every topic is timed by record time, never a mix of the two.
     truth = make_bag(command_zero_stamp=True)
-    (ep,) = read_bag(truth.path, make_config()).episodes
-    cams, joints = truth.camera_header_ns, truth.joint_header_ns
-    t0 = max(int(cams["/camera/image_raw"][0]), int(joints[0]), int(truth.command_record_ns[0]))
-    assert ep.times_ns[0] == t0
-    np.testing.assert_allclose(
-        ep.action, expected_jt_action(truth, ep.times_ns, DT_NS, use_header=True), atol=1e-6
+    contents = read_bag(truth.path, make_config())
+    (ep,) = contents.episodes
+    (same,) = read_bag(truth.path, make_config(timestamp_source="record")).episodes
+    for name in ("images", "state", "action", "times_ns"):
+        np.testing.assert_array_equal(getattr(ep, name), getattr(same, name))
+    assert ep.times_ns[0] == expected_grid(truth, use_header=False)[0]
+    assert contents.summary["time_base"] == "record"
+    assert (
+        "/arm_controller/joint_trajectory has header.stamp = 0"
+        in (contents.summary["time_base_note"])
     )
 
 
@@ -125,16 +131,22 @@ def test_float64_commands_two_bgr_cameras(make_bag):
     truth = make_bag(command_type="Float64MultiArray", encoding="bgr8", cameras=cameras)
     cfg = make_config(truth.spec)
     assert cfg.command_type == "Float64MultiArray" and cfg.n_cameras == 2
-    (ep,) = read_bag(truth.path, cfg).episodes
-    # Float64MultiArray has no header: it is timed by its record time.
-    cams = [truth.camera_header_ns[c][0] for c in cameras]
-    t0 = max(*cams, truth.joint_header_ns[0], truth.command_record_ns[0])
+    contents = read_bag(truth.path, cfg)
+    (ep,) = contents.episodes
+    # Float64MultiArray has no header: the whole bag is timed by record time (one time base).
+    assert contents.summary["time_base"] == "record"
+    cams = [truth.camera_record_ns[c][0] for c in cameras]
+    t0 = max(*cams, truth.joint_record_ns[0], truth.command_record_ns[0])
     assert ep.times_ns[0] == t0
     idx = newest(truth.command_record_ns, ep.times_ns)
     want = np.stack([command_target(int(m), int(truth.command_header_ns[m])) for m in idx])
     np.testing.assert_allclose(ep.action, want, atol=1e-6)
-    np.testing.assert_array_equal(ep.images[:, :, 3, 3], expected_images(truth, ep.times_ns))
-    np.testing.assert_allclose(ep.state, expected_state(truth, ep.times_ns), atol=1e-6)
+    np.testing.assert_array_equal(
+        ep.images[:, :, 3, 3], expected_images(truth, ep.times_ns, use_header=False)
+    )
+    np.testing.assert_allclose(
+        ep.state, expected_state(truth, ep.times_ns, use_header=False), atol=1e-6
+    )
 
 
 def test_next_state_actions_are_the_following_joint_positions(make_bag):
@@ -188,13 +200,13 @@ def test_marker_topic_splits_episodes_and_skips_short_ones(make_bag):
 def test_only_frames_the_grid_picks_are_decoded(make_bag, monkeypatch):
     truth = make_bag(duration_s=3.0)
     calls = []
-    real = bag_reader.decode_raw_image
+    real = resample.decode_raw_image
 
     def counting(*args, **kwargs):
         calls.append(kwargs["where"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bag_reader, "decode_raw_image", counting)
+    monkeypatch.setattr(resample, "decode_raw_image", counting)
     (ep,) = read_bag(truth.path, make_config()).episodes
     n_frames = len(truth.camera_header_ns["/camera/image_raw"])
     assert n_frames == 89 and len(ep) == 29
