@@ -9,11 +9,16 @@ the standard one rosbags writes (rosbag2 metadata version 8 by default, 9 option
 distributions write). Humble's rosbag2 may refuse metadata written for newer distributions; there,
 delete metadata.yaml and run `ros2 bag reindex <bag>` (the storage files themselves are fine).
 Offered QoS profiles are not recorded (`ros2 bag play` then publishes with its default QoS).
+mcap chunks carry their CRC-32 (rosbags' own writer leaves it 0, which means "not computed"), so
+the bag reader can tell a damaged chunk from a good one.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import struct
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,9 +28,14 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 __all__ = ["STORAGE_FORMATS", "BagWriter", "BagWriterError", "msgtype_dependencies"]
 
+log = logging.getLogger(__name__)
+
 STORAGE_FORMATS = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 BAG_VERSIONS = (8, 9)
 _MSGTYPE = re.compile(r"^[A-Za-z][\w]*/msg/[A-Za-z][\w]*$")
+# Chunk record: opcode (1), record length (8), message start/end time (8 + 8), uncompressed
+# size (8), then the uncompressed CRC-32 (4) (mcap spec, "Chunk (op=0x06)").
+_CHUNK_CRC_OFFSET = 1 + 8 + 8 + 8 + 8
 
 
 class BagWriterError(ValueError):
@@ -88,6 +98,8 @@ class BagWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = Writer(self.path, version=version, storage_plugin=STORAGE_FORMATS[storage])
         self._writer.open()
+        if storage == "mcap":
+            _write_chunk_crcs(self._writer.storage, self.path)
         self._connections: dict[str, Any] = {}
         self.message_counts: dict[str, int] = {}
         self.first_ns: int | None = None
@@ -164,3 +176,27 @@ class BagWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _write_chunk_crcs(storage: Any, path: Path) -> None:
+    """Make rosbags' mcap writer fill in each chunk's CRC-32 of its uncompressed records: the
+    chunk is written as usual, then its CRC field (0 so far) is overwritten in place."""
+    close_chunk = getattr(storage, "close_chunk", None)
+    if close_chunk is None or not hasattr(storage, "bio") or not hasattr(storage, "chunk"):
+        log.warning(
+            "bag %s: this rosbags version's mcap writer is not the one expected; chunks are "
+            "written without CRCs (damage inside them cannot be detected)",
+            path,
+        )
+        return
+
+    def close_chunk_with_crc() -> None:
+        crc = zlib.crc32(storage.chunk.bio.getbuffer())
+        start = storage.bio.tell()
+        close_chunk()
+        end = storage.bio.tell()
+        storage.bio.seek(start + _CHUNK_CRC_OFFSET)
+        storage.bio.write(struct.pack("<I", crc))
+        storage.bio.seek(end)
+
+    storage.close_chunk = close_chunk_with_crc

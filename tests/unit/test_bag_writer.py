@@ -132,3 +132,55 @@ def test_collect_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> No
     args = argparse.Namespace(episodes=1, seed=0, real_time_factor=-1.0, image_size=[96, 96])
     with pytest.raises(ValueError, match="real-time-factor"):
         collect._check_args(args)
+
+
+def rewrite_with_bag_writer(src: Path, dst: Path) -> None:
+    """Copy a bag's raw CDR messages through BagWriter (what the recorder node does)."""
+    with Reader(src) as reader, BagWriter(dst) as writer:
+        for conn in reader.connections:
+            writer.add_topic(conn.topic, conn.msgtype)
+        for conn, record_ns, raw in reader.messages():
+            writer.write(conn.topic, record_ns, raw)
+
+
+def chunk_crcs(mcap: Path) -> list[int]:
+    from rosbags.rosbag2.storage_mcap import McapReader
+
+    storage = McapReader(mcap)
+    storage.open()
+    try:
+        offsets = [c.chunk_start_offset for c in storage.chunks]
+    finally:
+        storage.close()
+    raw = mcap.read_bytes()
+    assert offsets and all(raw[o] == 0x06 for o in offsets)  # chunk records
+    return [int.from_bytes(raw[o + 33 : o + 37], "little") for o in offsets]
+
+
+def test_mcap_chunks_carry_crcs_and_damage_is_reported(make_bag, tmp_path: Path) -> None:
+    from diffusion_policy_node.data.bag_reader import BagReadError, read_bag
+
+    from .data_fixtures import CAMERA, frame_color, make_config
+
+    truth = make_bag(image_hw=(200, 200))  # ~120 kB frames: several 1 MB chunks
+    bag = tmp_path / "recorded"
+    rewrite_with_bag_writer(truth.path, bag)
+    mcap = bag / "recorded.mcap"
+    crcs = chunk_crcs(mcap)
+    assert len(crcs) > 3 and all(crcs), crcs
+    clean = read_bag(bag, make_config())
+    assert clean.summary["chunk_crc"] == f"verified ({len(crcs)} mcap chunks)"
+    # Zero 20 kB of pixel rows of frame 30 in the middle of the file.
+    raw = bytearray(mcap.read_bytes())
+    row = bytes(frame_color(0, 30)) * 200
+    at = raw.find(row, len(raw) // 3)
+    assert at > 0
+    raw[at + 1000 : at + 21000] = bytes(20000)
+    mcap.write_bytes(bytes(raw))
+    with pytest.raises(BagReadError, match="chunk checksum \\(CRC\\) mismatch") as err:
+        read_bag(bag, make_config())
+    assert f"bag {bag}" in str(err.value) and "damaged" in str(err.value)
+    # Without CRCs (rosbags' own writer) the same damage would pass unseen: say so.
+    plain = read_bag(truth.path, make_config())
+    assert plain.summary["chunk_crc"].startswith(f"absent in {len(crcs)} of {len(crcs)} mcap")
+    assert CAMERA in plain.summary["clock_offsets_ms"]
