@@ -35,8 +35,9 @@ from diffusion_policy_node.data.cache import ensure_cache, open_cache
 from diffusion_policy_node.data.sampler import WindowDataset
 from diffusion_policy_node.policy.config import PolicyConfig
 from diffusion_policy_node.train.config import RunConfig, TrainConfig
+from diffusion_policy_node.train.device import resolve_device, tune_cpu_malloc
 from diffusion_policy_node.train.plots import read_metrics
-from diffusion_policy_node.train.trainer import Trainer, resolve_device, tune_cpu_malloc
+from diffusion_policy_node.train.trainer import Trainer
 
 try:  # run as a script: bench/ is on sys.path
     from ingest import data_config, write_demo_bag

@@ -13,7 +13,8 @@ import sys
 
 from ..data.bag_reader import BagReadError
 from .config import load_run_config
-from .trainer import DistInfo, Trainer, resolve_device, tune_cpu_malloc
+from .device import DistInfo, resolve_device, tune_cpu_malloc
+from .trainer import Trainer
 
 
 def build_parser() -> argparse.ArgumentParser:

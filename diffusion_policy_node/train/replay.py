@@ -30,8 +30,8 @@ from ..policy.checkpoint import load_checkpoint, read_config
 from ..policy.constants import OBS_IMAGES, OBS_STATE
 from ..policy.modeling import DiffusionPolicy
 from .config import check_agreement
+from .device import resolve_device
 from .plots import plot_replay
-from .trainer import resolve_device
 
 __all__ = ["ReplayReport", "observation_windows", "replay", "replay_episode"]
 

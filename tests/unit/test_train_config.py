@@ -15,6 +15,7 @@ from diffusion_policy_node.train.config import (
     load_run_config,
     run_config_from_dict,
 )
+from diffusion_policy_node.train.data_order import StepBatchSampler, split_episodes
 from diffusion_policy_node.train.state import (
     get_rng_state,
     load_train_state,
@@ -23,7 +24,7 @@ from diffusion_policy_node.train.state import (
     save_train_state,
     set_rng_state,
 )
-from diffusion_policy_node.train.trainer import StepBatchSampler, lr_lambda, split_episodes
+from diffusion_policy_node.train.trainer import lr_lambda
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = {
