@@ -14,8 +14,11 @@ Per tick (`tick(ideal, t_start, skipped)`):
 2. staleness: any input older than `max_obs_age` (or the worker gone) → hold: nothing new is
    published, the schedule and the history are cleared, in-flight chunks are discarded, and in
    chunk mode one empty trajectory tells the controller to stop executing the old points.
-3. merge: a finished chunk is merged into the `ActionSchedule` from index n_obs_steps−1
-   (n_action_steps actions), action i targeting t_obs + i·dt; actions already past are dropped.
+3. merge: a finished chunk is merged into the `ActionSchedule` from index n_obs_steps−1 (its
+   whole horizon, action i at grid step t_obs + i·dt, to be reached at that + action_lead);
+   actions already past are dropped. The plan is the first n_action_steps of them: the next
+   inference is timed to land before the plan ends; the rest of the horizon is executed only
+   when it is late (an overrun, reported), so a slow model keeps moving instead of stopping.
 4. publish: chunk mode sends the remaining schedule as a trajectory (points at least half a
    tick in the future) whenever the schedule changed; stream mode one command per tick from
    `schedule.at(now)`. Everything goes through `SafetyFilter` first.
@@ -176,6 +179,7 @@ class Controller:
         self._submit_time: float | None = None  # clock time of the request in flight
         self._worker_lost: str | None = None  # why the worker is being replaced
         self._had_schedule = False  # a chunk was scheduled since the last halt
+        self._plan_end: float | None = None  # grid step of the newest chunk's n_action_steps
         self._last_chunk: tuple[float, np.ndarray] | None = None  # (t_obs, (H, D)) merged
         self.overrun = False  # the schedule ran dry while inference was still running
 
@@ -325,23 +329,24 @@ class Controller:
             self._log("info", "inference worker restarted", False)
 
     def _check_overrun(self, now: float) -> None:
-        """The schedule ran dry while the next chunk is still being computed (inference slower
-        than the chunk): the controller holds the last point; report it (counted, WARN)."""
-        dry = self._had_schedule and self.schedule.is_dry(now)
-        if dry:
-            # No action for this tick although chunks arrive (latency > chunk span, or late).
+        """Overrun: the plan (n_action_steps of the newest chunk) is used up before the next
+        chunk arrived (inference slower than the chunk): the rest of the horizon executes, and
+        it is reported (counted, WARN). Dry: not even the horizon is left (the last point is
+        held), counted per tick."""
+        if self._had_schedule and self.schedule.is_dry(now):
             self.counters["dry_ticks"] += 1
-            if not self.overrun:
-                self.counters["overruns"] += 1
-                lat = self.worker.latency_estimate
-                self._log(
-                    "warning",
-                    "overrun: the schedule ran dry before the next chunk arrived (inference "
-                    f"latency {'unknown' if lat is None else f'{lat * 1e3:.0f} ms'}, chunk "
-                    f"{self.settings.n_action_steps * self.settings.dt * 1e3:.0f} ms)",
-                    True,
-                )
-        self.overrun = bool(dry)
+        late = self._plan_end is not None and now > self._plan_end + 0.5 * self.settings.dt
+        if late and not self.overrun:
+            self.counters["overruns"] += 1
+            lat = self.worker.latency_estimate
+            self._log(
+                "warning",
+                "overrun: the next chunk is late, executing the rest of the horizon (inference "
+                f"latency {'unknown' if lat is None else f'{lat * 1e3:.0f} ms'}, chunk "
+                f"{self.settings.n_action_steps * self.settings.dt * 1e3:.0f} ms)",
+                True,
+            )
+        self.overrun = late
 
     def _send(self, command: Command) -> None:
         """Publish `command`; jitter and obs-to-command age are taken when publish returned."""
@@ -373,6 +378,7 @@ class Controller:
             self._pending_obs_stamp = None
             self._prev_cmd = None
             self._had_schedule = False
+            self._plan_end = None
             self._last_chunk = None
             self.overrun = False
             if self.settings.chunk_mode and self.mirror.has_trajectory:
@@ -386,7 +392,7 @@ class Controller:
             self.counters["chunks_discarded"] += 1
             return
         start = self.settings.n_obs_steps - 1
-        actions = result.chunk[start : start + self.settings.n_action_steps]
+        actions = result.chunk[start:]
         if actions.shape[0] == 0 or not np.all(np.isfinite(actions)):
             self.counters["nonfinite_chunks"] += 1
             self._log(
@@ -397,6 +403,7 @@ class Controller:
         self._had_schedule = self._had_schedule or kept > 0
         if kept:
             self._last_chunk = (result.t_obs, result.chunk)
+            self._plan_end = result.t_obs + (self.settings.n_action_steps - 1) * self.settings.dt
         self.counters["chunks"] += 1
         self.counters["dropped_actions"] += actions.shape[0] - kept
         if kept and inflight is not None and inflight[0] == result.t_obs:
@@ -440,7 +447,7 @@ class Controller:
             return
         if not should_start_inference(
             now,
-            self.schedule.horizon_end(),
+            self._plan_end,
             self.worker.latency_estimate,
             self.settings.dt,
             self.lead,
@@ -538,7 +545,7 @@ class Controller:
         if self.holding:
             return "holding", self.hold_reason
         if self.overrun:
-            return "active", "overrun: the schedule ran dry before the next chunk arrived"
+            return "active", "overrun: the next chunk is late, executing the rest of the horizon"
         return "active", ""
 
     def diagnostics_values(self) -> tuple[str, str, dict[str, object]]:

@@ -1,8 +1,10 @@
 """The control tick without ROS: a fake clock, a fake inference worker and a list of commands.
 
 dt = 0.1 s, n_obs_steps = 2, n_action_steps = 8, horizon 16: a chunk observed at t_obs gives
-actions chunk[1:9] targeting t_obs + i*dt (i = 0..7). Limits come from the action range
-[-1, 1] widened by 10 %: [-1.2, 1.2], max velocity 2.4/s (0.24 per tick).
+actions chunk[1:16] at grid steps t_obs + i*dt (i = 0..14); the plan is the first 8 (the next
+inference is timed to land by t_obs + 0.7), the rest is executed only when it is late.
+Limits come from the action range [-1, 1] widened by 10 %: [-1.2, 1.2], max velocity 2.4/s
+(0.24 per tick).
 """
 
 from __future__ import annotations
@@ -155,12 +157,12 @@ def started(rig: Rig) -> Rig:
 # ------------------------------------------------------------------------------ merge, publish
 def test_arriving_chunk_is_merged_and_published_as_a_trajectory() -> None:
     rig = started(Rig())
-    rig.worker.deliver(ramp())  # observed at 0.1: actions chunk[1..8] target 0.1 .. 0.8
+    rig.worker.deliver(ramp())  # observed at 0.1: actions chunk[1..15] target 0.1 .. 1.5
     (cmd,) = rig.tick()  # now = 0.2: 0.1 has passed
     assert cmd.kind == TRAJECTORY and cmd.stamp == pytest.approx(0.2)
-    # points at least half a tick ahead: 0.3 .. 0.8, i.e. chunk[3..8]
-    np.testing.assert_allclose(cmd.times, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
-    np.testing.assert_allclose(cmd.positions, ramp()[3:9])
+    # points at least half a tick ahead: 0.3 .. 1.5, i.e. chunk[3..15]
+    np.testing.assert_allclose(cmd.times, np.arange(1, 14) * DT)
+    np.testing.assert_allclose(cmd.positions, ramp()[3:16])
     c = rig.ctl.counters
     assert c["chunks"] == 1 and c["dropped_actions"] == 1 and c["commands"] == 1
     assert rig.tick() == []  # unchanged schedule: nothing republished
@@ -174,14 +176,15 @@ def test_late_chunk_drops_the_actions_whose_time_has_passed() -> None:
     rig.worker.deliver(ramp())
     (cmd,) = rig.tick()  # now = 0.5: targets 0.1 .. 0.4 are past
     assert rig.ctl.counters["dropped_actions"] == 4
-    np.testing.assert_allclose(cmd.times, [0.1, 0.2, 0.3])  # 0.6, 0.7, 0.8
-    np.testing.assert_allclose(cmd.positions, ramp()[6:9])
-    # a chunk that lands after its whole span is dropped entirely and publishes nothing
-    rig.tick()
-    rig.tick()
-    rig.tick()
+    np.testing.assert_allclose(cmd.times, np.arange(1, 11) * DT)  # 0.6 .. 1.5
+    np.testing.assert_allclose(cmd.positions, ramp()[6:16])
+    # a chunk that lands after its whole horizon is dropped entirely and publishes nothing
+    for _ in range(12):
+        rig.tick()  # .. 1.7
     rig.worker.deliver(ramp(), t_obs=0.1)
+    dropped = rig.ctl.counters["dropped_actions"]
     assert rig.tick() == []
+    assert rig.ctl.counters["dropped_actions"] == dropped + 15
 
 
 def test_next_inference_starts_when_its_chunk_lands_before_the_schedule_ends() -> None:
@@ -213,10 +216,10 @@ def test_stream_mode_without_latency_submits_later_and_sends_one_command_per_tic
 def test_action_lead_places_each_action_at_its_grid_step_plus_the_lead() -> None:
     # Recorded JointTrajectory commands: a_k is where the arm should be at t_k + dt.
     rig = started(Rig(config=CONFIG.replace(action_lead=DT)))
-    rig.worker.deliver(ramp())  # grid steps 0.1 .. 0.8 -> targets 0.2 .. 0.9
-    (cmd,) = rig.tick()  # now = 0.2: target 0.2 is due now, not ahead: 0.3 .. 0.9
-    np.testing.assert_allclose(cmd.times, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
-    np.testing.assert_allclose(cmd.positions, ramp()[2:9])
+    rig.worker.deliver(ramp())  # grid steps 0.1 .. 1.5 -> targets 0.2 .. 1.6
+    (cmd,) = rig.tick()  # now = 0.2: target 0.2 is due now, not ahead: 0.3 .. 1.6
+    np.testing.assert_allclose(cmd.times, np.arange(1, 15) * DT)
+    np.testing.assert_allclose(cmd.positions, ramp()[2:16])
     # stream commands are sent at their grid step (lead 0): unchanged
     rig = started(Rig(output_mode="stream", config=CONFIG.replace(action_lead=DT)))
     rig.worker.deliver(ramp())
@@ -256,7 +259,7 @@ def test_commands_are_clamped_to_the_limits_and_the_velocity_limit() -> None:
     pos = cmd.positions
     assert np.all(pos[:, 0] <= 1.2 + 1e-12)
     # from the measured 0.0, at most 0.24 per tick: 0.24, 0.48, ... never above 1.2
-    np.testing.assert_allclose(pos[:, 1], np.minimum(0.24 * np.arange(1, 7), 1.2))
+    np.testing.assert_allclose(pos[:, 1], np.minimum(0.24 * np.arange(1, 14), 1.2))
     np.testing.assert_allclose(pos[:, 2], 0.0)
     assert rig.ctl.safety.position_clamp_count > 0 and rig.ctl.safety.velocity_clamp_count > 0
 
@@ -332,33 +335,40 @@ def test_dead_worker_holds_with_its_error() -> None:
 def test_overrun_keeps_the_horizon_reports_it_and_starts_the_next_inference_at_once() -> None:
     rig = started(Rig(FakeWorker(latency=0.25)))
     rig.worker.deliver(ramp())
-    (first,) = rig.tick()  # 0.2: points 0.3 .. 0.8
+    (first,) = rig.tick()  # 0.2: points 0.3 .. 1.5; the plan ends at 0.8
     rig.tick()
     rig.tick()  # 0.4: the next inference starts (see the trigger test) ... and is slow
-    for _ in range(4):  # 0.5 .. 0.8: the rest of the horizon executes, nothing new to send
+    for _ in range(4):  # 0.5 .. 0.8: the plan executes, nothing new to send
         assert rig.tick() == []
         assert rig.ctl.state() == ("active", "")
-    assert rig.tick() == []  # 0.9: the last action (0.8) is done: overrun
+    assert rig.tick() == []  # 0.9: the plan is used up: overrun, the rest of the horizon runs
     state, reason = rig.ctl.state()
-    assert state == "active" and reason.startswith("overrun:") and "ran dry" in reason
+    assert state == "active" and reason.startswith("overrun:") and "rest of the horizon" in reason
     values = rig.ctl.diagnostics_values()[2]
     assert values["overrun"] is True and values["hold_reason"] == ""
     assert rig.tick() == []  # 1.0: still late, counted once
     c = rig.ctl.counters
-    assert c["overruns"] == 1 and c["dry_ticks"] == 2
+    assert c["overruns"] == 1 and c["dry_ticks"] == 0  # never without an action
     assert any("overrun" in t and "250 ms" in t for lvl, t in rig.logs if lvl == "warning")
-    rig.worker.deliver(ramp(0.1))  # observed at 0.4: targets 0.4 .. 1.1, arrives for 1.1
-    assert rig.tick() == []  # 1.1: only 1.1 is left, and it is not half a tick ahead
+    assert rig.ctl.mirror.sample(1.0) == pytest.approx(ramp()[10])  # grid 1.0: chunk[10]
+    rig.worker.deliver(ramp(0.1))  # observed at 0.4: grid 0.4 .. 1.8, plan until 1.1
+    (late,) = rig.tick()  # 1.1: what is not past is sent, from 1.2 on
     assert rig.ctl.state() == ("active", "")
-    assert c["dropped_actions"] == 1 + 7
-    # ... and the next inference starts at once, the schedule ending now
+    np.testing.assert_allclose(late.times, np.arange(1, 8) * DT)
+    np.testing.assert_allclose(late.positions[:, 0], ramp(0.1)[9:16, 0])
+    # the plan ends now, so the next inference starts at once
     assert rig.worker.submitted[-1][1] == pytest.approx(1.1)
-    rig.worker.deliver(ramp(0.2))
-    (nxt,) = rig.tick()  # 1.2: targets 1.1 .. 1.8 -> points 1.3 .. 1.8
-    for cmd in (first, nxt):  # never a past action
+    for cmd in (first, late):  # never a past action
         assert np.all(cmd.times > 0.5 * DT)
-    np.testing.assert_allclose(nxt.times, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
-    assert c["overruns"] == 1 and not rig.ctl.overrun
+
+
+def test_a_model_slower_than_its_horizon_runs_dry_and_it_is_counted() -> None:
+    rig = started(Rig(FakeWorker(latency=2.0)))
+    rig.worker.deliver(ramp())
+    rig.tick()  # 0.2; the horizon ends at 1.5
+    for _ in range(14):
+        rig.tick()  # .. 1.6: dry from 1.6 on (the last point, 1.5, is held)
+    assert rig.ctl.counters["dry_ticks"] == 1 and rig.ctl.counters["overruns"] == 1
 
 
 def test_hung_inference_is_an_error_holds_and_restarts_the_worker() -> None:
