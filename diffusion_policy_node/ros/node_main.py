@@ -1,19 +1,34 @@
 """The `main()` every single-node executable shares: `--help`, init, spin, clean exit on
-Ctrl-C/SIGTERM."""
+Ctrl-C/SIGTERM.
+
+Start-up errors are one FATAL line and exit code 1, never a traceback: a bad parameter (wrong
+type, out of range; also rclpy's own, `use_sim_time:=maybe`), an unreadable `--params-file`,
+the node's own `fatal` exceptions. Once shutdown has begun, further Ctrl-C (a second one, or
+the terminal's next to `ros2 launch`'s) no longer interrupts the clean-up.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import rclpy
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 
-from diffusion_policy_node.ros.parameters import ParamSpec, parameters_help
+from diffusion_policy_node.ros.parameters import (
+    ParamSpec,
+    describe_parameter_exception,
+    parameters_help,
+)
 
 N = TypeVar("N", bound=Node)
 
@@ -32,6 +47,36 @@ def command_line(
     )
 
 
+def _ros_args_error(exc: Exception) -> str:
+    """rcl's message for unusable ROS arguments without its C source locations."""
+    text = re.sub(r", at [^,]*\.c:\d+", "", str(exc))
+    return f"bad ROS arguments: {text}"
+
+
+def _fatal(name: str, text: str) -> None:
+    """One FATAL line under the node's name (also before rclpy is initialised)."""
+    print(f"[FATAL] [{name}]: cannot start: {text}", file=sys.stderr, flush=True)
+
+
+def _ignore_further_interrupts(name: str) -> None:
+    """From now on SIGINT only says that the node is already shutting down (once): a second
+    Ctrl-C must not raise KeyboardInterrupt inside the clean-up (a thread join, a child
+    process wait). `ros2 launch` escalates to SIGTERM/SIGKILL when the clean-up hangs."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return
+    told = False
+
+    def already_stopping(signum: int, frame: object) -> None:
+        nonlocal told
+        if not told:
+            told = True
+            print(f"[{name}]: already shutting down", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, already_stopping)
+
+
 def run_node(
     factory: Callable[[], N],
     name: str,
@@ -47,13 +92,17 @@ def run_node(
     without starting ROS; any other non-ROS argument is a usage error (2). Exceptions of the
     `fatal` types (bad parameters, unusable files) are logged under `name` and give exit code 1;
     `on_exit(node)` runs before the node is destroyed, also after Ctrl-C, and may return a
-    non-zero exit code (e.g. a worker thread failed).
+    non-zero exit code (e.g. a worker thread failed). Meant as a process's main: from the start
+    of the shutdown on, SIGINT no longer interrupts (it stays ignored after the return).
     """
     args = list(sys.argv if argv is None else argv)
     try:
         command_line(name, description, parameters).parse_args(remove_ros_args(args)[1:])
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
+    except rclpy_implementation.RCLError as exc:  # e.g. --params-file: missing or bad YAML
+        _fatal(name, _ros_args_error(exc))
+        return 1
     rclpy.init(args=args)
     node: N | None = None
     code = 0
@@ -63,7 +112,11 @@ def run_node(
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        _ignore_further_interrupts(name)
+    except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+        # rclpy's own parameters (use_sim_time), declared while the Node is constructed
+        rclpy.logging.get_logger(name).fatal(f"cannot start: {describe_parameter_exception(exc)}")
+        code = 1
     except fatal as exc:
         rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
         code = 1
@@ -73,9 +126,14 @@ def run_node(
         if rclpy.ok():
             raise
     finally:
+        _ignore_further_interrupts(name)
         if node is not None:
             if on_exit is not None:
                 code = on_exit(node) or code
             node.destroy_node()
         rclpy.try_shutdown()
+        if threading.current_thread() is threading.main_thread():
+            # Python's own teardown resets a handler function to SIG_DFL (a late Ctrl-C would
+            # then kill the process with -SIGINT), but keeps SIG_IGN.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return code

@@ -14,6 +14,7 @@ empty list BYTE_ARRAY and then reject every override).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -130,7 +131,8 @@ def _declare_array(node: Node, spec: ParamSpec, descriptor: Any) -> Any:
 def declare_parameters(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
     """Declare every spec on `node` (description, range) and return {name: value}, with the
     command-line/YAML overrides applied. Array values are lists (`str` or `float` items).
-    A value of the wrong type or out of range raises ValueError naming the parameter."""
+    A value of the wrong type or out of range raises ValueError, one line naming the
+    parameter, the value given and what is allowed (`bad_value_message`)."""
     from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
     values: dict[str, Any] = {}
@@ -143,11 +145,92 @@ def declare_parameters(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]
                 declare_scalar(node, spec.name, spec.default, descriptor)
                 values[spec.name] = node.get_parameter(spec.name).value
         except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
-            limits = f" (range {list(spec.range)})" if spec.range is not None else ""
-            raise ValueError(
-                f"parameter {spec.name}: {exc}; expected a {spec.kind}{limits}: {spec.description}"
-            ) from exc
+            overrides = getattr(node, "_parameter_overrides", None)  # see declare_scalar
+            given = overrides.get(spec.name) if isinstance(overrides, dict) else None
+            if given is None:
+                raise ValueError(f"parameter {spec.name}: {exc}; {allowed(spec)}") from exc
+            raise ValueError(bad_value_message(spec, given.value)) from exc
     return values
+
+
+_KIND_WORDS = {
+    "bool": "a bool (true or false)",
+    "int": "an integer",
+    "double": "a number",
+    "string": "a string",
+    "string_array": "a list of strings",
+    "double_array": "a list of numbers",
+}
+_GOT_WORDS = {**_KIND_WORDS, "bool": "a bool", "array": "a list"}
+# rclpy's Parameter.Type names, as its exception messages spell them
+_RCL_TYPES = {
+    "BOOL": "bool",
+    "INTEGER": "int",
+    "DOUBLE": "double",
+    "STRING": "string",
+    "STRING_ARRAY": "string_array",
+    "DOUBLE_ARRAY": "double_array",
+    "INTEGER_ARRAY": "double_array",
+    "BOOL_ARRAY": "array",
+    "BYTE_ARRAY": "array",
+}
+_RCLPY_TYPE_ERROR = re.compile(
+    r"Trying to set parameter '(?P<name>[^']*)' to '(?P<value>.*)' of type '(?P<got>\w+)',"
+    r" expecting type '(?P<want>\w+)'"
+)
+
+
+def allowed(spec: ParamSpec) -> str:
+    """'allowed: an integer in [0, 10] (<description>)' for a spec."""
+    limits = ""
+    if spec.range is not None:
+        low, high = (int(v) for v in spec.range) if spec.kind == "int" else spec.range
+        limits = f" in [{low}, {high}]"
+    return f"allowed: {_KIND_WORDS[spec.kind]}{limits} ({spec.description})"
+
+
+def value_kind(value: Any) -> str:
+    """The kind of a parameter value as rclpy parsed it: a `KINDS` word, or 'array'."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "string"
+    items = list(value) if isinstance(value, (list, tuple)) else None
+    if items and all(isinstance(v, str) for v in items):
+        return "string_array"
+    if items and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
+        return "double_array"
+    return "array" if items is not None else type(value).__name__
+
+
+def bad_value_message(spec: ParamSpec, value: Any) -> str:
+    """One line: the parameter, the value given, what is wrong with it, what is allowed."""
+    if hasattr(value, "tolist"):  # rclpy gives number arrays as array.array
+        value = value.tolist()
+    got = value_kind(value)
+    if got == spec.kind or (spec.kind == "double" and got == "int"):
+        what = "is out of range"
+    else:
+        what = f"is {_GOT_WORDS.get(got, 'a ' + got)}, not {_KIND_WORDS[spec.kind]}"
+    return f"parameter {spec.name}: {value!r} {what}; {allowed(spec)}"
+
+
+def describe_parameter_exception(exc: Exception) -> str:
+    """One line for an rclpy parameter exception raised outside `declare_parameters` (rclpy's
+    own parameters, e.g. `use_sim_time:=maybe` while the Node is constructed)."""
+    match = _RCLPY_TYPE_ERROR.search(str(exc))
+    if match is None:
+        return f"bad parameter: {exc}"
+    got = _RCL_TYPES.get(match["got"], match["got"].lower())
+    want = _RCL_TYPES.get(match["want"], match["want"].lower())
+    return (
+        f"parameter {match['name']}: {match['value']!r} is {_GOT_WORDS.get(got, 'a ' + got)}, "
+        f"not {_KIND_WORDS.get(want, 'a ' + want)}"
+    )
 
 
 def parameters_help(specs: Sequence[ParamSpec]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import rclpy
@@ -181,3 +182,73 @@ def test_help_exits_without_starting_a_node(module: str, expected: str) -> None:
     )
     assert proc.returncode == 2
     assert "unrecognized arguments: --ros-args-typo" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (Parameter("count", Parameter.Type.INTEGER, 11), "count: 11 is out of range; allowed: an "
+         "integer in [0, 10] (How many.)"),
+        (Parameter("count", Parameter.Type.DOUBLE, 2.5), "count: 2.5 is a number, not an integer"),
+        (Parameter("rate", Parameter.Type.STRING, "fast"), "rate: 'fast' is a string, not a "
+         "number; allowed: a number in [0.0, 100.0] (Hz.)"),
+        (Parameter("flag", Parameter.Type.STRING, "maybe"), "flag: 'maybe' is a string, not a "
+         "bool (true or false)"),
+        (Parameter("joints", Parameter.Type.DOUBLE_ARRAY, [1.0]), "joints: [1.0] is a list of "
+         "numbers, not a list of strings"),
+    ],
+)  # fmt: skip
+def test_bad_override_message_names_value_and_what_is_allowed(
+    make_node, override: Parameter, message: str
+) -> None:
+    node = make_node(override)
+    with pytest.raises(ValueError) as info:
+        declare_parameters(node, SPECS)
+    text = str(info.value)
+    assert text.startswith(f"parameter {message}"), text
+    assert "\n" not in text
+
+
+SIM_PARAMS_BAD_SEED = "sim_node:\n  ros__parameters:\n    seed: 2.5\n"
+POLICY_PARAMS_BAD_STEPS = "policy_node:\n  ros__parameters:\n    num_inference_steps: 2.5\n"
+
+
+@pytest.mark.parametrize(
+    "executable, ros_args, expected",
+    [
+        ("sim_node", ["-p", "seed:=abc"], "parameter seed: 'abc' is a string, not an integer"),
+        ("sim_node", ["-p", "real_time_factor:=fast"],
+         "parameter real_time_factor: 'fast' is a string, not a number"),
+        ("sim_node", ["-p", "use_sim_time:=maybe"],
+         "parameter use_sim_time: 'maybe' is a string, not a bool (true or false)"),
+        ("sim_node", ["--params-file", SIM_PARAMS_BAD_SEED],
+         "parameter seed: 2.5 is a number, not an integer"),
+        ("sim_node", ["--params-file", "/nonexistent.yaml"],
+         "Couldn't parse params file: '--params-file /nonexistent.yaml'"),
+        ("policy_node", ["-p", "use_sim_time:=maybe"],
+         "parameter use_sim_time: 'maybe' is a string, not a bool (true or false)"),
+        ("policy_node", ["-p", "device:=0"], "parameter device: 0 is an integer, not a string"),
+        ("policy_node", ["--params-file", POLICY_PARAMS_BAD_STEPS],
+         "parameter num_inference_steps: 2.5 is a number, not an integer"),
+    ],
+)  # fmt: skip
+def test_node_executables_refuse_bad_parameters_in_one_line(
+    tmp_path, executable: str, ros_args: list[str], expected: str
+) -> None:
+    """What `ros2 launch` passes on (`-p` values, a params file): one FATAL line, exit 1."""
+    if ros_args[0] == "--params-file" and ros_args[1].endswith("\n"):
+        params = tmp_path / "params.yaml"
+        params.write_text(ros_args[1])
+        ros_args = ["--params-file", str(params)]
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / executable), "--ros-args", *ros_args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert "Traceback" not in output, output
+    fatal = [line for line in output.splitlines() if "[FATAL]" in line]
+    assert len(fatal) == 1, output
+    assert f"[{executable}]" in fatal[0] and expected in fatal[0], output

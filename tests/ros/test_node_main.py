@@ -1,0 +1,123 @@
+"""`ros.node_main.run_node`, the main() of every node executable: start-up errors are one line
+and exit 1, and Ctrl-C pressed again during shutdown (the terminal's SIGINT next to
+`ros2 launch`'s) exits quietly instead of a KeyboardInterrupt traceback from the clean-up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from .policy_node_harness import make_tiny_checkpoint
+
+pytestmark = pytest.mark.ros
+
+# A node whose clean-up blocks in Thread.join for a while, like policy_node joining its
+# inference worker or sim_node its simulation thread.
+SLOW_CLEANUP_NODE = """
+import sys
+import threading
+import time
+
+from rclpy.node import Node
+
+from diffusion_policy_node.ros.node_main import run_node
+
+
+def make():
+    node = Node("slow_cleanup")
+    print("ready", flush=True)
+    return node
+
+
+def cleanup(node):
+    print("cleaning up", flush=True)
+    worker = threading.Thread(target=time.sleep, args=(3.0,))
+    worker.start()
+    worker.join()
+    print("cleaned up", flush=True)
+    return 0
+
+
+sys.exit(run_node(make, "slow_cleanup", sys.argv, on_exit=cleanup))
+"""
+
+
+def _popen(argv: list[str], cwd: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+
+
+def _wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if text in line:
+            return
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"{text!r} not printed; stderr:\n{proc.communicate()[1]}")
+
+
+def test_second_sigint_during_cleanup_is_quiet(tmp_path: Path) -> None:
+    script = tmp_path / "slow_cleanup_node.py"
+    script.write_text(textwrap.dedent(SLOW_CLEANUP_NODE))
+    proc = _popen([sys.executable, str(script)])
+    try:
+        _wait_for_line(proc, "ready")
+        proc.send_signal(signal.SIGINT)
+        _wait_for_line(proc, "cleaning up")
+        time.sleep(0.2)  # inside Thread.join
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "cleaned up" in out  # the clean-up ran to its end
+    assert proc.returncode == 0
+    assert err.count("already shutting down") == 1
+
+
+@pytest.mark.parametrize("executable", ["sim_node", "policy_node"])
+def test_real_nodes_exit_quietly_on_two_sigints(tmp_path: Path, executable: str) -> None:
+    args = [f"{Path(sys.executable).parent / executable}", "--ros-args"]
+    if executable == "policy_node":
+        ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
+        args += ["-p", f"checkpoint:={ckpt}", "-p", "control_rate_hz:=20.0"]
+    else:
+        args += ["-p", "real_time_factor:=1.0", "-p", "image_width:=32", "-p", "image_height:=32"]
+    proc = _popen(args)
+    try:
+        deadline = time.monotonic() + 90
+        started = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stderr.readline()
+            if "[INFO]" in line:  # its start-up line
+                started = True
+                break
+        assert started, f"{executable} did not start"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert proc.returncode == 0, err
