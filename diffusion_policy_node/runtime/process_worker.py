@@ -10,15 +10,17 @@ threads is unsafe) loads the checkpoint itself and serves requests with an `Infe
 so the inference code path is the same as in-thread. Observations are small (images are
 resized to the checkpoint's size before they enter the history: 2 x 96 x 96 x 3 bytes for the
 default config), so a pipe is used rather than shared memory; copying ~55 kB costs tens of µs.
+The pipe is written by a sender thread, never by the caller: a write blocks while the child is
+busy once the payload exceeds the pipe buffer (~64 KiB), and the caller is the control thread.
 A parent-side receiver thread timestamps results with the injected clock, so latency has the
 same meaning as with `InferenceWorker` (submit → result available, node clock).
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import os
+import queue
 import signal
 import threading
 import time
@@ -147,7 +149,10 @@ class ProcessInferenceWorker(LatencyTracking):
         self._warm: tuple[Any, str | None, float] | None = None
         self._closed = False
         self._dead: str | None = None
-        self._send_lock = threading.Lock()
+        # Everything for the child goes through one sender thread: a pipe write blocks while the
+        # child is busy and the payload exceeds the pipe buffer (two 224x224 cameras x 2 steps
+        # are ~600 KiB), and the control thread must never wait for that.
+        self._outbox: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
@@ -177,6 +182,8 @@ class ProcessInferenceWorker(LatencyTracking):
         self.device: str = detail.device
         self._rx = threading.Thread(target=self._receive, name="dp-inference-rx", daemon=True)
         self._rx.start()
+        self._tx = threading.Thread(target=self._transmit, name="dp-inference-tx", daemon=True)
+        self._tx.start()
 
     # ------------------------------------------------------------------------ control thread
     @property
@@ -260,12 +267,13 @@ class ProcessInferenceWorker(LatencyTracking):
             self._closed = True
             self._pending = None
             self._cond.notify_all()
-        with contextlib.suppress(RuntimeError):
-            self._send(("close",))
+        self._outbox.put(("close",))
+        self._outbox.put(None)  # then the sender thread ends
         self._proc.join(timeout)
         if self._proc.is_alive():
             self._kill()
         self._conn.close()
+        self._tx.join(1.0)
         return not self._proc.is_alive()
 
     def __enter__(self) -> ProcessInferenceWorker:
@@ -280,12 +288,21 @@ class ProcessInferenceWorker(LatencyTracking):
         self._proc.join(5.0)
 
     def _send(self, msg: tuple) -> None:
-        try:
-            with self._send_lock:
+        """Queue `msg` for the child; never blocks (the sender thread writes it, in order)."""
+        if self._dead is not None:
+            raise RuntimeError(self._dead)
+        self._outbox.put(msg)
+
+    def _transmit(self) -> None:
+        while True:
+            msg = self._outbox.get()
+            if msg is None:
+                return
+            try:
                 self._conn.send(msg)
-        except (OSError, ValueError) as exc:
-            self._mark_dead(f"cannot reach the inference process: {exc}")
-            raise RuntimeError(self._dead) from exc
+            except (OSError, ValueError) as exc:
+                self._mark_dead(f"cannot reach the inference process: {exc}")
+                return
 
     def _mark_dead(self, why: str) -> None:
         with self._cond:

@@ -109,3 +109,42 @@ def test_start_worker_in_a_thread_reports_the_same_policy_info(checkpoint: Path)
         np.testing.assert_allclose(info.action_max, ACTION_MAX)
     finally:
         worker.close()
+
+
+def test_submit_never_blocks_on_a_busy_child_with_large_observations(tmp_path: Path) -> None:
+    # Two 224x224 cameras x 2 steps (~600 KiB, far more than a pipe buffer) while the child is
+    # stuck in a slow inference: a pipe write from the caller would block until the child reads;
+    # submit/reset must return at once (a thread that is still inside them after 20 s fails).
+    import threading
+
+    config = PolicyConfig(
+        camera_topics=["/a", "/b"], image_size=(224, 224), crop_shape=None,
+        joint_names=["a", "b", "c"], num_keypoints=8, down_dims=(16, 32),
+        diffusion_step_embed_dim=16, num_inference_steps=1, encoder_width=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(config)
+    policy.set_normalizer_stats([-1.0] * 3, [1.0] * 3, ACTION_MIN, ACTION_MAX)
+    ckpt = save_checkpoint(policy, tmp_path / "big")
+    rng = np.random.default_rng(0)
+    obs = {
+        OBS_IMAGES: rng.integers(0, 256, (1, 2, 2, 3, 224, 224), dtype=np.uint8),
+        OBS_STATE: np.zeros((1, 2, 3), np.float32),
+    }
+    assert obs[OBS_IMAGES].nbytes > 500 * 1024
+    settings = InferenceSettings(str(ckpt), device="cpu", delay_s=60.0)  # the child is slow
+    with ProcessInferenceWorker(settings, clock=Clock()) as worker:
+        calls_done = threading.Event()
+
+        def control_thread() -> None:
+            assert worker.submit(obs, t_obs=1.0)  # the child starts its 60 s inference
+            for k in range(3):  # the controller gives up on it and asks again, 3 times
+                worker.reset()
+                assert worker.submit(obs, t_obs=2.0 + k)
+            calls_done.set()
+
+        t = threading.Thread(target=control_thread, daemon=True)
+        t.start()
+        t.join(20.0)
+        assert calls_done.is_set(), "submit/reset blocked on the busy inference process"
+        assert worker.busy and worker.poll() is None  # nothing has come back yet
