@@ -7,6 +7,9 @@ description, spawns the arm (ros_gz_sim create), starts joint_state_broadcaster 
 arm_controller (joint_trajectory_controller) once the arm exists, bridges /clock and the camera
 (ros_gz_bridge, description/config/gz_bridge.yaml) and runs policy_node on simulation time.
 Needs ros-jazzy-ros-gz, ros-jazzy-gz-ros2-control, ros-jazzy-ros2-controllers and xacro.
+A bad argument (a missing `world` or `params_file`) stops the launch with one line; so does any
+of these processes failing (a spawner that cannot load its controller, policy_node exiting with
+an error): the launch shuts down and exits 1.
 """
 
 from launch import LaunchDescription
@@ -17,6 +20,14 @@ from launch.substitutions import Command, FindExecutable, LaunchConfiguration, P
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+from diffusion_policy_node.ros.launch_util import (
+    checked_arguments,
+    existing_file,
+    existing_folder,
+    exit_policy,
+    package_node,
+)
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -46,16 +57,19 @@ def generate_launch_description() -> LaunchDescription:
         executable="create",
         output="screen",
         arguments=["-topic", "robot_description", "-name", "dp_arm", "-allow_renaming", "true"],
+        on_exit=exit_policy("ros_gz_sim create", shutdown_on_success=False),
     )
     joint_state_broadcaster = Node(
         package="controller_manager",
         executable="spawner",
         arguments=["joint_state_broadcaster"],
+        on_exit=exit_policy("joint_state_broadcaster spawner", shutdown_on_success=False),
     )
     arm_controller = Node(
         package="controller_manager",
         executable="spawner",
         arguments=["arm_controller", "--param-file", controllers],
+        on_exit=exit_policy("arm_controller spawner", shutdown_on_success=False),
     )
     return LaunchDescription(
         [
@@ -77,12 +91,20 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "device", default_value="auto", description="Inference device: auto|cuda|cpu."
             ),
+            checked_arguments(
+                {
+                    "checkpoint": existing_folder,
+                    "world": existing_file,
+                    "params_file": existing_file,
+                }
+            ),
             gz_sim,
             Node(
                 package="robot_state_publisher",
                 executable="robot_state_publisher",
                 output="screen",
                 parameters=[{"robot_description": robot_description, "use_sim_time": True}],
+                on_exit=exit_policy("robot_state_publisher"),
             ),
             spawn,
             Node(
@@ -90,6 +112,7 @@ def generate_launch_description() -> LaunchDescription:
                 executable="parameter_bridge",
                 output="screen",
                 parameters=[{"config_file": bridge_config, "use_sim_time": True}],
+                on_exit=exit_policy("ros_gz_bridge"),
             ),
             # Controllers start once the arm (and with it gz_ros2_control) exists.
             RegisterEventHandler(
@@ -98,17 +121,16 @@ def generate_launch_description() -> LaunchDescription:
             RegisterEventHandler(
                 OnProcessExit(target_action=joint_state_broadcaster, on_exit=[arm_controller])
             ),
-            Node(
-                package="diffusion_policy_node",
-                executable="policy_node",
-                name="policy_node",
-                output="screen",
+            package_node(
+                "policy_node",
                 parameters=[
                     LaunchConfiguration("params_file"),
                     {
-                        "checkpoint": LaunchConfiguration("checkpoint"),
+                        "checkpoint": ParameterValue(
+                            LaunchConfiguration("checkpoint"), value_type=str
+                        ),
                         "use_sim_time": True,
-                        "device": LaunchConfiguration("device"),
+                        "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
                     },
                 ],
             ),

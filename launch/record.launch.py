@@ -5,11 +5,15 @@
 `topics` is a space-separated list (default: the topics config/data/sim_arm.yaml trains on).
 Without rosbag2 (PyPI wheels only), use the package's recorder_node instead: one bag per
 episode, started and stopped with its ~/start and ~/stop services (see config/recorder_node.yaml).
+`use_sim_time` is true or false in any case (`True` works); another value, or `ros2 bag record`
+failing, ends the launch with one line and exit code 1.
 """
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess
 from launch.substitutions import LaunchConfiguration, PythonExpression
+
+from diffusion_policy_node.ros.launch_util import boolean, checked_arguments, exit_policy
 
 DEFAULT_TOPICS = "/camera/image_raw /joint_states /arm_controller/joint_trajectory"
 
@@ -33,6 +37,7 @@ def generate_launch_description() -> LaunchDescription:
                 default_value="false",
                 description="Stamp records with /clock (true when recording a simulation).",
             ),
+            checked_arguments({"use_sim_time": boolean}),  # normalised to true/false
             ExecuteProcess(
                 cmd=[
                     "ros2",
@@ -49,6 +54,7 @@ def generate_launch_description() -> LaunchDescription:
                 ],
                 shell=True,  # splits `topics` into one argument per topic
                 output="screen",
+                on_exit=exit_policy("ros2 bag record"),
             ),
         ]
     )

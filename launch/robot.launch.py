@@ -6,13 +6,23 @@ The arm's driver must accept the commands: `output_mode:=chunk` (default) publis
 trajectory_msgs/JointTrajectory on /arm_controller/joint_trajectory (joint_trajectory_controller),
 `output_mode:=stream` std_msgs/Float64MultiArray on /forward_position_controller/commands.
 Every other setting comes from `params_file` (default: the package's config/policy_node.yaml).
+A bad argument (`use_sim_time:=maybe`, a missing `params_file`) stops the launch with one line;
+so does policy_node exiting with an error (exit code 1).
 """
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+from diffusion_policy_node.ros.launch_util import (
+    boolean,
+    checked_arguments,
+    existing_file,
+    existing_folder,
+    package_node,
+)
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -47,18 +57,23 @@ def generate_launch_description() -> LaunchDescription:
                 default_value="chunk",
                 description="chunk (JointTrajectory) or stream (Float64MultiArray).",
             ),
-            Node(
-                package="diffusion_policy_node",
-                executable="policy_node",
-                name="policy_node",
-                output="screen",
+            checked_arguments(
+                {
+                    "checkpoint": existing_folder,
+                    "params_file": existing_file,
+                    "use_sim_time": boolean,
+                }
+            ),
+            package_node(
+                "policy_node",
                 parameters=[
                     params_file,
                     {
-                        "checkpoint": checkpoint,
+                        "checkpoint": ParameterValue(checkpoint, value_type=str),
                         "use_sim_time": use_sim_time,
-                        "device": device,
-                        "output_mode": output_mode,
+                        # strings as given (device:=0 is the node's error, not an integer)
+                        "device": ParameterValue(device, value_type=str),
+                        "output_mode": ParameterValue(output_mode, value_type=str),
                     },
                 ],
             ),

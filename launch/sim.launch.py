@@ -7,13 +7,24 @@ sim_node publishes /joint_states, /camera/image_raw and /clock and follows
 /arm_controller/joint_trajectory like joint_trajectory_controller; start a new episode with
 `ros2 service call /sim_node/reset std_srvs/srv/Trigger` and read the outcome from
 `/sim_node/report` (JSON). Needs no Gazebo and no GPU (MuJoCo renders with EGL/OSMesa).
+A bad argument (`seed:=abc`, `real_time_factor:=fast`, a missing params file) stops the launch
+with one line; either node exiting with an error stops the other and the launch (exit code 1).
 """
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+from diffusion_policy_node.ros.launch_util import (
+    checked_arguments,
+    existing_file,
+    existing_folder,
+    integer,
+    number,
+    package_node,
+)
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -48,11 +59,17 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "device", default_value="auto", description="Inference device: auto|cuda|cpu."
             ),
-            Node(
-                package="diffusion_policy_node",
-                executable="sim_node",
-                name="sim_node",
-                output="screen",
+            checked_arguments(
+                {
+                    "checkpoint": existing_folder,
+                    "params_file": existing_file,
+                    "sim_params_file": existing_file,
+                    "real_time_factor": number(low=0.0),
+                    "seed": integer(0, 2**31 - 1),
+                }
+            ),
+            package_node(
+                "sim_node",
                 parameters=[
                     LaunchConfiguration("sim_params_file"),
                     {
@@ -61,17 +78,14 @@ def generate_launch_description() -> LaunchDescription:
                     },
                 ],
             ),
-            Node(
-                package="diffusion_policy_node",
-                executable="policy_node",
-                name="policy_node",
-                output="screen",
+            package_node(
+                "policy_node",
                 parameters=[
                     LaunchConfiguration("params_file"),
                     {
-                        "checkpoint": checkpoint,
+                        "checkpoint": ParameterValue(checkpoint, value_type=str),
                         "use_sim_time": True,
-                        "device": LaunchConfiguration("device"),
+                        "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
                     },
                 ],
             ),

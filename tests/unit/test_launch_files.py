@@ -3,9 +3,10 @@
 The launch files are parsed with `ast` (not imported): every package file they reference must
 exist and be installed, every executable must be a console script of setup.py or a known
 external one, every parameter passed to our nodes must be declared by the node, every
-LaunchConfiguration must be declared with a description. The URDF/xacro, controllers YAML and
-bridge YAML must agree with the MuJoCo sim's joints and topics. Where `launch_ros` is
-importable, the descriptions are also built for real.
+LaunchConfiguration must be declared with a description, checked (types, paths) before any
+node starts, and every process must end the launch when it fails (`ros.launch_util`). The
+URDF/xacro, controllers YAML and bridge YAML must agree with the MuJoCo sim's joints and
+topics. Where `launch_ros` is importable, the descriptions are also built for real.
 """
 
 from __future__ import annotations
@@ -13,17 +14,27 @@ from __future__ import annotations
 import ast
 import importlib.util
 import itertools
+import sys
+import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import yaml
 
+from diffusion_policy_node.ros import launch_util
+from diffusion_policy_node.ros.launch_util import LaunchArgumentError, NodeExitError
 from diffusion_policy_node.sim.arm_task import HOME_QPOS, JOINT_LIMIT, JOINT_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 PKG = "diffusion_policy_node"
-LAUNCH_FILES = ["robot.launch.py", "sim.launch.py", "record.launch.py", "gazebo.launch.py"]
+LAUNCH_FILES = [
+    "robot.launch.py",
+    "sim.launch.py",
+    "record.launch.py",
+    "gazebo.launch.py",
+    "selftest.launch.py",
+]
 KNOWN_EXTERNAL_EXECUTABLES = {
     ("ros_gz_sim", "create"),
     ("ros_gz_bridge", "parameter_bridge"),
@@ -104,6 +115,7 @@ def package_paths(tree: ast.Module) -> list[str]:
 
 
 def node_calls(tree: ast.Module) -> list[tuple[str, str, ast.Call]]:
+    """(package, executable, call) of every launch_ros Node and `package_node` call."""
     out = []
     for call in _calls(tree, "Node"):
         package, executable = _const(_kwarg(call, "package")), _const(_kwarg(call, "executable"))
@@ -111,6 +123,10 @@ def node_calls(tree: ast.Module) -> list[tuple[str, str, ast.Call]]:
             f"line {call.lineno}: Node needs literal package= and executable="
         )
         out.append((package, executable, call))
+    for call in _calls(tree, "package_node"):
+        executable = _const(call.args[0]) if call.args else None
+        assert isinstance(executable, str), f"line {call.lineno}: package_node needs a literal"
+        out.append((PKG, executable, call))
     return out
 
 
@@ -248,7 +264,7 @@ def test_node_parameters_are_declared(launch_file: str) -> None:
     for package, executable, call in node_calls(tree):
         if package != PKG:
             continue
-        declared = NODE_PARAMS[executable]() | BUILTIN_PARAMETERS
+        declared = NODE_PARAMS.get(executable, set)() | BUILTIN_PARAMETERS
         unknown = passed_parameters(call) - declared
         assert not unknown, f"{launch_file}:{call.lineno}: {executable} declares no {unknown}"
 
@@ -296,6 +312,221 @@ def test_launch_descriptions_load() -> None:
         description = module.generate_launch_description()
         assert isinstance(description, LaunchDescription)
         assert description.get_launch_arguments()
+
+
+# ----------------------------------------------------------------------------- failing loudly
+# Which check each launch argument needs, by name (types and paths; values are the node's).
+REQUIRED_CHECKS = {
+    "use_sim_time": "boolean",
+    "checkpoint": "existing_folder",
+    "params_file": "existing_file",
+    "sim_params_file": "existing_file",
+    "world": "existing_file",
+    "seed": "integer",
+    "real_time_factor": "number",
+    "count": "integer",
+}
+PARAM_SOURCES = {
+    "policy_node": "ros/params.py",
+    "sim_node": "ros/sim_node.py",
+    "recorder_node": "ros/recorder_node.py",
+}
+
+
+def _description_entities(tree: ast.Module) -> list[ast.AST]:
+    """The list literal passed to LaunchDescription(...), with names resolved to their
+    assignment (`spawn = Node(...)` ... `LaunchDescription([..., spawn])`)."""
+    assigned = {
+        t.id: node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
+    (call,) = _calls(tree, "LaunchDescription")
+    items = call.args[0]
+    assert isinstance(items, ast.List)
+    return [assigned.get(e.id, e) if isinstance(e, ast.Name) else e for e in items.elts]
+
+
+def _checks(tree: ast.Module) -> dict[str, str]:
+    """{argument: check name} of the file's one checked_arguments({...}) call."""
+    calls = _calls(tree, "checked_arguments")
+    assert len(calls) == 1, "expected one checked_arguments({...}) call"
+    table = calls[0].args[0]
+    assert isinstance(table, ast.Dict)
+    return {
+        str(_const(k)): _name(v.func) if isinstance(v, ast.Call) else _name(v)
+        for k, v in zip(table.keys, table.values, strict=True)
+    }
+
+
+def _param_kinds(executable: str) -> dict[str, str]:
+    tree = _parse(REPO / PKG / PARAM_SOURCES[executable])
+    return {str(_const(c.args[0])): str(_const(c.args[1])) for c in _calls(tree, "ParamSpec")}
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES)
+def test_arguments_are_checked_before_anything_starts(launch_file: str) -> None:
+    tree = _parse(REPO / "launch" / launch_file)
+    declared = {_const(c.args[0]) for c in _calls(tree, "DeclareLaunchArgument")}
+    checks = _checks(tree)
+    assert set(checks) <= declared, f"{launch_file}: checks undeclared {set(checks) - declared}"
+    for name in declared & set(REQUIRED_CHECKS):
+        assert checks.get(name) == REQUIRED_CHECKS[name], (
+            f"{launch_file}: {name} must be checked with {REQUIRED_CHECKS[name]}"
+        )
+    for name, check in checks.items():
+        assert callable(getattr(launch_util, check, None)), f"{launch_file}: {name}: {check}?"
+    kinds = [
+        _name(e.func) if isinstance(e, ast.Call) else type(e).__name__
+        for e in _description_entities(tree)
+    ]
+    at = kinds.index("checked_arguments")
+    assert set(kinds[:at]) == {"DeclareLaunchArgument"}, f"{launch_file}: {kinds}"
+    assert "DeclareLaunchArgument" not in kinds[at + 1 :], f"{launch_file}: {kinds}"
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES)
+def test_every_process_ends_the_launch_when_it_fails(launch_file: str) -> None:
+    tree = _parse(REPO / "launch" / launch_file)
+    assert not [
+        call.lineno
+        for package, _, call in node_calls(tree)
+        if package == PKG and _name(call.func) == "Node"
+    ], f"{launch_file}: start this package's nodes with package_node (it sets the exit policy)"
+    processes = [call for _, _, call in node_calls(tree) if _name(call.func) == "Node"]
+    processes += _calls(tree, "ExecuteProcess")
+    for call in processes:
+        on_exit = _kwarg(call, "on_exit")
+        assert isinstance(on_exit, ast.Call) and _name(on_exit.func) == "exit_policy", (
+            f"{launch_file}:{call.lineno}: needs on_exit=exit_policy(...)"
+        )
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES)
+def test_string_parameters_are_passed_as_strings(launch_file: str) -> None:
+    """`device:=0` must reach policy_node as the string '0' (its own one-line error), not be
+    turned into an integer by launch_ros's YAML parsing of substitutions."""
+    tree = _parse(REPO / "launch" / launch_file)
+    for package, executable, call in node_calls(tree):
+        if package != PKG or executable not in PARAM_SOURCES:
+            continue
+        kinds = _param_kinds(executable)
+        params = _kwarg(call, "parameters")
+        for item in params.elts if isinstance(params, ast.List) else []:
+            if not isinstance(item, ast.Dict):
+                continue
+            for key, value in zip(item.keys, item.values, strict=True):
+                if kinds.get(_const(key)) != "string" or isinstance(value, ast.Constant):
+                    continue
+                assert (
+                    isinstance(value, ast.Call)
+                    and _name(value.func) == "ParameterValue"
+                    and _name(_kwarg(value, "value_type")) == "str"
+                ), f"{launch_file}:{value.lineno}: pass {_const(key)} as ParameterValue(str)"
+
+
+def _record_flag(use_sim_time: str) -> str:
+    """What record.launch.py's PythonExpression gives for `use_sim_time:=<text>` after the
+    argument check (which the launch runs before the process's substitutions)."""
+    tree = _parse(REPO / "launch" / "record.launch.py")
+    assert _checks(tree)["use_sim_time"] == "boolean"
+    value = launch_util.check_arguments(
+        {"use_sim_time": use_sim_time}, {"use_sim_time": launch_util.boolean}
+    )["use_sim_time"]
+    (expression,) = _calls(tree, "PythonExpression")
+    parts = [
+        value if isinstance(e, ast.Name) and e.id == "use_sim_time" else _const(e)
+        for e in expression.args[0].elts
+    ]
+    assert all(isinstance(p, str) for p in parts)
+    return eval("".join(parts))  # the same evaluation as launch's PythonExpression
+
+
+@pytest.mark.parametrize(
+    "text, flag", [("true", "--use-sim-time"), ("True", "--use-sim-time"),
+                   ("TRUE", "--use-sim-time"), ("false", ""), ("False", "")],
+)  # fmt: skip
+def test_record_use_sim_time_in_any_case(text: str, flag: str) -> None:
+    assert _record_flag(text) == flag
+
+
+def test_bad_arguments_are_one_line_naming_each(tmp_path: Path) -> None:
+    params = tmp_path / "p.yaml"
+    params.write_text("x: {}\n")
+    checks = {
+        "use_sim_time": launch_util.boolean,
+        "params_file": launch_util.existing_file,
+        "checkpoint": launch_util.existing_folder,
+        "seed": launch_util.integer(0, 10),
+        "real_time_factor": launch_util.number(low=0.0),
+    }
+    good = {"use_sim_time": "True", "params_file": str(params), "checkpoint": str(tmp_path),
+            "seed": "3", "real_time_factor": "2", "other": "not checked"}  # fmt: skip
+    assert launch_util.check_arguments(good, checks) == {
+        "use_sim_time": "true",
+        "params_file": str(params),
+        "checkpoint": str(tmp_path),
+        "seed": "3",
+        "real_time_factor": "2.0",
+    }
+    bad = {"use_sim_time": "maybe", "params_file": "/nonexistent.yaml",
+           "checkpoint": str(params), "seed": "abc", "real_time_factor": "fast"}  # fmt: skip
+    with pytest.raises(LaunchArgumentError) as info:
+        launch_util.check_arguments(bad, checks)
+    text = str(info.value)
+    assert "\n" not in text
+    for expected in [
+        "use_sim_time:='maybe' is not a boolean; allowed: true or false",
+        "params_file:='/nonexistent.yaml': no such file",
+        f"checkpoint:='{params}': no such folder",
+        "seed:='abc' is not an integer in [0, 10]",
+        "real_time_factor:='fast' is not a number >= 0",
+    ]:
+        assert expected in text, text
+    with pytest.raises(LaunchArgumentError, match=r"seed:='11' is not an integer in \[0, 10\]"):
+        launch_util.check_arguments({"seed": "11"}, checks)
+    with pytest.raises(LaunchArgumentError, match="real_time_factor:='-1' is not a number >= 0"):
+        launch_util.check_arguments({"real_time_factor": "-1"}, checks)
+
+
+@pytest.fixture
+def launch_actions(monkeypatch) -> type:
+    """`launch.actions.Shutdown`: the real one where ROS launch is installed, else a stand-in."""
+    try:
+        from launch.actions import Shutdown
+
+        return Shutdown
+    except ImportError:  # (the repository's launch/ folder is a namespace package here)
+        pass
+
+    class Shutdown:
+        def __init__(self, reason: str) -> None:
+            self.reason = reason
+
+    package, actions = types.ModuleType("launch"), types.ModuleType("launch.actions")
+    actions.Shutdown = Shutdown  # type: ignore[attr-defined]
+    package.actions = actions  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "launch", package)
+    monkeypatch.setitem(sys.modules, "launch.actions", actions)
+    return Shutdown
+
+
+def test_exit_policy(launch_actions: type) -> None:
+    def exited(code: int) -> types.SimpleNamespace:
+        return types.SimpleNamespace(returncode=code)
+
+    policy = launch_util.exit_policy("sim_node")
+    with pytest.raises(NodeExitError, match=r"^sim_node exited with code 1; shutting the launch"):
+        policy(exited(1), None)
+    with pytest.raises(NodeExitError, match=r"^sim_node was killed by SIGKILL"):
+        policy(exited(-9), None)
+    (shutdown,) = policy(exited(0), None)
+    assert isinstance(shutdown, launch_actions)
+    assert launch_util.exit_policy("talker", shutdown_on_success=False)(exited(0), None) is None
+    with pytest.raises(NodeExitError, match=r"^talker exited with code 2"):
+        launch_util.exit_policy("talker", shutdown_on_success=False)(exited(2), None)
 
 
 # ----------------------------------------------------------------------------- description

@@ -1,0 +1,200 @@
+"""What the launch files (launch/*.py) share: argument checks and the exit policy of nodes.
+
+- `checked_arguments({name: check})`, placed after the DeclareLaunchArgument actions and before
+  the nodes: checks the *types* and paths of launch arguments (`use_sim_time:=maybe`,
+  `seed:=abc`, `params_file:=/missing.yaml`) and fails the launch with one line naming each bad
+  argument, its value and what is allowed, before any node starts. Booleans are
+  case-insensitive (`True`, `TRUE`) and rewritten to `true`/`false` for what reads them
+  afterwards. What a value means (device names, modes) is the node's to check.
+- `package_node(executable, ...)`: a launch_ros Node of this package with `exit_policy`: when
+  it exits non-zero (a FATAL start-up error, a crash) the launch shuts down and `ros2 launch`
+  exits 1 ("Caught exception in launch: policy_node exited with code 1 ..."); when it exits 0
+  the launch shuts down normally (or keeps going, `shutdown_on_success=False`).
+
+`launch`/`launch_ros` (a full ROS 2 install) are imported only inside the functions that build
+launch actions; the checks and the exit policy are plain Python, tested without them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = [
+    "LaunchArgumentError",
+    "NodeExitError",
+    "boolean",
+    "check_arguments",
+    "checked_arguments",
+    "existing_file",
+    "existing_folder",
+    "exit_policy",
+    "integer",
+    "number",
+    "package_node",
+]
+
+PACKAGE = "diffusion_policy_node"
+
+Check = Callable[[str, str], str]  # (argument name, text) -> normalised text, or raise
+
+
+class LaunchArgumentError(ValueError):
+    """Launch arguments that cannot work; the message is one line naming each of them."""
+
+
+class NodeExitError(RuntimeError):
+    """A node that matters exited with a non-zero code: the launch stops and fails."""
+
+
+def boolean(name: str, text: str) -> str:
+    """true/false in any case (`True`, `FALSE`), normalised to lower case."""
+    lowered = text.strip().lower()
+    if lowered not in ("true", "false"):
+        raise LaunchArgumentError(f"{name}:={text!r} is not a boolean; allowed: true or false")
+    return lowered
+
+
+def integer(low: int | None = None, high: int | None = None) -> Check:
+    """A whole number, optionally within [low, high]."""
+
+    def check(name: str, text: str) -> str:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            value = None
+        outside = value is not None and (
+            (low is not None and value < low) or (high is not None and value > high)
+        )
+        if value is None or outside:
+            raise LaunchArgumentError(f"{name}:={text!r} is not {_integer_words(low, high)}")
+        return str(value)
+
+    return check
+
+
+def number(low: float | None = None) -> Check:
+    """A finite number, optionally >= low."""
+
+    def check(name: str, text: str) -> str:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or (low is not None and value < low):
+            bound = f" >= {low:g}" if low is not None else ""
+            raise LaunchArgumentError(f"{name}:={text!r} is not a number{bound}")
+        return repr(value)
+
+    return check
+
+
+def existing_file(name: str, text: str) -> str:
+    """A file that exists (a parameters YAML, a world)."""
+    if not os.path.isfile(text):
+        raise LaunchArgumentError(
+            f"{name}:={text!r}: no such file; pass the path of an existing file"
+        )
+    return text
+
+
+def existing_folder(name: str, text: str) -> str:
+    """A folder that exists (a checkpoint)."""
+    if not os.path.isdir(text):
+        raise LaunchArgumentError(
+            f"{name}:={text!r}: no such folder; pass the path of an existing folder"
+        )
+    return text
+
+
+def _integer_words(low: int | None, high: int | None) -> str:
+    if low is not None and high is not None:
+        return f"an integer in [{low}, {high}]"
+    if low is not None:
+        return f"an integer >= {low}"
+    if high is not None:
+        return f"an integer <= {high}"
+    return "an integer"
+
+
+def check_arguments(values: Mapping[str, str], checks: Mapping[str, Check]) -> dict[str, str]:
+    """{name: normalised text} of the checked arguments present in `values`; raises
+    LaunchArgumentError listing every bad one on one line."""
+    normalised, problems = {}, []
+    for name, check in checks.items():
+        if name not in values:
+            continue
+        try:
+            normalised[name] = check(name, str(values[name]))
+        except LaunchArgumentError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise LaunchArgumentError("; ".join(problems))
+    return normalised
+
+
+def checked_arguments(checks: Mapping[str, Check]) -> Any:
+    """An OpaqueFunction that checks the launch configurations (see `check_arguments`) and sets
+    the normalised values back, so that later substitutions read `true`, not `True`."""
+    from launch.actions import OpaqueFunction, SetLaunchConfiguration
+
+    def apply(context: Any) -> list[Any]:
+        values = check_arguments(context.launch_configurations, checks)
+        return [SetLaunchConfiguration(name, value) for name, value in values.items()]
+
+    return OpaqueFunction(function=apply)
+
+
+def describe_exit(name: str, returncode: int) -> str:
+    """'sim_node exited with code 1' / 'sim_node was killed by SIGKILL'."""
+    if returncode < 0:
+        try:
+            how = signal.Signals(-returncode).name
+        except ValueError:
+            how = f"signal {-returncode}"
+        return f"{name} was killed by {how}"
+    return f"{name} exited with code {returncode}"
+
+
+class _ExitPolicy:
+    def __init__(self, name: str, shutdown_on_success: bool) -> None:
+        self.name = name
+        self.shutdown_on_success = shutdown_on_success
+
+    def __call__(self, event: Any, context: Any) -> list[Any] | None:
+        code = event.returncode
+        if code:
+            # Raised inside launch's event handling: launch logs it as one ERROR line, shuts
+            # everything down and returns 1 (LaunchService.run_async).
+            raise NodeExitError(
+                f"{describe_exit(self.name, code)}; shutting the launch down (its log is above)"
+            )
+        if not self.shutdown_on_success:
+            return None
+        from launch.actions import Shutdown
+
+        return [Shutdown(reason=f"{self.name} finished")]
+
+
+def exit_policy(name: str, shutdown_on_success: bool = True) -> Callable[[Any, Any], Any]:
+    """An `on_exit=` for a launch process: non-zero exit -> the launch fails and stops; zero ->
+    the launch shuts down (or, `shutdown_on_success=False`, goes on: a spawner that is done)."""
+    return _ExitPolicy(name, shutdown_on_success)
+
+
+def package_node(executable: str, *, shutdown_on_success: bool = True, **kwargs: Any) -> Any:
+    """launch_ros Node of this package (`name` defaults to the executable, output to the
+    screen) whose exit ends the launch (`exit_policy`)."""
+    from launch_ros.actions import Node
+
+    kwargs.setdefault("name", executable)
+    kwargs.setdefault("output", "screen")
+    return Node(
+        package=PACKAGE,
+        executable=executable,
+        on_exit=exit_policy(kwargs["name"], shutdown_on_success),
+        **kwargs,
+    )
