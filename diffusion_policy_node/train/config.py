@@ -20,7 +20,7 @@ import yaml
 from diffusion_policy_node.config_util import dataclass_from_mapping, load_yaml
 
 from ..data.config import DataConfig
-from ..policy.config import PolicyConfig
+from ..policy.config import PolicyConfig, action_lead_of
 
 __all__ = [
     "DEVICES",
@@ -189,7 +189,7 @@ class RunConfig:
 
 
 def _same(name: str, a: Any, b: Any) -> bool:
-    if name == "dt":
+    if name in ("dt", "action_lead"):
         return _is_number(a) and math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return list(a) == list(b)
@@ -234,11 +234,17 @@ def run_config_from_dict(doc: Any, where: str = "train config") -> RunConfig:
     raw = dict(raw)
     derived = {name: _plain(getattr(data, name)) for name in SHARED_FIELDS}
     derived["state_dim"] = derived["action_dim"] = data.state_dim
+    # The action-time convention of the data (design.md §5), recorded in the checkpoint.
+    derived["action_lead"] = action_lead_of(data.action_source, data.command_type, data.dt)
     for name, value in derived.items():
         if name not in raw:
             raw[name] = value
         elif not _same(name, raw[name], value):
-            source = "len(data.joint_names)" if name.endswith("_dim") else f"data.{name}"
+            source = {
+                "state_dim": "len(data.joint_names)",
+                "action_dim": "len(data.joint_names)",
+                "action_lead": "the data's action source (data.action_source/command_type)",
+            }.get(name, f"data.{name}")
             raise ValueError(
                 f"{where}: policy.{name}={raw[name]!r} disagrees with {source}={value!r}; "
                 f"leave policy.{name} out (it is taken from the data section) or make them equal"

@@ -55,6 +55,12 @@ def test_policy_fields_come_from_the_data_section():
     assert (p.dt, p.n_obs_steps, p.horizon, p.n_action_steps) == (0.05, 3, 16, 6)
     assert p.state_dim == p.action_dim == 4 and p.joint_names == ["j1", "j2", "j3", "j4"]
     assert run.train == TrainConfig()
+    # The action-time convention follows the action source (design.md §5).
+    assert p.action_lead == 0.05  # the default: JointTrajectory commands, read at t + dt
+    stream = {**DATA, "command_type": "Float64MultiArray"}
+    assert run_config_from_dict({"policy": CROP, "data": stream}).policy.action_lead == 0.0
+    nxt = {**DATA, "action_source": "next_state"}
+    assert run_config_from_dict({"policy": CROP, "data": nxt}).policy.action_lead == 0.0
     # Given and equal is fine (tuple vs list, int vs float dt).
     run_config_from_dict({"policy": {**CROP, "image_size": (40, 48), "dt": 0.05}, "data": DATA})
 
@@ -71,6 +77,7 @@ def test_policy_fields_come_from_the_data_section():
         ("n_action_steps", 4),
         ("state_dim", 3),
         ("action_dim", 5),
+        ("action_lead", 0.0),
     ],
 )
 def test_disagreeing_policy_field_is_named(field, value):
