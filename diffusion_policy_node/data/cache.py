@@ -6,30 +6,36 @@ Layout of a cache folder (Chi et al.'s replay-buffer layout, as .npy files):
     state.npy         (S, D) float32
     action.npy        (S, D) float32
     episode_ends.npy  (E,) int64              exclusive end index of each episode
-    meta.json         sources (path, size, mtime), config + hash, counts, skipped items
+    meta.json         sources (path, size, mtime), config + hash, counts, skipped items, and the
+                      ingest summary of every bag (`ingest`: steps, skipped messages by reason,
+                      gaps, time base, clock offsets, chunk CRCs; see `scan_bag`)
 
-A cache is built in a temporary folder next to `cache_dir` and swapped in by renames, so a crash
-or a bad bag never replaces (or half-writes) a good cache. `ensure_cache` rebuilds only when the
-bags (paths, sizes, mtimes) or the DataConfig changed.
+A cache is built in a scratch folder next to `cache_dir` and swapped in atomically (`atomic.py`),
+so a crash or a bad bag never replaces (or half-writes) a good cache; the scratch folders of
+crashed builds are removed by the next build. Decoded frames go straight to one staging file per
+camera and are copied into `images.npy` at the end, so ingest memory does not grow with the
+length of an episode. `ensure_cache` rebuilds only when the bags (paths, sizes, mtimes) or the
+DataConfig changed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import atomic
 from ..policy.constants import ACTION, OBS_STATE
-from .bag_reader import bag_files, find_bags, read_bag
+from .bag_reader import bag_files, find_bags, scan_bag
 from .config import DataConfig
+from .ingest_summary import format_ingest
+from .resample import EpisodePlan
 
 __all__ = [
     "CACHE_FORMAT",
@@ -38,15 +44,17 @@ __all__ = [
     "EpisodeCache",
     "build_cache",
     "ensure_cache",
+    "format_ingest",
     "normalizer_stats",
     "open_cache",
 ]
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 META = "meta.json"
 ARRAYS = ("images", "state", "action", "episode_ends")
+COPY_BLOCK = 256  # steps copied from the frame staging files at a time
 
 
 class CacheError(ValueError):
@@ -64,6 +72,7 @@ class CacheInfo:
     sources: list[dict[str, Any]]
     skipped: list[dict[str, str]]
     rebuilt: bool
+    ingest: list[dict[str, Any]] = field(default_factory=list)  # summary per bag
 
     @classmethod
     def from_meta(cls, path: Path, meta: dict[str, Any], rebuilt: bool) -> CacheInfo:
@@ -75,6 +84,7 @@ class CacheInfo:
             sources=list(meta["sources"]),
             skipped=list(meta["skipped"]),
             rebuilt=rebuilt,
+            ingest=list(meta.get("ingest", [])),
         )
 
 
@@ -131,7 +141,7 @@ class EpisodeCache:
 def open_cache(cache_dir: str | Path) -> EpisodeCache:
     """Open a built cache with its arrays memory-mapped read-only."""
     cache_dir = Path(cache_dir)
-    _recover(cache_dir)
+    atomic.recover(cache_dir, _is_cache)
     return EpisodeCache(cache_dir)
 
 
@@ -155,18 +165,8 @@ def _read_meta(cache_dir: Path) -> dict[str, Any] | None:
     return meta
 
 
-def _recover(cache_dir: Path) -> None:
-    """Undo a swap that a crash interrupted: put the old cache back if the new one is absent."""
-    if cache_dir.exists():
-        return
-    aside = sorted(cache_dir.parent.glob(f".{cache_dir.name}.old-*"))
-    for old in aside:
-        if _read_meta(old) is not None:
-            os.replace(old, cache_dir)
-            log.warning(
-                "restored cache %s from %s (an earlier swap was interrupted)", cache_dir, old
-            )
-            return
+def _is_cache(folder: Path) -> bool:
+    return _read_meta(folder) is not None
 
 
 def _check_target(cache_dir: Path) -> None:
@@ -191,17 +191,19 @@ def build_cache(
     paths = find_bags([bags] if isinstance(bags, (str, Path)) else bags)
     if not paths:
         raise CacheError(f"cache {cache_dir}: no bags given")
-    _recover(cache_dir)
+    atomic.recover(cache_dir, _is_cache)
     _check_target(cache_dir)
     sources = [_source_info(p) for p in paths]
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir.parent / f".{cache_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
+    created = atomic.make_dirs(cache_dir.parent)
+    tmp: Path | None = None
     try:
+        tmp = atomic.new_scratch(cache_dir, _is_cache)
         meta = _write_cache(tmp, paths, sources, config)
-        _swap_in(tmp, cache_dir)
+        atomic.swap_in(tmp, cache_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        atomic.remove_empty(created)  # e.g. dp-train's --out: not left behind empty
         raise
     log.info(
         "built cache %s: %d episodes, %d steps, %d skipped item(s)",
@@ -210,6 +212,8 @@ def build_cache(
         meta["n_steps"],
         len(meta["skipped"]),
     )
+    for line in format_ingest(meta["ingest"]):
+        log.info("ingest %s", line)
     return CacheInfo.from_meta(cache_dir, meta, rebuilt=True)
 
 
@@ -220,7 +224,8 @@ def ensure_cache(
     mtimes) with this config; otherwise (re)build it with `build_cache`."""
     cache_dir = Path(cache_dir)
     paths = find_bags([bags] if isinstance(bags, (str, Path)) else bags)
-    _recover(cache_dir)
+    atomic.recover(cache_dir, _is_cache)
+    atomic.clean_stale(cache_dir)  # scratch folders of crashed builds, even if up to date
     meta = _read_meta(cache_dir)
     if (
         meta is not None
@@ -232,78 +237,100 @@ def ensure_cache(
     return build_cache(paths, config, cache_dir)
 
 
+class _DiskFrames:
+    """Decoded frames appended to one staging file per camera (a FrameStore)."""
+
+    def __init__(self, folder: Path, config: DataConfig) -> None:
+        self.shape = (*config.image_size, 3)
+        self.paths = [folder / f"frames_{c}.u8" for c in range(config.n_cameras)]
+        self.files = [path.open("wb") for path in self.paths]
+        self.counts = [0] * config.n_cameras
+
+    def add(self, camera: int, rgb: np.ndarray) -> int:
+        if rgb.shape != self.shape or rgb.dtype != np.uint8:
+            raise ValueError(f"frame of shape {rgb.shape} {rgb.dtype}, expected {self.shape}")
+        self.files[camera].write(np.ascontiguousarray(rgb).data)
+        self.counts[camera] += 1
+        return self.counts[camera] - 1
+
+    def close(self) -> None:
+        for fh in self.files:
+            fh.close()
+
+    def mapped(self, camera: int) -> np.ndarray:
+        if self.counts[camera] == 0:
+            return np.zeros((0, *self.shape), np.uint8)
+        shape = (self.counts[camera], *self.shape)
+        return np.memmap(self.paths[camera], np.uint8, "r", shape=shape)
+
+    def remove(self) -> None:
+        self.close()
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+
+
 def _write_cache(
     folder: Path, paths: list[Path], sources: list[dict[str, Any]], config: DataConfig
 ) -> dict[str, Any]:
-    """Read every bag, staging episodes as chunk files, then concatenate them into the arrays."""
-    chunks = folder / "chunks"
-    chunks.mkdir()
-    episodes: list[dict[str, Any]] = []
+    """Read every bag (frames streamed to staging files), then write the arrays."""
+    frames = _DiskFrames(folder, config)
+    plans: list[EpisodePlan] = []
     skipped: list[dict[str, str]] = []
+    ingest: list[dict[str, Any]] = []
     for path in paths:
-        contents = read_bag(path, config)
-        skipped += [{"source": s.source, "reason": s.reason} for s in contents.skipped]
-        for ep in contents.episodes:
-            k = len(episodes)
-            for name in ("images", "state", "action"):
-                np.save(chunks / f"{k:06d}_{name}.npy", getattr(ep, name))
-            episodes.append({"source": ep.source, "length": len(ep)})
-    if not episodes:
+        scan = scan_bag(path, config, frames)
+        skipped += [{"source": s.source, "reason": s.reason} for s in scan.skipped]
+        plans += scan.episodes
+        ingest.append(scan.summary)
+        atomic.step("bag read")
+    frames.close()
+    if not plans:
         reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped) or "none"
         raise CacheError(
             f"no usable episode in {[str(p) for p in paths]} (skipped: {reasons}). "
             "Record longer demonstrations or lower DataConfig.horizon."
         )
-    lengths = np.array([e["length"] for e in episodes], np.int64)
+    lengths = np.array([len(p) for p in plans], np.int64)
     n_steps = int(lengths.sum())
     shapes = {
         "images": (n_steps, config.n_cameras, *config.image_size, 3),
         "state": (n_steps, config.state_dim),
         "action": (n_steps, config.state_dim),
     }
-    dtypes = {"images": np.uint8, "state": np.float32, "action": np.float32}
-    for name, shape in shapes.items():
-        out = np.lib.format.open_memmap(folder / f"{name}.npy", "w+", dtypes[name], shape)
+    images = np.lib.format.open_memmap(folder / "images.npy", "w+", np.uint8, shapes["images"])
+    for c in range(config.n_cameras):
+        staged = frames.mapped(c)
         start = 0
-        for k, length in enumerate(lengths):
-            chunk_path = chunks / f"{k:06d}_{name}.npy"
-            out[start : start + length] = np.load(chunk_path)
-            chunk_path.unlink()
-            start += int(length)
-        out.flush()
-        del out
-    shutil.rmtree(chunks)
+        for plan in plans:
+            for a in range(0, len(plan), COPY_BLOCK):
+                b = min(a + COPY_BLOCK, len(plan))
+                images[start + a : start + b, c] = staged[plan.frame_index[a:b, c]]
+            start += len(plan)
+        del staged
+    images.flush()
+    del images
+    frames.remove()
+    np.save(folder / "state.npy", np.concatenate([p.state for p in plans]))
+    np.save(folder / "action.npy", np.concatenate([p.action for p in plans]))
     np.save(folder / "episode_ends.npy", np.cumsum(lengths))
+    atomic.step("arrays written")
     meta = {
         "format": CACHE_FORMAT,
         "created_unix": time.time(),
         "config_hash": config.content_hash(),
         "config": config.to_dict(),
         "sources": sources,
-        "n_episodes": len(episodes),
+        "n_episodes": len(plans),
         "n_steps": n_steps,
-        "episodes": episodes,
+        "episodes": [{"source": p.source, "length": len(p)} for p in plans],
         "skipped": skipped,
+        "ingest": ingest,
         "shapes": {name: list(shape) for name, shape in shapes.items()},
     }
     # meta.json last: a folder with meta.json is complete.
     (folder / META).write_text(json.dumps(meta, indent=1))
+    atomic.step("meta written")
     return meta
-
-
-def _swap_in(new: Path, cache_dir: Path) -> None:
-    """Replace `cache_dir` by the folder `new` with renames (the old one is removed after)."""
-    if not cache_dir.exists():
-        os.replace(new, cache_dir)
-        return
-    old = cache_dir.parent / f".{cache_dir.name}.old-{uuid.uuid4().hex[:12]}"
-    os.replace(cache_dir, old)
-    try:
-        os.replace(new, cache_dir)
-    except BaseException:
-        os.replace(old, cache_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def normalizer_stats(cache: EpisodeCache | str | Path) -> dict[str, dict[str, np.ndarray]]:

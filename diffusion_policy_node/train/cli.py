@@ -1,7 +1,9 @@
 """`dp-train --config CONFIG.yaml --data BAG... --out DIR`: train a policy on rosbag2 bags.
 
 Also runs under `torchrun --nproc_per_node=N -m diffusion_policy_node.train.cli ...` (DDP).
-Progress goes to stderr; the last stdout line is a JSON summary.
+Progress and the ingest summary (one line per bag: steps, time base, clock offsets, skipped
+messages, gaps, chunk CRCs) go to stderr; the last stdout line is a JSON summary. A run that
+fails (e.g. on a bad bag) leaves no `--out` folder behind that it created.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from ..data.bag_reader import BagReadError
+from ..data.cache import CacheInfo, ensure_cache, format_ingest
 from .config import load_run_config
 from .device import DistInfo, resolve_device, tune_cpu_malloc
 from .trainer import Trainer
@@ -62,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if info.is_main else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    out = Path(args.out)
+    out_existed = out.exists()
     try:
         run = load_run_config(args.config, args.overrides)
         if resolve_device(run.train.device, info.local_rank).type == "cpu":
@@ -69,11 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(
             run, args.data, args.out, resume=args.resume, progress=not args.quiet, dist_info=info
         )
+        if info.is_main:
+            _print_ingest(ensure_cache(trainer.bags, run.data, trainer.cache_dir))
         result = trainer.fit(stop_after=args.stop_after)
     except (BagReadError, ValueError) as exc:
+        _remove_if_empty(out, out_existed)
         print(f"dp-train: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _remove_if_empty(out, out_existed)
         print("dp-train: interrupted", file=sys.stderr)
         return 130
     if info.is_main:
@@ -86,6 +96,22 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(summary))
     return 0
+
+
+def _print_ingest(info: CacheInfo) -> None:
+    state = "built" if info.rebuilt else "up to date"
+    print(
+        f"dp-train: cache {info.path} {state}: {info.n_episodes} episode(s), {info.n_steps} steps",
+        file=sys.stderr,
+    )
+    for line in format_ingest(info.ingest):
+        print(f"dp-train: ingest {line}", file=sys.stderr)
+
+
+def _remove_if_empty(out: Path, existed: bool) -> None:
+    """A failed run does not leave behind an empty --out folder it created."""
+    if not existed and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -197,10 +199,14 @@ def test_interrupted_swap_is_recovered(make_bag, tmp_path):
     good = make_bag("good")
     cache_dir = tmp_path / "cache"
     build_cache([good.path], make_config(), cache_dir)
-    # A crash between the two renames leaves only the old cache, set aside.
-    os.replace(cache_dir, tmp_path / ".cache.old-1234")
+    # A crash between the two renames (of a swap without RENAME_EXCHANGE) leaves only the
+    # old cache, set aside by a process that is gone.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    aside = tmp_path / f".cache.old-{dead.pid}-0123abcd"
+    os.replace(cache_dir, aside)
     assert open_cache(cache_dir).n_episodes == 1
-    assert not (tmp_path / ".cache.old-1234").exists()
+    assert not aside.exists()
 
 
 def test_a_folder_that_is_not_a_cache_is_never_replaced(make_bag, tmp_path):
