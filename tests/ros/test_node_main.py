@@ -4,12 +4,14 @@ and exit 1, and Ctrl-C pressed again during shutdown (the terminal's SIGINT next
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,15 +51,22 @@ sys.exit(run_node(make, "slow_cleanup", sys.argv, on_exit=cleanup))
 """
 
 
-def _popen(argv: list[str], cwd: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
+@contextlib.contextmanager
+def _running(argv: list[str]) -> Iterator[subprocess.Popen]:
+    """The process, killed (by its PID) if the test leaves it running."""
+    proc = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=cwd,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def _wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 60.0) -> None:
@@ -75,8 +84,7 @@ def _wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 60.0) -> 
 def test_second_sigint_during_cleanup_is_quiet(tmp_path: Path) -> None:
     script = tmp_path / "slow_cleanup_node.py"
     script.write_text(textwrap.dedent(SLOW_CLEANUP_NODE))
-    proc = _popen([sys.executable, str(script)])
-    try:
+    with _running([sys.executable, str(script)]) as proc:
         _wait_for_line(proc, "ready")
         proc.send_signal(signal.SIGINT)
         _wait_for_line(proc, "cleaning up")
@@ -84,9 +92,6 @@ def test_second_sigint_during_cleanup_is_quiet(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "cleaned up" in out  # the clean-up ran to its end
     assert proc.returncode == 0
@@ -101,13 +106,11 @@ def test_real_nodes_exit_quietly_on_two_sigints(tmp_path: Path, executable: str)
         args += ["-p", f"checkpoint:={ckpt}", "-p", "control_rate_hz:=20.0"]
     else:
         args += ["-p", "real_time_factor:=1.0", "-p", "image_width:=32", "-p", "image_height:=32"]
-    proc = _popen(args)
-    try:
+    with _running(args) as proc:
         deadline = time.monotonic() + 90
         started = False
         while time.monotonic() < deadline and proc.poll() is None:
-            line = proc.stderr.readline()
-            if "[INFO]" in line:  # its start-up line
+            if "[INFO]" in proc.stderr.readline():  # its start-up line
                 started = True
                 break
         assert started, f"{executable} did not start"
@@ -116,8 +119,5 @@ def test_real_nodes_exit_quietly_on_two_sigints(tmp_path: Path, executable: str)
         time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert proc.returncode == 0, err

@@ -230,6 +230,9 @@ POLICY_PARAMS_BAD_STEPS = "policy_node:\n  ros__parameters:\n    num_inference_s
         ("policy_node", ["-p", "device:=0"], "parameter device: 0 is an integer, not a string"),
         ("policy_node", ["--params-file", POLICY_PARAMS_BAD_STEPS],
          "parameter num_inference_steps: 2.5 is a number, not an integer"),
+        # right type, value refused by the node's own settings
+        ("sim_node", ["-p", "real_time_factor:=-2.0"], "real_time_factor=-2.0"),
+        ("recorder_node", ["-p", "storage:=rosbag1"], "storage='rosbag1'"),
     ],
 )  # fmt: skip
 def test_node_executables_refuse_bad_parameters_in_one_line(
