@@ -15,7 +15,8 @@ Per tick (`tick(ideal, t_start, skipped)`):
    published, the schedule and the history are cleared, in-flight chunks are discarded, and in
    chunk mode one empty trajectory tells the controller to stop executing the old points.
 3. merge: a finished chunk is merged into the `ActionSchedule` from index n_obs_steps−1 (its
-   whole horizon, action i at grid step t_obs + i·dt, to be reached at that + action_lead);
+   whole horizon — the plan only for `ensemble` —, action i at grid step t_obs + i·dt, to be
+   reached at that + action_lead);
    actions already past are dropped. The plan is the first n_action_steps of them: the next
    inference is timed to land before the plan ends; the rest of the horizon is executed only
    when it is late (an overrun, reported), so a slow model keeps moving instead of stopping.
@@ -392,7 +393,10 @@ class Controller:
             self.counters["chunks_discarded"] += 1
             return
         start = self.settings.n_obs_steps - 1
-        actions = result.chunk[start:]
+        # replace/inpaint schedule the whole horizon (a late next chunk finds the arm still
+        # moving); ensemble only the plan: the far end of old chunks would dominate the mean.
+        end = start + self.settings.n_action_steps if self.schedule.mode == "ensemble" else None
+        actions = result.chunk[start:end]
         if actions.shape[0] == 0 or not np.all(np.isfinite(actions)):
             self.counters["nonfinite_chunks"] += 1
             self._log(

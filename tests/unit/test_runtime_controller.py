@@ -491,3 +491,18 @@ def test_diagnostics_report_state_counters_timing_and_ages() -> None:
     assert values["device"] == "cpu" and values["output_mode"] == "chunk"
     # obs-to-command: inputs stamped 0.1, the command left at 0.2
     assert values["obs_to_cmd_p50_ms"] == pytest.approx(100.0)
+
+
+def test_ensemble_schedules_only_the_plan_and_averages_overlaps() -> None:
+    rig = started(Rig(blend_mode="ensemble", ensemble_m=0.0))
+    rig.worker.deliver(ramp())  # grid 0.1 .. 0.8 (the plan only)
+    (cmd,) = rig.tick()
+    np.testing.assert_allclose(cmd.times, np.arange(1, 7) * DT)  # 0.3 .. 0.8
+    for _ in range(4):
+        rig.tick()  # 0.6: latency unknown (0) + lead 2 dt reaches the plan's end: submit
+    assert rig.worker.submitted[-1][1] == pytest.approx(0.6)
+    rig.worker.deliver(ramp(0.1))  # grid 0.6 .. 1.3
+    (cmd,) = rig.tick()  # 0.7: points 0.8 .. 1.3; 0.8 is the mean of both (m = 0)
+    np.testing.assert_allclose(cmd.times, np.arange(1, 7) * DT)
+    np.testing.assert_allclose(cmd.positions[0, 0], (ramp()[8, 0] + ramp(0.1)[3, 0]) / 2)
+    np.testing.assert_allclose(cmd.positions[1:, 0], ramp(0.1)[4:9, 0])
