@@ -36,6 +36,7 @@ lint: $(STAMP)
 
 colcon: $(STAMP)
 	cd ros2_ws && ../$(VENV)/bin/colcon build --symlink-install
+	@echo "colcon: built; now: source ros2_ws/install/setup.bash"
 
 # The demo's nodes talk over DDS on this machine only (LOCALHOST), on their own domain, so that
 # they never meet a robot's topics on the network.

@@ -19,7 +19,7 @@ case "$ros" in
     fi
     venv_flags=(--system-site-packages)
     # colcon and ament_package come from the ROS install too.
-    reqs=(-r requirements/base.txt pytest ruff diffusers)
+    reqs=(-r requirements/base.txt "pytest>=8.4" ruff diffusers)
     # Keep the system numpy (ROS's compiled packages are built against it); pin the rest.
     constraints=$(mktemp)
     grep -vE '^(numpy|ros-|colcon|opencv)' requirements/constraints.txt > "$constraints" ;;

@@ -74,3 +74,27 @@ def test_share_holds_manifest_launch_and_config(built_workspace: Path) -> None:
     assert any((share / "config").rglob("*.yaml"))
     marker = built_workspace / "share" / "ament_index" / "resource_index" / "packages"
     assert (marker / "diffusion_policy_node").exists()
+
+
+def test_workspace_setup_bash_is_written_and_sources(built_workspace: Path) -> None:
+    """README: `colcon build` then `source install/setup.bash` (needs colcon-bash; colcon-core
+    alone writes only setup.sh). Sourcing it puts the package on the ament index."""
+    install = built_workspace.parent
+    assert (install / "setup.bash").is_file(), sorted(p.name for p in install.iterdir())
+    script = (
+        "set -e; source install/setup.bash; "
+        "python -c 'from ament_index_python.packages import get_package_prefix as p; "
+        'print(p("diffusion_policy_node"))\''
+    )
+    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
+    env.pop("AMENT_PREFIX_PATH", None)
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        cwd=install.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip().splitlines()[-1]) == built_workspace
