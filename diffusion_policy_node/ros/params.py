@@ -143,7 +143,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Margin added on both sides of the checkpoint's action range for default limits.",
         (0.0, 10.0),
     ),
-    ParamSpec("start_active", "bool", True, "Start publishing at once (else wait for ~/start)."),
+    ParamSpec(
+        "autostart",
+        "bool",
+        True,
+        "Configure at start-up (and activate if start_active); false: wait for the lifecycle "
+        "transitions (~/change_state).",
+    ),
+    ParamSpec(
+        "start_active",
+        "bool",
+        True,
+        "With autostart: activate after configure (else stay inactive until activate or ~/start).",
+    ),
     ParamSpec(
         "action_lead",
         "double",
@@ -224,6 +236,34 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 )
 
 
+def declare(node: Node) -> tuple[bool, bool]:
+    """Declare every parameter of `PARAMETERS` on `node` (a wrong type or range fails here);
+    returns (autostart, start_active). The rest is read at configure (`read_params`)."""
+    values = declare_parameters(node, PARAMETERS)
+    return bool(values["autostart"]), bool(values["start_active"])
+
+
+def read_params(node: Node) -> PolicyNodeParams:
+    """The current value of every declared parameter, validated (unset lists: empty)."""
+    from rclpy.parameter import Parameter
+
+    values: dict[str, object] = {}
+    for spec in PARAMETERS:
+        if spec.kind.endswith("_array"):
+            kind = (
+                Parameter.Type.STRING_ARRAY
+                if spec.kind == "string_array"
+                else Parameter.Type.DOUBLE_ARRAY
+            )
+            values[spec.name] = list(
+                node.get_parameter_or(spec.name, Parameter(spec.name, kind, [])).value or []
+            )
+        else:
+            values[spec.name] = node.get_parameter(spec.name).value
+    return PolicyNodeParams(**values)
+
+
 def declare_and_read(node: Node) -> PolicyNodeParams:
     """Declare every parameter of `PARAMETERS` on `node` and read them once."""
-    return PolicyNodeParams(**declare_parameters(node, PARAMETERS))
+    declare(node)
+    return read_params(node)

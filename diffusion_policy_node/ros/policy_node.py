@@ -2,17 +2,33 @@
 
     policy_node --ros-args -p checkpoint:=/path/to/ckpt [--params-file config/policy_node.yaml]
 
-This file is the ROS wrapper only: it declares the parameters, subscribes to the cameras and the
-joint state, converts messages, publishes commands and diagnostics, offers the services and runs
-the control thread. What happens on each tick (staleness and hold, chunk merge, safety, what to
-publish, when to start inference) is `runtime.controller.Controller`, which is ROS-free.
+A managed (lifecycle) node, as ros2_control's controllers and most drivers are:
 
-Threads and processes: the control loop runs on its own thread, sleeping until the next grid
-time `anchor + k*dt` of the node clock (sim time under `use_sim_time`; woken by /clock jumps),
-so no subscription, service or executor overhead can delay it; everything else (subscriptions,
-services, diagnostics, /clock) is served by a single-threaded executor whose callbacks are
-short. Inference runs in a child process by default (`inference_process`; its Python cannot
-hold this process's GIL) or on a worker thread.
+    unconfigured --configure--> inactive --activate--> active
+         ^                        |  ^                   |
+         +--------cleanup---------+  +----deactivate-----+
+    any state --shutdown--> finalized
+
+- configure: read the parameters, load and validate the checkpoint, start the inference worker,
+  warm it up, subscribe, create the (managed) command publisher, start the control thread.
+  Any failure: FAILURE with the reason (logged, `~/status` `last_error`), back to unconfigured,
+  nothing published.
+- activate: start commanding. deactivate: hold (chunk mode: one empty trajectory, so the
+  trajectory controller stops executing the old points; stream mode: nothing more is sent);
+  the worker stays loaded and warm. cleanup: stop the control thread, free the worker.
+  shutdown / error: hold and release everything.
+
+`autostart` (default true) configures at start-up and activates when `start_active` is true,
+so `ros2 run` behaves as an unmanaged node; with `autostart:=false` the node waits for the
+standard lifecycle services (`~/change_state`, `~/get_state`). `~/start`, `~/stop` and
+`~/reset` (std_srvs/Trigger) are aliases: activate, deactivate, deactivate + reset + activate.
+`~/status` answers the diagnostics values as JSON; `/diagnostics` at 1 Hz on a steady timer
+(so it still reports when sim time does not advance), both with the lifecycle state.
+
+This file is the ROS wrapper only: what happens on each tick (staleness and hold, chunk merge,
+safety, what to publish, when to start inference) is `runtime.controller.Controller`
+(ROS-free); the control thread is `ros/control_loop.py`. Inference runs in a child process by
+default (`inference_process`; its Python cannot hold this process's GIL) or on a thread.
 
 Subscription callbacks only keep the newest *raw* camera message (after cheap checks of
 encoding and stamp order), so a 1920x1080 flood at 60 Hz costs one decode per tick; camera
@@ -20,25 +36,19 @@ subscriptions use BEST_EFFORT depth 1 so memory stays bounded. A wrong image *si
 (the data pipeline resizes the same way); a wrong *encoding* is rejected (counted, throttled
 warning). JointStates missing a joint or holding NaN are rejected. An unset (zero) header stamp
 means the receive time.
-
-Services `~/start`, `~/stop`, `~/reset` and `~/status` (std_srvs/Trigger; `~/status` answers
-the diagnostics values as JSON); `/diagnostics` at 1 Hz on a steady timer (so it still reports
-when sim time does not advance).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
-import time
+from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
-from rclpy.duration import Duration
-from rclpy.node import Node
+from rclpy.clock import Clock, ClockType
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (
     QoSDurabilityPolicy,
     QoSHistoryPolicy,
@@ -55,6 +65,7 @@ from diffusion_policy_node.runtime.controller import Command, Controller
 from diffusion_policy_node.runtime.process_worker import start_worker
 from diffusion_policy_node.runtime.settings import NodeSettings, resolve_settings
 
+from .control_loop import ControlLoop
 from .conversions import (
     JointStateSelector,
     check_image_msg,
@@ -67,7 +78,7 @@ from .conversions import (
     trajectory_msg,
 )
 from .node_main import run_node
-from .params import PARAMETERS, declare_and_read
+from .params import PARAMETERS, declare, read_params
 
 SENSOR_QOS = QoSProfile(
     history=QoSHistoryPolicy.KEEP_LAST,
@@ -85,66 +96,22 @@ checkpoint's control rate. Services ~/start ~/stop ~/reset ~/status; health on /
 WARN_THROTTLE_S = 5.0
 
 
-class PolicyNode(Node):
+class PolicyNode(LifecycleNode):
     """The closed-loop policy node; see the module docstring."""
 
     def __init__(self, node_name: str = "policy_node", **kwargs: object) -> None:
         super().__init__(node_name, **kwargs)
         self._clock = self.get_clock()
-        params = declare_and_read(self)
-        config, _ = read_config(params.checkpoint)  # clear CheckpointError, before loading
-        self.settings: NodeSettings = resolve_settings(params, config)
-        self._running = True
-        self.worker, self.policy_info = start_worker(self.settings.inference, clock=self.now_s)
-        try:
-            self.controller = Controller(
-                self.settings,
-                self.policy_info,
-                self.worker,
-                clock=self.now_s,
-                publish=self._publish_command,
-                decode=self._decode_image,
-                log=self._log,
-                respawn=self._respawn_worker,
-            )
-            self._warm_up()
-            self._wire()
-        except BaseException:
-            self.worker.close(timeout=2.0)
-            raise
-        self._start_control_thread()
-        s = self.settings
-        self.get_logger().info(
-            f"policy_node ready: {params.checkpoint} on {self.policy_info.device} "
-            f"({'process' if params.inference_process else 'thread'}), "
-            f"{s.control_rate_hz:g} Hz, "
-            f"{params.output_mode} mode -> {s.output_topic}, cameras {list(s.camera_topics)}, "
-            f"joints {list(s.joint_names)}, {'active' if self.controller.active else 'stopped'}"
-        )
-
-    def _warm_up(self) -> None:
-        warm = self.controller.warm_up()
-        if warm is not None:
-            self.get_logger().info(
-                f"warm-up: {self.settings.inference.warmup_runs} inference(s) on "
-                f"{self.policy_info.device}, last {warm.latency_s * 1e3:.1f} ms"
-            )
-
-    def _wire(self) -> None:
-        """Subscriptions, publishers, services and the diagnostics timer."""
-        s = self.settings
-        for topic in s.camera_topics:
-            msg_type = CompressedImage if topic.rstrip("/").endswith("/compressed") else Image
-            self.create_subscription(
-                msg_type, topic, lambda msg, topic=topic: self._on_image(msg, topic), SENSOR_QOS
-            )
-        self._selector = JointStateSelector(s.joint_names)
-        self._state_where = f"joint state topic {s.params.joint_state_topic}"
-        self.create_subscription(
-            JointState, s.params.joint_state_topic, self._on_joint_state, SENSOR_QOS
-        )
-        msg_type = JointTrajectory if s.chunk_mode else Float64MultiArray
-        self._cmd_pub = self.create_publisher(msg_type, s.output_topic, COMMAND_QOS)
+        self.autostart, self.start_active = declare(self)  # wrong types fail here, at once
+        self.settings: NodeSettings | None = None
+        self.controller: Controller | None = None
+        self.worker: Any = None
+        self.policy_info: Any = None
+        self.last_error = ""
+        self._running = False
+        self._loop: ControlLoop | None = None
+        self._entities: list[Any] = []  # subscriptions, publisher: created by configure
+        self._cmd_pub: Any = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         for name, handler in (
             ("start", self._srv_start),
@@ -157,41 +124,157 @@ class PolicyNode(Node):
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(1.0, self._publish_diagnostics, clock=self._steady)
 
-    def _start_control_thread(self) -> None:
-        """The control loop: its own thread on the node clock (see the module docstring)."""
-        self._wake = threading.Condition()
-        self._jumped_back = False
-        self._jump_handle = self._clock.create_jump_callback(
-            JumpThreshold(
-                min_forward=Duration(nanoseconds=1),
-                min_backward=Duration(nanoseconds=-1),
-                on_clock_change=True,
-            ),
-            post_callback=self._on_time_jump,
+    @property
+    def lifecycle_state(self) -> str:
+        """unconfigured | inactive | active | finalized (or a transition state)."""
+        return self._state_machine.current_state[1]
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load, check and warm up. SUCCESS -> inactive; FAILURE (the reason logged and in
+        `last_error`, everything half-built released) -> unconfigured."""
+        try:
+            self._configure()
+        except Exception as exc:
+            self._release()
+            self.last_error = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+            self.get_logger().error(f"configure failed: {self.last_error}")
+            return TransitionCallbackReturn.FAILURE
+        self.last_error = ""
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        params = read_params(self)
+        config, _ = read_config(params.checkpoint)  # clear CheckpointError, before loading
+        s = self.settings = resolve_settings(params, config)
+        self.worker, self.policy_info = start_worker(s.inference, clock=self.now_s)
+        self.controller = Controller(
+            s,
+            self.policy_info,
+            self.worker,
+            clock=self.now_s,
+            publish=self._publish_command,
+            decode=self._decode_image,
+            log=self._log,
+            respawn=self._respawn_worker,
         )
-        self._control_thread = threading.Thread(
-            target=self._control_loop, name="dp-control", daemon=True
+        self.controller.stop(self.now_s())  # configured = not commanding until activate
+        warm = self.controller.warm_up()
+        if warm is not None:
+            self.get_logger().info(
+                f"warm-up: {s.inference.warmup_runs} inference(s) on "
+                f"{self.policy_info.device}, last {warm.latency_s * 1e3:.1f} ms"
+            )
+        self._wire(s)
+        self._running = True
+        self._loop = ControlLoop(
+            self._clock,
+            s.dt,
+            tick=self.controller.tick,
+            restart=self.controller.restart,
+            logger=self.get_logger(),
+            spin_lead_ms=params.spin_lead_ms,
+            priority=params.control_priority,
         )
-        self._control_thread.start()
+        self._loop.start()
+        self.get_logger().info(
+            f"policy_node configured: {params.checkpoint} on {self.policy_info.device} "
+            f"({'process' if params.inference_process else 'thread'}), "
+            f"{s.control_rate_hz:g} Hz, {params.output_mode} mode -> {s.output_topic}, "
+            f"cameras {list(s.camera_topics)}, joints {list(s.joint_names)}"
+        )
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Start commanding. SUCCESS -> active."""
+        ret = super().on_activate(state)  # the managed command publisher
+        if ret == TransitionCallbackReturn.SUCCESS:
+            self.get_logger().info(f"activate: {self.controller.start()}")
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Hold: the stop message goes out while the publisher is still active; the worker
+        stays warm. SUCCESS -> inactive."""
+        self.get_logger().info(f"deactivate: {self.controller.stop(self.now_s())}")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the worker, the subscriptions and the publisher. SUCCESS -> unconfigured."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Hold and release. SUCCESS -> finalized."""
+        self._hold_and_release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: hold and release. SUCCESS -> unconfigured."""
+        self._hold_and_release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _hold_and_release(self) -> None:
+        if self.controller is not None and self.controller.active:
+            self.controller.stop(self.now_s())
+        self._release()
+
+    def _wire(self, s: NodeSettings) -> None:
+        """Subscriptions and the managed command publisher."""
+        for topic in s.camera_topics:
+            msg_type = CompressedImage if topic.rstrip("/").endswith("/compressed") else Image
+            self._entities.append(
+                self.create_subscription(
+                    msg_type,
+                    topic,
+                    lambda msg, topic=topic: self._on_image(msg, topic),
+                    SENSOR_QOS,
+                )
+            )
+        self._selector = JointStateSelector(s.joint_names)
+        self._state_where = f"joint state topic {s.params.joint_state_topic}"
+        self._entities.append(
+            self.create_subscription(
+                JointState, s.params.joint_state_topic, self._on_joint_state, SENSOR_QOS
+            )
+        )
+        msg_type = JointTrajectory if s.chunk_mode else Float64MultiArray
+        self._cmd_pub = self.create_lifecycle_publisher(msg_type, s.output_topic, COMMAND_QOS)
+
+    def _release(self) -> None:
+        """Stop the control thread, close the worker, drop subscriptions and the publisher."""
+        self._running = False
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+        if self.worker is not None:
+            self.worker.close(timeout=5.0)
+            self.worker = None
+        for sub in self._entities:
+            self.destroy_subscription(sub)
+        self._entities = []
+        if self._cmd_pub is not None:
+            self.destroy_lifecycle_publisher(self._cmd_pub)
+            self._cmd_pub = None
+        self.controller = None
+        self.settings = None
 
     def _respawn_worker(self) -> None:
         """Replace a hung or dead inference worker on a thread of its own (the controller holds
         meanwhile): kill the old one, load and warm up a new one, hand it over."""
-        old = self.worker
+        old, settings, controller = self.worker, self.settings, self.controller
 
         def run() -> None:
             old.close(timeout=1.0)
             try:
-                worker, _ = start_worker(self.settings.inference, clock=self.now_s)
-                self.controller.warm_up(worker)
+                worker, _ = start_worker(settings.inference, clock=self.now_s)
+                controller.warm_up(worker)
             except Exception as exc:
                 self.get_logger().error(f"could not restart the inference worker: {exc}")
                 return  # the controller keeps holding with the reason
-            if not self._running:
+            if not self._running or self.controller is not controller:
                 worker.close(timeout=2.0)
                 return
             self.worker = worker
-            self.controller.replace_worker(worker)
+            controller.replace_worker(worker)
 
         threading.Thread(target=run, name="dp-respawn", daemon=True).start()
 
@@ -219,12 +302,13 @@ class PolicyNode(Node):
             logger.info(text)
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
-        """Parameters are read once at start-up: refuse changes instead of ignoring them."""
+        """Parameters are read at configure: changes are taken while unconfigured only."""
         names = [p.name for p in params if p.name != "use_sim_time"]
-        if names:
+        if names and self.lifecycle_state != "unconfigured":
             return SetParametersResult(
                 successful=False,
-                reason=f"policy_node reads {names} at start-up only; restart the node to change",
+                reason=f"policy_node reads {names} at configure; change them while "
+                "unconfigured (cleanup first), then configure again",
             )
         return SetParametersResult(successful=True)
 
@@ -254,8 +338,8 @@ class PolicyNode(Node):
 
     def _publish_command(self, command: Command) -> None:
         """The controller's publish sink (called with its lock held)."""
-        if not self._running or not self.context.ok():
-            return  # shutting down (Ctrl-C/SIGTERM): publishers are going away
+        if not self._running or not self.context.ok() or self._cmd_pub is None:
+            return  # shutting down (Ctrl-C/SIGTERM) or cleaned up: no publisher
         if command.times is None:
             self._cmd_pub.publish(float64_array_msg(command.positions))
             return
@@ -268,123 +352,72 @@ class PolicyNode(Node):
             )
         )
 
-    # ------------------------------------------------------------------------------ control
-    def _on_time_jump(self, jump: object) -> None:
-        """Clock jump callback (every /clock update under sim time, and clock changes)."""
-        with self._wake:
-            if jump.delta.nanoseconds < 0 or jump.clock_change in (  # type: ignore[attr-defined]
-                ClockChange.ROS_TIME_ACTIVATED,
-                ClockChange.ROS_TIME_DEACTIVATED,
-            ):
-                self._jumped_back = True
-            self._wake.notify_all()
-
-    def _wait_until(self, target: float) -> bool:
-        """Sleep until the node clock reaches `target`; False when the clock jumped back (or
-        its source changed) or the node is closing."""
-        lead = self.settings.params.spin_lead_ms * 1e-3
-        while self._running:
-            with self._wake:
-                if self._jumped_back:
-                    self._jumped_back = False
-                    return False
-                remaining = target - self.now_s()
-                if remaining <= 0:
-                    return True
-                if self._clock.ros_time_is_active:
-                    # Sim time advances only with /clock messages, which notify us; the real-time
-                    # timeout only guards against a missed notification.
-                    self._wake.wait(0.1)
-                    continue
-                if remaining > lead:
-                    self._wake.wait(remaining - lead)
-                    continue
-            # The last `lead` seconds: busy-wait (outside the lock), so that the thread is
-            # already on a CPU at the tick instead of waiting to be scheduled after a wake-up.
-            end = time.perf_counter() + remaining
-            while time.perf_counter() < end and self._running:
-                pass
-        return False
-
-    def _control_loop(self) -> None:
-        """Ticks at anchor + k*dt (node clock); an overrun skips grid points, never bunches."""
-        self._set_priority(self.settings.params.control_priority)
-        dt = self.settings.dt
-        while self._running and self._clock.ros_time_is_active and self.now_s() == 0.0:
-            with self._wake:  # sim time: wait for the first /clock message
-                self._wake.wait(0.1)
-        anchor = self.now_s()
-        k = 0
-        while self._running:
-            k += 1
-            ideal = anchor + k * dt
-            if not self._wait_until(ideal):
-                if not self._running:
-                    break
-                anchor, k = self.now_s(), 0  # clock jumped back (sim restart): new grid
-                self.get_logger().warning("node clock jumped back: restarting the episode")
-                self.controller.restart(anchor)
-                continue
-            t_start = self.now_s()
-            skipped = int((t_start - ideal) / dt + 1e-9)
-            if self._clock.ros_time_is_active and skipped * dt > 1.0:
-                anchor, k, ideal, skipped = t_start - dt, 1, t_start, 0  # sim time leapt
-            k += skipped
-            ideal += skipped * dt
-            self.controller.tick(ideal, t_start, skipped)
-
-    def _set_priority(self, priority: int) -> None:
-        if priority <= 0:
-            return
-        try:
-            os.sched_setscheduler(
-                threading.get_native_id(), os.SCHED_FIFO, os.sched_param(priority)
-            )
-        except (OSError, AttributeError) as exc:
-            self.get_logger().warning(
-                f"control_priority {priority}: cannot use SCHED_FIFO ({exc}); running with "
-                "normal scheduling (grant rtprio, e.g. in /etc/security/limits.conf)"
-            )
-
-    def _set_priority(self, priority: int) -> None:
-        if priority <= 0:
-            return
-        try:
-            os.sched_setscheduler(
-                threading.get_native_id(), os.SCHED_FIFO, os.sched_param(priority)
-            )
-        except (OSError, AttributeError) as exc:
-            self.get_logger().warning(
-                f"control_priority {priority}: cannot use SCHED_FIFO ({exc}); running with "
-                "normal scheduling (grant rtprio, e.g. in /etc/security/limits.conf)"
-            )
-
     # ------------------------------------------------------------------------------ services
+    def _transition(self, name: str) -> bool:
+        """Run a lifecycle transition from an alias service; True on SUCCESS."""
+        trigger = {"activate": self.trigger_activate, "deactivate": self.trigger_deactivate}
+        return trigger[name]() == TransitionCallbackReturn.SUCCESS
+
     def _srv_start(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        resp.success, resp.message = True, self.controller.start()
+        """Alias of activate (from inactive); when active, the timing statistics restart."""
+        state = self.lifecycle_state
+        if state == "inactive":
+            resp.success = self._transition("activate")
+            resp.message = "started" if resp.success else "activate failed"
+        elif state == "active":
+            resp.success, resp.message = True, self.controller.start()
+        else:
+            resp.success, resp.message = False, f"cannot start: the node is {state}"
         self.get_logger().info(f"~/start: {resp.message}")
         return resp
 
     def _srv_stop(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        resp.success, resp.message = True, self.controller.stop(self.now_s())
+        """Alias of deactivate (from active)."""
+        if self.lifecycle_state == "active":
+            resp.success = self._transition("deactivate")
+            resp.message = "stopped" if resp.success else "deactivate failed"
+        else:
+            resp.success, resp.message = True, "already stopped"
         self.get_logger().info(f"~/stop: {resp.message}")
         return resp
 
     def _srv_reset(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        """Deactivate, reset history, schedule and policy, activate again (a new episode); in
+        inactive only the reset."""
+        state = self.lifecycle_state
+        if state not in ("active", "inactive"):
+            resp.success, resp.message = False, f"cannot reset: the node is {state}"
+            return resp
+        if state == "active":
+            self._transition("deactivate")
         self.controller.reset(self.now_s())
-        resp.success, resp.message = True, "history, schedule and policy reset"
+        resp.success = state == "inactive" or self._transition("activate")
+        resp.message = "history, schedule and policy reset"
         self.get_logger().info(f"~/reset: {resp.message}")
         return resp
 
     def _srv_status(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         """The /diagnostics values as one JSON object (for scripts such as dp-eval)."""
-        _, _, values = self.controller.diagnostics_values()
+        _, _, values = self.diagnostics_values()
         resp.success, resp.message = True, json.dumps(values)
         return resp
 
+    def diagnostics_values(self) -> tuple[str, str, dict[str, object]]:
+        """(state, reason, values): the controller's, plus the lifecycle state."""
+        controller, lifecycle = self.controller, self.lifecycle_state
+        if controller is None:
+            reason = f"configure failed: {self.last_error}" if self.last_error else ""
+            values: dict[str, object] = {"state": lifecycle, "hold_reason": reason}
+            state = lifecycle
+        else:
+            state, reason, values = controller.diagnostics_values()
+        values["lifecycle"] = lifecycle
+        values["last_error"] = self.last_error
+        return state, reason, values
+
     def _publish_diagnostics(self) -> None:
-        state, reason, values = self.controller.diagnostics_values()
-        # WARN: holding, or active with a reason (an overrun)
+        state, reason, values = self.diagnostics_values()
+        # WARN: holding, a failed configure, or active with a reason (an overrun)
         level = DiagnosticStatus.WARN if state == "holding" or reason else DiagnosticStatus.OK
         msg = DiagnosticArray()
         msg.header.stamp = self._clock.now().to_msg()
@@ -394,19 +427,14 @@ class PolicyNode(Node):
                 level,
                 f"{state}: {reason}" if reason else state,
                 values,
-                hardware_id=self.policy_info.device,
+                hardware_id=self.policy_info.device if self.policy_info else "",
             )
         ]
         self._diag_pub.publish(msg)
 
     def close(self) -> None:
-        """Stop the control thread and the inference worker (bounded waits)."""
-        self._running = False
-        with self._wake:
-            self._wake.notify_all()
-        if self._control_thread.is_alive():
-            self._control_thread.join(2.0)
-        self.worker.close(timeout=5.0)
+        """Hold and release (Ctrl-C/SIGTERM in any state; bounded waits)."""
+        self._hold_and_release()
 
 
 def _make_node() -> PolicyNode:
@@ -414,6 +442,13 @@ def _make_node() -> PolicyNode:
     # Shorter GIL hand-offs: the control thread waits at most ~1 ms for the interpreter when
     # it wakes while another thread runs Python (default 5 ms).
     sys.setswitchinterval(0.001)
+    if node.autostart:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            reason = node.last_error
+            node.destroy_node()
+            raise RuntimeError(reason)
+        if node.start_active:
+            node.trigger_activate()
     return node
 
 

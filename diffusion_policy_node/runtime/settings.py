@@ -65,6 +65,7 @@ class PolicyNodeParams:
     joint_upper_limits: tuple[float, ...] = ()
     max_joint_velocity: tuple[float, ...] = ()
     limit_margin_frac: float = 0.1
+    autostart: bool = True
     start_active: bool = True
     action_lead: float = -1.0
     inference_margin: float = 0.0

@@ -253,7 +253,7 @@ def test_diagnostics_report_health(system: System) -> None:
 
 
 def test_parameters_are_read_once(system: System) -> None:
-    with pytest.raises(RuntimeError, match="start-up only"):
+    with pytest.raises(RuntimeError, match="at configure; change them while unconfigured"):
         system.probe.set_parameter(STREAM, "max_obs_age", 5.0)
 
 
