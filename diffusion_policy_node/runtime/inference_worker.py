@@ -110,10 +110,11 @@ class LatencyStats(NamedTuple):
 
 
 class LatencyTracking:
-    """Latency and outcome bookkeeping shared by the thread and process workers; subclasses
-    call `_init_tracking` first. `_record_latency` is called with `_cond` held."""
+    """Latency and outcome bookkeeping (and `poll`) shared by the thread and process workers;
+    subclasses call `_init_tracking` first. `_record_latency` is called with `_cond` held."""
 
     _cond: threading.Condition
+    _result: InferenceResult | None
     _latencies: deque[float]
     _ema: float | None
     ema_alpha: float
@@ -139,6 +140,12 @@ class LatencyTracking:
         self._latencies.append(latency)
         a = self.ema_alpha
         self._ema = latency if self._ema is None else a * latency + (1 - a) * self._ema
+
+    def poll(self) -> InferenceResult | None:
+        """The newest finished result not yet polled, or None. Never blocks."""
+        with self._cond:
+            result, self._result = self._result, None
+            return result
 
     def latency_stats(self) -> LatencyStats:
         with self._cond:
@@ -219,12 +226,6 @@ class InferenceWorker(LatencyTracking):
             self._request = (obs, float(t_obs), self.clock(), self._generation)
             self._cond.notify_all()
             return True
-
-    def poll(self) -> InferenceResult | None:
-        """The newest finished result not yet polled, or None. Never blocks."""
-        with self._cond:
-            result, self._result = self._result, None
-            return result
 
     def wait(self, timeout: float) -> bool:
         """Block (real time) until no request or reset is pending or running; False on timeout.

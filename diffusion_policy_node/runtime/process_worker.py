@@ -207,11 +207,6 @@ class ProcessInferenceWorker(LatencyTracking):
         self._send(("infer", generation, {k: np.asarray(v) for k, v in obs.items()}))
         return True
 
-    def poll(self) -> InferenceResult | None:
-        with self._cond:
-            result, self._result = self._result, None
-            return result
-
     def wait(self, timeout: float) -> bool:
         """Block until no request is in flight; False on timeout."""
         deadline = time.monotonic() + timeout
