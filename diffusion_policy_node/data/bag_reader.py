@@ -2,8 +2,9 @@
 
 The bag reader is this module with `bag_sources` (finding and opening bags, split recordings,
 duplicates, metadata advice, mcap CRCs), `timebase` (one time base per bag, clock offsets,
-message order) and `resample` (streams on the grid, gaps); they are the only modules of the
-package that import `rosbags` (pure Python rosbag2: mcap and sqlite3, no ROS install needed).
+message order) and `resample` (streams on the grid, gaps). Only this module and `bag_sources`
+(and `bag_writer`, for recording) import `rosbags` (pure Python rosbag2: mcap and sqlite3, no
+ROS install needed).
 See `DataConfig` for the resampling rules. How bad input is handled (an error names the bag,
 topic and field; "skip" means a logged warning plus a count in the ingest summary):
 
