@@ -34,7 +34,13 @@ from diffusion_policy_node.ros.node_main import run_node
 
 def make():
     node = Node("slow_cleanup")
-    print("ready", flush=True)
+    timer = None
+
+    def spinning():  # once the executor runs, so that Ctrl-C finds the node built
+        timer.cancel()
+        print("ready", flush=True)
+
+    timer = node.create_timer(0.01, spinning)
     return node
 
 
@@ -98,6 +104,10 @@ def test_second_sigint_during_cleanup_is_quiet(tmp_path: Path) -> None:
     assert err.count("already shutting down") == 1
 
 
+# The log line after which the node spins (policy_node configures inside its factory).
+SPINNING = {"sim_node": "[sim_node]: sim_node:", "policy_node": "[policy_node]: activate"}
+
+
 @pytest.mark.parametrize("executable", ["sim_node", "policy_node"])
 def test_real_nodes_exit_quietly_on_two_sigints(tmp_path: Path, executable: str) -> None:
     args = [f"{Path(sys.executable).parent / executable}", "--ros-args"]
@@ -110,11 +120,11 @@ def test_real_nodes_exit_quietly_on_two_sigints(tmp_path: Path, executable: str)
         deadline = time.monotonic() + 90
         started = False
         while time.monotonic() < deadline and proc.poll() is None:
-            if "[INFO]" in proc.stderr.readline():  # its start-up line
+            if SPINNING[executable] in proc.stderr.readline():
                 started = True
                 break
         assert started, f"{executable} did not start"
-        time.sleep(1.0)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
