@@ -442,13 +442,17 @@ def _make_node() -> PolicyNode:
     # Shorter GIL hand-offs: the control thread waits at most ~1 ms for the interpreter when
     # it wakes while another thread runs Python (default 5 ms).
     sys.setswitchinterval(0.001)
-    if node.autostart:
+    if not node.autostart:
+        return node
+    try:
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            reason = node.last_error
-            node.destroy_node()
-            raise RuntimeError(reason)
+            raise RuntimeError(node.last_error)
         if node.start_active:
             node.trigger_activate()
+    except BaseException:  # a failed configure, or Ctrl-C during the warm-up
+        node.close()
+        node.destroy_node()
+        raise
     return node
 
 

@@ -51,6 +51,7 @@ from diffusion_policy_node.policy.constants import (
 
 from .action_schedule import ActionSchedule
 from .inference_worker import InferenceResult, LatencyStats, should_start_inference
+from .inpaint import inpaint_request
 from .observation_history import STATE_INPUT, ObservationHistory
 from .safety import SafetyFilter
 from .settings import NodeSettings, PolicyInfo, resolve_limits
@@ -466,33 +467,10 @@ class Controller:
             self._submit_time = now
 
     def inpaint_target(self, now: float, t_obs: float) -> tuple[np.ndarray, np.ndarray]:
-        """Real-time chunking's constraint for the chunk observed at `t_obs` (Black et al.
-        2025): (actions (1, H, D), weights (1, H)) from the last merged chunk. Steps that run
-        before the new chunk can take over (its grid time + action_lead at or before the
-        estimated landing tick now + latency + dt) are frozen (weight 1); the next
-        `inpaint_overlap` known steps are guided with `inpaint_guidance * exp(-decay * i)`;
-        the rest, and every step the last chunk does not cover, are free (weight 0)."""
-        s, p = self.settings, self.settings.params
-        h, dim = s.horizon, len(s.joint_names)
-        actions = np.zeros((1, h, dim), np.float32)
-        weights = np.zeros((1, h), np.float32)
-        if self._last_chunk is None:
-            return actions, weights
-        t_prev, chunk = self._last_chunk
-        offset = round((t_obs - t_prev) / s.dt)  # new index j is the last chunk's j + offset
-        j = np.arange(h)
-        src = j + offset
-        known = (src >= 0) & (src < chunk.shape[0])
-        actions[0, known] = chunk[src[known]]
-        grid = t_obs + (j - (s.n_obs_steps - 1)) * s.dt
-        landing = now + (self.worker.latency_estimate or 0.0) + s.dt
-        frozen = known & (grid + s.action_lead <= landing + 1e-6 * s.dt)
-        weights[0, frozen] = 1.0
-        guided = np.flatnonzero(known & ~frozen)[: p.inpaint_overlap]
-        weights[0, guided] = p.inpaint_guidance * np.exp(
-            -p.inpaint_decay * np.arange(1, len(guided) + 1)
+        """The inpainting constraint for the chunk observed at `t_obs` (`inpaint.py`)."""
+        return inpaint_request(
+            self.settings, self._last_chunk, now, t_obs, self.worker.latency_estimate
         )
-        return actions, weights
 
     # ------------------------------------------------------------------ services
     def warm_up(self, worker: Worker | None = None) -> InferenceResult | None:

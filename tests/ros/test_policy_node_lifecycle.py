@@ -167,3 +167,31 @@ def test_ctrl_c_while_unconfigured_exits_cleanly(system, tmp_path: Path) -> None
     assert _state(probe, name) == "unconfigured"
     assert proc.stop(signal.SIGINT) == 0
     assert "Traceback" not in proc.log()
+
+
+def test_ctrl_c_during_the_autostart_warm_up_exits_cleanly(system, tmp_path: Path) -> None:
+    _, _, ckpt, _ = system
+    proc = NodeProcess(
+        "diffusion_policy_node.ros.policy_node",
+        [
+            "-r", "__node:=pn_slow_warmup", "-p", f"checkpoint:={ckpt}",
+            "-p", "warmup_runs:=1", "-p", "inference_delay_ms:=20000",  # a 20 s warm-up
+        ],
+        tmp_path / "slow.log",
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "inference process" not in _kids(proc):
+        time.sleep(0.1)  # the inference process is up: the warm-up is running
+    children = proc.children()
+    assert children, proc.log()
+    time.sleep(1.0)
+    assert proc.stop(signal.SIGINT, timeout=15) == 0, proc.log()
+    assert "Traceback" not in proc.log()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in children):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{p}").exists() for p in children), "inference process left"
+
+
+def _kids(proc: NodeProcess) -> str:
+    return "inference process" if proc.children() else ""
