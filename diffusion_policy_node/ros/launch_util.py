@@ -185,16 +185,49 @@ def exit_policy(name: str, shutdown_on_success: bool = True) -> Callable[[Any, A
     return _ExitPolicy(name, shutdown_on_success)
 
 
-def package_node(executable: str, *, shutdown_on_success: bool = True, **kwargs: Any) -> Any:
+def package_node(
+    executable: str, *, shutdown_on_success: bool = True, lifecycle: bool = False, **kwargs: Any
+) -> Any:
     """launch_ros Node of this package (`name` defaults to the executable, output to the
-    screen) whose exit ends the launch (`exit_policy`)."""
-    from launch_ros.actions import Node
+    screen) whose exit ends the launch (`exit_policy`); `lifecycle`: a launch_ros
+    LifecycleNode, whose transitions `lifecycle_bringup` can drive."""
+    from launch_ros.actions import LifecycleNode, Node
 
     kwargs.setdefault("name", executable)
     kwargs.setdefault("output", "screen")
-    return Node(
+    if lifecycle:
+        kwargs.setdefault("namespace", "")  # LifecycleNode requires it (Humble)
+    return (LifecycleNode if lifecycle else Node)(
         package=PACKAGE,
         executable=executable,
         on_exit=exit_policy(kwargs["name"], shutdown_on_success),
         **kwargs,
     )
+
+
+def lifecycle_bringup(node: Any, condition: Any = None) -> list[Any]:
+    """Launch actions that configure the lifecycle `node` once it is up and activate it once
+    it is inactive (the managed bring-up); `condition` gates both (e.g. autostart off)."""
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.events import matches_action
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
+
+    def change(transition: int, **kwargs: Any) -> Any:
+        return EmitEvent(
+            event=ChangeState(
+                lifecycle_node_matcher=matches_action(node), transition_id=transition
+            ),
+            **kwargs,
+        )
+
+    activate = RegisterEventHandler(
+        OnStateTransition(
+            target_lifecycle_node=node,
+            goal_state="inactive",
+            entities=[change(Transition.TRANSITION_ACTIVATE)],
+        ),
+        condition=condition,
+    )
+    return [activate, change(Transition.TRANSITION_CONFIGURE, condition=condition)]

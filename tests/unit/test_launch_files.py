@@ -603,3 +603,23 @@ def test_bridge_and_world() -> None:
     plugins = {p.get("name") for p in world.iter("plugin")}
     assert "gz::sim::systems::Sensors" in plugins  # cameras render only with it
     assert {m.get("name") for m in world.iter("model")} >= {"target", "obstacle"}
+
+
+def test_robot_launch_drives_the_lifecycle_when_autostart_is_off() -> None:
+    # launch_ros is not installed here: check the structure statically (design.md §3: the
+    # node is managed; the launch emits configure + activate only when autostart is false).
+    tree = _parse(REPO / "launch" / "robot.launch.py")
+    (node,) = [c for c in _calls(tree, "package_node") if _const(c.args[0]) == "policy_node"]
+    assert _const(_kwarg(node, "lifecycle")) is True
+    assert "autostart" in passed_parameters(node)
+    (bringup,) = _calls(tree, "lifecycle_bringup")
+    condition = _kwarg(bringup, "condition")
+    assert isinstance(condition, ast.Call) and condition.func.id == "UnlessCondition"
+    assert condition.args[0].id == "autostart"
+    declared = {_const(c.args[0]) for c in _calls(tree, "DeclareLaunchArgument")}
+    assert "autostart" in declared
+    # the helper emits configure and, on reaching inactive, activate
+    helper = _parse(REPO / PKG / "ros" / "launch_util.py")
+    text = ast.unparse(helper)
+    assert "TRANSITION_CONFIGURE" in text and "TRANSITION_ACTIVATE" in text
+    assert "goal_state='inactive'" in text
