@@ -14,7 +14,8 @@ node's own /diagnostics, where the node measures every tick against its ideal gr
     observation, handing it to the inference process),
     missed_ticks, ticks,
     obs_to_cmd_ms (p50: newest input stamp of the observation -> first command from its chunk),
-    inference_p50_ms, chunks, dry_ticks, recv_jitter_p99_ms (stream mode: |interval - dt| of
+    inference_p50_ms, chunks, dry_ticks, overruns (the plan used up before the next chunk:
+    the rest of the horizon executes), recv_jitter_p99_ms (stream mode: |interval - dt| of
     the commands as received by this process, DDS included), cpu_node_pct (% of one core),
     cpu_sensors_pct, loadavg (1 min, at the end: other work on the machine shows up here)
 
@@ -202,6 +203,7 @@ def run_case(args: argparse.Namespace, config: str, rate: float, mode: str, tmp:
         "inference_p50_ms": _num(d, "inference_latency_p50_ms"),
         "chunks": int(d["chunks"]) - int(d0["chunks"]),
         "dry_ticks": int(d["dry_ticks"]) - int(d0["dry_ticks"]),
+        "overruns": int(d["overruns"]) - int(d0["overruns"]),
         "cpu_node_pct": round(100 * (cpu1[0] - cpu0[0]) / wall, 1),
         "cpu_sensors_pct": round(100 * (cpu1[1] - cpu0[1]) / wall, 1),
         "torch_threads": args.torch_threads,

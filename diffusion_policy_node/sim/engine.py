@@ -251,9 +251,12 @@ class SimEngine:
                 current = self.stream_target
             if current is None:
                 current = self.task.joint_targets()
+            # A chunk boundary: a new plan replaces one still being executed (not the first
+            # plan of an episode or after a hold, which starts from rest).
+            replacing = self.follower.has_trajectory and (self.follower.end_time() or 0) > now
             self.follower.set_trajectory(times, positions, start, now, current)
             self.stream_target = None
-            if len(times):
+            if len(times) and replacing:
                 self.motion.new_chunk()
         elif kind == "stream":
             self.follower.clear()

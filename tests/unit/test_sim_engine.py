@@ -340,3 +340,23 @@ def test_configs_from_parameters() -> None:
     assert (task.image_width, task.image_height, task.time_limit, task.seed) == (64, 48, 5.0, 4)
     with pytest.raises(ValueError, match=r"control_dt.*parameter of the same name"):
         configs_from_parameters({**PARAMETERS, "control_dt": 0.105})
+
+
+def test_motion_is_recorded_with_chunk_boundaries_only_where_a_plan_is_replaced(
+    make_engine,
+) -> None:
+    engine, _ = make_engine()
+    goal = HOME_QPOS + np.array([0.3, 0.0, 0.0])
+    engine.submit("trajectory", ([0.5, 1.0], np.stack([goal, goal]), None))  # from rest
+    engine.handle_requests()
+    ticks(engine, 0.3)
+    engine.submit("trajectory", ([0.5], HOME_QPOS[None, :], None))  # replaces a running plan
+    engine.handle_requests()
+    ticks(engine, 1.5)  # the second plan ends at 0.8 s; a new one after that starts from rest
+    engine.submit("trajectory", ([0.5], goal[None, :], None))
+    engine.handle_requests()
+    ticks(engine, 0.5)
+    report = engine.report()
+    assert report["chunk_boundaries"] == 1
+    assert report["motion_samples"] >= 20  # one per control step (0.1 s)
+    assert report["jerk_boundary_mean"] > report["jerk_within_mean"] > 0
