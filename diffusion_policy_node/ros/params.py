@@ -76,10 +76,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "blend_mode",
         "string",
-        "replace",
-        "How chunks combine: replace (newest wins), ensemble (weighted mean) or inpaint "
-        "(real-time chunking: the new chunk is sampled to continue the actions that execute "
-        "while it is computed, then replaces them).",
+        "inpaint",
+        "How chunks combine: inpaint (real-time chunking: the new chunk is sampled to "
+        "continue the actions that execute while it is computed, then replaces them; the "
+        "default), replace (newest wins) or ensemble (weighted mean).",
     ),
     ParamSpec(
         "ensemble_m",

@@ -55,7 +55,7 @@ class PolicyNodeParams:
     num_inference_steps: int = 0
     device: str = "auto"
     acceleration: str = "jit"
-    blend_mode: str = "replace"
+    blend_mode: str = "inpaint"
     inpaint_overlap: int = 4
     inpaint_decay: float = 0.5
     inpaint_guidance: float = 1.0
