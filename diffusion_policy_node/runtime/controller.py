@@ -405,10 +405,13 @@ class Controller:
             )
             return
         kept = self.schedule.merge(actions, t0=result.t_obs, now=now)
-        self._had_schedule = self._had_schedule or kept > 0
+        # Chunks are arriving: from now on a tick without an action is dry, and a plan that
+        # ends before the next chunk is an overrun, also when this one came too late to keep
+        # any action (inference slower than the whole horizon must not be silent).
+        self._had_schedule = True
+        self._plan_end = result.t_obs + (self.settings.n_action_steps - 1) * self.settings.dt
         if kept:
             self._last_chunk = (result.t_obs, result.chunk)
-            self._plan_end = result.t_obs + (self.settings.n_action_steps - 1) * self.settings.dt
         self.counters["chunks"] += 1
         self.counters["dropped_actions"] += actions.shape[0] - kept
         if kept and inflight is not None and inflight[0] == result.t_obs:

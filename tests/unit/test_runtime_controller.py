@@ -185,6 +185,19 @@ def test_late_chunk_drops_the_actions_whose_time_has_passed() -> None:
     dropped = rig.ctl.counters["dropped_actions"]
     assert rig.tick() == []
     assert rig.ctl.counters["dropped_actions"] == dropped + 15
+    assert rig.ctl.overrun and rig.ctl.counters["dry_ticks"] >= 1  # reported, not silent
+
+
+def test_a_model_slower_than_the_whole_horizon_is_an_overrun_not_silence() -> None:
+    rig = started(Rig())  # observed at 0.1; its horizon ends at 1.5
+    for _ in range(16):
+        rig.tick()  # .. 1.7
+    assert rig.ctl.counters["overruns"] == 0  # nothing has arrived yet: waiting, not late
+    rig.worker.deliver(ramp())  # every action is past: none kept, nothing to publish
+    assert rig.tick() == []
+    assert rig.ctl.counters["overruns"] == 1 and rig.ctl.counters["dry_ticks"] == 1
+    state, reason = rig.ctl.state()
+    assert state == "active" and reason.startswith("overrun:")
 
 
 def test_next_inference_starts_when_its_chunk_lands_before_the_schedule_ends() -> None:
