@@ -154,5 +154,5 @@ def test_action_lead_comes_from_the_checkpoint_unless_the_parameter_sets_it() ->
     assert resolve_settings(PolicyNodeParams(checkpoint="/x"), config).action_lead == 0.1
     over = resolve_settings(PolicyNodeParams(checkpoint="/x", action_lead=0.0), config)
     assert over.action_lead == 0.0
-    with pytest.raises(ValueError, match="parameter action_lead=-2.0"):
+    with pytest.raises(ValueError, match=r"parameter action_lead=-2\.0"):
         PolicyNodeParams(checkpoint="/x", action_lead=-2.0)
