@@ -3,8 +3,6 @@ complete old or the complete new folder, and the next write removes what the cra
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from diffusion_policy_node import atomic
+
+from .kill_at_step import run_and_kill_at
 
 CHILD = """
 import sys, time
@@ -55,22 +55,7 @@ def contents(target: Path) -> str:
 
 def run_child(target: Path, mode: str, stop_at: str) -> list[str]:
     """Run the write, SIGKILL it by PID once it reports `stop_at`; return the steps seen."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(target), mode, stop_at],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    seen = []
-    try:
-        for line in proc.stdout:
-            seen.append(line.strip())
-            if seen[-1] == stop_at:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-    finally:
-        proc.stdout.close()
-        proc.wait(timeout=60)  # reaped: its PID no longer counts as running
-    return seen
+    return run_and_kill_at(CHILD, [str(target), mode, stop_at], stop_at, timeout=60)
 
 
 @pytest.mark.parametrize("mode", ["exchange", "fallback"])

@@ -4,8 +4,6 @@ or the new cache, leftovers are cleaned, frames are streamed, dp-train reports a
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import weakref
@@ -18,6 +16,7 @@ from diffusion_policy_node.data.cache import build_cache, ensure_cache, open_cac
 from diffusion_policy_node.train import cli
 
 from .data_fixtures import CAMERA, JOINT_TOPIC, make_config
+from .kill_at_step import run_and_kill_at
 
 CHILD = """
 import sys, time
@@ -41,23 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def build_in_child(bag: Path, cache: Path, stop_at: str) -> list[str]:
     """build_cache in a child process, SIGKILLed by PID when it reports step `stop_at`."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(bag), str(cache), stop_at],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    seen = []
-    try:
-        for line in proc.stdout:
-            seen.append(line.strip())
-            if seen[-1] == stop_at:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-    finally:
-        proc.stdout.close()
-        proc.wait(timeout=120)
-    return seen
+    return run_and_kill_at(CHILD, [str(bag), str(cache), stop_at], stop_at)
 
 
 def cache_of(cache_dir: Path) -> int:
