@@ -141,6 +141,17 @@ class LatencyTracking:
         a = self.ema_alpha
         self._ema = latency if self._ema is None else a * latency + (1 - a) * self._ema
 
+    def _wait_while(self, busy: Callable[[], bool], timeout: float) -> bool:
+        """Wait on `_cond` (real time) while `busy()`; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while busy():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
     def poll(self) -> InferenceResult | None:
         """The newest finished result not yet polled, or None. Never blocks."""
         with self._cond:
@@ -230,14 +241,9 @@ class InferenceWorker(LatencyTracking):
     def wait(self, timeout: float) -> bool:
         """Block (real time) until no request or reset is pending or running; False on timeout.
         For tests and shutdown, never on the control thread."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._request is not None or self._running or self._reset_pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            return True
+        return self._wait_while(
+            lambda: self._request is not None or self._running or self._reset_pending, timeout
+        )
 
     def reset(self) -> None:
         """New episode: discard queued/in-flight/unpolled results and call `policy.reset()` on

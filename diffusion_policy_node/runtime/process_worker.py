@@ -209,14 +209,7 @@ class ProcessInferenceWorker(LatencyTracking):
 
     def wait(self, timeout: float) -> bool:
         """Block until no request is in flight; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._pending is not None and self._dead is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            return True
+        return self._wait_while(lambda: self._pending is not None and self._dead is None, timeout)
 
     def reset(self) -> None:
         """Discard in-flight/unpolled results; the child calls `policy.reset()` before its next
