@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -94,6 +95,7 @@ checkpoint's control rate. Services ~/start ~/stop ~/reset ~/status; health on /
     policy_node --ros-args -p checkpoint:=/path/to/ckpt [--params-file config/policy_node.yaml]
 """
 WARN_THROTTLE_S = 5.0
+UNHEARD_S = 2.0  # active without a subscriber on the command topic this long: WARN
 
 
 class PolicyNode(LifecycleNode):
@@ -112,6 +114,7 @@ class PolicyNode(LifecycleNode):
         self._loop: ControlLoop | None = None
         self._entities: list[Any] = []  # subscriptions, publisher: created by configure
         self._cmd_pub: Any = None
+        self._unheard_since: float | None = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         for name, handler in (
             ("start", self._srv_start),
@@ -411,12 +414,33 @@ class PolicyNode(LifecycleNode):
             state = lifecycle
         else:
             state, reason, values = controller.diagnostics_values()
+            unheard = self._unheard_for()
+            if unheard is not None and not reason:
+                reason = (
+                    f"nobody subscribes to {self.settings.output_topic} (for {unheard:.0f} s): "
+                    "is the arm's controller running, and is output_topic its command topic?"
+                )
+            values["output_subscribers"] = self._cmd_pub.get_subscription_count()
         values["lifecycle"] = lifecycle
         values["last_error"] = self.last_error
         return state, reason, values
 
+    def _unheard_for(self) -> float | None:
+        """Seconds the active node has been publishing commands nobody subscribes to, once that
+        is UNHEARD_S or more (a wrong output_topic would otherwise look like a healthy node)."""
+        now = time.monotonic()
+        if self.lifecycle_state != "active" or self._cmd_pub.get_subscription_count() > 0:
+            self._unheard_since = None
+            return None
+        if self._unheard_since is None:
+            self._unheard_since = now
+        elapsed = now - self._unheard_since
+        return elapsed if elapsed >= UNHEARD_S else None
+
     def _publish_diagnostics(self) -> None:
         state, reason, values = self.diagnostics_values()
+        if reason.startswith("nobody subscribes"):
+            self.get_logger().warning(reason, throttle_duration_sec=30.0)
         # WARN: holding, a failed configure, or active with a reason (an overrun)
         level = DiagnosticStatus.WARN if state == "holding" or reason else DiagnosticStatus.OK
         msg = DiagnosticArray()

@@ -195,3 +195,32 @@ def test_ctrl_c_during_the_autostart_warm_up_exits_cleanly(system, tmp_path: Pat
 
 def _kids(proc: NodeProcess) -> str:
     return "inference process" if proc.children() else ""
+
+
+def test_commanding_a_topic_nobody_listens_to_is_a_warning(system, tmp_path: Path) -> None:
+    probe, _, ckpt, _ = system
+    name, topic = "pn_unheard", "/nobody/listens/joint_trajectory"
+    proc = NodeProcess(
+        "diffusion_policy_node.ros.policy_node",
+        ["-r", f"__node:={name}", "-p", f"checkpoint:={ckpt}", "-p", f"output_topic:={topic}",
+         "-p", "warmup_runs:=1", "-p", "max_obs_age:=0.8"],
+        tmp_path / "unheard.log",
+    )  # fmt: skip
+    try:
+
+        def warned() -> bool:
+            d = probe.latest_diag(name) if probe.diagnostics.get(f"{name}: policy") else {}
+            return f"nobody subscribes to {topic}" in d.get("message", "")
+
+        probe.wait_for(warned, 60, "the no-subscriber warning")
+        assert probe.latest_diag(name)["output_subscribers"] == "0"
+        probe.subscribe(topic, JointTrajectory)  # a controller appears: the warning goes
+        t0 = time.monotonic()
+        probe.wait_for(
+            lambda: "nobody" not in probe.diag(name, after=t0 + 1.0, timeout=10)["message"],
+            20,
+            "the warning to clear",
+        )
+        assert "nobody subscribes to" in proc.log()
+    finally:
+        proc.stop(signal.SIGINT)
