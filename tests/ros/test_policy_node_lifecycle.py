@@ -106,7 +106,7 @@ def test_transitions_gate_what_is_published(system) -> None:
     t4 = time.monotonic()
     probe.wait_for(lambda: any(m.points for m in probe.since(TOPIC, t4)), 10, "resume")
     first = next(t for t, _, m in probe.timed_since(TOPIC, t4) if m.points)
-    assert first - t4 < 2 * CHUNK_S + 1.0, first - t4  # within about one chunk (+ DDS, load)
+    assert first - t4 < CHUNK_S + 0.5, first - t4  # within one chunk (+ DDS and start-up slack)
 
     assert _change(probe, NODE, Transition.TRANSITION_DEACTIVATE)
     children = node.children()
