@@ -118,8 +118,15 @@ def run_node(
         rclpy.logging.get_logger(name).fatal(f"cannot start: {describe_parameter_exception(exc)}")
         code = 1
     except fatal as exc:
-        rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
-        code = 1
+        if node is not None:
+            # Not a start-up error: raised while spinning. SIGTERM shuts the context down under
+            # the executor's feet and rclpy may raise RCLError (a RuntimeError) from the wait
+            # set: a clean exit; anything else is a bug and is raised.
+            if rclpy.ok():
+                raise
+        else:
+            rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
+            code = 1
     except Exception:
         # SIGTERM shuts the context down under the executor's feet; some rclpy versions then
         # raise RCLError from the wait set instead of ExternalShutdownException.
