@@ -1,7 +1,8 @@
 """Parameters of `policy_node`: declared in one place, read once into a frozen dataclass.
 
-`PARAMETERS` lists every parameter with its default, description and range;
-`declare_and_read(node)` declares them and returns `PolicyNodeParams` (raw values, validated).
+`PARAMETERS` lists every parameter with its default, description and range; `declare(node)`
+declares them (at construction), `read_params(node)` reads them into `PolicyNodeParams` (raw
+values, validated; at configure).
 The ROS-free rest lives in `runtime/settings.py`: `resolve_settings(params, config)` merges them
 with the checkpoint's config into the one `NodeSettings`, `resolve_limits` gives the safety
 limits. Defaults are mirrored in `config/policy_node.yaml`.
@@ -261,9 +262,3 @@ def read_params(node: Node) -> PolicyNodeParams:
         else:
             values[spec.name] = node.get_parameter(spec.name).value
     return PolicyNodeParams(**values)
-
-
-def declare_and_read(node: Node) -> PolicyNodeParams:
-    """Declare every parameter of `PARAMETERS` on `node` and read them once."""
-    declare(node)
-    return read_params(node)

@@ -23,7 +23,7 @@ from diffusion_policy_node.ros.conversions import (
     trajectory_from_msg,
     trajectory_msg,
 )
-from diffusion_policy_node.ros.params import PARAMETERS, declare_and_read
+from diffusion_policy_node.ros.params import PARAMETERS, declare, read_params
 
 JOINTS = ["a", "b", "c"]
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def test_yaml_defaults_match_the_declarations() -> None:
         assert f"# {p.name}:" in text or p.name in values
 
 
-def test_declare_and_read_parses_overrides_and_keeps_unset_lists_empty() -> None:
+def test_declare_then_read_parses_overrides_and_keeps_unset_lists_empty() -> None:
     ctx = rclpy.Context()
     rclpy.init(
         context=ctx,
@@ -54,7 +54,8 @@ def test_declare_and_read_parses_overrides_and_keeps_unset_lists_empty() -> None
     )  # fmt: skip
     try:
         node = rclpy.create_node("params_probe", context=ctx)
-        p = declare_and_read(node)
+        assert declare(node) == (True, False)  # (autostart, start_active)
+        p = read_params(node)
         assert p.checkpoint == "/ck" and p.camera_topics == ("/c1", "/c2")
         assert p.joint_upper_limits == (1.0, 2.0) and p.joint_lower_limits == ()
         assert p.joint_names == () and p.max_joint_velocity == ()
