@@ -55,35 +55,36 @@ def resolve_device(device: str) -> str:
 
 def should_start_inference(
     now: float,
-    schedule_end: float | None,
+    plan_end: float | None,
     latency_est: float | None,
     dt: float,
     margin: float = 0.0,
 ) -> bool:
     """Receding-horizon trigger: start the next inference now so its chunk lands in time.
 
-    With `schedule_end` the time of the last scheduled action, the schedule runs dry at the tick
-    `t_dry = schedule_end + dt` (the first tick with no action). A chunk started at `now` lands at
+    With `plan_end` the grid time of the last planned action (the controller passes the newest
+    chunk's n_action_steps-th action; the rest of its horizon is only the fallback when late),
+    the plan is used up at the tick `t_end = plan_end + dt`. A chunk started at `now` lands at
     `now + latency_est`. Start when
 
-        now + latency_est + margin >= t_dry - dt        (i.e. >= schedule_end)
+        now + latency_est + margin >= t_end - dt        (i.e. >= plan_end)
 
     The one `dt` of slack covers the tick quantisation of this check (it runs once per tick, so
     the start can be up to one `dt` late) and lets chunk mode republish before the controller
-    reaches the last point. An empty schedule (`schedule_end` None) always triggers; an unknown
-    latency counts as 0 (use `margin` until one is measured).
+    reaches the last point. No plan (`plan_end` None) always triggers; an unknown latency
+    counts as 0 (use `margin` until one is measured).
     """
     if not (math.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be a finite number > 0 s, got {dt!r}")
     if not (math.isfinite(margin) and margin >= 0):
         raise ValueError(f"margin must be a finite number >= 0 s, got {margin!r}")
-    if schedule_end is None:
+    if plan_end is None:
         return True
     latency = 0.0 if latency_est is None else float(latency_est)
     if not (math.isfinite(latency) and latency >= 0):
         raise ValueError(f"latency_est must be a finite number >= 0 s, got {latency_est!r}")
-    t_dry = schedule_end + dt
-    return now + latency + margin >= t_dry - dt
+    t_end = plan_end + dt
+    return now + latency + margin >= t_end - dt
 
 
 class InferenceResult(NamedTuple):
