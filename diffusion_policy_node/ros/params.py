@@ -75,6 +75,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "CUDA), cudagraph (CUDA, DDIM eta=0), none.",
     ),
     ParamSpec(
+        "precision",
+        "string",
+        "auto",
+        "Inference precision: auto (bf16 where the CPU has AVX-512-BF16/AMX or on CUDA, fp32 "
+        "elsewhere), fp32, bf16.",
+    ),
+    ParamSpec(
         "blend_mode",
         "string",
         "inpaint",

@@ -26,6 +26,9 @@ from .safety import SafetyLimits, limits_from_action_range
 
 OUTPUT_MODES = ("chunk", "stream")
 ACCELERATIONS = ("jit", "cudagraph", "none")
+# Numeric precision of inference: auto picks bf16 where the hardware runs it fast (CPU with
+# AVX-512-BF16/AMX, CUDA), fp32 elsewhere (policy/precision.py decides).
+PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_OUTPUT_TOPICS = {
     "chunk": "/arm_controller/joint_trajectory",
     "stream": "/forward_position_controller/commands",
@@ -55,6 +58,7 @@ class PolicyNodeParams:
     num_inference_steps: int = 0
     device: str = "auto"
     acceleration: str = "jit"
+    precision: str = "auto"
     blend_mode: str = "inpaint"
     inpaint_overlap: int = 4
     inpaint_decay: float = 0.5
@@ -111,6 +115,8 @@ class PolicyNodeParams:
             raise _bad("device", self.device, f"expected one of {DEVICES} or cuda:N")
         if self.acceleration not in ACCELERATIONS:
             raise _bad("acceleration", self.acceleration, f"expected one of {ACCELERATIONS}")
+        if self.precision not in PRECISIONS:
+            raise _bad("precision", self.precision, f"expected one of {PRECISIONS}")
         if self.blend_mode not in BLEND_MODES:
             raise _bad("blend_mode", self.blend_mode, f"expected one of {BLEND_MODES}")
         if self.inpaint_overlap < 0:
@@ -162,6 +168,7 @@ class InferenceSettings:
     torch_threads: int | None = None
     nice: int = 0
     acceleration: str = "none"
+    precision: str = "auto"
     in_process: bool = True
     warmup_runs: int = 2
     delay_s: float = 0.0
@@ -178,6 +185,8 @@ class InferenceSettings:
             raise _bad("inference_nice", self.nice, "must be an int in [0, 19]")
         if self.acceleration not in ACCELERATIONS:
             raise _bad("acceleration", self.acceleration, f"expected one of {ACCELERATIONS}")
+        if self.precision not in PRECISIONS:
+            raise _bad("precision", self.precision, f"expected one of {PRECISIONS}")
         if self.warmup_runs < 0:
             raise _bad("warmup_runs", self.warmup_runs, "must be >= 0")
 
@@ -244,6 +253,7 @@ class NodeSettings:
             torch_threads=p.torch_threads or None,
             nice=p.inference_nice,
             acceleration=p.acceleration,
+            precision=p.precision,
             in_process=p.inference_process,
             warmup_runs=p.warmup_runs,
             delay_s=p.inference_delay_ms * 1e-3,
