@@ -19,9 +19,11 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..action_groups import single_group
 from ..atomic import atomic_folder
-from .config import PolicyConfig, action_lead_of
+from .config import DEFAULT_COMMAND_TOPIC, PolicyConfig, action_lead_of
 from .modeling import DiffusionPolicy, build_policy, upgrade_legacy_keys
+from .precision import resolve_precision
 
 FORMAT = "diffusion_policy_node/checkpoint/v1"
 CONFIG_FILE = "config.yaml"
@@ -80,7 +82,26 @@ def read_config(folder: str | os.PathLike) -> tuple[PolicyConfig, dict[str, Any]
     meta = dict(doc.get("meta") or {})
     if config.action_lead is None:
         config.action_lead = _trained_action_lead(meta, config.dt)
+    if config.action_groups is None:
+        config.action_groups = _trained_groups(meta, config)
     return config, meta
+
+
+def _trained_groups(meta: dict[str, Any], config: PolicyConfig) -> list[dict[str, Any]] | None:
+    """The one action group of a checkpoint written before groups were recorded: its joints on
+    the command topic it was trained from (meta["data"]); None when that is not recorded."""
+    data = meta.get("data")
+    if not isinstance(data, dict) or not config.joint_names:
+        return None
+    if config.action_dim != config.state_dim:
+        return None
+    group = single_group(
+        config.joint_names,
+        str(data.get("command_topic") or DEFAULT_COMMAND_TOPIC),
+        str(data.get("command_type") or "JointTrajectory"),
+        str(data.get("action_source") or "command"),
+    )
+    return [group[0].to_dict()]
 
 
 def _trained_action_lead(meta: dict[str, Any], dt: float) -> float | None:
@@ -131,11 +152,12 @@ def load_checkpoint(
     num_inference_steps: int | None = None,
     eta: float | None = None,
     acceleration: str = "none",
+    precision: str = "fp32",
 ) -> DiffusionPolicy:
     """Rebuild the policy of a checkpoint folder in eval mode on `device`.
 
-    Inference knobs (sampler, step count, η, acceleration none|jit|cudagraph) may be
-    overridden; they are validated here.
+    Inference knobs (sampler, step count, η, acceleration none|jit|cudagraph, precision
+    auto|fp32|bf16 — see policy/precision.py) may be overridden; they are validated here.
     """
     folder = Path(folder)
     config, _ = read_config(folder)
@@ -158,6 +180,9 @@ def load_checkpoint(
     policy.load_state_dict({**model_state, **norm_state}, strict=True)
     policy = policy.to(device).eval()
     try:
+        dtype = resolve_precision(precision, device)
+        if dtype != torch.float32:
+            policy.set_precision(dtype)
         policy.enable_acceleration(acceleration)
     except ValueError as exc:
         raise CheckpointError(f"{folder}: {exc}") from exc

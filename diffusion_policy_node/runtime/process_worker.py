@@ -45,6 +45,7 @@ def load_policy(settings: InferenceSettings) -> tuple[Any, PolicyInfo]:
         device=device,
         num_inference_steps=settings.num_inference_steps,
         acceleration=settings.acceleration,
+        precision=settings.precision,
     )
     if settings.seed is not None:
         policy.seed(settings.seed)
