@@ -33,7 +33,15 @@ from .config import check_agreement
 from .device import resolve_device
 from .plots import plot_replay
 
-__all__ = ["ReplayReport", "observation_windows", "replay", "replay_episode"]
+__all__ = [
+    "ActionErrors",
+    "ReplayReport",
+    "error_lines",
+    "observation_windows",
+    "plot_comparison",
+    "replay",
+    "replay_episode",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,76 @@ class ReplayReport:
             "png": self.png,
             "sources": self.sources,
         }
+
+
+class ActionErrors:
+    """Per-joint sums of |error| and error^2 over any number of (M, D) error batches: MAE and
+    RMSE per joint and over all joints (what dp-replay and `dp-play --compare` report)."""
+
+    def __init__(self, joint_names: Sequence[str]) -> None:
+        self.joint_names = list(joint_names)
+        self._abs = np.zeros(len(self.joint_names))
+        self._sq = np.zeros(len(self.joint_names))
+        self.count = 0  # rows (steps or step x chunk offset pairs) added, per joint
+
+    def add(self, diff: np.ndarray) -> None:
+        """Add (M, D) errors (predicted - recorded), D = len(joint_names)."""
+        diff = np.asarray(diff, dtype=np.float64).reshape(-1, len(self.joint_names))
+        self._abs += np.abs(diff).sum(axis=0)
+        self._sq += np.square(diff).sum(axis=0)
+        self.count += len(diff)
+
+    def _need_data(self) -> None:
+        if self.count == 0:
+            raise ValueError("no errors were added: nothing was compared")
+
+    def per_joint(self) -> dict[str, dict[str, float]]:
+        self._need_data()
+        mae, rmse = self._abs / self.count, np.sqrt(self._sq / self.count)
+        return {
+            name: {"mae": float(mae[j]), "rmse": float(rmse[j])}
+            for j, name in enumerate(self.joint_names)
+        }
+
+    @property
+    def mae(self) -> float:
+        self._need_data()
+        return float((self._abs / self.count).mean())
+
+    @property
+    def rmse(self) -> float:
+        self._need_data()
+        return float(np.sqrt(self._sq.sum() / (self.count * len(self.joint_names))))
+
+
+def error_lines(per_joint: dict[str, dict[str, float]]) -> list[str]:
+    """One printable line per joint: `name: MAE x  RMSE y`."""
+    return [
+        f"{name:>20}: MAE {err['mae']:.5f}  RMSE {err['rmse']:.5f}"
+        for name, err in per_joint.items()
+    ]
+
+
+def plot_comparison(
+    png_path: str | os.PathLike,
+    joint_names: Sequence[str],
+    recorded: Sequence[np.ndarray],
+    predicted: Sequence[np.ndarray],
+    per_joint: dict[str, dict[str, float]],
+    title: str,
+) -> Path:
+    """The recorded and predicted (T_i, D) actions of each episode, back to back, one panel per
+    joint with its MAE/RMSE (NaN rows of `predicted`, steps without a prediction, are gaps)."""
+    starts = np.cumsum([0] + [len(r) for r in recorded[:-1]]).tolist()
+    return plot_replay(
+        Path(png_path),
+        list(joint_names),
+        np.concatenate(recorded),
+        np.concatenate(predicted),
+        starts,
+        per_joint,
+        title=title,
+    )
 
 
 def observation_windows(episode: Episode, steps: np.ndarray, n_obs_steps: int) -> dict:
@@ -142,11 +220,9 @@ def replay(
     )
     policy.seed(seed)
     c = policy.config
-    errors_abs = np.zeros(c.action_dim)
-    errors_sq = np.zeros(c.action_dim)
-    count = 0
-    recorded_all, predicted_all, starts, sources = [], [], [], []
-    n_steps = 0
+    joint_names = c.joint_names or [f"joint_{j}" for j in range(c.action_dim)]
+    errors = ActionErrors(joint_names)
+    recorded_all, predicted_all, sources = [], [], []
     n_episodes = 0
     for bag in find_bags(bags):
         if max_episodes is not None and n_episodes >= max_episodes:
@@ -157,34 +233,23 @@ def replay(
             target_index = np.minimum(
                 np.arange(T)[:, None] + np.arange(c.n_action_steps)[None, :], T - 1
             )
-            diff = (executed - episode.action[target_index])[inside]  # (M, D)
-            errors_abs += np.abs(diff).sum(axis=0)
-            errors_sq += np.square(diff).sum(axis=0)
-            count += len(diff)
+            errors.add((executed - episode.action[target_index])[inside])  # (M, D)
             # Receding horizon: the chunk predicted every n_action_steps steps, executed.
-            starts.append(n_steps)
             plan = executed[:: c.n_action_steps].reshape(-1, c.action_dim)[:T]
             recorded_all.append(episode.action)
             predicted_all.append(plan)
             sources.append(episode.source)
-            n_steps += T
             n_episodes += 1
             log.info("replayed %s: %d steps", episode.source, T)
-    if count == 0:
+    if errors.count == 0:
         raise ValueError(f"no episode to replay in {[str(b) for b in bags]}")
-    mae = errors_abs / count
-    rmse = np.sqrt(errors_sq / count)
-    per_joint = {
-        name: {"mae": float(mae[j]), "rmse": float(rmse[j])}
-        for j, name in enumerate(c.joint_names or [f"joint_{j}" for j in range(c.action_dim)])
-    }
+    per_joint = errors.per_joint()
     out_dir = Path(out) if out is not None else checkpoint.parent / "replay"
-    png = plot_replay(
+    png = plot_comparison(
         out_dir / "replay.png",
-        list(per_joint),
-        np.concatenate(recorded_all),
-        np.concatenate(predicted_all),
-        starts,
+        joint_names,
+        recorded_all,
+        predicted_all,
         per_joint,
         title=f"{checkpoint}: open-loop replay ({c.noise_scheduler} x{c.num_inference_steps})",
     )
@@ -192,11 +257,11 @@ def replay(
         checkpoint=str(checkpoint),
         joint_names=list(per_joint),
         episodes=n_episodes,
-        steps=n_steps,
-        compared=count,
+        steps=int(sum(len(r) for r in recorded_all)),
+        compared=errors.count,
         per_joint=per_joint,
-        mae=float(mae.mean()),
-        rmse=float(np.sqrt(errors_sq.sum() / (count * c.action_dim))),
+        mae=errors.mae,
+        rmse=errors.rmse,
         png=str(png),
         sampler=f"{c.noise_scheduler} x{c.num_inference_steps}",
         sources=sources,
@@ -246,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"dp-replay: error: {exc}", file=sys.stderr)
         return 2
-    for name, err in report.per_joint.items():
-        print(f"{name:>20}: MAE {err['mae']:.5f}  RMSE {err['rmse']:.5f}", file=sys.stderr)
+    for line in error_lines(report.per_joint):
+        print(line, file=sys.stderr)
     print(json.dumps(report.to_dict()))
     return 0
 
