@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
+from diffusion_policy_node.action_groups import ActionGroup
+
 from .bag_sources import (
     STORAGE_SUFFIXES,
     BagReadError,
@@ -159,15 +161,24 @@ def _duration_ns(duration: Any) -> int:
     return int(duration.sec) * 1_000_000_000 + int(duration.nanosec)
 
 
+def _group_fields(config: DataConfig, group: ActionGroup) -> tuple[str, str]:
+    """How error messages name a group's topic and joints in the config: (topic field,
+    joints field) of its `action_groups` entry, or the single-controller fields."""
+    if config.action_groups is None:
+        return "command_topic", "joint_names"
+    return f"action_groups[{group.name}].topic", f"action_groups[{group.name}].joints"
+
+
 def _check_topics(bag: OpenBag, path: Path, config: DataConfig) -> None:
     topics = bag.topics
     wanted: list[tuple[str, str, tuple[str, ...]]] = [
         (topic, "camera_topics", (IMAGE, COMPRESSED_IMAGE)) for topic in config.camera_topics
     ]
     wanted.append((config.joint_state_topic, "joint_state_topic", (JOINT_STATE,)))
-    if config.action_source == "command":
-        msgtype = COMMAND_MSGTYPES[config.command_type]
-        wanted.append((config.command_topic, "command_topic", (msgtype,)))
+    for group in config.groups:
+        if group.source == "command":
+            field_name = _group_fields(config, group)[0]
+            wanted.append((group.topic, field_name, (COMMAND_MSGTYPES[group.type],)))
     if config.episode_split != "bag":
         wanted.append((config.episode_split, "episode_split", ()))
     for topic, field_name, msgtypes in wanted:
@@ -198,8 +209,8 @@ class _BagPass:
         self.split_by_marker = config.episode_split != "bag"
         self.cameras = set(config.camera_topics)
         self.required = [*config.camera_topics, config.joint_state_topic]
-        if config.action_source == "command":
-            self.required.append(config.command_topic)
+        self.command_groups = {g.topic: g for g in config.groups if g.source == "command"}
+        self.required += list(self.command_groups)
         self.topics = {*self.required, config.episode_split}
         self.counts = SkipCounts()
         self.offsets = ClockOffsets()
@@ -309,7 +320,8 @@ class _BagPass:
             if item is not None:
                 ep.add(topic, t, item)
         else:
-            command = _parse_command(msg, t, self.config, where, self.counts)
+            group = self.command_groups[topic]
+            command = _parse_command(msg, t, group, self.config, where, self.counts)
             if command is not None:
                 ep.add(topic, t, command)
 
@@ -398,33 +410,36 @@ class _BagPass:
 
 
 def _parse_command(
-    msg: Any, t: int, config: DataConfig, where: str, counts: SkipCounts
+    msg: Any, t: int, group: ActionGroup, config: DataConfig, where: str, counts: SkipCounts
 ) -> np.ndarray | tuple[int, np.ndarray, np.ndarray] | None:
-    """A command as a (D,) array (Float64MultiArray) or (start, tfs, positions) trajectory."""
-    topic = config.command_topic
-    n_joints = len(config.joint_names)
-    if config.command_type == "Float64MultiArray":
+    """A command of `group` as a (d,) array (Float64MultiArray) or a (start, tfs, positions)
+    trajectory, columns in the group's joint order."""
+    topic, joints = group.topic, list(group.joints)
+    field_name, joints_field = _group_fields(config, group)
+    if group.type == "Float64MultiArray":
         data = np.asarray(msg.data, dtype=np.float64)
-        if data.shape != (n_joints,):
+        if data.shape != (len(joints),):
             raise BagReadError(
-                f"{where} field data: has {data.size} values, expected {n_joints} (one per "
-                f"DataConfig.joint_names, in that order). Fix joint_names or command_topic."
+                f"{where} field data: has {data.size} values, expected {len(joints)} (one per "
+                f"joint of DataConfig.{joints_field} {joints}, in that order). Fix "
+                f"DataConfig.{joints_field} or DataConfig.{field_name}."
             )
         if not np.all(np.isfinite(data)):
             counts.skip(topic, "NaN/inf in the command")
             return None
         return data.copy()
     names = list(msg.joint_names)
-    missing = [j for j in config.joint_names if j not in names]
+    missing = [j for j in joints if j not in names]
     if missing:
         raise BagReadError(
             f"{where} field joint_names: joint(s) {missing} missing (has {names}). "
-            "Fix DataConfig.joint_names or record the full arm's trajectory."
+            f"Fix DataConfig.{joints_field}: a joint commanded by another controller belongs "
+            "in its own action group (with that controller's topic)."
         )
     if not msg.points:
         counts.skip(topic, "JointTrajectory without points")
         return None
-    cols = [names.index(j) for j in config.joint_names]
+    cols = [names.index(j) for j in joints]
     tfs = np.array([_duration_ns(p.time_from_start) for p in msg.points], dtype=np.float64)
     rows = []
     for p in msg.points:

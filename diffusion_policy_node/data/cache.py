@@ -295,7 +295,7 @@ def _write_cache(
     shapes = {
         "images": (n_steps, config.n_cameras, *config.image_size, 3),
         "state": (n_steps, config.state_dim),
-        "action": (n_steps, config.state_dim),
+        "action": (n_steps, config.action_dim),
     }
     images = np.lib.format.open_memmap(folder / "images.npy", "w+", np.uint8, shapes["images"])
     for c in range(config.n_cameras):

@@ -10,11 +10,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffusion_policy_node.action_groups import (
+    ActionGroup,
+    action_joints,
+    check_groups,
+    parse_groups,
+    single_group,
+)
 from diffusion_policy_node.config_util import dataclass_from_mapping, load_yaml
 
 ACTION_SOURCES = ("command", "next_state")
 COMMAND_TYPES = ("JointTrajectory", "Float64MultiArray")
 TIMESTAMP_SOURCES = ("header", "record")
+
+
+# The single-controller fields; with action_groups they must keep these values.
+_LEGACY_DEFAULTS = {
+    "action_source": "command",
+    "command_topic": "/arm_controller/joint_trajectory",
+    "command_type": "JointTrajectory",
+}
 
 
 def _bad(name: str, value: Any, why: str) -> ValueError:
@@ -43,9 +58,14 @@ class DataConfig:
       not filled by repeating its last sample; the steps in the gap are dropped and the episode
       is split there (counted in the ingest summary). A header stamp more than `max_gap` ahead
       of the messages after it is an outlier and skipped.
-    - `action_source="command"` reads `command_topic`: a `JointTrajectory` is evaluated at
-      grid time + dt (relative to its start time), a `Float64MultiArray` (positions in
-      `joint_names` order) is taken as is. `"next_state"` uses the joint positions one step later.
+    - The state is `joint_names`, read by name from `joint_state_topic`.
+    - The action is `action_groups` (action_groups.py): one group per controller, each with
+      its joints, command topic, message type and source. `source: command` reads the group's
+      topic: a `JointTrajectory` is evaluated at grid time + dt (relative to its start time),
+      a `Float64MultiArray` (positions in the group's joint order) is taken as is;
+      `source: next_state` uses the group's joint positions one step later. The action vector
+      is the groups' joints concatenated. Without `action_groups`, the older single-controller
+      fields `command_topic`/`command_type`/`action_source` make one group of all joints.
     - `episode_split="bag"`: one bag is one episode. A topic name instead: every message on that
       topic (any type, content ignored) ends the current episode and starts the next one.
     - Episodes shorter than `horizon` steps are skipped and reported (see `min_episode_steps`).
@@ -65,6 +85,7 @@ class DataConfig:
     n_obs_steps: int = 2
     horizon: int = 16
     n_action_steps: int = 8
+    action_groups: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.camera_topics, str):
@@ -73,6 +94,10 @@ class DataConfig:
             raise _bad("joint_names", self.joint_names, "expected a list of joint names")
         self.camera_topics = list(self.camera_topics)
         self.joint_names = list(self.joint_names)
+        if self.action_groups is not None:
+            self.action_groups = [
+                g.to_dict() if isinstance(g, ActionGroup) else g for g in self.action_groups
+            ]
         try:
             self.image_size = tuple(int(v) for v in self.image_size)  # type: ignore[assignment]
         except (TypeError, ValueError):
@@ -99,6 +124,21 @@ class DataConfig:
         _check_topic("command_topic", self.command_topic)
         if self.command_type not in COMMAND_TYPES:
             raise _bad("command_type", self.command_type, f"expected one of {COMMAND_TYPES}")
+        if self.action_groups is not None:
+            legacy = {
+                name: getattr(self, name)
+                for name, default in _LEGACY_DEFAULTS.items()
+                if getattr(self, name) != default
+            }
+            if legacy:
+                raise _bad(
+                    "action_groups",
+                    "...",
+                    f"set together with {sorted(legacy)}: with action_groups, each group names "
+                    "its own topic, type and source; remove the single-controller fields",
+                )
+            parse_groups(self.action_groups, where="DataConfig.action_groups")
+        check_groups(self.groups, self.joint_names, where="DataConfig.action_groups")
         if self.timestamp_source not in TIMESTAMP_SOURCES:
             raise _bad(
                 "timestamp_source", self.timestamp_source, f"expected one of {TIMESTAMP_SOURCES}"
@@ -121,7 +161,7 @@ class DataConfig:
                 raise _bad(
                     "episode_split", self.episode_split, "expected 'bag' or a marker topic name"
                 ) from None
-            used = {*self.camera_topics, self.joint_state_topic, self.command_topic}
+            used = {*self.camera_topics, self.joint_state_topic, *self.command_topics}
             if self.episode_split in used:
                 raise _bad("episode_split", self.episode_split, "is also a data topic")
         for name in ("n_obs_steps", "horizon", "n_action_steps"):
@@ -158,6 +198,28 @@ class DataConfig:
         return len(self.joint_names)
 
     @property
+    def groups(self) -> tuple[ActionGroup, ...]:
+        """The action groups (one group 'arm' of all joints without `action_groups`)."""
+        if self.action_groups is None:
+            return single_group(
+                self.joint_names, self.command_topic, self.command_type, self.action_source
+            )
+        return parse_groups(self.action_groups, where="DataConfig.action_groups")
+
+    @property
+    def action_joints(self) -> tuple[str, ...]:
+        return action_joints(self.groups)
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_joints)
+
+    @property
+    def command_topics(self) -> list[str]:
+        """The recorded command topics the actions are read from (source: command)."""
+        return [g.topic for g in self.groups if g.source == "command"]
+
+    @property
     def min_episode_steps(self) -> int:
         """Episodes with fewer grid steps than one action window (`horizon`) are skipped."""
         return self.horizon
@@ -166,6 +228,8 @@ class DataConfig:
         """Plain YAML/JSON-safe dict (lists, not tuples)."""
         out = dataclasses.asdict(self)
         out["image_size"] = list(self.image_size)
+        if self.action_groups is None:
+            del out["action_groups"]  # single-controller configs hash as before groups existed
         return out
 
     def content_hash(self) -> str:

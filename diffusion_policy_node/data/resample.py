@@ -14,10 +14,13 @@ small per-message time and joint arrays.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from diffusion_policy_node.action_groups import ActionGroup
 
 from .bag_sources import BagReadError
 from .config import DataConfig
@@ -202,11 +205,11 @@ class EpisodeBuilder:
         self.cameras = [
             _FrameSelector(c, config, store, self.sizes) for c in range(config.n_cameras)
         ]
-        self.commands = _Commands()
+        self.groups = config.groups
+        self.commands = {g.topic: _Commands() for g in self.groups if g.source == "command"}
         self.sinks: dict[str, Any] = {config.joint_state_topic: self.joints}
         self.sinks.update({cam.topic: cam for cam in self.cameras})
-        if config.action_source == "command":
-            self.sinks[config.command_topic] = self.commands
+        self.sinks.update(self.commands)
         self.filters = {
             topic: OrderFilter(topic, counts, config.max_gap_ns) for topic in self.sinks
         }
@@ -276,28 +279,44 @@ class EpisodeBuilder:
         frame_index = np.zeros((n_grid, len(self.cameras)), np.int64)
         for c, cam in enumerate(self.cameras):
             frame_index[:, c] = [cam.frames[int(i)] for i in newest(cam.times)]
-        if cfg.action_source == "next_state":
-            action = state[1:]
+        action = np.concatenate(
+            [self._group_actions(g, state, grid, newest) for g in self.groups], axis=1
+        )
+        if any(g.source == "next_state" for g in self.groups):
+            # a next_state action is the state one step later: the last step has none
             state, frame_index, grid = state[:-1], frame_index[:-1], grid[:-1]
+            action = action[:-1]
             valid = valid[:-1] & valid[1:]
-        elif cfg.command_type == "Float64MultiArray":
-            action = np.stack(self.commands.items)[newest(self.commands.times)]
-        else:
-            idx = newest(self.commands.times)
-            items = self.commands.items
-            action = (
-                np.stack(
-                    [
-                        _eval_trajectory(items[i], int(g) + dt)
-                        for i, g in zip(idx, grid, strict=True)
-                    ]
-                )
-                if len(grid)
-                else np.zeros((0, cfg.state_dim))
-            )
         result.steps_dropped = int((~valid).sum())
         self._split(valid, state, action, grid, frame_index, result)
         return result
+
+    def _group_actions(
+        self,
+        group: ActionGroup,
+        state: np.ndarray,
+        grid: np.ndarray,
+        newest: Callable[[array], np.ndarray],
+    ) -> np.ndarray:
+        """(n_grid, d) actions of one group on the grid (next_state: the last row repeats the
+        last state; it is cut by `build`)."""
+        if group.source == "next_state":
+            cols = [self.config.joint_names.index(j) for j in group.joints]
+            part = state[:, cols]
+            return np.concatenate([part[1:], part[-1:]], axis=0) if len(part) else part
+        commands = self.commands[group.topic]
+        if group.type == "Float64MultiArray":
+            return np.stack(commands.items)[newest(commands.times)]
+        if not len(grid):
+            return np.zeros((0, len(group.joints)))
+        dt = self.config.dt_ns
+        items = commands.items
+        return np.stack(
+            [
+                _eval_trajectory(items[i], int(g) + dt)
+                for i, g in zip(newest(commands.times), grid, strict=True)
+            ]
+        )
 
     def _gaps(
         self, topic: str, times: np.ndarray, idx: np.ndarray, grid: np.ndarray, out: BuildResult

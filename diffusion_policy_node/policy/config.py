@@ -7,12 +7,22 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from diffusion_policy_node.action_groups import (
+    ActionGroup,
+    action_joints,
+    check_groups,
+    parse_groups,
+    single_group,
+)
 from diffusion_policy_node.config_util import dataclass_from_mapping
 
 from .networks import NETWORKS
 from .schedulers import BETA_SCHEDULES, SCHEDULER_NAMES, VARIANCE_TYPES
 
 POLICY_TYPES = ("diffusion", "regression")
+# Where one group of all joints goes when nothing else is known (a joint_trajectory_controller
+# named arm_controller).
+DEFAULT_COMMAND_TOPIC = "/arm_controller/joint_trajectory"
 
 
 def _bad(name: str, value: Any, why: str) -> ValueError:
@@ -49,6 +59,11 @@ class PolicyConfig:
     # for stream commands and next_state (`action_lead_of`). None: not recorded (checkpoints
     # from before the field; `checkpoint.read_config` derives it from the training data).
     action_lead: float | None = None
+    # The controllers the actions go to (action_groups.py), as dicts: the action vector is their
+    # joints concatenated. None: not recorded (checkpoints from before groups):
+    # `checkpoint.read_config` derives one group from the training data; `groups` then falls
+    # back to one group of all joints.
+    action_groups: list[dict[str, Any]] | None = None
     # Vision encoder.
     num_keypoints: int = 32
     share_encoder: bool = False
@@ -85,6 +100,10 @@ class PolicyConfig:
         self.down_dims = tuple(int(v) for v in self.down_dims)
         if self.action_lead is not None:
             self.action_lead = float(self.action_lead)
+        if self.action_groups is not None:
+            self.action_groups = [
+                g.to_dict() if isinstance(g, ActionGroup) else dict(g) for g in self.action_groups
+            ]
         self.validate()
 
     def validate(self) -> None:
@@ -110,6 +129,15 @@ class PolicyConfig:
                 self.joint_names,
                 f"has {len(self.joint_names)} names, state_dim is {self.state_dim}",
             )
+        if self.action_groups is not None:
+            groups = parse_groups(self.action_groups, where="PolicyConfig.action_groups")
+            check_groups(groups, self.joint_names or None, where="PolicyConfig.action_groups")
+            if len(action_joints(groups)) != self.action_dim:
+                raise _bad(
+                    "action_dim",
+                    self.action_dim,
+                    f"the action groups command {len(action_joints(groups))} joints",
+                )
         if not (math.isfinite(self.dt) and self.dt > 0):
             raise _bad("dt", self.dt, "must be a positive number of seconds")
         lead = self.action_lead
@@ -175,6 +203,23 @@ class PolicyConfig:
     @property
     def control_rate_hz(self) -> float:
         return 1.0 / self.dt
+
+    @property
+    def groups(self) -> tuple[ActionGroup, ...]:
+        """The action groups; a checkpoint that records none commands all its joints as one
+        JointTrajectory group on the default topic. ValueError when even that is unknown."""
+        if self.action_groups is not None:
+            return parse_groups(self.action_groups, where="PolicyConfig.action_groups")
+        if not self.joint_names or self.action_dim != self.state_dim:
+            raise ValueError(
+                "the checkpoint records no action groups and no joint names for its "
+                f"{self.action_dim} actions; set joint_names"
+            )
+        return single_group(self.joint_names, DEFAULT_COMMAND_TOPIC)
+
+    @property
+    def action_joint_names(self) -> tuple[str, ...]:
+        return action_joints(self.groups)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-safe dict (lists, not tuples)."""

@@ -19,8 +19,9 @@ import yaml
 
 from diffusion_policy_node.config_util import dataclass_from_mapping, load_yaml
 
+from ..action_groups import trajectory_lead
 from ..data.config import DataConfig
-from ..policy.config import PolicyConfig, action_lead_of
+from ..policy.config import PolicyConfig
 
 __all__ = [
     "DEVICES",
@@ -205,12 +206,16 @@ def check_agreement(policy: PolicyConfig, data: DataConfig, where: str = "config
                 f"{where}: policy.{name}={_plain(pv)!r} disagrees with data.{name}="
                 f"{_plain(dv)!r}; they must be equal"
             )
-    for name in ("state_dim", "action_dim"):
-        if getattr(policy, name) != data.state_dim:
-            raise ValueError(
-                f"{where}: policy.{name}={getattr(policy, name)} but data.joint_names has "
-                f"{data.state_dim} joints"
-            )
+    if policy.state_dim != data.state_dim:
+        raise ValueError(
+            f"{where}: policy.state_dim={policy.state_dim} but data.joint_names has "
+            f"{data.state_dim} joints"
+        )
+    if policy.action_dim != data.action_dim:
+        raise ValueError(
+            f"{where}: policy.action_dim={policy.action_dim} but the data's action groups "
+            f"command {data.action_dim} joints"
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -233,17 +238,25 @@ def run_config_from_dict(doc: Any, where: str = "train config") -> RunConfig:
         raise ValueError(f"{where} [policy]: expected a mapping of PolicyConfig fields")
     raw = dict(raw)
     derived = {name: _plain(getattr(data, name)) for name in SHARED_FIELDS}
-    derived["state_dim"] = derived["action_dim"] = data.state_dim
-    # The action-time convention of the data (design.md §5), recorded in the checkpoint.
-    derived["action_lead"] = action_lead_of(data.action_source, data.command_type, data.dt)
+    derived["state_dim"] = data.state_dim
+    derived["action_dim"] = data.action_dim
+    groups = data.groups
+    derived["action_groups"] = [g.to_dict() for g in groups]
+    # The action-time convention of the data (design.md §5), recorded in the checkpoint: the
+    # one lead of the JointTrajectory groups (stream groups command each tick's own action).
+    try:
+        derived["action_lead"] = trajectory_lead(groups, data.dt)
+    except ValueError as exc:
+        raise ValueError(f"{where} [data]: {exc}") from exc
     for name, value in derived.items():
         if name not in raw:
             raw[name] = value
         elif not _same(name, raw[name], value):
             source = {
                 "state_dim": "len(data.joint_names)",
-                "action_dim": "len(data.joint_names)",
-                "action_lead": "the data's action source (data.action_source/command_type)",
+                "action_dim": "the joints of data.action_groups",
+                "action_groups": "data.action_groups",
+                "action_lead": "the data's action source (data.action_groups' sources/types)",
             }.get(name, f"data.{name}")
             raise ValueError(
                 f"{where}: policy.{name}={raw[name]!r} disagrees with {source}={value!r}; "
