@@ -13,7 +13,7 @@ STAMP := $(VENV)/.setup-$(ROS)
 SETUP_INPUTS := setup.py setup.cfg package.xml requirements/base.txt requirements/dev.txt \
                 requirements/ros-wheels.txt requirements/constraints.txt
 
-.PHONY: setup test test-unit test-ros lint demo clean colcon
+.PHONY: setup test test-unit test-ros lint demo clean colcon bench-peer
 
 setup: $(STAMP)
 
@@ -48,6 +48,11 @@ demo: $(STAMP)
 	MUJOCO_GL=$${MUJOCO_GL:-egl} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
 	ROS_DOMAIN_ID=$(DEMO_DOMAIN_ID) $(VENV)/bin/dp-eval --episodes $(DEMO_EPISODES) \
 	  --seed 1000 --compare-expert --out $(DEMO_OUT)
+
+# The peer of the side-by-side benchmarks (bench/peer_lerobot.py): LeRobot 0.3.2 with torch 2.14.1
+# in its own venv, so its pins never touch ours.
+bench-peer:
+	@scripts/setup_peer_venv.sh "$(PYTHON)" .venv-peer
 
 clean:
 	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log build *.egg-info

@@ -1,15 +1,28 @@
-"""Chunk latency of DiffusionPolicy: observation encoding + all denoising steps, batch 1.
+"""Chunk latency of DiffusionPolicy next to LeRobot's, measured in the same run, interleaved.
 
-One JSON line per case: config (small|paper), scheduler, steps, device, dtype, p50_ms, p90_ms,
-params, peak_rss_mib (and peak_cuda_mib on CUDA), plus the reference figure and our speed-up
-where the issue gives one. Each config runs in its own subprocess so peak memory is per config.
+A chunk is observation encoding + all denoising steps at batch 1. Per config (small | paper) and
+case (default DDIM 10) the bench starts one child process per implementation, builds the policy
+there with random weights and the same input shapes, and then asks the children for one timed
+chunk each in turn, `--reps` rounds (the order rotates per round), so every implementation sees
+the same machine load. Implementations:
 
-Memory floor: every denoising step reads all of the U-Net's weights, so `unet_read_ms` (U-Net
-bytes over `read_gbs`, the streaming-read bandwidth of summing a 256 MiB tensor) times `steps`
-is a lower bound for the denoising loop on this machine: `floor_ms`. Measured here, the paper
-config runs at ~4x that floor: at batch 1 and 16/8/4 time steps its convolutions are skinny
-matrix products (all of them run as unfold/fold + GEMM with `--accel jit`), which MKL executes
-well below both the bandwidth and the arithmetic peak.
+  ours-default   what policy_node runs out of the box: acceleration `jit` (PolicyNodeParams'
+                 default) and precision `auto` (bf16 on CPUs with AVX-512-BF16/AMX, else fp32)
+  ours-fp32      eager fp32 (acceleration none, precision fp32)
+  ours-fp32-jit  fp32 with `jit`
+  peer           LeRobot 0.3.2's DiffusionPolicy in its own venv (bench/peer_lerobot.py, fp32,
+                 its default `select_action` path); `make bench-peer` creates that venv.
+
+Output (JSON lines): the machine (CPU model, flags), one line per implementation (p50/p90 ms,
+reps, params, peak RSS of its process), one line per config and case with the peer's p50 over
+each of ours from this run — or "peer not measured" when there is no peer venv. No figure is
+stored in this file.
+
+Memory floor (ours): every denoising step reads all of the U-Net's weights, so `floor_ms` =
+steps x U-Net bytes / streaming-read bandwidth (sum of a 256 MiB tensor) bounds the loop.
+
+    .venv/bin/python bench/inference_latency.py                       # small + paper, DDIM 10
+    .venv/bin/python bench/inference_latency.py --configs small --cases ddim10,ddpm100 --reps 20
 """
 
 from __future__ import annotations
@@ -17,45 +30,72 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+try:  # run as a script: bench/ is on sys.path
+    from _common import (
+        PEER_MISSING,
+        PEER_SCRIPT,
+        Child,
+        interleave,
+        machine_line,
+        peer_python,
+        serve,
+        summary_ms,
+    )
+except ImportError:  # imported as bench.inference_latency
+    from bench._common import (
+        PEER_MISSING,
+        PEER_SCRIPT,
+        Child,
+        interleave,
+        machine_line,
+        peer_python,
+        serve,
+        summary_ms,
+    )
+
 REPO = Path(__file__).resolve().parents[1]
-CASES = [("ddim", 1), ("ddim", 4), ("ddim", 10), ("ddim", 16), ("ddpm", 100)]
-# Seconds per chunk of a widely used open-source implementation of the same architecture, same
-# configuration, on a 2-core machine of this kind with 2 torch threads (issue 3).
-REFERENCE_S = {
-    ("paper", "ddpm", 100): 19.1,
-    ("paper", "ddim", 10): 1.90,
-    ("small", "ddpm", 100): 0.68,
-    ("small", "ddim", 10): 0.075,
+# name -> (acceleration, precision)
+OURS = {
+    "ours-default": ("jit", "auto"),
+    "ours-fp32": ("none", "fp32"),
+    "ours-fp32-jit": ("jit", "fp32"),
 }
 
 
-def run_config(args: argparse.Namespace) -> None:
-    import numpy as np
-    import torch
+def _policy_config(name: str):
     import yaml
 
     from diffusion_policy_node.policy.config import PolicyConfig
+
+    data = yaml.safe_load((REPO / "config" / "policy" / f"{name}.yaml").read_text())
+    data.update(state_dim=2, action_dim=2)  # the peer's PushT shapes, both configs
+    return PolicyConfig.from_dict(data, where=name)
+
+
+def child_ours(args: argparse.Namespace) -> None:
+    """Benchmark child: our policy for one config, sampler and (acceleration, precision)."""
+    import numpy as np
+    import torch
+
     from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
     from diffusion_policy_node.policy.modeling import DiffusionPolicy
+    from diffusion_policy_node.policy.precision import precision_name, resolve_precision
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    data = yaml.safe_load((REPO / "config" / "policy" / f"{args.config}.yaml").read_text())
-    if args.config == "paper":
-        data.update(state_dim=2, action_dim=2)  # the issue's benchmark setting
-    config = PolicyConfig.from_dict(data, where=args.config)
+    config = _policy_config(args.config)
     torch.manual_seed(0)
     policy = DiffusionPolicy(config).to(device).eval()
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    policy.set_precision(dtype)
-    params = sum(p.numel() for p in policy.parameters())
+    policy.set_inference(args.scheduler, args.steps)
+    dtype = resolve_precision(args.precision, device)
+    if dtype != torch.float32:
+        policy.set_precision(dtype)
+    policy.enable_acceleration(args.accel)
     rng = np.random.default_rng(0)
     h, w = config.image_size
     obs = {
@@ -71,9 +111,19 @@ def run_config(args: argparse.Namespace) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    def run(n: int) -> dict:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            policy.predict_action_chunk(obs)
+            sync()
+            times.append(time.perf_counter() - t0)
+        return {"times": times}
+
+    for _ in range(2):  # warm-up (allocator, one-time kernels, graph capture)
+        run(1)
     unet_bytes = sum(p.numel() * p.element_size() for p in policy.network.parameters())
-    # Streaming-read bandwidth: sum a 256 MiB buffer (larger than any cache) a few times.
-    buffer = torch.ones(64 * 2**20, device=device)
+    buffer = torch.ones(64 * 2**20, device=device)  # 256 MiB, larger than any cache
     reads = []
     with torch.inference_mode():
         for _ in range(5):
@@ -84,74 +134,91 @@ def run_config(args: argparse.Namespace) -> None:
     read_gbs = buffer.numel() * buffer.element_size() / statistics.median(reads) / 1e9
     del buffer
     unet_read_s = unet_bytes / (read_gbs * 1e9)
+    info = {
+        "impl": "ours",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "accel": args.accel,
+        "precision": args.precision,
+        "dtype": precision_name(dtype),
+        "params": sum(p.numel() for p in policy.parameters()),
+        "unet_mib": round(unet_bytes / 2**20, 1),
+        "read_gbs": round(read_gbs, 1),
+        "floor_ms": round(args.steps * unet_read_s * 1e3, 1),
+    }
+    serve(info, {"run": run})
 
-    for scheduler, steps in CASES:
-        if args.cases and f"{scheduler}{steps}" not in args.cases.split(","):
+
+def start_children(config: str, scheduler: str, steps: int, args) -> list[Child]:
+    children = []
+    for name, (accel, precision) in OURS.items():
+        if name not in args.impls:
             continue
-        policy.set_inference(scheduler, steps)
-        if args.accel:
-            policy.enable_acceleration(args.accel)  # re-capture for this sampler
-        # Warm-up (allocator, one-time kernels, graph capture).
-        for _ in range(2):
-            policy.predict_action_chunk(obs)
-        sync()
-        times: list[float] = []
-        budget_end = time.perf_counter() + args.budget_s
-        while len(times) < args.reps and (len(times) < 3 or time.perf_counter() < budget_end):
-            t0 = time.perf_counter()
-            policy.predict_action_chunk(obs)
-            sync()
-            times.append(time.perf_counter() - t0)
-        times.sort()
-        p50 = statistics.median(times)
-        p90 = times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
-        row = {
-            "config": args.config,
-            "scheduler": scheduler,
-            "steps": steps,
-            "device": device.type,
-            "dtype": args.dtype,
-            "accel": args.accel or "none",
-            "threads": torch.get_num_threads(),
-            "reps": len(times),
-            "p50_ms": round(p50 * 1e3, 2),
-            "p90_ms": round(p90 * 1e3, 2),
-            "params": params,
-            "unet_mib": round(unet_bytes / 2**20, 1),
-            "read_gbs": round(read_gbs, 1),
-            "unet_read_ms": round(unet_read_s * 1e3, 2),
-            "floor_ms": round(steps * unet_read_s * 1e3, 1),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        }
-        if device.type == "cuda":
-            row["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        ref = REFERENCE_S.get((args.config, scheduler, steps))
-        if ref is not None:
-            row["reference_ms"] = ref * 1e3
-            row["speedup_vs_reference"] = round(ref / p50, 2)
-        print(json.dumps(row), flush=True)
+        cmd = [sys.executable, __file__, "--child", "--config", config]
+        cmd += ["--scheduler", scheduler, "--steps", str(steps), "--accel", accel]
+        cmd += ["--precision", precision, "--threads", str(args.threads)]
+        cmd += ["--device", args.device]
+        children.append(Child(name, cmd))
+    peer = peer_python()
+    if peer is not None and "peer" in args.impls:
+        data = _policy_config(config)
+        cmd = [str(peer), str(PEER_SCRIPT), "--mode", "infer", "--threads", str(args.threads)]
+        cmd += ["--down-dims", ",".join(map(str, data.down_dims)), "--scheduler", scheduler]
+        cmd += ["--steps", str(steps), "--state-dim", str(data.state_dim)]
+        cmd += ["--action-dim", str(data.action_dim)]
+        children.append(Child("peer", cmd))
+    return children
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="small,paper")
-    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--cases", default="ddim10", help="e.g. ddim10,ddpm100")
+    parser.add_argument("--impls", default=",".join([*OURS, "peer"]))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    parser.add_argument("--accel", default="", choices=["", "none", "jit", "cudagraph"])
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--budget-s", type=float, default=20.0, help="per case, after 3 reps")
-    parser.add_argument("--cases", default="", help="e.g. ddim10,ddpm100 (default: all)")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--reps", type=int, default=12)
+    # child mode
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--scheduler", default="ddim", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=10, help=argparse.SUPPRESS)
+    parser.add_argument("--accel", default="jit", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.config:
-        run_config(args)
+    args.impls = args.impls.split(",")
+    if args.child:
+        child_ours(args)
         return
+    print(json.dumps(machine_line()), flush=True)
+    if peer_python() is None:
+        print(json.dumps({"peer": PEER_MISSING, "why": "no peer venv; run make bench-peer"}))
     for config in args.configs.split(","):
-        cmd = [sys.executable, __file__, "--config", config]
-        for flag in ("device", "dtype", "accel", "threads", "reps", "budget_s", "cases"):
-            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-        subprocess.run(cmd, check=True)
+        for case in args.cases.split(","):
+            scheduler, steps = case[:4], int(case[4:])
+            children = start_children(config, scheduler, steps, args)
+            try:
+                load0 = os.getloadavg()[0]
+                times = interleave(children, args.reps)
+                load1 = os.getloadavg()[0]
+            finally:
+                finals = {c.name: c.close() for c in children}
+            p50 = {}
+            for child in children:
+                row = {"config": config, "case": case, "name": child.name, **child.info}
+                row.update(summary_ms(times[child.name]), **finals[child.name])
+                p50[child.name] = row["p50_ms"]
+                print(json.dumps(row), flush=True)
+            ratio: dict = {"config": config, "case": case, "threads": args.threads}
+            ratio["load_avg_1min"] = [round(load0, 2), round(load1, 2)]
+            if "peer" in p50:
+                ratio["peer_p50_ms"] = p50["peer"]
+                for name in OURS:
+                    if name in p50:
+                        ratio[f"speedup_{name}"] = round(p50["peer"] / p50[name], 2)
+            else:
+                ratio["peer"] = PEER_MISSING
+            print(json.dumps(ratio), flush=True)
 
 
 if __name__ == "__main__":
