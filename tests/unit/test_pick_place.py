@@ -1,0 +1,277 @@
+"""The UR5e pick-and-place task, its URDF and its scripted expert (ROS-free)."""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import mujoco
+import numpy as np
+import pytest
+
+from diffusion_policy_node.sim.pick_place import (
+    HOME_QPOS,
+    HOME_TCP,
+    STATE_JOINT_NAMES,
+    PickPlaceConfig,
+    PickPlaceTask,
+)
+from diffusion_policy_node.sim.pick_place_expert import (
+    GRASP_MODES,
+    HOME_ROTATION,
+    PickPlaceExpert,
+    TcpIk,
+    run_pick_place_episode,
+    yaw_rotation,
+)
+from diffusion_policy_node.sim.robot_model import BIN_COLORS, CAMERAS, CUBE_HALF
+from diffusion_policy_node.sim.ur5e_description import (
+    A2,
+    A3,
+    ARM_JOINTS,
+    D1,
+    D4,
+    D5,
+    D6,
+    GRIPPER_JOINT,
+    ur5e_gripper_urdf,
+)
+
+URDF = Path(__file__).resolve().parents[2] / "description" / "urdf" / "ur5e_gripper.urdf"
+
+
+@pytest.fixture(scope="module")
+def task():
+    with PickPlaceTask(PickPlaceConfig(image_width=64, image_height=48)) as t:
+        yield t
+
+
+def _seed_with_bin(task: PickPlaceTask, target: str, start: int = 0) -> int:
+    for seed in range(start, start + 50):
+        task.reset(seed)
+        if task.target_bin() == target:
+            return seed
+    raise AssertionError(f"no seed in [{start}, {start + 50}) selects the {target} bin")
+
+
+def _place_cube(task: PickPlaceTask, xyz: tuple[float, float, float]) -> None:
+    d = task.data
+    adr = task._cube_qpos
+    d.qpos[adr : adr + 3] = xyz
+    d.qpos[adr + 3 : adr + 7] = [1.0, 0.0, 0.0, 0.0]
+    d.qvel[task._cube_dof : task._cube_dof + 6] = 0.0
+    mujoco.mj_forward(task.model, d)
+
+
+# ----------------------------------------------------------------------------- description
+def test_checked_in_urdf_is_the_generators_output() -> None:
+    assert URDF.read_text() == ur5e_gripper_urdf(), (
+        "description/urdf/ur5e_gripper.urdf is stale: run python -m "
+        "diffusion_policy_node.sim.ur5e_description description/urdf/ur5e_gripper.urdf"
+    )
+
+
+def test_urdf_limits_are_urs_and_equal_mujocos_ranges(task: PickPlaceTask) -> None:
+    root = ET.parse(URDF).getroot()
+    joints = {j.get("name"): j for j in root.findall("joint")}
+    movable = [n for n, j in joints.items() if j.get("type") != "fixed"]
+    assert movable == [*ARM_JOINTS, GRIPPER_JOINT, "gripper_right_finger_joint"]
+    m = task.model
+    for name in [*ARM_JOINTS, GRIPPER_JOINT]:
+        limit = joints[name].find("limit")
+        lower, upper = float(limit.get("lower")), float(limit.get("upper"))
+        jid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, name)
+        assert tuple(m.jnt_range[jid]) == (lower, upper), name
+        act = mujoco.mj_name2id(
+            m,
+            mujoco.mjtObj.mjOBJ_ACTUATOR,
+            "gripper_servo" if name == GRIPPER_JOINT else f"{name}_servo",
+        )
+        assert tuple(m.actuator_ctrlrange[act]) == (lower, upper), name
+        if name in ARM_JOINTS:
+            # ur_description config/ur5e/joint_limits.yaml: +-360 deg (elbow +-180), 180 deg/s.
+            expected = math.pi if name == "elbow_joint" else 2 * math.pi
+            assert (lower, upper) == pytest.approx((-expected, expected), abs=1e-8)
+            assert float(limit.get("velocity")) == pytest.approx(math.pi, abs=1e-8)
+    assert (float(joints[GRIPPER_JOINT].find("limit").get("lower")),
+            float(joints[GRIPPER_JOINT].find("limit").get("upper"))) == (0.0, 0.04)  # fmt: skip
+    assert joints["gripper_right_finger_joint"].find("mimic").get("joint") == GRIPPER_JOINT
+    np.testing.assert_allclose(task.joint_limits, m.jnt_range[:6])
+    # MuJoCo turns the mimic into a joint equality: the fingers move together.
+    assert m.neq == 1 and m.eq_type[0] == mujoco.mjtEq.mjEQ_JOINT
+
+
+def test_urdf_kinematics_are_the_ur5e_dh_parameters(task: PickPlaceTask) -> None:
+    assert (D1, A2, A3, D4, D5, D6) == (0.1625, -0.425, -0.3922, 0.1333, 0.0997, 0.0996)
+    ik = TcpIk(task.model)
+    # UR's zero pose: the arm stretched out horizontally; in base_link (ur_description's
+    # base_link_inertia turned by pi) wrist_1 is at (-(a2 + a3), d4, d1), the flange
+    # (wrist_3) at (-(a2 + a3), d4 + d6, d1 - d5).
+    ik.forward(np.zeros(6))
+    xpos = {b: ik.data.xpos[task.model.body(b).id] for b in ("wrist_1_link", "wrist_3_link")}
+    np.testing.assert_allclose(xpos["wrist_1_link"], [-(A2 + A3), D4, D1], atol=1e-9)
+    np.testing.assert_allclose(xpos["wrist_3_link"], [-(A2 + A3), D4 + D6, D1 - D5], atol=1e-9)
+
+
+def test_home_pose_puts_the_grasp_frame_over_the_table(task: PickPlaceTask) -> None:
+    pos, rot = TcpIk(task.model).forward(HOME_QPOS)
+    np.testing.assert_allclose(pos, HOME_TCP, atol=1e-6)
+    np.testing.assert_allclose(rot, HOME_ROTATION, atol=1e-6)
+    task.reset(0)
+    np.testing.assert_allclose(task.tcp_position(), HOME_TCP, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- task
+def test_same_seed_same_episode_other_seed_other_layout(task: PickPlaceTask) -> None:
+    task.reset(5)
+    first = (task.cube_position(), task.cube_yaw(), task.target_bin(),
+             {c: task.render(camera=c) for c in CAMERAS})  # fmt: skip
+    task.step(HOME_QPOS + 0.05, 0.02)
+    task.reset(6)
+    other = task.cube_position()
+    task.reset(5)
+    again = (task.cube_position(), task.cube_yaw(), task.target_bin(),
+             {c: task.render(camera=c) for c in CAMERAS})  # fmt: skip
+    np.testing.assert_array_equal(first[0], again[0])
+    assert first[1] == again[1] and first[2] == again[2]
+    for cam in CAMERAS:
+        np.testing.assert_array_equal(first[3][cam], again[3][cam])
+    assert np.linalg.norm(other[:2] - first[0][:2]) > 1e-3
+    assert task.time == 0.0 and not task.done
+    np.testing.assert_array_equal(task.state_positions(), [*HOME_QPOS, 0.04])
+
+
+def test_render_shapes_and_the_two_cameras_differ(task: PickPlaceTask) -> None:
+    task.reset(0)
+    images = task.render_all()
+    assert set(images) == set(CAMERAS) == {"scene_camera", "wrist_camera"}
+    for image in images.values():
+        assert image.shape == (48, 64, 3) and image.dtype == np.uint8
+        assert image.std() > 10
+    assert np.count_nonzero(np.any(images["scene_camera"] != images["wrist_camera"], axis=2)) > 500
+    assert task.render(32, 24, camera="wrist_camera").shape == (24, 32, 3)
+    with pytest.raises(ValueError, match="camera"):
+        task.render(camera="overhead")
+
+
+def test_the_cue_colour_picks_the_bin_and_shows_only_in_the_images(task: PickPlaceTask) -> None:
+    seeds = {b: _seed_with_bin(task, b) for b in ("left", "right")}
+    scene, states = {}, {}
+    cue = task.model.geom("cue").id
+    for target, seed in seeds.items():
+        task.reset(seed)
+        np.testing.assert_allclose(task.model.geom_rgba[cue], BIN_COLORS[target], atol=1e-6)
+        _place_cube(task, (0.45, 0.0, CUBE_HALF))  # the same scene but for the cue
+        scene[target] = task.render(camera="scene_camera").astype(int)
+        states[target] = task.state_positions()
+    np.testing.assert_array_equal(states["left"], states["right"])
+    changed = np.any(scene["left"] != scene["right"], axis=2)
+    assert changed.sum() > 10
+    redness = {b: (img[..., 0] - img[..., 2])[changed].mean() for b, img in scene.items()}
+    assert redness["left"] > 100 and redness["right"] < -100  # red cue: left, blue: right
+
+
+def test_outcomes_cube_in_the_right_bin_wrong_bin_off_table_and_collision(
+    task: PickPlaceTask,
+) -> None:
+    seed = _seed_with_bin(task, "left")
+    for where, expect in (("left", "success"), ("right", "wrong_bin")):
+        task.reset(seed)
+        bx, by = task.bin_center(where)
+        _place_cube(task, (bx, by, CUBE_HALF + 0.01))
+        while not task.done:
+            task.step(HOME_QPOS)
+        result = task.result
+        assert (result.success, result.wrong_bin) == (expect == "success", expect == "wrong_bin")
+        assert not result.collided and task.time < 1.0
+        assert task.passed_side == where
+    task.reset(seed)
+    _place_cube(task, (1.2, 0.0, 0.3))  # beyond the table's edge
+    task.step(HOME_QPOS)
+    assert task.done and task.result.dropped and not task.success
+    # Resting on the table, outside the bins: nothing happens until the time limit.
+    with PickPlaceTask(PickPlaceConfig(time_limit=0.5, image_width=8, image_height=8)) as short:
+        short.reset(seed)
+        short.step(HOME_QPOS)
+        assert not short.done
+        while not short.done:
+            short.step(HOME_QPOS)
+        assert not short.success and short.time == pytest.approx(0.5)
+    # Fingertips may press on the table (grasping needs them low)...
+    task.reset(seed)
+    ik = TcpIk(task.model)
+    low, _ = ik.solve(HOME_QPOS, np.array([0.40, 0.25, -0.02]), HOME_ROTATION, 100)
+    for _ in range(10):
+        task.step(low)
+    assert not task.done
+    # ... but an arm link touching the table is a collision: the forearm pointing down.
+    task.reset(seed)
+    down = np.array([0.0, 0.0, 1.6, 0.0, -math.pi / 2, 0.0])
+    task.data.qpos[task._qpos_adr[:6]] = down
+    mujoco.mj_forward(task.model, task.data)
+    task.step(down)
+    assert task.done and task.collided and not task.success
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="control_dt"):
+        PickPlaceConfig(control_dt=0.105)
+    with pytest.raises(ValueError, match="cube_x_range"):
+        PickPlaceConfig(cube_x_range=(0.2, 0.5))
+    with pytest.raises(ValueError, match="image_width"):
+        PickPlaceConfig(image_width=0)
+    task = PickPlaceTask.__new__(PickPlaceTask)  # validation of commands needs no model
+    with pytest.raises(ValueError, match="shape"):
+        PickPlaceTask.set_joint_targets(task, np.zeros(7))
+
+
+# ----------------------------------------------------------------------------- expert
+def test_ik_reaches_a_pose_with_mujocos_jacobians(task: PickPlaceTask) -> None:
+    ik = TcpIk(task.model)
+    target = np.array([0.5, -0.1, 0.1])
+    q, err = ik.solve(HOME_QPOS, target, yaw_rotation(0.6), 100)
+    assert err < 1e-5
+    pos, rot = ik.forward(q)
+    np.testing.assert_allclose(pos, target, atol=1e-5)
+    np.testing.assert_allclose(rot, yaw_rotation(0.6), atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", GRASP_MODES)
+def test_expert_solves_seeds_in_both_grasp_modes(task: PickPlaceTask, mode: str) -> None:
+    expert = PickPlaceExpert(task, seed=0)
+    for seed in (0, 1):
+        episode = run_pick_place_episode(task, expert, seed, mode=mode)
+        assert episode.success, (seed, mode, episode)
+        assert episode.mode == mode
+        assert task.bin_containing(task.cube_position()) == episode.target_bin
+        # Commands stay inside the URDF limits and under the UR5e's velocity limit.
+        assert np.all(episode.actions >= task.joint_limits[:, 0])
+        assert np.all(episode.actions <= task.joint_limits[:, 1])
+        speeds = np.abs(np.diff(episode.actions, axis=0)) / task.config.control_dt
+        assert speeds.max() <= math.pi
+        assert set(np.unique(episode.gripper)) == {0.0, 0.04}
+        assert episode.states.shape[1] == len(STATE_JOINT_NAMES) == 7
+
+
+def test_expert_is_multimodal_and_deterministic(task: PickPlaceTask) -> None:
+    modes = [PickPlaceExpert(task, seed=s) for s in range(40)]
+    picked = []
+    for s, expert in enumerate(modes):
+        task.reset(s)
+        expert.reset()
+        picked.append(expert.mode)
+    assert 10 <= picked.count("direct") <= 30  # about half of each
+    wrist = {}
+    for mode in GRASP_MODES:
+        expert = PickPlaceExpert(task, seed=0)
+        task.reset(3)
+        expert.reset(mode)
+        for _ in range(15):
+            q, _ = expert.act()
+        wrist[mode] = q[5]
+    # The same image, two ways to turn the wrist: close to 90 degrees apart.
+    assert abs(abs(wrist["direct"] - wrist["turned"]) - math.pi / 2) < 0.2
+    runs = [run_pick_place_episode(task, PickPlaceExpert(task, seed=9), 4) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].actions, runs[1].actions)
+    np.testing.assert_array_equal(runs[0].states, runs[1].states)
