@@ -4,7 +4,9 @@ The expert reads the task's privileged state (cube pose, the cued bin) and plans
 grasp-frame poses: above the cube -> down -> close -> lift -> above the cued bin -> down ->
 open -> up. Each control step it walks the plan by `control_dt` and turns the pose into joint
 targets with damped-least-squares IK (`TcpIk`: `mj_jacSite` on a private MjData, warm-started
-from the previous command), every joint's change bounded by `max_joint_speed`.
+from the previous command), every joint's change bounded by `max_joint_speed`; the gripper
+command (one value, `gripper_finger_joint`) ramps between open and closed at the URDF's
+velocity limit.
 
 Multimodal: a cube can be grasped across either pair of faces. Per episode the expert picks one
 at random (~50/50): "direct" turns the gripper by the cube's yaw wrapped to [-45, 45] deg,
@@ -28,6 +30,7 @@ from diffusion_policy_node.sim.pick_place import (
     PickPlaceTask,
 )
 from diffusion_policy_node.sim.robot_model import CUBE_HALF
+from diffusion_policy_node.sim.ur5e_description import GRIPPER_VELOCITY
 
 GRASP_MODES: tuple[str, str] = ("direct", "turned")
 # Grasp-frame orientation at the home pose: z down, the fingers along world x.
@@ -180,6 +183,7 @@ class PickPlaceExpert:
         self.segments: list[_Segment] = []
         self._t = 0.0
         self._last_command = task.joint_positions()
+        self._last_gripper = GRIPPER_OPEN
         self.max_ik_error = 0.0
 
     @property
@@ -217,6 +221,7 @@ class PickPlaceExpert:
         self.segments = self._plan(start_pos, 0.0, waypoints)
         self._t = 0.0
         self._last_command = task.joint_positions()
+        self._last_gripper = task.gripper_target()
         self.max_ik_error = 0.0
 
     def _plan(self, pos: np.ndarray, delta: float, waypoints: list[Waypoint]) -> list[_Segment]:
@@ -270,7 +275,10 @@ class PickPlaceExpert:
         bound = self.max_joint_speed * dt
         step = np.clip(desired - self._last_command, -bound, bound)
         self._last_command = self._last_command + step
-        return self._last_command.copy(), float(gripper)
+        # The gripper command ramps at the URDF's velocity limit (a policy node enforces it).
+        bound = GRIPPER_VELOCITY * dt
+        self._last_gripper += min(max(gripper - self._last_gripper, -bound), bound)
+        return self._last_command.copy(), float(self._last_gripper)
 
 
 @dataclass

@@ -41,7 +41,7 @@ ARM_JOINTS: tuple[str, ...] = (
 GRIPPER_JOINT = "gripper_finger_joint"
 GRIPPER_MIMIC_JOINT = "gripper_right_finger_joint"
 GRIPPER_RANGE: tuple[float, float] = (0.0, 0.04)  # m per finger
-GRIPPER_VELOCITY = 0.1  # m/s
+GRIPPER_VELOCITY = 0.2  # m/s per finger (a fast parallel gripper: closes in 0.2 s)
 GRIPPER_EFFORT = 40.0  # N
 
 # UR5e DH parameters (m), ur_description default_kinematics.yaml.
