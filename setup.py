@@ -42,6 +42,7 @@ setup(
         "safetensors>=0.4",
         "rosbags>=0.10",
         "torch>=2.1",
+        "urdfdom-py>=1.2",
     ],
     zip_safe=True,
     maintainer="diffusion_policy_node developers",

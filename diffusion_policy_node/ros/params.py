@@ -4,15 +4,18 @@
 declares them (at construction), `read_params(node)` reads them into `PolicyNodeParams` (raw
 values, validated; at configure).
 The ROS-free rest lives in `runtime/settings.py`: `resolve_settings(params, config)` merges them
-with the checkpoint's config into the one `NodeSettings`, `resolve_limits` gives the safety
-limits. Defaults are mirrored in `config/policy_node.yaml`.
+with the checkpoint's config into the one `NodeSettings`; `runtime/limits.py` gives the
+safety limits. Defaults are mirrored in `config/policy_node.yaml`. After configure the node
+sets the parameters that default to "the checkpoint's" to their effective values
+(`effective_values`), so `ros2 param get/dump` show what runs.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from diffusion_policy_node.runtime.settings import PolicyNodeParams
+from diffusion_policy_node.runtime.safety import SafetyLimits
+from diffusion_policy_node.runtime.settings import NodeSettings, PolicyNodeParams
 
 from .parameters import ParamSpec, declare_parameters
 
@@ -36,7 +39,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "joint_names",
         "string_array",
         [],
-        "Joints observed and commanded, in the checkpoint's order; empty: the checkpoint's.",
+        "Observed joints (read by name from the JointState), in the checkpoint's order; empty: "
+        "the checkpoint's. Other names rename the checkpoint's joints position by position.",
     ),
     ParamSpec(
         "control_rate_hz",
@@ -48,16 +52,25 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "output_mode",
         "string",
-        "chunk",
-        "chunk: trajectory_msgs/JointTrajectory of the scheduled actions (joint_trajectory_"
-        "controller); stream: one std_msgs/Float64MultiArray per tick (forward controller).",
+        "",
+        "Empty: each action group as recorded (JointTrajectory groups get chunks for a "
+        "joint_trajectory_controller, Float64MultiArray groups one command per tick for a "
+        "forward controller); chunk or stream: every group as that type.",
+    ),
+    ParamSpec(
+        "output_topics",
+        "string_array",
+        [],
+        "Command topic of each action group, in the checkpoint's group order; empty: the "
+        "recorded command topics (dp-info lists the groups).",
     ),
     ParamSpec(
         "output_topic",
         "string",
         "",
-        "Command topic; empty: /arm_controller/joint_trajectory (chunk) or "
-        "/forward_position_controller/commands (stream).",
+        "Command topic of a checkpoint with one action group; empty: the recorded one "
+        "(/arm_controller/joint_trajectory or /forward_position_controller/commands when "
+        "output_mode changes its type).",
     ),
     ParamSpec(
         "num_inference_steps",
@@ -129,27 +142,59 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "joint_lower_limits",
         "double_array",
         [],
-        "Per-joint lower position limits; empty: action range of the checkpoint minus a margin.",
+        "Lower position limit of each commanded joint; empty: the URDF's, else the "
+        "demonstrated range minus a margin.",
     ),
     ParamSpec(
         "joint_upper_limits",
         "double_array",
         [],
-        "Per-joint upper position limits; empty: action range of the checkpoint plus a margin.",
+        "Upper position limit of each commanded joint; empty: the URDF's, else the "
+        "demonstrated range plus a margin.",
     ),
     ParamSpec(
         "max_joint_velocity",
         "double_array",
         [],
         "Max joint speed (units/s), one value for all joints or one per joint; empty: the "
-        "width of each joint's limit range per second.",
+        "URDF's velocity limits, else the width of each joint's limit range per second.",
     ),
     ParamSpec(
         "limit_margin_frac",
         "double",
         0.1,
-        "Margin added on both sides of the checkpoint's action range for default limits.",
+        "Margin (fraction of the span) on both sides of the demonstrated range, for joints "
+        "without URDF or parameter limits.",
         (0.0, 10.0),
+    ),
+    ParamSpec(
+        "min_limit_span",
+        "double",
+        0.2,
+        "Demonstrated-range limits are widened to at least this span (rad or m), so a joint "
+        "that barely moved in the demonstrations is not frozen.",
+        (1e-6, 1000.0),
+    ),
+    ParamSpec(
+        "robot_description_file",
+        "string",
+        "",
+        "URDF file with the robot's joint limits; empty: the robot_description_topic.",
+    ),
+    ParamSpec(
+        "robot_description_topic",
+        "string",
+        "/robot_description",
+        "std_msgs/String topic (transient local, as robot_state_publisher latches it) with "
+        "the URDF; empty: none (limits from the demonstrations).",
+    ),
+    ParamSpec(
+        "robot_description_timeout",
+        "double",
+        2.0,
+        "Seconds configure waits for the robot_description_topic before falling back to the "
+        "demonstrated range (logged).",
+        (0.0, 600.0),
     ),
     ParamSpec(
         "autostart",
@@ -269,3 +314,22 @@ def read_params(node: Node) -> PolicyNodeParams:
         else:
             values[spec.name] = node.get_parameter(spec.name).value
     return PolicyNodeParams(**values)
+
+
+def effective_values(settings: NodeSettings, limits: SafetyLimits, steps: int) -> dict[str, Any]:
+    """The effective value of each parameter whose default means "from the checkpoint" (or
+    the robot description): what `ros2 param get` should show while configured."""
+    values: dict[str, Any] = {
+        "camera_topics": list(settings.camera_topics),
+        "joint_names": list(settings.joint_names),
+        "output_topics": list(settings.output_topics),
+        "control_rate_hz": float(settings.control_rate_hz),
+        "num_inference_steps": int(steps),
+        "action_lead": float(settings.action_lead),
+        "joint_lower_limits": [float(v) for v in limits.lower],
+        "joint_upper_limits": [float(v) for v in limits.upper],
+        "max_joint_velocity": [float(v) for v in limits.max_velocity],
+    }
+    if settings.output_mode != "mixed":
+        values["output_mode"] = settings.output_mode
+    return values

@@ -9,13 +9,17 @@ A managed (lifecycle) node, as ros2_control's controllers and most drivers are:
          +--------cleanup---------+  +----deactivate-----+
     any state --shutdown--> finalized
 
-- configure: read the parameters, load and validate the checkpoint, start the inference worker,
-  warm it up, subscribe, create the (managed) command publisher, start the control thread.
+- configure: read the parameters, load and validate the checkpoint, read the robot's joint
+  limits (URDF file or /robot_description; else the demonstrated range, logged), start the
+  inference worker, warm it up, subscribe, create one (managed) command publisher per action
+  group (arm, gripper, ...: each on its own controller topic), start the control thread, and
+  set the parameters that default to "the checkpoint's" to their effective values.
   Any failure: FAILURE with the reason (logged, `~/status` `last_error`), back to unconfigured,
   nothing published.
 - activate: start commanding. deactivate: hold (chunk mode: one empty trajectory, so the
   trajectory controller stops executing the old points; stream mode: nothing more is sent);
-  the worker stays loaded and warm. cleanup: stop the control thread, free the worker.
+  the worker stays loaded and warm. cleanup: stop the control thread, free the worker, give
+  the parameters back their given values.
   shutdown / error: hold and release everything.
 
 `autostart` (default true) configures at start-up and activates when `start_active` is true,
@@ -50,19 +54,23 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import (
     QoSDurabilityPolicy,
     QoSHistoryPolicy,
     QoSProfile,
     QoSReliabilityPolicy,
 )
+from rclpy.wait_for_message import wait_for_message
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from diffusion_policy_node.action_groups import ActionGroup, indices_in
 from diffusion_policy_node.policy.checkpoint import read_config
-from diffusion_policy_node.runtime.controller import Command, Controller
+from diffusion_policy_node.runtime.controller import STREAM, TRAJECTORY, Command, Controller
+from diffusion_policy_node.runtime.limits import parse_urdf, read_urdf_file, resolve_limits
 from diffusion_policy_node.runtime.process_worker import start_worker
 from diffusion_policy_node.runtime.settings import NodeSettings, resolve_settings
 
@@ -79,7 +87,7 @@ from .conversions import (
     trajectory_msg,
 )
 from .node_main import run_node
-from .params import PARAMETERS, declare, read_params
+from .params import PARAMETERS, declare, effective_values, read_params
 
 SENSOR_QOS = QoSProfile(
     history=QoSHistoryPolicy.KEEP_LAST,
@@ -95,7 +103,12 @@ checkpoint's control rate. Services ~/start ~/stop ~/reset ~/status; health on /
     policy_node --ros-args -p checkpoint:=/path/to/ckpt [--params-file config/policy_node.yaml]
 """
 WARN_THROTTLE_S = 5.0
-UNHEARD_S = 2.0  # active without a subscriber on the command topic this long: WARN
+UNHEARD_S = 2.0  # active without a subscriber on a command topic this long: WARN
+DESCRIPTION_QOS = QoSProfile(
+    depth=1,
+    reliability=QoSReliabilityPolicy.RELIABLE,
+    durability=QoSDurabilityPolicy.TRANSIENT_LOCAL,  # as robot_state_publisher latches it
+)
 
 
 class PolicyNode(LifecycleNode):
@@ -113,8 +126,11 @@ class PolicyNode(LifecycleNode):
         self._running = False
         self._loop: ControlLoop | None = None
         self._entities: list[Any] = []  # subscriptions, publisher: created by configure
-        self._cmd_pub: Any = None
-        self._unheard_since: float | None = None
+        # per output kind: [(group, publisher, its columns in that kind's Command)]
+        self._group_pubs: dict[str, list[tuple[ActionGroup, Any, Any]]] = {}
+        self._unheard_since: dict[str, float] = {}
+        self._given_params: list[Parameter] = []  # values before configure set the effective
+        self._setting_effective = False
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         for name, handler in (
             ("start", self._srv_start),
@@ -150,7 +166,12 @@ class PolicyNode(LifecycleNode):
         params = read_params(self)
         config, _ = read_config(params.checkpoint)  # clear CheckpointError, before loading
         s = self.settings = resolve_settings(params, config)
+        urdf, urdf_where = self._robot_description(params)
         self.worker, self.policy_info = start_worker(s.inference, clock=self.now_s)
+        limits, sources = resolve_limits(
+            s, self.policy_info.action_min, self.policy_info.action_max, urdf, urdf_where
+        )
+        self.get_logger().info(f"joint limits: {sources.describe()}")
         self.controller = Controller(
             s,
             self.policy_info,
@@ -160,6 +181,7 @@ class PolicyNode(LifecycleNode):
             decode=self._decode_image,
             log=self._log,
             respawn=self._respawn_worker,
+            limits=limits,
         )
         self.controller.stop(self.now_s())  # configured = not commanding until activate
         warm = self.controller.warm_up()
@@ -180,12 +202,54 @@ class PolicyNode(LifecycleNode):
             priority=params.control_priority,
         )
         self._loop.start()
+        self._set_effective(effective_values(s, limits, self.policy_info.num_inference_steps))
+        outputs = ", ".join(f"{g.name} {list(g.joints)} -> {g.topic} ({g.type})" for g in s.groups)
         self.get_logger().info(
             f"policy_node configured: {params.checkpoint} on {self.policy_info.device} "
             f"({'process' if params.inference_process else 'thread'}), "
-            f"{s.control_rate_hz:g} Hz, {params.output_mode} mode -> {s.output_topic}, "
-            f"cameras {list(s.camera_topics)}, joints {list(s.joint_names)}"
+            f"{s.control_rate_hz:g} Hz, cameras {list(s.camera_topics)}, observed joints "
+            f"{list(s.joint_names)}; commands: {outputs}"
         )
+
+    def _robot_description(self, params: Any) -> tuple[dict[str, Any] | None, str]:
+        """(joints of the URDF, where it came from): robot_description_file, else the
+        robot_description_topic (waited for up to robot_description_timeout), else None."""
+        if params.robot_description_file:
+            return read_urdf_file(params.robot_description_file), params.robot_description_file
+        topic = params.robot_description_topic
+        if not topic:
+            return None, ""
+        ok, msg = wait_for_message(
+            String,
+            self,
+            topic,
+            qos_profile=DESCRIPTION_QOS,
+            time_to_wait=params.robot_description_timeout,
+        )
+        if not ok:
+            self.get_logger().warning(
+                f"no robot description on {topic} within {params.robot_description_timeout:g} "
+                "s: joint limits fall back to the demonstrated range (set "
+                "robot_description_file, or run robot_state_publisher)"
+            )
+            return None, ""
+        return parse_urdf(msg.data, f"topic {topic}"), f"topic {topic}"
+
+    def _set_effective(self, values: dict[str, Any]) -> None:
+        """Set parameters to their effective values (remembering the given ones for cleanup)."""
+        self._given_params = [self.get_parameter(name) for name in values]
+        self._set_internal([Parameter(name, value=v) for name, v in values.items()])
+
+    def _set_internal(self, params: list[Parameter]) -> None:
+        self._setting_effective = True
+        try:
+            for result, param in zip(self.set_parameters(params), params, strict=True):
+                if not result.successful:
+                    self.get_logger().warning(
+                        f"could not set parameter {param.name}: {result.reason}"
+                    )
+        finally:
+            self._setting_effective = False
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start commanding. SUCCESS -> active."""
@@ -239,8 +303,18 @@ class PolicyNode(LifecycleNode):
                 JointState, s.params.joint_state_topic, self._on_joint_state, SENSOR_QOS
             )
         )
-        msg_type = JointTrajectory if s.chunk_mode else Float64MultiArray
-        self._cmd_pub = self.create_lifecycle_publisher(msg_type, s.output_topic, COMMAND_QOS)
+        self._group_pubs = {TRAJECTORY: [], STREAM: []}
+        for kind, joints in (
+            (TRAJECTORY, self.controller.path_joints(TRAJECTORY)),
+            (STREAM, self.controller.path_joints(STREAM)),
+        ):
+            for g in s.groups:
+                if g.is_trajectory != (kind == TRAJECTORY):
+                    continue
+                msg_type = JointTrajectory if g.is_trajectory else Float64MultiArray
+                pub = self.create_lifecycle_publisher(msg_type, g.topic, COMMAND_QOS)
+                cols = indices_in(g.joints, joints, "the command")
+                self._group_pubs[kind].append((g, pub, cols))
 
     def _release(self) -> None:
         """Stop the control thread, close the worker, drop subscriptions and the publisher."""
@@ -254,11 +328,16 @@ class PolicyNode(LifecycleNode):
         for sub in self._entities:
             self.destroy_subscription(sub)
         self._entities = []
-        if self._cmd_pub is not None:
-            self.destroy_lifecycle_publisher(self._cmd_pub)
-            self._cmd_pub = None
+        for pubs in self._group_pubs.values():
+            for _, pub, _ in pubs:
+                self.destroy_lifecycle_publisher(pub)
+        self._group_pubs = {}
+        self._unheard_since = {}
         self.controller = None
         self.settings = None
+        if self._given_params:
+            given, self._given_params = self._given_params, []
+            self._set_internal(given)
 
     def _respawn_worker(self) -> None:
         """Replace a hung or dead inference worker on a thread of its own (the controller holds
@@ -307,6 +386,8 @@ class PolicyNode(LifecycleNode):
     def _on_set_parameters(self, params: list) -> SetParametersResult:
         """Parameters are read at configure: changes are taken while unconfigured only."""
         names = [p.name for p in params if p.name != "use_sim_time"]
+        if self._setting_effective:
+            return SetParametersResult(successful=True)
         if names and self.lifecycle_state != "unconfigured":
             return SetParametersResult(
                 successful=False,
@@ -341,19 +422,17 @@ class PolicyNode(LifecycleNode):
 
     def _publish_command(self, command: Command) -> None:
         """The controller's publish sink (called with its lock held)."""
-        if not self._running or not self.context.ok() or self._cmd_pub is None:
+        pubs = self._group_pubs.get(command.kind)
+        if not self._running or not self.context.ok() or not pubs:
             return  # shutting down (Ctrl-C/SIGTERM) or cleaned up: no publisher
         if command.times is None:
-            self._cmd_pub.publish(float64_array_msg(command.positions))
+            for _, pub, cols in pubs:
+                pub.publish(float64_array_msg(command.positions[cols]))
             return
-        self._cmd_pub.publish(
-            trajectory_msg(
-                self.settings.joint_names,
-                sec_to_stamp(command.stamp),
-                command.times.tolist(),
-                command.positions,
-            )
-        )
+        stamp = sec_to_stamp(command.stamp)
+        times = command.times.tolist()
+        for group, pub, cols in pubs:
+            pub.publish(trajectory_msg(group.joints, stamp, times, command.positions[:, cols]))
 
     # ------------------------------------------------------------------------------ services
     def _transition(self, name: str) -> bool:
@@ -414,28 +493,37 @@ class PolicyNode(LifecycleNode):
             state = lifecycle
         else:
             state, reason, values = controller.diagnostics_values()
-            unheard = self._unheard_for()
-            if unheard is not None and not reason:
+            unheard = self._unheard_topics()
+            if unheard and not reason:
                 reason = (
-                    f"nobody subscribes to {self.settings.output_topic} (for {unheard:.0f} s): "
-                    "is the arm's controller running, and is output_topic its command topic?"
+                    f"nobody subscribes to {', '.join(unheard)} (for {UNHEARD_S:.0f} s or "
+                    "more): is each controller running, and is output_topics its command "
+                    "topic?"
                 )
-            values["output_subscribers"] = self._cmd_pub.get_subscription_count()
+            values["output_subscribers"] = {
+                g.topic: pub.get_subscription_count()
+                for pubs in self._group_pubs.values()
+                for g, pub, _ in pubs
+            }
         values["lifecycle"] = lifecycle
         values["last_error"] = self.last_error
         return state, reason, values
 
-    def _unheard_for(self) -> float | None:
-        """Seconds the active node has been publishing commands nobody subscribes to, once that
-        is UNHEARD_S or more (a wrong output_topic would otherwise look like a healthy node)."""
+    def _unheard_topics(self) -> list[str]:
+        """Command topics the active node has been publishing to without a subscriber for
+        UNHEARD_S or more (a wrong topic would otherwise look like a healthy node)."""
         now = time.monotonic()
-        if self.lifecycle_state != "active" or self._cmd_pub.get_subscription_count() > 0:
-            self._unheard_since = None
-            return None
-        if self._unheard_since is None:
-            self._unheard_since = now
-        elapsed = now - self._unheard_since
-        return elapsed if elapsed >= UNHEARD_S else None
+        out = []
+        active = self.lifecycle_state == "active"
+        for pubs in self._group_pubs.values():
+            for group, pub, _ in pubs:
+                if not active or pub.get_subscription_count() > 0:
+                    self._unheard_since.pop(group.topic, None)
+                    continue
+                since = self._unheard_since.setdefault(group.topic, now)
+                if now - since >= UNHEARD_S:
+                    out.append(group.topic)
+        return out
 
     def _publish_diagnostics(self) -> None:
         state, reason, values = self.diagnostics_values()

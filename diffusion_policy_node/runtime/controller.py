@@ -20,9 +20,11 @@ Per tick (`tick(ideal, t_start, skipped)`):
    actions already past are dropped. The plan is the first n_action_steps of them: the next
    inference is timed to land before the plan ends; the rest of the horizon is executed only
    when it is late (an overrun, reported), so a slow model keeps moving instead of stopping.
-4. publish: chunk mode sends the remaining schedule as a trajectory (points at least half a
-   tick in the future) whenever the schedule changed; stream mode one command per tick from
-   `schedule.at(now)`. Everything goes through `SafetyFilter` first.
+4. publish, per action group kind (settings.groups): the JointTrajectory groups get the
+   remaining schedule as one trajectory Command (points at least half a tick in the future)
+   whenever the schedule changed; the Float64MultiArray groups one stream Command per tick
+   from `schedule.at(now)`. Each path has its own `SafetyFilter` over its joints (limits per
+   joint, clamps counted per joint); the node splits a Command into its groups' messages.
 5. sample + trigger: the history is sampled at the tick time and, when
    `should_start_inference` says so, the next inference is submitted (chunk mode with two ticks
    more lead, so the next trajectory reaches the controller before the current one ends).
@@ -42,6 +44,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from diffusion_policy_node.action_groups import indices_in
 from diffusion_policy_node.policy.constants import (
     INPAINT_ACTIONS,
     INPAINT_WEIGHTS,
@@ -52,9 +55,10 @@ from diffusion_policy_node.policy.constants import (
 from .action_schedule import ActionSchedule
 from .inference_worker import InferenceResult, LatencyStats, should_start_inference
 from .inpaint import inpaint_request
+from .limits import resolve_limits
 from .observation_history import STATE_INPUT, ObservationHistory
-from .safety import SafetyFilter
-from .settings import NodeSettings, PolicyInfo, resolve_limits
+from .safety import SafetyFilter, SafetyLimits
+from .settings import NodeSettings, PolicyInfo
 from .timing import TickTiming
 from .trajectory_follower import TrajectoryFollower
 
@@ -84,6 +88,7 @@ Log = Callable[[str, str, bool], None]  # (level "info"|"warning"|"error", text,
 class Command:
     """One command for the arm controller, stamped `stamp` (node clock, seconds).
 
+    `joints` names the columns (the joints of the groups of this kind, in action order).
     `kind` TRAJECTORY: `positions` (N, D) reached `times` (N,) seconds after `stamp`; N = 0 is
     the stop message (a joint_trajectory_controller then holds position). `kind` STREAM:
     `positions` (D,), one position command for this tick (`times` is None)."""
@@ -92,6 +97,7 @@ class Command:
     stamp: float
     positions: np.ndarray
     times: np.ndarray | None = None
+    joints: tuple[str, ...] = ()
 
     @property
     def is_stop(self) -> bool:
@@ -135,12 +141,14 @@ class Controller:
         decode: Callable[[str, Any], np.ndarray],
         log: Log = _default_log,
         respawn: Callable[[], None] | None = None,
+        limits: SafetyLimits | None = None,
     ) -> None:
         """`decode(topic, raw)` turns a raw camera message into RGB (H, W, 3) uint8 at
         `settings.image_size` (ValueError when it cannot); `publish(command)` sends a command
         (called with the controller's lock held, so keep it short). `respawn()` is called when
         the worker hung or died: it must start a new worker without blocking and hand it over
-        with `replace_worker` (None: the node holds until restarted)."""
+        with `replace_worker` (None: the node holds until restarted). `limits` of the
+        commanded joints (`runtime/limits.py`); None: from the demonstrations alone."""
         s = self.settings = settings
         self.info = info
         self.worker = worker
@@ -153,14 +161,23 @@ class Controller:
         # Chunk mode must publish the next trajectory while the controller still executes the
         # current one: a chunk is merged on the tick after it lands and published on that
         # tick, so start inference two ticks earlier than stream mode needs to.
-        self.lead = p.inference_margin + (2 * s.dt if s.chunk_mode else 0.0)
-        dim = len(s.joint_names)
+        self.lead = p.inference_margin + (2 * s.dt if s.has_trajectory else 0.0)
         self.history = ObservationHistory(
-            s.n_obs_steps, s.camera_topics, dim, image_shape=s.image_size
+            s.n_obs_steps, s.camera_topics, len(s.joint_names), image_shape=s.image_size
         )
         self.schedule = ActionSchedule(s.dt, mode=s.schedule_mode, ensemble_m=p.ensemble_m)
-        self.safety = SafetyFilter(resolve_limits(s, info.action_min, info.action_max), s.dt)
-        self.mirror = TrajectoryFollower(dof=dim)  # what the trajectory controller executes
+        if limits is None:
+            limits = resolve_limits(s, info.action_min, info.action_max)[0]
+        self.limits = limits
+        # Columns of the action vector per output path, and the state column of each action.
+        self.paths = {
+            kind: _Path(s, limits, want_trajectory=kind == TRAJECTORY)
+            for kind in (TRAJECTORY, STREAM)
+            if (s.has_trajectory if kind == TRAJECTORY else s.has_stream)
+        }
+        traj = self.paths.get(TRAJECTORY)
+        # what the trajectory controller executes
+        self.mirror = TrajectoryFollower(dof=len(traj.joints) if traj else 1)
         self.timing = TickTiming(s.dt)
         self.counters = dict.fromkeys(TICK_COUNTERS + INPUT_COUNTERS, 0)
         self.obs_to_cmd: deque[float] = deque(maxlen=1000)
@@ -232,7 +249,7 @@ class Controller:
             if name == STATE_INPUT:
                 ok = self.history.update_state(value.astype(np.float32), stamp)
                 if ok:
-                    self._measured = value
+                    self._measured = value  # observed joints; _Path.measured picks its own
             else:
                 try:
                     rgb = self._decode(name, value)
@@ -293,9 +310,12 @@ class Controller:
         if result is not None:
             self._merge(result, now)
         self._check_overrun(now)
-        command = self._trajectory(now) if self.settings.chunk_mode else self._stream(now)
-        if command is not None:
-            self._send(command)
+        for command in (
+            self._trajectory(now) if TRAJECTORY in self.paths else None,
+            self._stream(now) if STREAM in self.paths else None,
+        ):
+            if command is not None:
+                self._send(command)
         self.history.sample(now)
         self._maybe_start_inference(now)
 
@@ -383,9 +403,10 @@ class Controller:
             self._plan_end = None
             self._last_chunk = None
             self.overrun = False
-            if self.settings.chunk_mode and self.mirror.has_trajectory:
-                dim = len(self.settings.joint_names)
-                self._publish_sink(Command(TRAJECTORY, now, np.zeros((0, dim)), np.zeros(0)))
+            traj = self.paths.get(TRAJECTORY)
+            if traj is not None and self.mirror.has_trajectory:
+                stop = np.zeros((0, len(traj.joints)))
+                self._publish_sink(Command(TRAJECTORY, now, stop, np.zeros(0), traj.joints))
             self.mirror.clear()
 
     def _merge(self, result: InferenceResult, now: float) -> None:
@@ -418,15 +439,16 @@ class Controller:
             self._pending_obs_stamp = inflight[1]
 
     def _stream(self, now: float) -> Command | None:
+        path = self.paths[STREAM]
         cmd = self.schedule.at(now)
         if cmd is None:
             return None
-        previous = self._prev_cmd if self._prev_cmd is not None else self._measured
-        safe = self.safety.filter(cmd, previous)
+        previous = self._prev_cmd if self._prev_cmd is not None else path.measured(self._measured)
+        safe = path.safety.filter(cmd[path.columns], previous)
         if safe is None:
             return None  # NaN/inf: the forward controller keeps the previous command
         self._prev_cmd = safe
-        return Command(STREAM, now, safe)
+        return Command(STREAM, now, safe, None, path.joints)
 
     def _trajectory(self, now: float) -> Command | None:
         if self.schedule.version == self._published_version:
@@ -440,15 +462,19 @@ class Controller:
         times, actions = times[future], actions[future]
         if times.size == 0:
             return None
-        start = self.mirror.sample(now) if self.mirror.has_trajectory else self._measured
+        path = self.paths[TRAJECTORY]
+        if self.mirror.has_trajectory:
+            start = self.mirror.sample(now)
+        else:
+            start = path.measured(self._measured)
         if start is None:
             return None
-        safe = self.safety.filter_trajectory(actions, start)
+        safe = path.safety.filter_trajectory(actions[:, path.columns], start)
         if safe is None:
             return None
         rel = times - now
         self.mirror.set_trajectory(rel, safe, start_time=now, now=now, current_position=start)
-        return Command(TRAJECTORY, now, safe, rel)
+        return Command(TRAJECTORY, now, safe, rel, path.joints)
 
     def _maybe_start_inference(self, now: float) -> None:
         if self.worker.busy:
@@ -533,6 +559,25 @@ class Controller:
             return "active", "overrun: the next chunk is late, executing the rest of the horizon"
         return "active", ""
 
+    def path_joints(self, kind: str) -> tuple[str, ...]:
+        """The joints (columns) of the Commands of `kind` (TRAJECTORY/STREAM); () if none."""
+        path = self.paths.get(kind)
+        return path.joints if path is not None else ()
+
+    def clamp_counts(self) -> dict[str, int]:
+        """Safety filter counts: totals (commands changed), and per commanded joint."""
+        paths = list(self.paths.values())
+        out = {
+            "position_clamps": sum(p.safety.position_clamp_count for p in paths),
+            "velocity_clamps": sum(p.safety.velocity_clamp_count for p in paths),
+            "nonfinite_commands": sum(p.safety.nonfinite_count for p in paths),
+        }
+        for p in paths:
+            for i, joint in enumerate(p.joints):
+                out[f"position_clamps[{joint}]"] = int(p.safety.position_clamps[i])
+                out[f"velocity_clamps[{joint}]"] = int(p.safety.velocity_clamps[i])
+        return out
+
     def diagnostics_values(self) -> tuple[str, str, dict[str, object]]:
         """(state, reason, values) for /diagnostics and ~/status. Only copies are taken under
         the lock (the tick waits for it); statistics are computed afterwards."""
@@ -544,11 +589,7 @@ class Controller:
                 counters = dict(self.counters)
             timing = self.timing.snapshot()
             obs_to_cmd = list(self.obs_to_cmd)
-            clamps = (
-                self.safety.position_clamp_count,
-                self.safety.velocity_clamp_count,
-                self.safety.nonfinite_count,
-            )
+            clamps = self.clamp_counts()
         values: dict[str, object] = {
             "state": state,
             "hold_reason": reason if state == "holding" else "",
@@ -566,11 +607,36 @@ class Controller:
         for name, age in ages.items():
             values[f"obs_age_ms[{name}]"] = None if age is None else age * 1e3
         values.update(counters)
-        values["position_clamps"], values["velocity_clamps"], values["nonfinite_commands"] = clamps
+        values.update(clamps)
         values["device"] = self.info.device
-        values["output_mode"] = self.settings.params.output_mode
+        values["output_mode"] = self.settings.output_mode
         values["control_rate_hz"] = self.settings.control_rate_hz
         return state, reason, values
+
+
+class _Path:
+    """One output path (trajectory or stream): the action columns of its groups' joints, the
+    state column of each, and its safety filter over those joints' limits."""
+
+    def __init__(self, settings: NodeSettings, limits: SafetyLimits, want_trajectory: bool):
+        action = settings.action_joints
+        self.joints = tuple(
+            j for g in settings.groups if g.is_trajectory == want_trajectory for j in g.joints
+        )
+        self.columns = indices_in(self.joints, action, "the action vector")
+        self.state_columns = indices_in(self.joints, settings.joint_names, "the observed joints")
+        self.safety = SafetyFilter(
+            SafetyLimits(
+                limits.lower[self.columns],
+                limits.upper[self.columns],
+                limits.max_velocity[self.columns],
+            ),
+            settings.dt,
+        )
+
+    def measured(self, state: np.ndarray | None) -> np.ndarray | None:
+        """This path's joints of the measured state (observed-joint order)."""
+        return None if state is None else state[self.state_columns]
 
 
 def blank_batch(settings: NodeSettings) -> dict[str, np.ndarray]:

@@ -96,7 +96,8 @@ class SafetyFilter:
     """Clamp commands to `limits` and to `max_velocity * dt` per control step.
 
     Counters: `nonfinite_count` (rejected commands/trajectories), `position_clamp_count` and
-    `velocity_clamp_count` (commands changed by each clamp), for diagnostics.
+    `velocity_clamp_count` (commands changed by each clamp), and per joint `position_clamps` /
+    `velocity_clamps` (D,) (commands in which that joint was changed), for diagnostics.
     """
 
     def __init__(self, limits: SafetyLimits, dt: float) -> None:
@@ -110,6 +111,8 @@ class SafetyFilter:
         self.nonfinite_count = 0
         self.position_clamp_count = 0
         self.velocity_clamp_count = 0
+        self.position_clamps = np.zeros(limits.dim, np.int64)
+        self.velocity_clamps = np.zeros(limits.dim, np.int64)
 
     def _check(self, x: ArrayLike, what: str) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -119,12 +122,16 @@ class SafetyFilter:
 
     def _step(self, cmd: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
         out = np.clip(cmd, self.limits.lower, self.limits.upper)
-        if not np.array_equal(out, cmd):
+        changed = out != cmd
+        if changed.any():
             self.position_clamp_count += 1
+            self.position_clamps += changed
         if previous is not None:
             limited = np.clip(out, previous - self.max_step, previous + self.max_step)
-            if not np.array_equal(limited, out):
+            changed = limited != out
+            if changed.any():
                 self.velocity_clamp_count += 1
+                self.velocity_clamps += changed
             out = limited
         return out
 

@@ -6,25 +6,33 @@ diagnostics all read (design.md §4–§5).
     resolve_settings   params + checkpoint PolicyConfig -> NodeSettings (mismatches rejected)
     InferenceSettings  what the inference worker needs to load and run the policy
     PolicyInfo         what the loaded policy tells the node (device, action range, steps)
-    resolve_limits     NodeSettings + the checkpoint's action range -> SafetyLimits
+
+Limits (parameters, URDF, demonstrations): runtime/limits.py.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from diffusion_policy_node.policy.config import PolicyConfig
+from diffusion_policy_node.action_groups import (
+    ActionGroup,
+    action_joints,
+    check_groups,
+    single_group,
+)
+from diffusion_policy_node.policy.config import DEFAULT_COMMAND_TOPIC, PolicyConfig
 
 from .action_schedule import MODES as SCHEDULE_MODES
 from .inference_worker import DEVICES
-from .safety import SafetyLimits, limits_from_action_range
 
-OUTPUT_MODES = ("chunk", "stream")
+# "" (default): each action group as recorded (JointTrajectory -> chunk, Float64MultiArray ->
+# stream); chunk/stream: every group as that message type.
+OUTPUT_MODES = ("", "chunk", "stream")
+GROUP_TYPE_OF_MODE = {"chunk": "JointTrajectory", "stream": "Float64MultiArray"}
 ACCELERATIONS = ("jit", "cudagraph", "none")
 # Numeric precision of inference: auto picks bf16 where the hardware runs it fast (CPU with
 # AVX-512-BF16/AMX, CUDA), fp32 elsewhere (policy/precision.py decides).
@@ -53,8 +61,9 @@ class PolicyNodeParams:
     joint_state_topic: str = "/joint_states"
     joint_names: tuple[str, ...] = ()
     control_rate_hz: float = 0.0
-    output_mode: str = "chunk"
+    output_mode: str = ""
     output_topic: str = ""
+    output_topics: tuple[str, ...] = ()
     num_inference_steps: int = 0
     device: str = "auto"
     acceleration: str = "jit"
@@ -69,6 +78,10 @@ class PolicyNodeParams:
     joint_upper_limits: tuple[float, ...] = ()
     max_joint_velocity: tuple[float, ...] = ()
     limit_margin_frac: float = 0.1
+    min_limit_span: float = 0.2
+    robot_description_file: str = ""
+    robot_description_topic: str = "/robot_description"
+    robot_description_timeout: float = 2.0
     autostart: bool = True
     start_active: bool = True
     action_lead: float = -1.0
@@ -84,7 +97,7 @@ class PolicyNodeParams:
     spin_lead_ms: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("camera_topics", "joint_names"):
+        for name in ("camera_topics", "joint_names", "output_topics"):
             object.__setattr__(self, name, tuple(str(v) for v in getattr(self, name)))
         for name in ("joint_lower_limits", "joint_upper_limits", "max_joint_velocity"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
@@ -101,6 +114,16 @@ class PolicyNodeParams:
             )
         if len(set(self.joint_names)) != len(self.joint_names) or "" in self.joint_names:
             raise _bad("joint_names", list(self.joint_names), "names must be non-empty and unique")
+        if len(set(self.output_topics)) != len(self.output_topics) or "" in self.output_topics:
+            raise _bad(
+                "output_topics", list(self.output_topics), "topics must be non-empty and unique"
+            )
+        if self.output_topic and self.output_topics:
+            raise _bad(
+                "output_topic",
+                self.output_topic,
+                "set output_topic (one action group) or output_topics (one per group), not both",
+            )
         if not self.joint_state_topic:
             raise _bad("joint_state_topic", self.joint_state_topic, "must not be empty")
         if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz >= 0):
@@ -136,6 +159,14 @@ class PolicyNodeParams:
             raise _bad("max_joint_velocity", list(self.max_joint_velocity), "must be > 0")
         if not (math.isfinite(self.limit_margin_frac) and self.limit_margin_frac >= 0):
             raise _bad("limit_margin_frac", self.limit_margin_frac, "must be >= 0")
+        if not (math.isfinite(self.min_limit_span) and self.min_limit_span > 0):
+            raise _bad("min_limit_span", self.min_limit_span, "must be > 0 (rad or m)")
+        if not (
+            math.isfinite(self.robot_description_timeout) and self.robot_description_timeout >= 0
+        ):
+            raise _bad(
+                "robot_description_timeout", self.robot_description_timeout, "must be >= 0 s"
+            )
         if not (math.isfinite(self.inference_margin) and self.inference_margin >= 0):
             raise _bad("inference_margin", self.inference_margin, "must be >= 0 s")
         if not (math.isfinite(self.action_lead) and self.action_lead >= -1):
@@ -215,22 +246,30 @@ class PolicyInfo:
 @dataclass(frozen=True, eq=False)
 class NodeSettings:
     """Everything the node runs on: parameters merged with the checkpoint's config. Built once
-    (`resolve_settings`) and passed whole to the controller, the worker and diagnostics."""
+    (`resolve_settings`) and passed whole to the controller, the worker and diagnostics.
+
+    `joint_names` are the observed joints (the state, read by name from /joint_states);
+    `groups` the action groups with their effective topics and message types: the action
+    vector is `action_joints`, every one of them observed."""
 
     params: PolicyNodeParams
     camera_topics: tuple[str, ...]
     joint_names: tuple[str, ...]
+    groups: tuple[ActionGroup, ...]
     dt: float
     image_size: tuple[int, int]
     n_obs_steps: int
     n_action_steps: int
     horizon: int
     action_lead: float
-    output_topic: str
 
     @property
     def control_rate_hz(self) -> float:
         return 1.0 / self.dt
+
+    @property
+    def action_joints(self) -> tuple[str, ...]:
+        return action_joints(self.groups)
 
     @property
     def schedule_mode(self) -> str:
@@ -238,9 +277,25 @@ class NodeSettings:
         return "replace" if self.params.blend_mode == "inpaint" else self.params.blend_mode
 
     @property
-    def chunk_mode(self) -> bool:
-        """True: JointTrajectory chunks; False: one Float64MultiArray per tick."""
-        return self.params.output_mode == "chunk"
+    def has_trajectory(self) -> bool:
+        """Some group gets JointTrajectory chunks (a joint_trajectory_controller)."""
+        return any(g.is_trajectory for g in self.groups)
+
+    @property
+    def has_stream(self) -> bool:
+        """Some group gets one Float64MultiArray per tick (a forward position controller)."""
+        return any(not g.is_trajectory for g in self.groups)
+
+    @property
+    def output_mode(self) -> str:
+        """chunk, stream, or mixed (some groups each)."""
+        if self.has_trajectory and self.has_stream:
+            return "mixed"
+        return "chunk" if self.has_trajectory else "stream"
+
+    @property
+    def output_topics(self) -> tuple[str, ...]:
+        return tuple(g.topic for g in self.groups)
 
     @property
     def inference(self) -> InferenceSettings:
@@ -271,21 +326,7 @@ def resolve_settings(params: PolicyNodeParams, config: PolicyConfig) -> NodeSett
             f"the checkpoint expects {config.n_cameras} camera(s) {config.camera_topics}; give "
             "one topic per checkpoint camera, in the same order",
         )
-    joints = params.joint_names or tuple(config.joint_names)
-    if not joints:
-        raise _bad("joint_names", [], "the checkpoint names no joints: set joint_names explicitly")
-    if len(joints) != config.state_dim:
-        raise _bad(
-            "joint_names",
-            list(joints),
-            f"{len(joints)} joints but the checkpoint's state_dim is {config.state_dim}",
-        )
-    if config.action_dim != len(joints):
-        raise ValueError(
-            f"checkpoint action_dim {config.action_dim} differs from the {len(joints)} observed "
-            "joints; policy_node commands the observed joints (position control), so a "
-            "checkpoint with action_dim == state_dim is needed"
-        )
+    joints, groups = _observed_and_commanded(params, config)
     dt = float(config.dt)
     rate = params.control_rate_hz
     if rate > 0 and abs(1.0 / rate - dt) > RATE_TOLERANCE * dt:
@@ -295,26 +336,115 @@ def resolve_settings(params: PolicyNodeParams, config: PolicyConfig) -> NodeSett
             f"the checkpoint was trained at dt={dt:g} s ({1.0 / dt:g} Hz); the control "
             "rate must match the training data's step (set it to that value or 0)",
         )
-    output_topic = params.output_topic or DEFAULT_OUTPUT_TOPICS[params.output_mode]
+    groups = _output_groups(params, groups)
+    n_act = len(action_joints(groups))
     for name in ("joint_lower_limits", "joint_upper_limits"):
         value = getattr(params, name)
-        if value and len(value) != len(joints):
-            raise _bad(name, list(value), f"needs {len(joints)} values (one per joint) or none")
+        if value and len(value) != n_act:
+            raise _bad(
+                name, list(value), f"needs {n_act} values (one per commanded joint) or none"
+            )
     vel = params.max_joint_velocity
-    if vel and len(vel) not in (1, len(joints)):
-        raise _bad("max_joint_velocity", list(vel), f"needs 1 or {len(joints)} values, or none")
+    if vel and len(vel) not in (1, n_act):
+        raise _bad("max_joint_velocity", list(vel), f"needs 1 or {n_act} values, or none")
     return NodeSettings(
         params=params,
         camera_topics=tuple(cams),
         joint_names=tuple(joints),
+        groups=groups,
         dt=dt,
         image_size=(int(config.image_size[0]), int(config.image_size[1])),
         n_obs_steps=int(config.n_obs_steps),
         n_action_steps=int(config.n_action_steps),
         horizon=int(config.horizon),
         action_lead=_action_lead(params, config),
-        output_topic=output_topic,
     )
+
+
+def _observed_and_commanded(
+    params: PolicyNodeParams, config: PolicyConfig
+) -> tuple[tuple[str, ...], tuple[ActionGroup, ...]]:
+    """(observed joints, action groups) of the checkpoint; `joint_names` renames the
+    observed joints position by position (a robot whose joints are named differently), and
+    the groups' joints with them."""
+    trained = tuple(config.joint_names)
+    joints = params.joint_names or trained
+    if not joints:
+        raise _bad("joint_names", [], "the checkpoint names no joints: set joint_names explicitly")
+    if len(joints) != config.state_dim:
+        raise _bad(
+            "joint_names",
+            list(joints),
+            f"{len(joints)} joints but the checkpoint's state_dim is {config.state_dim}",
+        )
+    if config.action_groups is not None or trained:
+        recorded = config.groups
+    elif config.action_dim == len(joints):
+        # a checkpoint that names nothing: one group of the given joints
+        recorded = single_group(joints, DEFAULT_COMMAND_TOPIC)
+        trained = joints
+    else:
+        raise ValueError(
+            f"checkpoint action_dim {config.action_dim} differs from the {len(joints)} "
+            "observed joints and it records no action groups"
+        )
+    rename = dict(zip(trained, joints, strict=True))
+    try:
+        groups = tuple(
+            ActionGroup(
+                g.name, tuple(rename.get(j, j) for j in g.joints), g.topic, g.type, g.source
+            )
+            for g in recorded
+        )
+        check_groups(groups, joints, where="the checkpoint's action groups")
+    except ValueError as exc:
+        raise _bad("joint_names", list(joints), str(exc)) from exc
+    return joints, groups
+
+
+def _output_groups(
+    params: PolicyNodeParams, groups: tuple[ActionGroup, ...]
+) -> tuple[ActionGroup, ...]:
+    """The groups with their effective message type (`output_mode` overrides the recorded
+    one) and topic (`output_topics`/`output_topic`, else the recorded command topic; a single
+    group whose type was overridden goes to that type's conventional topic)."""
+    names = [g.name for g in groups]
+    if params.output_topics and len(params.output_topics) != len(groups):
+        raise _bad(
+            "output_topics",
+            list(params.output_topics),
+            f"needs one topic per action group {names}, in that order",
+        )
+    if params.output_topic and len(groups) != 1:
+        raise _bad(
+            "output_topic",
+            params.output_topic,
+            f"the checkpoint has {len(groups)} action groups {names}: use output_topics "
+            "(one per group, in that order)",
+        )
+    out = []
+    for i, g in enumerate(groups):
+        type_ = GROUP_TYPE_OF_MODE.get(params.output_mode, g.type)
+        if params.output_topics:
+            topic = params.output_topics[i]
+        elif params.output_topic:
+            topic = params.output_topic
+        elif type_ == g.type:
+            topic = g.topic
+        elif len(groups) == 1:
+            topic = DEFAULT_OUTPUT_TOPICS[params.output_mode]
+        else:
+            raise _bad(
+                "output_mode",
+                params.output_mode,
+                f"changes the message type of group {g.name!r} (recorded as {g.type} on "
+                f"{g.topic}): set output_topics, one per group {names}",
+            )
+        try:
+            out.append(ActionGroup(g.name, g.joints, topic, type_, g.source))
+        except ValueError as exc:
+            raise _bad("output_topics", topic, str(exc)) from exc
+    return tuple(out)
 
 
 def _action_lead(params: PolicyNodeParams, config: PolicyConfig) -> float:
@@ -323,36 +453,3 @@ def _action_lead(params: PolicyNodeParams, config: PolicyConfig) -> float:
     if params.action_lead >= 0:
         return float(params.action_lead)
     return float(config.action_lead or 0.0)
-
-
-def resolve_limits(
-    settings: NodeSettings,
-    action_min: Sequence[float] | np.ndarray,
-    action_max: Sequence[float] | np.ndarray,
-) -> SafetyLimits:
-    """Limits of the commanded joints from the checkpoint's action range
-    (`limits_from_action_range`), each part overridable by its parameter (their lengths were
-    checked by `resolve_settings`)."""
-    params, dim = settings.params, len(settings.joint_names)
-    derived = limits_from_action_range(
-        action_min, action_max, margin_frac=params.limit_margin_frac
-    )
-    if derived.dim != dim:
-        raise ValueError(
-            f"checkpoint action range has {derived.dim} dims but {dim} joints are commanded"
-        )
-    lower = np.array(params.joint_lower_limits or derived.lower, dtype=np.float64)
-    upper = np.array(params.joint_upper_limits or derived.upper, dtype=np.float64)
-    vel = params.max_joint_velocity
-    if vel:
-        velocity = np.broadcast_to(np.array(vel, dtype=np.float64), (dim,)).copy()
-    elif params.joint_lower_limits or params.joint_upper_limits:
-        velocity = upper - lower
-    else:
-        velocity = derived.max_velocity
-    try:
-        return SafetyLimits(lower, upper, velocity)
-    except ValueError as exc:
-        raise ValueError(
-            f"joint limits (joint_lower_limits/joint_upper_limits/max_joint_velocity): {exc}"
-        ) from exc

@@ -32,6 +32,7 @@ JOINT_TOPIC = "/joint_states"
 JT_TOPIC = "/arm_controller/joint_trajectory"
 F64_TOPIC = "/forward_position_controller/commands"
 MARKER_TOPIC = "/episode_marker"
+GRIPPER_TOPIC = "/gripper_controller/commands"
 
 
 def joint_position(j: int, t_ns: int | np.ndarray) -> np.ndarray:
@@ -49,6 +50,11 @@ def frame_color(cam: int, frame: int) -> tuple[int, int, int]:
 
 def command_target(m: int, t_ns: int) -> np.ndarray:
     return joint_positions(t_ns) + COMMAND_OFFSET + 0.01 * m
+
+
+def gripper_target(m: int) -> float:
+    """Gripper command m (Float64MultiArray with one value)."""
+    return 0.02 + 0.001 * m
 
 
 def newest(times: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -81,6 +87,7 @@ class BagSpec:
     command_zero_stamp: bool = False
     command_joint_names: list[str] | None = None
     marker_times_s: tuple[float, ...] = ()
+    gripper_hz: float = 0.0  # > 0: gripper commands (Float64MultiArray) on GRIPPER_TOPIC
     seed: int = 0
 
 
@@ -94,6 +101,7 @@ class BagTruth:
     joint_record_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     command_header_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     command_record_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    gripper_header_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def _times(start_s: float, hz: float, duration_s: float) -> np.ndarray:
@@ -198,6 +206,15 @@ def write_bag(path: Path, spec: BagSpec) -> BagTruth:
         truth.command_record_ns = header + spec.command_latency_ns
         for m, t in enumerate(header):
             out.append(_command(spec, m, int(t)))
+
+    if spec.gripper_hz > 0:
+        header = _times(spec.command_start_s + 0.03, spec.gripper_hz, spec.duration_s)
+        truth.gripper_header_ns = header
+        layout = T["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
+        for m, t in enumerate(header):
+            data = np.array([gripper_target(m)], np.float64)
+            msg = T["std_msgs/msg/Float64MultiArray"](layout=layout, data=data)
+            out.append((int(t), GRIPPER_TOPIC, "std_msgs/msg/Float64MultiArray", msg))
 
     for k, ts in enumerate(spec.marker_times_s):
         t = T_START_NS + round(ts * 1e9)

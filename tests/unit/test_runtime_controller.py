@@ -100,16 +100,18 @@ class Rig:
         worker: FakeWorker | None = None,
         respawn: Callable[[], None] | None = None,
         config: PolicyConfig = CONFIG,
+        info: PolicyInfo = INFO,
         **params: object,
     ) -> None:
         self.k = 0
+        self.state = np.zeros(config.state_dim)  # what feed() measures by default
         self.sent: list[Command] = []
         self.logs: list[tuple[str, str]] = []
         self.worker = worker or FakeWorker()
         settings = resolve_settings(PolicyNodeParams(checkpoint="/x", **params), config)
         self.ctl = Controller(
             settings,
-            INFO,
+            info,
             self.worker,
             clock=self.now,
             publish=self.sent.append,
@@ -127,9 +129,10 @@ class Rig:
             raise ValueError(f"{topic}: cannot decode {raw!r}")
         return raw  # type: ignore[return-value]
 
-    def feed(self, state: object = (0.0, 0.0, 0.0), stamp: float | None = None) -> None:
+    def feed(self, state: object = None, stamp: float | None = None) -> None:
         t = self.now() if stamp is None else stamp
         self.ctl.offer_image(CAM, IMAGE, t)
+        state = self.state if state is None else state
         self.ctl.offer_state(np.asarray(state, dtype=np.float64), t)
 
     def tick(self, feed: bool = True) -> list[Command]:
@@ -274,7 +277,84 @@ def test_commands_are_clamped_to_the_limits_and_the_velocity_limit() -> None:
     # from the measured 0.0, at most 0.24 per tick: 0.24, 0.48, ... never above 1.2
     np.testing.assert_allclose(pos[:, 1], np.minimum(0.24 * np.arange(1, 14), 1.2))
     np.testing.assert_allclose(pos[:, 2], 0.0)
-    assert rig.ctl.safety.position_clamp_count > 0 and rig.ctl.safety.velocity_clamp_count > 0
+    counts = rig.ctl.clamp_counts()
+    assert counts["position_clamps"] > 0 and counts["velocity_clamps"] > 0
+    # per joint: a hit the position limit, b the velocity limit, c neither
+    assert counts["position_clamps[a]"] > 0 and counts["velocity_clamps[b]"] > 0
+    assert counts["position_clamps[c]"] == counts["velocity_clamps[c]"] == 0
+    assert rig.ctl.diagnostics_values()[2]["velocity_clamps[b]"] == counts["velocity_clamps[b]"]
+
+
+# ------------------------------------------------------------------------------ action groups
+GROUPED = PolicyConfig(
+    camera_topics=[CAM],
+    image_size=(8, 8),
+    crop_shape=None,
+    # observed in another order than commanded: the gripper first
+    joint_names=["g", "a", "b", "c"],
+    state_dim=4,
+    action_dim=4,
+    action_groups=[
+        {"name": "arm", "joints": ["a", "b", "c"], "topic": "/arm/joint_trajectory"},
+        {
+            "name": "gripper",
+            "joints": ["g"],
+            "topic": "/gripper/commands",
+            "type": "Float64MultiArray",
+        },
+    ],
+    dt=DT,
+    n_obs_steps=2,
+    horizon=16,
+    n_action_steps=8,
+)
+GROUPED_INFO = PolicyInfo("cpu", np.full(4, -1.0), np.full(4, 1.0), 10)
+
+
+def test_each_group_kind_gets_its_own_command_with_its_joints() -> None:
+    rig = Rig(config=GROUPED, info=GROUPED_INFO)
+    rig.state = np.array([0.04, 0.0, 0.0, 0.0])  # g, a, b, c
+    started(rig)
+    chunk = np.zeros((16, 4))  # action order: a, b, c, g
+    chunk[:, 0] = np.linspace(0.0, 0.3, 16)
+    chunk[:, 3] = 0.01
+    rig.worker.deliver(chunk)
+    sent = rig.tick()
+    kinds = {c.kind: c for c in sent}
+    traj, stream = kinds["trajectory"], kinds["stream"]
+    assert traj.joints == ("a", "b", "c") and traj.positions.shape[1] == 3
+    assert stream.joints == ("g",) and stream.positions.shape == (1,)
+    # the rest of the horizon, up to its end
+    np.testing.assert_allclose(traj.positions[:, 0], chunk[-len(traj.times) :, 0])
+    # the gripper's stream command is the action of this tick (from its measured 0.04 within
+    # the velocity limit: the range [-1.2, 1.2] per second, 0.24 per tick)
+    np.testing.assert_allclose(stream.positions, [0.01])
+    # the next tick: no new trajectory (schedule unchanged), but a stream command again
+    (again,) = rig.tick()
+    assert again.kind == "stream" and again.joints == ("g",)
+    # a stop is an empty trajectory for the trajectory groups only
+    rig.ctl.stop(rig.now())
+    stop = rig.sent[-1]
+    assert stop.is_stop and stop.joints == ("a", "b", "c")
+
+
+def test_grouped_limits_clamp_each_path_with_its_own_joints() -> None:
+    from diffusion_policy_node.runtime.safety import SafetyLimits
+
+    settings = resolve_settings(PolicyNodeParams(checkpoint="/x"), GROUPED)
+    limits = SafetyLimits(np.full(4, -1.0), np.array([1.0, 1.0, 1.0, 0.02]), np.full(4, 10.0))
+    sent: list[Command] = []
+    ctl = Controller(
+        settings,
+        GROUPED_INFO,
+        FakeWorker(),
+        clock=lambda: 0.1,
+        publish=sent.append,
+        decode=lambda topic, raw: raw,
+        limits=limits,
+    )
+    assert ctl.paths["stream"].safety.limits.upper.tolist() == [0.02]
+    assert ctl.paths["trajectory"].safety.limits.upper.tolist() == [1.0, 1.0, 1.0]
 
 
 def test_a_chunk_with_nan_is_discarded_and_nothing_is_published() -> None:

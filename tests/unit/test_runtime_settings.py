@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 
 from diffusion_policy_node.policy.config import PolicyConfig
-from diffusion_policy_node.runtime.safety import limits_from_action_range
 from diffusion_policy_node.runtime.settings import (
     InferenceSettings,
     NodeSettings,
     PolicyNodeParams,
-    resolve_limits,
     resolve_settings,
 )
 from diffusion_policy_node.runtime.timing import TickTiming
@@ -44,9 +42,11 @@ def test_settings_default_to_the_checkpoint() -> None:
     assert s.joint_names == tuple(JOINTS)
     assert s.dt == 0.1 and s.control_rate_hz == pytest.approx(10.0)
     assert s.image_size == (48, 64)
-    assert s.output_topic == "/arm_controller/joint_trajectory"
+    assert s.output_topics == ("/arm_controller/joint_trajectory",)
+    assert s.output_mode == "chunk" and s.action_joints == tuple(JOINTS)
     stream = resolve_settings(PolicyNodeParams(checkpoint="/x", output_mode="stream"), _config())
-    assert stream.output_topic == "/forward_position_controller/commands"
+    assert stream.output_topics == ("/forward_position_controller/commands",)
+    assert stream.output_mode == "stream"
 
 
 def test_settings_overrides_and_mismatches() -> None:
@@ -59,7 +59,9 @@ def test_settings_overrides_and_mismatches() -> None:
     )
     s = resolve_settings(p, _config())
     assert s.camera_topics == ("/a", "/b") and s.joint_names == ("x", "y", "z")
-    assert s.output_topic == "/out"
+    assert s.output_topics == ("/out",)
+    # renamed observed joints rename the commanded ones
+    assert s.groups[0].joints == ("x", "y", "z")
     cases = [
         (dict(control_rate_hz=30.0), "control_rate_hz=30.0"),
         (dict(camera_topics=("/only_one",)), "camera_topics"),
@@ -92,26 +94,6 @@ def test_settings_overrides_and_mismatches() -> None:
 def test_params_validate_themselves(changes: dict, name: str) -> None:
     with pytest.raises(ValueError, match=f"parameter {name}="):
         PolicyNodeParams(**{"checkpoint": "/x", **changes})
-
-
-def test_limits_from_checkpoint_range_and_overrides() -> None:
-    amin, amax = np.array([-1.0, 0.0, 2.0]), np.array([1.0, 0.5, 2.0])
-    derived = resolve_limits(_settings(), amin, amax)
-    want = limits_from_action_range(amin, amax, margin_frac=0.1)
-    np.testing.assert_allclose(derived.lower, [-1.2, -0.05, 1.999])
-    np.testing.assert_allclose(derived.upper, want.upper)
-    np.testing.assert_allclose(derived.max_velocity, want.max_velocity)
-    p = PolicyNodeParams(
-        checkpoint="/x", joint_upper_limits=(0.5, 0.4, 3.0), max_joint_velocity=(0.25,)
-    )
-    over = resolve_limits(_settings(p), amin, amax)
-    np.testing.assert_allclose(over.upper, [0.5, 0.4, 3.0])
-    np.testing.assert_allclose(over.lower, want.lower)
-    np.testing.assert_allclose(over.max_velocity, [0.25] * 3)
-    with pytest.raises(ValueError, match="lower must be < upper"):
-        resolve_limits(
-            _settings(PolicyNodeParams(checkpoint="/x", joint_upper_limits=(-5, 1, 3))), amin, amax
-        )
 
 
 def test_inference_settings_come_from_the_parameters() -> None:

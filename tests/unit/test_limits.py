@@ -1,0 +1,101 @@
+"""Joint limits: parameters over the URDF over the demonstrated range (with a span floor)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffusion_policy_node.policy.config import PolicyConfig
+from diffusion_policy_node.runtime.limits import (
+    DEMONSTRATIONS,
+    PARAMETER,
+    URDF,
+    parse_urdf,
+    read_urdf_file,
+    resolve_limits,
+)
+from diffusion_policy_node.runtime.settings import NodeSettings, PolicyNodeParams, resolve_settings
+
+JOINTS = ["a", "b", "c"]
+AMIN, AMAX = np.array([-1.0, 0.0, 2.0]), np.array([1.0, 0.5, 2.0])
+ROBOT = """<?xml version="1.0"?>
+<robot name="r">
+  <link name="base"/><link name="l1"/><link name="l2"/><link name="l3"/>
+  <joint name="a" type="revolute"><parent link="base"/><child link="l1"/>
+    <limit lower="-3.0" upper="3.0" velocity="2.5" effort="10"/></joint>
+  <joint name="b" type="continuous"><parent link="l1"/><child link="l2"/>
+    <limit velocity="1.5" effort="10"/></joint>
+  <joint name="c" type="prismatic"><parent link="l2"/><child link="l3"/>
+    <limit lower="0.0" upper="0.04" velocity="0.1" effort="10"/></joint>
+</robot>
+"""
+
+
+def _settings(**params: object) -> NodeSettings:
+    config = PolicyConfig(
+        camera_topics=["/cam"],
+        image_size=(16, 16),
+        crop_shape=None,
+        joint_names=JOINTS,
+        state_dim=3,
+        action_dim=3,
+        down_dims=(16, 32),
+    )
+    return resolve_settings(PolicyNodeParams(checkpoint="/x", **params), config)
+
+
+def test_demonstrated_range_with_margin_and_a_span_floor() -> None:
+    limits, sources = resolve_limits(_settings(), AMIN, AMAX)
+    # a: [-1, 1] +- 10 %; b: [0, 0.5] +- 0.05; c never moved: the 0.2 floor, centred
+    np.testing.assert_allclose(limits.lower, [-1.2, -0.05, 1.9])
+    np.testing.assert_allclose(limits.upper, [1.2, 0.55, 2.1])
+    np.testing.assert_allclose(limits.max_velocity, limits.upper - limits.lower)
+    assert sources.position == (DEMONSTRATIONS,) * 3
+    floor = resolve_limits(_settings(min_limit_span=1.0), AMIN, AMAX)[0]
+    np.testing.assert_allclose(floor.lower, [-1.2, -0.25, 1.5])
+
+
+def test_the_urdf_wins_over_the_demonstrations() -> None:
+    limits, sources = resolve_limits(_settings(), AMIN, AMAX, parse_urdf(ROBOT, "test"))
+    np.testing.assert_allclose(limits.lower, [-3.0, -0.05, 0.0])
+    np.testing.assert_allclose(limits.upper, [3.0, 0.55, 0.04])
+    np.testing.assert_allclose(limits.max_velocity, [2.5, 1.5, 0.1])
+    # the continuous joint keeps the demonstrated range but takes the URDF's velocity
+    assert sources.position == (URDF, DEMONSTRATIONS, URDF)
+    assert sources.velocity == (URDF, URDF, URDF)
+    assert "position from demonstrations: ['b']" in sources.describe()
+
+
+def test_parameters_win_over_the_urdf() -> None:
+    s = _settings(joint_upper_limits=(0.5, 0.4, 0.03), max_joint_velocity=(0.25,))
+    limits, sources = resolve_limits(s, AMIN, AMAX, parse_urdf(ROBOT, "test"))
+    np.testing.assert_allclose(limits.upper, [0.5, 0.4, 0.03])
+    np.testing.assert_allclose(limits.lower, [-3.0, -0.05, 0.0])  # not given: the URDF's
+    np.testing.assert_allclose(limits.max_velocity, [0.25] * 3)
+    assert sources.position == (PARAMETER,) * 3 and sources.velocity == (PARAMETER,) * 3
+    with pytest.raises(ValueError, match="lower must be < upper"):
+        resolve_limits(_settings(joint_upper_limits=(-5.0, 1.0, 3.0)), AMIN, AMAX)
+
+
+def test_a_urdf_without_a_commanded_joint_is_an_error_naming_it() -> None:
+    urdf = parse_urdf(ROBOT.replace('name="b"', 'name="other"'), "test")
+    with pytest.raises(ValueError, match=r"topic /robot_description has no joint\(s\) \['b'\]"):
+        resolve_limits(_settings(), AMIN, AMAX, urdf, "topic /robot_description")
+
+
+@pytest.mark.parametrize(
+    "text", ["<robot name='r'><joint", "not xml at all", "<robot name='r'></robot>"]
+)
+def test_an_unparsable_urdf_is_named(text: str) -> None:
+    with pytest.raises(ValueError, match="robot description topic /robot_description"):
+        parse_urdf(text, "topic /robot_description")
+
+
+def test_a_urdf_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="robot_description_file.*cannot be read"):
+        read_urdf_file(tmp_path / "missing.urdf")
+    path = tmp_path / "robot.urdf"
+    path.write_text(ROBOT)
+    assert sorted(read_urdf_file(path)) == JOINTS
