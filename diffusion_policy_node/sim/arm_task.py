@@ -256,6 +256,7 @@ class ArmTask:
     `set_joint_targets` + `step_physics` for asynchronous drivers), `render()` for the camera."""
 
     joint_names: tuple[str, ...] = JOINT_NAMES
+    camera_names: tuple[str, ...] = (CAMERA_NAME,)
 
     def __init__(self, config: ArmTaskConfig | None = None) -> None:
         self.config = config if config is not None else ArmTaskConfig()

@@ -1,5 +1,7 @@
-"""The bundled MuJoCo arm as a robot, without ROS: `SimEngine` steps `ArmTask`, follows joint
-trajectories / position commands and hands what a robot would publish to `sink` callbacks.
+"""The bundled MuJoCo robots, without ROS: `SimEngine` steps a task (`TASKS`: "reach", the
+3-joint `ArmTask`, or "pick_place", the UR5e + gripper `PickPlaceTask`), follows joint
+trajectories / position commands (and gripper commands) and hands what a robot would publish
+to `sink` callbacks.
 
 `ros/sim_node.py` wraps it in a node (messages, services, parameters); tests drive it directly
 (`tick()` and `handle_requests()` on the calling thread, or `run()` with an injected clock).
@@ -24,6 +26,8 @@ import numpy as np
 from diffusion_policy_node.runtime.trajectory_follower import TrajectoryFollower
 from diffusion_policy_node.sim.arm_task import ArmTask, ArmTaskConfig
 from diffusion_policy_node.sim.expert import ScriptedExpert
+from diffusion_policy_node.sim.pick_place import PickPlaceConfig, PickPlaceTask
+from diffusion_policy_node.sim.pick_place_expert import PickPlaceExpert
 from diffusion_policy_node.sim.smoothness import MotionRecorder
 
 NS = 1_000_000_000
@@ -35,6 +39,33 @@ MAX_LAG_S = 0.1
 START_TIME_NS = NS
 # While paused, "clock" is still published (unchanged) this often (wall seconds), like Gazebo.
 PAUSED_CLOCK_PERIOD_S = 0.1
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task the engine can host: its classes and defaults."""
+
+    task: type
+    config: type
+    expert: type
+    time_limit: float  # default episode length, s
+
+
+TASKS: dict[str, TaskSpec] = {
+    "reach": TaskSpec(ArmTask, ArmTaskConfig, ScriptedExpert, ArmTaskConfig().time_limit),
+    "pick_place": TaskSpec(
+        PickPlaceTask, PickPlaceConfig, PickPlaceExpert, PickPlaceConfig().time_limit
+    ),
+}
+TaskConfig = ArmTaskConfig | PickPlaceConfig
+
+
+def task_name(config: TaskConfig) -> str:
+    """The `TASKS` key of a task config."""
+    for name, spec in TASKS.items():
+        if type(config) is spec.config:
+            return name
+    raise ValueError(f"no task takes a {type(config).__name__}")
 
 
 @dataclass(frozen=True)
@@ -51,8 +82,11 @@ class SimSettings:
     start_paused: bool = False
     frame_id: str = "camera"
     qos_depth: int = 10
+    task: str = "reach"
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"parameter task={self.task!r}: expected one of {tuple(TASKS)}")
         for name in ("joint_state_rate_hz", "camera_rate_hz", "clock_rate_hz"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 < value <= 10_000):
@@ -71,9 +105,10 @@ class SimSettings:
             )
 
 
-def configs_from_parameters(values: Mapping[str, Any]) -> tuple[SimSettings, ArmTaskConfig]:
+def configs_from_parameters(values: Mapping[str, Any]) -> tuple[SimSettings, TaskConfig]:
     """sim_node's parameter values (names as in `ros/sim_node.PARAMS`) -> validated settings
-    and task config; ValueError naming the parameter."""
+    and the config of the task named by `task` (default "reach"); `time_limit` 0 means the
+    task's default. ValueError naming the parameter."""
     settings = SimSettings(
         joint_state_rate_hz=float(values["joint_state_rate_hz"]),
         camera_rate_hz=float(values["camera_rate_hz"]),
@@ -85,12 +120,15 @@ def configs_from_parameters(values: Mapping[str, Any]) -> tuple[SimSettings, Arm
         start_paused=bool(values["start_paused"]),
         frame_id=str(values["frame_id"]),
         qos_depth=int(values["qos_depth"]),
+        task=str(values.get("task", "reach")),
     )
+    spec = TASKS[settings.task]
+    time_limit = float(values["time_limit"])
     try:
-        task_config = ArmTaskConfig(
+        task_config = spec.config(
             control_dt=float(values["control_dt"]),
             physics_dt=float(values["physics_dt"]),
-            time_limit=float(values["time_limit"]),
+            time_limit=time_limit if time_limit != 0 else spec.time_limit,
             image_width=int(values["image_width"]),
             image_height=int(values["image_height"]),
             seed=int(values["seed"]),
@@ -103,22 +141,26 @@ def configs_from_parameters(values: Mapping[str, Any]) -> tuple[SimSettings, Arm
 class SimEngine:
     """The simulation loop without ROS: commands in, publications out through `sink` callbacks.
 
-    Owns the `ArmTask`; every method except `submit` / `report` must run on the thread that
-    created it (the task's rendering context belongs to that thread). `submit` queues work for
-    that thread (commands, resets, pause) from any thread; `report` reads a snapshot.
+    Owns the task (`ArmTask` or `PickPlaceTask`, by the type of `task_config`); every method
+    except `submit` / `report` must run on the thread that created it (the task's rendering
+    context belongs to that thread). `submit` queues work for that thread (commands, resets,
+    pause) from any thread; `report` reads a snapshot.
 
     `clock` gives wall seconds (pacing in `run`, the measured real-time factor in `report`);
     `run` sleeps only through `stop.wait`, so a test can pass a fake clock and a stop event
     whose `wait` advances it.
 
-    sink keys: "joint_state"(stamp_ns, names, positions, velocities), "image"(stamp_ns, rgb),
-    "clock"(stamp_ns), "trajectory"(stamp_ns, names, tfs (P,), positions (P, D)),
-    "stream"(stamp_ns, positions (D,)), "log"(level, text).
+    sink keys: "joint_state"(stamp_ns, names, positions, velocities) with every joint (the
+    gripper's too), "image"(stamp_ns, rgb) for a one-camera task (reach) or
+    "images"(stamp_ns, {camera: rgb}) for a multi-camera one (pick_place), "clock"(stamp_ns),
+    "trajectory"(stamp_ns, names, tfs (P,), positions (P, D)) and "stream"(stamp_ns,
+    positions (D,)) for the arm, "gripper"(stamp_ns, positions (1,)) (tasks with a gripper;
+    the last three: expert commands), "log"(level, text).
     """
 
     def __init__(
         self,
-        task_config: ArmTaskConfig,
+        task_config: TaskConfig,
         settings: SimSettings,
         sink: dict[str, Callable[..., None]],
         seed: int = 0,
@@ -127,7 +169,11 @@ class SimEngine:
         self.settings = settings
         self.clock = clock  # wall time (s) for pacing and the measured real-time factor
         self.sink = sink
-        self.task = ArmTask(task_config)
+        self.task_name = task_name(task_config)
+        self.spec = TASKS[self.task_name]
+        self.task = self.spec.task(task_config)
+        self.cameras = tuple(self.task.camera_names)
+        self.has_gripper = bool(getattr(self.task, "has_gripper", False))
         self.task.render()  # create the rendering context on this thread now
         cfg = task_config
         self.physics_ns = round(cfg.physics_dt * NS)
@@ -137,10 +183,12 @@ class SimEngine:
             "image": round(NS / settings.camera_rate_hz),
             "clock": round(NS / settings.clock_rate_hz),
         }
-        self.names = list(self.task.joint_names)
+        self.names = list(self.task.joint_names)  # the arm: trajectory / stream commands
+        self.state_names = list(getattr(self.task, "state_joint_names", self.names))
         self.follower = TrajectoryFollower(dof=len(self.names))
         self.stream_target: np.ndarray | None = None
-        self.expert: ScriptedExpert | None = None
+        self.gripper_target: float | None = None
+        self.expert: ScriptedExpert | PickPlaceExpert | None = None
         self.steps = 0  # physics steps since start; sim time = steps * physics_ns
         self.episode_start_ns = 0
         self.episodes = 0
@@ -159,7 +207,7 @@ class SimEngine:
         self.command_delays: list[float] = []
         # Largest |joint position - start position| this episode (rad): did the arm move?
         self.max_excursion = 0.0
-        self._episode_q0 = np.zeros(len(ArmTask.joint_names))
+        self._episode_q0 = np.zeros(len(self.names))
         # The executed joint targets once per control step, chunk boundaries marked.
         self.motion = MotionRecorder(cfg.control_dt)
         self.motion_due = 0
@@ -172,8 +220,8 @@ class SimEngine:
 
     # ---------------------------------------------------------------- cross-thread API
     def submit(self, kind: str, payload: Any = None, wait: float | None = None) -> dict:
-        """Queue `kind` ("trajectory", "stream", "reset", "pause", "unpause") for the sim
-        thread; with `wait`, block until it was applied (or raise TimeoutError)."""
+        """Queue `kind` ("trajectory", "stream", "gripper", "reset", "pause", "unpause") for the
+        sim thread; with `wait`, block until it was applied (or raise TimeoutError)."""
         done = threading.Event() if wait is not None else None
         result: dict = {}
         self._requests.put((kind, payload, done, result))
@@ -261,6 +309,13 @@ class SimEngine:
         elif kind == "stream":
             self.follower.clear()
             self.stream_target = np.asarray(payload, dtype=np.float64)
+        elif kind == "gripper":
+            if not self.has_gripper:
+                raise ValueError(f"task {self.task_name!r} has no gripper")
+            value = float(np.asarray(payload, dtype=np.float64).reshape(-1)[0])
+            if not np.isfinite(value):
+                raise ValueError(f"gripper command {payload!r} is not finite")
+            self.gripper_target = value
         else:
             raise ValueError(f"unknown request {kind!r}")
         return {}
@@ -269,13 +324,14 @@ class SimEngine:
         self.task.reset(seed)
         self.follower.clear()
         self.stream_target = None
+        self.gripper_target = None
         self.side = None
         self.command_delays = []
         self.motion.clear()
         self.max_excursion = 0.0
         self._episode_q0 = self.task.joint_positions().copy()
         if self.settings.expert:
-            self.expert = ScriptedExpert(self.task, seed=seed)
+            self.expert = self.spec.expert(self.task, seed=seed)
             self.expert.reset()
             self.side = self.expert.side
         self.episode_start_ns = self.now_ns
@@ -305,6 +361,8 @@ class SimEngine:
             target = self.follower.sample(now_ns / NS)
             if target is not None:
                 task.set_joint_targets(target)
+        if self.gripper_target is not None:
+            task.set_gripper_target(self.gripper_target)
         if now_ns >= self.motion_due and not task.done:
             self.motion.record(task.joint_targets())
             self.motion_due += self.control_ns
@@ -325,6 +383,10 @@ class SimEngine:
         if self.expert is None:
             return
         q = self.expert.act()
+        if self.has_gripper:
+            q, gripper = q
+            self.gripper_target = float(gripper)
+            self.sink["gripper"](now_ns, np.array([gripper]))
         if self.settings.expert_output == "stream":
             self.follower.clear()
             self.stream_target = q
@@ -346,13 +408,20 @@ class SimEngine:
                 continue
             self.due[key] = now_ns + period if force else max(self.due[key] + period, now_ns + 1)
             if key == "joint_state":
-                self.sink["joint_state"](
-                    now_ns, self.names, self.task.joint_positions(), self.task.joint_velocities()
-                )
+                self.sink["joint_state"](now_ns, self.state_names, *self._state())
             elif key == "image":
-                self.sink["image"](now_ns, self.task.render())
+                if len(self.cameras) == 1:
+                    self.sink["image"](now_ns, self.task.render())
+                else:
+                    self.sink["images"](now_ns, self.task.render_all())
             else:
                 self.sink["clock"](now_ns)
+
+    def _state(self) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, velocities) of every joint in `state_names` order."""
+        if self.state_names == self.names:
+            return self.task.joint_positions(), self.task.joint_velocities()
+        return self.task.state_positions(), self.task.state_velocities()
 
     def _update_snapshot(self) -> None:
         task = self.task
@@ -376,9 +445,22 @@ class SimEngine:
                 real_time_factor=None if math.isnan(rtf) else round(rtf, 3),
                 episodes=self.episodes,
                 max_joint_excursion=round(self.max_excursion, 4),
+                task=self.task_name,
+                **self._task_outcome(),
                 **self._delay_stats(),
                 **self.motion.metrics(),
             )
+
+    def _task_outcome(self) -> dict[str, Any]:
+        """Task-specific fields of the report (pick_place: the cued bin and how it failed)."""
+        if not isinstance(self.task, PickPlaceTask):
+            return {}
+        result = self.task.result
+        return {
+            "target_bin": self.task.target_bin(),
+            "wrong_bin": result.wrong_bin,
+            "dropped": result.dropped,
+        }
 
     def _delay_stats(self) -> dict[str, float | int | None]:
         delays = np.asarray(self.command_delays) * 1e3

@@ -278,3 +278,104 @@ def test_expert_is_multimodal_and_deterministic(task: PickPlaceTask) -> None:
     runs = [run_pick_place_episode(task, PickPlaceExpert(task, seed=9), 4) for _ in range(2)]
     np.testing.assert_array_equal(runs[0].actions, runs[1].actions)
     np.testing.assert_array_equal(runs[0].states, runs[1].states)
+
+
+# ----------------------------------------------------------------------------- engine
+class _Sink(dict):
+    def __init__(self) -> None:
+        self.calls: dict[str, list[tuple]] = {}
+        for key in ("joint_state", "images", "clock", "trajectory", "stream", "gripper", "log"):
+            self[key] = self._recorder(key)
+
+    def _recorder(self, key: str):
+        def record(*args) -> None:
+            self.calls.setdefault(key, []).append(args)
+
+        return record
+
+
+def _engine(**settings):
+    from diffusion_policy_node.sim.engine import SimEngine, SimSettings
+
+    sink = _Sink()
+    config = PickPlaceConfig(image_width=32, image_height=24)
+    engine = SimEngine(
+        config,
+        SimSettings(real_time_factor=0.0, camera_rate_hz=10.0, task="pick_place", **settings),
+        sink,
+        seed=2,
+    )
+    return engine, sink
+
+
+def test_engine_hosts_pick_place_by_name() -> None:
+    from diffusion_policy_node.sim.engine import TASKS, configs_from_parameters
+
+    values = {
+        "seed": 3, "real_time_factor": 1.0, "joint_state_rate_hz": 100.0, "camera_rate_hz": 10.0,
+        "clock_rate_hz": 100.0, "image_width": 64, "image_height": 48, "physics_dt": 0.002,
+        "control_dt": 0.1, "time_limit": 0.0, "expert": False, "expert_output": "trajectory",
+        "pause_on_done": False, "start_paused": False, "frame_id": "camera", "qos_depth": 10,
+    }  # fmt: skip
+    settings, config = configs_from_parameters({**values, "task": "pick_place"})
+    assert settings.task == "pick_place" and isinstance(config, PickPlaceConfig)
+    assert config.time_limit == TASKS["pick_place"].time_limit == 20.0  # 0: the task's default
+    settings, config = configs_from_parameters(values)  # no `task`: reach, as before
+    assert settings.task == "reach" and config.time_limit == 10.0
+    with pytest.raises(ValueError, match="parameter task="):
+        configs_from_parameters({**values, "task": "stack"})
+
+
+def test_engine_expert_episode_publishes_arm_gripper_and_both_cameras() -> None:
+    engine, sink = _engine(expert=True, pause_on_done=True)
+    try:
+        while not engine.paused:
+            engine.tick()
+        report = engine.report()
+    finally:
+        engine.close()
+    assert report["task"] == "pick_place" and report["success"], report
+    assert report["side"] in GRASP_MODES and report["passed_side"] == report["target_bin"]
+    names = {tuple(c[1]) for c in sink.calls["joint_state"]}
+    assert names == {STATE_JOINT_NAMES}
+    assert all(len(c[2]) == 7 and len(c[3]) == 7 for c in sink.calls["joint_state"])
+    frames = sink.calls["images"]
+    assert len(frames) >= 10 * report["time"]
+    assert all(set(c[1]) == set(CAMERAS) for c in frames)
+    assert all(img.shape == (24, 32, 3) for c in frames for img in c[1].values())
+    trajectories = sink.calls["trajectory"]
+    grippers = sink.calls["gripper"]
+    assert len(trajectories) == len(grippers) >= 10 * (report["time"] - 0.1)
+    assert all(tuple(c[1]) == ARM_JOINTS and c[2].tolist() == [0.1] for c in trajectories)
+    values = np.array([c[1][0] for c in grippers])
+    assert values.min() == 0.0 and values.max() == 0.04
+    # Stamps: one command per control step, on the same tick as its trajectory.
+    assert [c[0] for c in grippers] == [c[0] for c in trajectories]
+
+
+def test_engine_follows_arm_trajectories_and_gripper_commands() -> None:
+    from diffusion_policy_node.sim.engine import NS
+
+    engine, _ = _engine()
+    try:
+        goal = HOME_QPOS + np.array([0.2, -0.1, 0.1, 0.1, 0.0, -0.3])
+        engine.submit("trajectory", ([0.5], goal[None, :], None))
+        engine.submit("gripper", [0.01])
+        engine.handle_requests()
+        for _ in range(round(1.5 * NS / engine.physics_ns)):
+            engine.tick()
+        q = engine.task.state_positions()
+        np.testing.assert_allclose(q[:6], goal, atol=2e-3)
+        assert q[6] == pytest.approx(0.01, abs=1e-3)
+        engine.submit("stream", goal - 0.1)
+        engine.submit("gripper", [0.04])
+        engine.handle_requests()
+        for _ in range(round(1.5 * NS / engine.physics_ns)):
+            engine.tick()
+        q = engine.task.state_positions()
+        np.testing.assert_allclose(q[:6], goal - 0.1, atol=2e-3)
+        assert q[6] == pytest.approx(0.04, abs=1e-3)
+        with pytest.raises(ValueError, match="not finite"):
+            engine._apply("gripper", [float("nan")])
+    finally:
+        engine.close()
