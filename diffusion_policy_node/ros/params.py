@@ -12,6 +12,7 @@ sets the parameters that default to "the checkpoint's" to their effective values
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from diffusion_policy_node.runtime.safety import SafetyLimits
@@ -298,22 +299,30 @@ def declare(node: Node) -> tuple[bool, bool]:
 
 def read_params(node: Node) -> PolicyNodeParams:
     """The current value of every declared parameter, validated (unset lists: empty)."""
+    return PolicyNodeParams(**{p.name: p.value for p in current_parameters(node)})
+
+
+def current_parameters(node: Node, names: Iterable[str] | None = None) -> list[Any]:
+    """rclpy Parameters with the current values of `names` (default: all of `PARAMETERS`);
+    an array declared by type and never set is an empty array of its type."""
     from rclpy.parameter import Parameter
 
-    values: dict[str, object] = {}
+    wanted = None if names is None else set(names)
+    out = []
     for spec in PARAMETERS:
+        if wanted is not None and spec.name not in wanted:
+            continue
         if spec.kind.endswith("_array"):
             kind = (
                 Parameter.Type.STRING_ARRAY
                 if spec.kind == "string_array"
                 else Parameter.Type.DOUBLE_ARRAY
             )
-            values[spec.name] = list(
-                node.get_parameter_or(spec.name, Parameter(spec.name, kind, [])).value or []
-            )
+            value = node.get_parameter_or(spec.name, Parameter(spec.name, kind, [])).value
+            out.append(Parameter(spec.name, kind, list(value or [])))
         else:
-            values[spec.name] = node.get_parameter(spec.name).value
-    return PolicyNodeParams(**values)
+            out.append(node.get_parameter(spec.name))
+    return out
 
 
 def effective_values(settings: NodeSettings, limits: SafetyLimits, steps: int) -> dict[str, Any]:

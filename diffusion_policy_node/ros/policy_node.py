@@ -87,7 +87,7 @@ from .conversions import (
     trajectory_msg,
 )
 from .node_main import run_node
-from .params import PARAMETERS, declare, effective_values, read_params
+from .params import PARAMETERS, current_parameters, declare, effective_values, read_params
 
 SENSOR_QOS = QoSProfile(
     history=QoSHistoryPolicy.KEEP_LAST,
@@ -237,7 +237,7 @@ class PolicyNode(LifecycleNode):
 
     def _set_effective(self, values: dict[str, Any]) -> None:
         """Set parameters to their effective values (remembering the given ones for cleanup)."""
-        self._given_params = [self.get_parameter(name) for name in values]
+        self._given_params = current_parameters(self, values)
         self._set_internal([Parameter(name, value=v) for name, v in values.items()])
 
     def _set_internal(self, params: list[Parameter]) -> None:
