@@ -8,15 +8,28 @@ episode on stdout, then `{"done": true, "video": ...}`.
 Per episode: policy `~/stop`; set the sim's `seed` parameter; sim `~/reset` (the sim is paused);
 policy `~/reset` and `~/start`; sim `~/unpause`; poll sim `~/report` until `done` (the sim
 pauses itself: `pause_on_done`); policy `~/stop` and `~/status` (its diagnostics as JSON).
-Camera frames of the first `--video-episodes` episodes go into one mp4.
-`train/evaluate.py` starts the processes and writes the summary.
+The sim's `seed` parameter is set only when the node declares one (a robot that implements
+the episode protocol, docs/episode_protocol.md, need not). Camera frames of the first
+`--video-episodes` episodes go into one mp4. `train/evaluate.py` starts the processes and
+writes the summary.
+
+Before the first episode (after the sim's services answer) `--require` (a checkpoint's
+`GraphRequirements` as JSON) is checked against the graph (`ros/graph_check.py`); anything
+missing ends the run with `{"error": ...}` naming it.
+
+`--operator`: no sim services; a person resets the scene and judges success. The driver asks
+through its stdin/stdout: it prints `{"prompt": KIND, "text": ..., "timeout": s|null}` (KIND
+reset, running, success) and reads one JSON line `{"answer": str|null}` (null: timed out) or
+`{"quit": true}`; `train/evaluate.py` shows the prompts on the terminal.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -26,12 +39,15 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from diffusion_policy_node.ros.conversions import image_msg_to_rgb
+from diffusion_policy_node.ros.graph_check import check_graph
 from diffusion_policy_node.ros.service_driver import (
+    DriverError,
     ServiceDriver,
     driver_parser,
     run_driver_node,
 )
 from diffusion_policy_node.train.eval_media import EpisodeVideo, outcome
+from diffusion_policy_node.train.graph_requirements import GraphRequirements
 
 # Policy diagnostics copied into each episode record (cumulative since the node started).
 MOTION_KEYS = (
@@ -60,8 +76,28 @@ STATUS_KEYS = (
 )
 
 
+class OperatorQuitError(Exception):
+    """The operator ended the run."""
+
+
+Ask = Callable[[str, str, float | None], str | None]
+
+
+def pipe_ask(kind: str, text: str, timeout: float | None) -> str | None:
+    """Ask the operator through stdout/stdin (see the module docstring)."""
+    print(json.dumps({"prompt": kind, "text": text, "timeout": timeout}), flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        raise OperatorQuitError("stdin closed")
+    reply = json.loads(line)
+    if reply.get("quit"):
+        raise OperatorQuitError("the operator quit")
+    return reply.get("answer")
+
+
 class EvalDriver(ServiceDriver):
-    """Episodes of one sim node with one policy node (or the sim's expert: policy None)."""
+    """Episodes of one sim node with one policy node (or the sim's expert: policy None); with
+    `ask` (operator mode) the operator resets and judges instead of the sim."""
 
     def __init__(
         self,
@@ -71,10 +107,13 @@ class EvalDriver(ServiceDriver):
         policy: str | None,
         camera_topic: str,
         timeout: float,
+        ask: Ask | None = None,
     ) -> None:
         super().__init__(node, timeout, executor)
         self.sim = sim.strip("/")
         self.policy = policy.strip("/") if policy else None
+        self.ask = ask
+        self._sim_has_seed: bool | None = None
         self._frames: list[np.ndarray] | None = None
         self._frames_lock = threading.Lock()
         self.bad_frames = 0
@@ -96,25 +135,56 @@ class EvalDriver(ServiceDriver):
     def _policy(self, service: str) -> str:
         return f"/{self.policy}/{service}"
 
+    def check_robot(self, require: GraphRequirements | None, graph_timeout: float) -> None:
+        """Before any episode: the sim's protocol services answer (unless operator mode) and
+        the graph offers what the checkpoint needs; DriverError naming what is missing."""
+        if self.ask is None:
+            self.call_report()
+        if require is None:
+            return
+        missing = check_graph(self.node, require, graph_timeout)
+        if missing:
+            raise DriverError(
+                "the robot does not offer what the checkpoint needs (checked for "
+                f"{graph_timeout:g} s): " + "; ".join(missing)
+            )
+
+    def call_report(self) -> dict[str, Any]:
+        return self.trigger_json(f"/{self.sim}/report")
+
+    def _set_seed(self, seed: int) -> bool:
+        if self._sim_has_seed is None:
+            self._sim_has_seed = self.has_parameter(self.sim, "seed")
+        if self._sim_has_seed:
+            self.set_parameter(self.sim, "seed", int(seed))
+        return self._sim_has_seed
+
+    def _reset(self, text: str) -> Any:
+        return json.loads(text) if text.startswith("{") else {"message": text}
+
     def episode(self, index: int, seed: int, episode_timeout: float, capture: bool) -> tuple:
         """Run one episode; (record, frames or None)."""
+        if self.ask is not None:
+            return self.operator_episode(index, episode_timeout, capture)
         if self.policy:
             self.trigger(self._policy("stop"), must_succeed=False)
-        self.set_parameter(self.sim, "seed", int(seed))
-        reset = self.trigger_json(f"/{self.sim}/reset")
+        seeded = self._set_seed(seed)
+        reset = self._reset(self.trigger(f"/{self.sim}/reset")[1])
         if self.policy:
             self.trigger(self._policy("reset"))
             self.trigger(self._policy("start"))
         with self._frames_lock:
             self._frames = [] if capture else None
         self.trigger(f"/{self.sim}/unpause")
+        t0 = time.monotonic()
         report = self.wait_episode_done(self.sim, episode_timeout)
         record: dict[str, Any] = {
             "episode": index,
-            "seed": seed,
+            "seed": seed if seeded else reset.get("episode_seed"),
             "success": bool(report["success"]),
-            "collided": bool(report["collided"]),
-            "time": report["time"],
+            "collided": bool(report.get("collided", False)),
+            # the robot's episode time (sim s for sim_node); else wall s until done
+            "time": report.get("time", round(time.monotonic() - t0, 3)),
             "passed_side": report.get("passed_side"),
             "expert_side": reset.get("side"),
             "real_time_factor": report.get("real_time_factor"),
@@ -135,6 +205,53 @@ class EvalDriver(ServiceDriver):
             frames, self._frames = self._frames, None
         return record, frames
 
+    def operator_episode(self, index: int, episode_time: float, capture: bool) -> tuple:
+        """The operator resets the scene, the policy runs for `episode_time` wall seconds (or
+        until the operator ends it), the operator says whether it succeeded."""
+        ask = self.ask
+        if self.policy:
+            self.trigger(self._policy("stop"), must_succeed=False)
+        answer = ask(
+            "reset", f"episode {index}: reset the scene, then press Enter (q: quit)", None
+        )
+        if (answer or "").strip().lower() in ("q", "quit"):
+            raise OperatorQuitError("the operator quit")
+        if self.policy:
+            self.trigger(self._policy("reset"))
+            self.trigger(self._policy("start"))
+        with self._frames_lock:
+            self._frames = [] if capture else None
+        t0 = time.monotonic()
+        ask(
+            "running",
+            f"episode {index} running: press Enter to end it (ends by itself after "
+            f"{episode_time:g} s)",
+            episode_time,
+        )
+        elapsed = time.monotonic() - t0
+        if self.policy:
+            self.trigger(self._policy("stop"))
+        while True:
+            answer = (ask("success", f"episode {index}: success? [y/n]", None) or "").strip()
+            if answer.lower() in ("y", "yes", "n", "no"):
+                break
+        success = answer.lower() in ("y", "yes")
+        record: dict[str, Any] = {
+            "episode": index,
+            "seed": None,
+            "success": success,
+            "collided": False,
+            "time": round(elapsed, 3),
+            "judged_by": "operator",
+            "outcome": "success" if success else "failure",
+        }
+        if self.policy:
+            status = self.trigger_json(self._policy("status"))
+            record.update({k: status.get(k) for k in STATUS_KEYS})
+        with self._frames_lock:
+            frames, self._frames = self._frames, None
+        return record, frames
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = driver_parser("eval_driver", __doc__.splitlines()[0], seed=1000)
@@ -143,19 +260,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--camera-rate", type=float, default=30.0, help="video fps (sim time)")
     parser.add_argument("--video", default="", help="mp4 path ('' for none)")
     parser.add_argument("--video-episodes", type=int, default=3)
+    parser.add_argument("--require", default="", help="GraphRequirements JSON ('': no check)")
+    parser.add_argument("--graph-timeout", type=float, default=5.0, help="graph check wait (s)")
+    parser.add_argument(
+        "--operator", action="store_true", help="prompt on stdin/stdout instead of sim services"
+    )
+    parser.add_argument(
+        "--episode-time", type=float, default=30.0, help="operator mode: wall s per episode"
+    )
     args, ros_args = parser.parse_known_args(argv)
+    require = GraphRequirements.from_json(args.require) if args.require else None
 
     def episodes(node: Node, executor: Executor) -> Iterator[dict[str, Any]]:
         driver = EvalDriver(
-            node, executor, args.sim, args.policy or None, args.camera_topic, args.timeout
+            node,
+            executor,
+            args.sim,
+            args.policy or None,
+            args.camera_topic,
+            args.timeout,
+            ask=pipe_ask if args.operator else None,
         )
+        driver.check_robot(require, args.graph_timeout)
         video = EpisodeVideo(args.video, args.camera_rate) if args.video else None
+        length = args.episode_time if args.operator else args.episode_timeout
         for i in range(args.episodes):
             seed = args.seed + i
             capture = video is not None and i < args.video_episodes
-            record, frames = driver.episode(i, seed, args.episode_timeout, capture)
+            try:
+                record, frames = driver.episode(i, seed, length, capture)
+            except OperatorQuitError:
+                break
             if frames is not None and video is not None:
-                video.add_episode(frames, f"seed {seed}", record["outcome"])
+                label = f"seed {record['seed']}" if record["seed"] is not None else f"episode {i}"
+                video.add_episode(frames, label, record["outcome"])
             yield record
         path = video.write() if video is not None else None
         yield {"done": True, "video": None if path is None else str(path)}

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import rclpy
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import ListParameters, SetParameters
 from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -76,6 +76,13 @@ class ServiceDriver:
         resp = self.call(SetParameters, f"/{node_name}/set_parameters", req)
         if not resp.results[0].successful:
             raise DriverError(f"setting /{node_name} {name}={value!r}: {resp.results[0].reason}")
+
+    def has_parameter(self, node_name: str, name: str) -> bool:
+        """Whether `node_name` declares parameter `name` (its `list_parameters` service)."""
+        req = ListParameters.Request()
+        req.names = [name]
+        resp = self.call(ListParameters, f"/{node_name.strip('/')}/list_parameters", req)
+        return name in resp.result.names
 
     def wait_episode_done(self, sim: str, episode_timeout: float) -> dict[str, Any]:
         """Poll the sim's `~/report` until `done`; its last report."""

@@ -3,6 +3,8 @@
     dp-eval --episodes 20 --seed 1000                         # the bundled checkpoint
     dp-eval --checkpoint runs/sim/best --episodes 50 --out runs/sim/eval
     dp-eval --expert --episodes 20 --seed 1000                # the scripted expert, same seeds
+    dp-eval --robot my_robot --checkpoint CKPT --episodes 5   # a running robot/sim (protocol)
+    dp-eval --operator --checkpoint CKPT --time-limit 30      # a person resets and judges
 
 Starts three processes that talk over ROS 2 topics and services, as on a robot: `sim_node`
 (paused between episodes, sim time on /clock), `policy_node` (the checkpoint, `use_sim_time`,
@@ -20,6 +22,15 @@ trajectory's header.stamp, i.e. the policy's tick, to its application in the sim
 the policy node's tick lateness on the sim clock, missed ticks and inference latency (node clock:
 sim time, which runs at --real-time-factor x wall time), and the wall time. With
 --compare-expert also the expert's success rate on the same seeds and the ratio.
+
+On another robot (docs/episode_protocol.md): `--robot NAME` drives an already-running node
+NAME that implements the episode protocol (`~/reset`, `~/unpause`, `~/report`; a `seed`
+parameter if it has seeded layouts); no sim_node is started. `--operator` needs no services:
+the terminal asks for the reset (Enter) and for success (y/n), an episode lasts --time-limit
+wall seconds or until Enter. Both start a policy_node (`--sim-time` when the robot publishes
+/clock) unless `--policy-node NAME` names a running one. Before any episode the driver checks
+that the graph offers the checkpoint's camera topics, a JointState with every checkpoint joint
+and a controller subscribed to each command topic, and stops naming what is missing.
 """
 
 from __future__ import annotations
@@ -36,6 +47,8 @@ import numpy as np
 
 from diffusion_policy_node.policy.checkpoint import CheckpointError, read_config
 from diffusion_policy_node.train.eval_media import plot_eval_summary
+from diffusion_policy_node.train.graph_requirements import GraphRequirements, requirements_of
+from diffusion_policy_node.train.operator import Ask, run_operator_driver, terminal_ask
 from diffusion_policy_node.train.processes import (
     add_episode_args,
     check_episode_args,
@@ -104,12 +117,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="a policy_node parameter (repeatable), e.g. blend_mode:=ensemble or "
         "inference_delay_ms:=300",
     )
+    robot = parser.add_argument_group("another robot (docs/episode_protocol.md)")
+    where = robot.add_mutually_exclusive_group()
+    where.add_argument(
+        "--robot",
+        metavar="NODE",
+        default="",
+        help="drive this running node through the episode protocol (no sim_node is started)",
+    )
+    where.add_argument(
+        "--operator",
+        action="store_true",
+        help="no reset/success services: ask on the terminal (Enter to reset, y/n for success)",
+    )
+    robot.add_argument(
+        "--policy-node",
+        metavar="NODE",
+        default="",
+        help="use this running policy_node (its checkpoint must be --checkpoint) instead of "
+        "starting one",
+    )
+    robot.add_argument(
+        "--sim-time",
+        action="store_true",
+        help="--robot/--operator: run the started policy_node with use_sim_time (the robot "
+        "publishes /clock)",
+    )
+    robot.add_argument(
+        "--graph-timeout",
+        type=float,
+        default=5.0,
+        help="seconds the topics and joints of the checkpoint may take to appear on the graph",
+    )
     add_episode_args(parser)
     return parser
 
 
 def _check_args(args: argparse.Namespace) -> None:
     check_episode_args(args, max_real_time_factor=100)
+    if (args.robot or args.operator) and (args.expert or args.compare_expert):
+        raise ValueError(
+            "--expert and --compare-expert need the bundled sim (not --robot/--operator)"
+        )
+    if args.sim_time and not (args.robot or args.operator):
+        raise ValueError("--sim-time is for --robot/--operator (the bundled sim always uses it)")
+    if args.policy_node and args.expert:
+        raise ValueError("--policy-node with --expert: the expert needs no policy node")
+    if not args.graph_timeout > 0:
+        raise ValueError(f"--graph-timeout {args.graph_timeout}: must be > 0")
     if args.real_time_factor == 0 and not args.expert:
         raise ValueError(
             "--real-time-factor 0 (as fast as possible) is only for --expert: the policy "
@@ -198,6 +253,19 @@ def summarize(records: list[dict[str, Any]], policy: str, wall_s: float) -> dict
     return summary
 
 
+def _policy_node_args(args: argparse.Namespace, checkpoint: Path, sim_time: bool) -> list[str]:
+    return [
+        "-r", f"__node:={POLICY_NODE}",
+        "-p", f"checkpoint:={checkpoint.resolve()}",
+        "-p", f"use_sim_time:={'true' if sim_time else 'false'}",
+        "-p", "start_active:=false",
+        "-p", f"output_mode:={args.output_mode}",
+        "-p", f"num_inference_steps:={args.num_inference_steps}",
+        "-p", f"device:={args.device}",
+        *(a for item in args.policy_param for a in ("-p", item)),
+    ]  # fmt: skip
+
+
 def run_episodes(
     args: argparse.Namespace,
     checkpoint: Path | None,
@@ -205,56 +273,57 @@ def run_episodes(
     out: Path,
     real_time_factor: float,
     video_episodes: int,
+    require: GraphRequirements | None = None,
+    ask: Ask | None = None,
 ) -> tuple[list[dict[str, Any]], str | None, str | None]:
     """Start the nodes, run the episodes, stop the nodes: (records, video path, error)."""
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     expert = checkpoint is None
-    procs = [
-        start_node(
-            "sim_node",
-            sim_node_args(
-                SIM_NODE,
-                expert=expert,
-                real_time_factor=real_time_factor,
-                camera_rate=args.camera_rate,
-                image_size=image_size,
-                time_limit=args.time_limit,
-                seed=args.seed,
-            ),
-            logs / "sim_node.log",
+    own_sim = not (args.robot or args.operator)
+    procs = []
+    if own_sim:
+        sim_args = sim_node_args(
+            SIM_NODE,
+            expert=expert,
+            real_time_factor=real_time_factor,
+            camera_rate=args.camera_rate,
+            image_size=image_size,
+            time_limit=args.time_limit,
+            seed=args.seed,
         )
-    ]
-    if checkpoint is not None:
+        if require is not None:  # running (not paused) until the first reset: joint states
+            sim_args += ["-p", "start_paused:=false"]  # flow for the graph check
+        procs.append(start_node("sim_node", sim_args, logs / "sim_node.log"))
+    policy = "" if expert else (args.policy_node.strip("/") or POLICY_NODE)
+    if checkpoint is not None and not args.policy_node:
+        sim_time = own_sim or args.sim_time
         procs.append(
             start_node(
                 "policy_node",
-                [
-                    "-r", f"__node:={POLICY_NODE}",
-                    "-p", f"checkpoint:={checkpoint.resolve()}",
-                    "-p", "use_sim_time:=true",
-                    "-p", "start_active:=false",
-                    "-p", f"output_mode:={args.output_mode}",
-                    "-p", f"num_inference_steps:={args.num_inference_steps}",
-                    "-p", f"device:={args.device}",
-                    *(a for item in args.policy_param for a in ("-p", item)),
-                ],
+                _policy_node_args(args, checkpoint, sim_time),
                 logs / "policy_node.log",
             )
-        )  # fmt: skip
+        )
+    camera = require.cameras[0] if require is not None else "/camera/image_raw"
     driver_cmd = driver_command(
-        "eval_driver", args, SIM_NODE,
-        "--policy", "" if expert else POLICY_NODE,
+        "eval_driver", args, args.robot.strip("/") or SIM_NODE,
+        "--policy", policy,
+        "--camera-topic", camera,
         "--camera-rate", str(args.camera_rate),
         "--video", str(out / "episodes.mp4") if video_episodes else "",
         "--video-episodes", str(video_episodes),
+        "--graph-timeout", str(args.graph_timeout),
+        *(["--require", require.to_json()] if require is not None else []),
+        *(["--operator", "--episode-time", str(args.time_limit)] if args.operator else []),
     )  # fmt: skip
     who = "expert" if expert else "policy"
 
     def report(record: dict[str, Any]) -> dict[str, Any]:
+        time_s = record.get("time")
         print(
             f"{who} episode {record['episode']} seed {record['seed']}: "
-            f"{record['outcome']} ({record['time']:.2f} s sim, passed "
+            f"{record['outcome']} ({time_s if time_s is None else f'{time_s:.2f}'} s, passed "
             f"{record.get('passed_side') or '-'})",
             file=sys.stderr,
             flush=True,
@@ -262,7 +331,12 @@ def run_episodes(
         return record
 
     try:
-        records, final, error = run_driver(driver_cmd, logs, out / "episodes.jsonl", report)
+        if args.operator:
+            records, final, error = run_operator_driver(
+                driver_cmd, logs, out / "episodes.jsonl", report, ask or terminal_ask
+            )
+        else:
+            records, final, error = run_driver(driver_cmd, logs, out / "episodes.jsonl", report)
     finally:
         for proc in procs:
             stop_node(proc)
@@ -272,23 +346,35 @@ def run_episodes(
     return records, video, error
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+def evaluate(args: argparse.Namespace, ask: Ask | None = None) -> dict[str, Any]:
     """Run the episodes (and the expert's, with --compare-expert); returns the summary (also the
     last stdout line of `main`)."""
     t0 = time.monotonic()
     checkpoint: Path | None = None
     image_size: tuple[int, int] = (96, 96)
+    require = None
     if not args.expert:
         checkpoint = Path(args.checkpoint) if args.checkpoint else bundled_checkpoint()
-        config, _ = read_config(checkpoint)  # CheckpointError before any process starts
+        config, meta = read_config(checkpoint)  # CheckpointError before any process starts
         image_size = config.image_size
+        require = requirements_of(config, meta)
     out = Path(args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
     records, video, error = run_episodes(
-        args, checkpoint, image_size, out, args.real_time_factor, args.video_episodes
+        args,
+        checkpoint,
+        image_size,
+        out,
+        args.real_time_factor,
+        args.video_episodes,
+        require=require,
+        ask=ask,
     )
     policy_name = "expert" if checkpoint is None else str(checkpoint)
     summary = summarize(records, policy_name, time.monotonic() - t0)
     summary["checkpoint"] = None if checkpoint is None else str(checkpoint)
+    summary["mode"] = "robot" if args.robot else "operator" if args.operator else "sim"
+    if args.robot:
+        summary["robot"] = args.robot
     summary["requested"] = args.episodes
     summary["video"] = video
     summary["out"] = str(out)
@@ -334,11 +420,12 @@ def headline(summary: dict[str, Any]) -> str:
     return "dp-eval: " + " | ".join(parts)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, ask: Ask | None = None) -> int:
+    """Console entry point; `ask` replaces the terminal prompts of --operator (tests)."""
     args = build_parser().parse_args(argv)
     try:
         _check_args(args)
-        summary = evaluate(args)
+        summary = evaluate(args, ask=ask)
     except ValueError as exc:  # CheckpointError included
         print(f"dp-eval: {exc}", file=sys.stderr)
         return 2

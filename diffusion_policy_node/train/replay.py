@@ -18,25 +18,32 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..action_groups import ActionGroup
 from ..data.bag_reader import Episode, find_bags, read_bag
 from ..data.config import DataConfig
 from ..policy.checkpoint import load_checkpoint, read_config
 from ..policy.constants import OBS_IMAGES, OBS_STATE
 from ..policy.modeling import DiffusionPolicy
+from ..runtime.trajectory_follower import TrajectoryFollower
 from .config import check_agreement
 from .device import resolve_device
 from .plots import plot_replay
 
 __all__ = [
     "ActionErrors",
+    "NodeCommand",
+    "NodeComparison",
     "ReplayReport",
+    "compare_node_commands",
     "error_lines",
+    "node_targets",
     "observation_windows",
     "plot_comparison",
     "replay",
@@ -174,6 +181,120 @@ def replay_episode(
         executed[steps] = chunk[:, first : first + c.n_action_steps].float().cpu().numpy()
     inside = (np.arange(T)[:, None] + np.arange(c.n_action_steps)[None, :]) < T
     return executed, inside
+
+
+@dataclass
+class NodeCommand:
+    """One command a running policy node published, as `dp-play --compare` received it.
+
+    receive_ns: the playback clock (the bag's time) when it arrived; start_ns: its
+    header.stamp (JointTrajectory; None when unset, i.e. "start on receipt", and for
+    Float64MultiArray, which has no header); tfs_s (P,) time_from_start of its points (empty
+    for Float64MultiArray); positions (P, d) in the group's joint order ((1, d) for a
+    Float64MultiArray).
+    """
+
+    receive_ns: int
+    start_ns: int | None
+    tfs_s: np.ndarray
+    positions: np.ndarray
+
+
+def node_targets(
+    commands: Sequence[NodeCommand],
+    group: ActionGroup,
+    times_ns: np.ndarray,
+    state_at: Any,
+) -> np.ndarray:
+    """(T, d) positions the node's commands of `group` asked for at `times_ns` (sorted), NaN
+    before its first command.
+
+    JointTrajectory groups: executed as joint_trajectory_controller would
+    (`runtime.TrajectoryFollower`: the newest trajectory *received* by then, from its
+    header.stamp on, starting from the desired position at its receipt; the first one from the
+    measured `state_at(receive_ns)`, a (d,) array). Float64MultiArray groups: the newest command
+    received at or before each time (a forward controller applies it at once).
+    """
+    d = len(group.joints)
+    out = np.full((len(times_ns), d), np.nan)
+    cmds = sorted(commands, key=lambda c: c.receive_ns)
+    if not cmds:
+        return out
+    if not group.is_trajectory:
+        receive = np.array([c.receive_ns for c in cmds], np.int64)
+        idx = np.searchsorted(receive, np.asarray(times_ns, np.int64), side="right") - 1
+        values = np.stack([c.positions.reshape(-1)[:d] for c in cmds])
+        out[idx >= 0] = values[idx[idx >= 0]]
+        return out
+    follower = TrajectoryFollower(d)
+    i = 0
+    for k, t_ns in enumerate(np.asarray(times_ns, np.int64)):
+        while i < len(cmds) and cmds[i].receive_ns <= t_ns:
+            c = cmds[i]
+            now = c.receive_ns * 1e-9
+            current = follower.sample(now)
+            if current is None:
+                current = np.asarray(state_at(c.receive_ns), np.float64)
+            start = None if c.start_ns is None else c.start_ns * 1e-9
+            follower.set_trajectory(c.tfs_s, c.positions, start, now, current)
+            i += 1
+        sample = follower.sample(t_ns * 1e-9)
+        if sample is not None:
+            out[k] = sample
+    return out
+
+
+def _recorded_state(grid: np.ndarray, state: np.ndarray, t_ns: int) -> np.ndarray:
+    """The recorded state (columns of one group) at the newest grid step at or before t_ns."""
+    return state[max(0, int(np.searchsorted(grid, t_ns, side="right")) - 1)]
+
+
+@dataclass
+class NodeComparison:
+    """The recorded actions of a bag's episodes against what a policy node commanded."""
+
+    errors: ActionErrors
+    recorded: list[np.ndarray]  # per episode (T, D)
+    commanded: list[np.ndarray]  # per episode (T, D), NaN rows: no command yet
+    steps: int
+    sources: list[str]
+
+
+def compare_node_commands(
+    episodes: Sequence[Episode],
+    groups: Sequence[ActionGroup],
+    commands: dict[str, Sequence[NodeCommand]],
+    state_joints: Sequence[str],
+    dt: float,
+) -> NodeComparison:
+    """Per grid step t_k of each episode: the recorded action (the target for t_k + lead, the
+    group's `action_lead`: one step ahead for recorded JointTrajectory commands) against the
+    node's command of each group (`commands[group.name]`) sampled at that same time with
+    `node_targets`. Steps before the node's first command of a group are not compared."""
+    joints = [j for g in groups for j in g.joints]
+    errors = ActionErrors(joints)
+    recorded, commanded, sources = [], [], []
+    for episode in episodes:
+        grid = np.asarray(episode.times_ns, np.int64)
+        parts = []
+        for g in groups:
+            cols = [list(state_joints).index(j) for j in g.joints]
+            state_at = partial(_recorded_state, grid, episode.state[:, cols])
+            lead_ns = round(g.action_lead(dt) * 1e9)
+            parts.append(node_targets(commands.get(g.name, ()), g, grid + lead_ns, state_at))
+        node = np.concatenate(parts, axis=1)
+        seen = np.all(np.isfinite(node), axis=1)
+        errors.add((node - episode.action)[seen])
+        recorded.append(episode.action)
+        commanded.append(node)
+        sources.append(episode.source)
+    return NodeComparison(
+        errors=errors,
+        recorded=recorded,
+        commanded=commanded,
+        steps=int(sum(len(r) for r in recorded)),
+        sources=sources,
+    )
 
 
 def _data_config(config_path: str | os.PathLike | None, meta: dict[str, Any]) -> DataConfig:
