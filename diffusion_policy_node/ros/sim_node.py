@@ -1,11 +1,22 @@
-"""`sim_node`: the bundled MuJoCo arm (`sim.ArmTask`) as a ROS 2 robot, like Gazebo + ros2_control.
+"""`sim_node`: a bundled MuJoCo robot as a ROS 2 robot, like Gazebo + ros2_control.
 
     sim_node --ros-args -p real_time_factor:=1.0 -p camera_rate_hz:=30.0
+    sim_node --ros-args --params-file config/robots/ur5e_gripper/sim_node.yaml
+
+`task` picks the robot and task (`sim.engine.TASKS`): "reach" (default; the 3-joint arm of
+`sim.ArmTask`, one overhead camera) or "pick_place" (`sim.PickPlaceTask`: a UR5e with a
+parallel gripper, a scene and a wrist camera, pick a cube into the bin a coloured cue selects).
 
 Publishes (all stamped with simulation time, which starts at 1 s and never jumps back):
-  /joint_states          sensor_msgs/JointState (position, velocity, names), joint_state_rate_hz
+  /joint_states          sensor_msgs/JointState (position, velocity, names), joint_state_rate_hz;
+                         pick_place: the six UR joints and gripper_finger_joint
   /camera/image_raw      sensor_msgs/Image rgb8, image_width x image_height, at camera_rate_hz
+                         (reach; pick_place: `camera_topics`, default /scene_camera/image_raw
+                         and /wrist_camera/image_raw, frame_id = the camera's name)
   /clock                 rosgraph_msgs/Clock at clock_rate_hz (run other nodes with use_sim_time)
+  /robot_description     std_msgs/String, transient local (like robot_state_publisher), once:
+                         pick_place's URDF (description/urdf/ur5e_gripper.urdf, with its joint
+                         limits); reach has no URDF and publishes nothing there
 Follows:
   /arm_controller/joint_trajectory       trajectory_msgs/JointTrajectory, with the semantics of
       ros2_control's joint_trajectory_controller (`runtime.TrajectoryFollower`; a new trajectory
@@ -13,14 +24,18 @@ Follows:
       header.stamp 0 = start on receipt, otherwise in simulation time)
   /forward_position_controller/commands  std_msgs/Float64MultiArray: joint position targets
       applied at once (forward_command_controller); the newest command of either kind wins.
+  /gripper_controller/commands  std_msgs/Float64MultiArray, one value (pick_place):
+      gripper_finger_joint's position target (0 closed .. 0.04 m open), applied at once.
 Services (std_srvs/Trigger):
   ~/reset    new episode from the `seed` parameter, then `seed` += 1 (set `seed` with
              `ros2 param set` / SetParameters before a reset to choose it; the node starts with
              an episode of the initial `seed`). std_srvs has no seeded reset, hence the
              parameter. Reply: JSON with episode_seed, episode_start (sim time, s) and side
-             (expert mode). The arm restarts at home; the current trajectory is dropped.
+             (expert mode; pick_place: the grasp mode). The arm restarts at home; the current
+             trajectory is dropped.
   ~/report   JSON: success, collided, done, time (s since reset), episode_seed, side,
-             sim_time, paused, real_time_factor (measured), episodes.
+             sim_time, paused, real_time_factor (measured), episodes, task; pick_place also
+             target_bin, wrong_bin, dropped.
   ~/pause, ~/unpause   stop / continue physics (while paused only /clock is republished,
              unchanged, every 0.1 s wall time).
 
@@ -30,12 +45,14 @@ simulation time at `real_time_factor` x wall time (1.0 = real time; larger for d
 catch-up bursts); `~/report` shows the achieved factor. Publications happen at the first physics
 step at or after their due time, so stamps are multiples of `physics_dt`.
 
-Expert mode (`expert:=true`): `sim.ScriptedExpert` drives the arm every `control_dt` and its
-commands are published on the command topic (JointTrajectory with one point at `control_dt`, or
-Float64MultiArray with `expert_output:=stream`), so a recorder captures them as the action
-source; external commands are ignored. `pause_on_done:=true` pauses the simulation when an
-episode ends (after publishing the final state), `start_paused:=true` starts paused: dp-collect
-uses both so every bag holds exactly one episode.
+Expert mode (`expert:=true`): the task's scripted expert (`sim.ScriptedExpert`,
+`sim.PickPlaceExpert`) drives the arm every `control_dt` and its commands are published on the
+command topic (JointTrajectory with one point at `control_dt`, or Float64MultiArray with
+`expert_output:=stream`; pick_place also the gripper topic, one value per control step), so a
+recorder captures them as the action source; external commands are ignored.
+`pause_on_done:=true` pauses the simulation when an episode ends (after publishing the final
+state), `start_paused:=true` starts paused: dp-collect uses both so every bag holds exactly one
+episode.
 """
 
 from __future__ import annotations
@@ -54,10 +71,10 @@ from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -70,8 +87,8 @@ from diffusion_policy_node.ros.conversions import (
 )
 from diffusion_policy_node.ros.node_main import run_node
 from diffusion_policy_node.ros.parameters import ParamSpec, declare_parameters
-from diffusion_policy_node.sim.arm_task import ArmTask
-from diffusion_policy_node.sim.engine import NS, SimEngine, configs_from_parameters
+from diffusion_policy_node.sim.engine import NS, TASKS, SimEngine, configs_from_parameters
+from diffusion_policy_node.sim.ur5e_description import ur5e_gripper_urdf
 
 # Trajectory start stamps further than this from simulation time get a warning (use_sim_time?).
 STAMP_WARN_S = 30.0
@@ -81,7 +98,14 @@ def ns_to_stamp(ns: int) -> Time:
     return Time(sec=int(ns // NS), nanosec=int(ns % NS))
 
 
+# Each task's URDF, published on robot_description_topic (reach has none).
+ROBOT_DESCRIPTIONS = {"pick_place": ur5e_gripper_urdf}
+DEFAULT_CAMERA_TOPICS = {"pick_place": ("/scene_camera/image_raw", "/wrist_camera/image_raw")}
+
 PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "task", "string", "reach", f"Robot and task: {' | '.join(TASKS)} (sim.engine.TASKS)."
+    ),
     ParamSpec(
         "seed",
         "int",
@@ -99,7 +123,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("image_height", "int", 96, "Camera image height (px)."),
     ParamSpec("physics_dt", "double", 0.002, "Physics step (s)."),
     ParamSpec("control_dt", "double", 0.1, "Expert command period (s); the data set's dt."),
-    ParamSpec("time_limit", "double", 10.0, "Episode length (s of simulation time)."),
+    ParamSpec(
+        "time_limit",
+        "double",
+        0.0,
+        "Episode length (s of simulation time); 0: the task's default (reach 10, pick_place 20).",
+    ),
     ParamSpec(
         "expert", "bool", False, "Drive the arm with the scripted expert and publish its commands."
     ),
@@ -112,7 +141,14 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("pause_on_done", "bool", False, "Pause when an episode ends."),
     ParamSpec("start_paused", "bool", False, "Start paused (~/unpause to run)."),
     ParamSpec("joint_state_topic", "string", "/joint_states", "JointState output topic."),
-    ParamSpec("camera_topic", "string", "/camera/image_raw", "Image output topic."),
+    ParamSpec("camera_topic", "string", "/camera/image_raw", "Image output topic (reach)."),
+    ParamSpec(
+        "camera_topics",
+        "string_array",
+        [],
+        "Image topics of a multi-camera task, in its camera order; empty: "
+        "/scene_camera/image_raw, /wrist_camera/image_raw (pick_place).",
+    ),
     ParamSpec(
         "trajectory_topic",
         "string",
@@ -125,7 +161,19 @@ PARAMS: tuple[ParamSpec, ...] = (
         "/forward_position_controller/commands",
         "Float64MultiArray command topic.",
     ),
-    ParamSpec("frame_id", "string", "camera", "header.frame_id of the images."),
+    ParamSpec(
+        "gripper_topic",
+        "string",
+        "/gripper_controller/commands",
+        "Float64MultiArray gripper command topic (pick_place).",
+    ),
+    ParamSpec(
+        "robot_description_topic",
+        "string",
+        "/robot_description",
+        "URDF output topic (transient local; tasks with a URDF).",
+    ),
+    ParamSpec("frame_id", "string", "camera", "header.frame_id of the images (reach)."),
     ParamSpec(
         "qos_depth",
         "int",
@@ -148,12 +196,49 @@ class SimNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         depth = self.settings.qos_depth
         reliable = QoSProfile(depth=depth, reliability=QoSReliabilityPolicy.RELIABLE)
+        task = self.settings.task
+        task_class = TASKS[task].task
+        self.arm_joints: tuple[str, ...] = tuple(task_class.joint_names)
+        self.has_gripper = bool(getattr(task_class, "has_gripper", False))
         self._js_pub = self.create_publisher(JointState, g["joint_state_topic"], reliable)
-        self._img_pub = self.create_publisher(Image, g["camera_topic"], reliable)
+        self._img_pub = None  # a one-camera task (reach): camera_topic
+        self._camera_pubs: dict[str, Any] = {}  # a multi-camera task: camera_topics
+        cameras = tuple(task_class.camera_names)
+        if len(cameras) == 1:
+            self._img_pub = self.create_publisher(Image, g["camera_topic"], reliable)
+        else:
+            topics = tuple(g["camera_topics"]) or DEFAULT_CAMERA_TOPICS[task]
+            if len(topics) != len(cameras):
+                raise ValueError(
+                    f"parameter camera_topics={list(topics)!r}: task {task!r} has "
+                    f"{len(cameras)} cameras {list(cameras)}, give one topic each"
+                )
+            self._camera_pubs = {
+                cam: self.create_publisher(Image, topic, reliable)
+                for cam, topic in zip(cameras, topics, strict=True)
+            }
         self._clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=10))
+        self.robot_description = ROBOT_DESCRIPTIONS[task]() if task in ROBOT_DESCRIPTIONS else None
+        if self.robot_description is not None:
+            latched = QoSProfile(
+                depth=1,
+                reliability=QoSReliabilityPolicy.RELIABLE,
+                durability=QoSDurabilityPolicy.TRANSIENT_LOCAL,
+            )
+            self._description_pub = self.create_publisher(
+                String, g["robot_description_topic"], latched
+            )
+            self._description_pub.publish(String(data=self.robot_description))
         self.trajectory_topic = str(g["trajectory_topic"])
         self.stream_topic = str(g["stream_topic"])
-        self._jt_pub = self._f64_pub = None
+        self.gripper_topic = str(g["gripper_topic"])
+        self._jt_pub = self._f64_pub = self._gripper_pub = None
+        if self.settings.expert and self.has_gripper:
+            self._gripper_pub = self.create_publisher(
+                Float64MultiArray, self.gripper_topic, reliable
+            )
+        elif self.has_gripper:
+            self.create_subscription(Float64MultiArray, self.gripper_topic, self._on_gripper, 10)
         if self.settings.expert:
             if self.settings.expert_output == "trajectory":
                 self._jt_pub = self.create_publisher(
@@ -187,7 +272,8 @@ class SimNode(Node):
             self.create_service(Trigger, f"~/{name}", handler)
         s = self.settings
         self.get_logger().info(
-            f"sim_node: {self.task_config.image_width}x{self.task_config.image_height} camera "
+            f"sim_node: task {task}, {self.task_config.image_width}x"
+            f"{self.task_config.image_height} camera(s) {list(cameras)} "
             f"at {s.camera_rate_hz:g} Hz, joint states at {s.joint_state_rate_hz:g} Hz, "
             f"real_time_factor={s.real_time_factor:g}, expert={s.expert}, paused={s.start_paused}"
         )
@@ -201,7 +287,9 @@ class SimNode(Node):
                 {
                     "joint_state": self._publish_joint_state,
                     "image": self._publish_image,
+                    "images": self._publish_images,
                     "clock": self._publish_clock,
+                    "gripper": self._publish_gripper,
                     "trajectory": self._publish_trajectory,
                     "stream": self._publish_stream,
                     "log": self._log,
@@ -236,7 +324,17 @@ class SimNode(Node):
         self._js_pub.publish(msg)
 
     def _publish_image(self, ns: int, rgb: np.ndarray) -> None:
-        self._img_pub.publish(rgb_to_image_msg(rgb, ns_to_stamp(ns), self.settings.frame_id))
+        if self._img_pub is not None:
+            self._img_pub.publish(rgb_to_image_msg(rgb, ns_to_stamp(ns), self.settings.frame_id))
+
+    def _publish_images(self, ns: int, images: dict[str, np.ndarray]) -> None:
+        stamp = ns_to_stamp(ns)
+        for camera, rgb in images.items():
+            self._camera_pubs[camera].publish(rgb_to_image_msg(rgb, stamp, camera))
+
+    def _publish_gripper(self, ns: int, positions: np.ndarray) -> None:
+        if self._gripper_pub is not None:
+            self._gripper_pub.publish(float64_array_msg(positions))
 
     def _publish_clock(self, ns: int) -> None:
         self._clock_pub.publish(Clock(clock=ns_to_stamp(ns)))
@@ -267,7 +365,7 @@ class SimNode(Node):
         return SetParametersResult(successful=True)
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        want = list(ArmTask.joint_names)
+        want = list(self.arm_joints)
         if not msg.points and not msg.joint_names:  # an empty message (hold) needs no names
             times, positions = np.zeros(0), np.zeros((0, len(want)))
         else:
@@ -293,16 +391,28 @@ class SimNode(Node):
 
     def _on_stream(self, msg: Float64MultiArray) -> None:
         values = np.asarray(msg.data, dtype=np.float64)
-        n = len(ArmTask.joint_names)
+        n = len(self.arm_joints)
         if values.shape != (n,) or not np.all(np.isfinite(values)):
             self.get_logger().warning(
-                f"{self.stream_topic}: expected {n} finite positions for {ArmTask.joint_names}, "
+                f"{self.stream_topic}: expected {n} finite positions for {self.arm_joints}, "
                 f"got {values.tolist()}; command rejected",
                 throttle_duration_sec=2.0,
             )
             return
         if self.engine is not None:
             self.engine.submit("stream", values)
+
+    def _on_gripper(self, msg: Float64MultiArray) -> None:
+        values = np.asarray(msg.data, dtype=np.float64)
+        if values.shape != (1,) or not np.all(np.isfinite(values)):
+            self.get_logger().warning(
+                f"{self.gripper_topic}: expected one finite position for gripper_finger_joint, "
+                f"got {values.tolist()}; command rejected",
+                throttle_duration_sec=2.0,
+            )
+            return
+        if self.engine is not None:
+            self.engine.submit("gripper", values)
 
     def _on_reset(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         seed = self._seed

@@ -1,6 +1,12 @@
-"""`dp-collect`: record scripted-expert demonstrations from the bundled MuJoCo arm as rosbag2 bags.
+"""`dp-collect`: record scripted-expert demonstrations from a bundled MuJoCo robot as rosbag2 bags.
 
     dp-collect --episodes 50 --out demos --seed 0 --format mcap --real-time-factor 4
+    dp-collect --task pick_place --episodes 100 --out runs/pick_place_demos
+
+`--task` picks the sim_node task (`sim.engine.TASKS`): reach (default; the 3-joint arm, one
+camera, JointTrajectory actions) or pick_place (UR5e + gripper: both cameras, the arm's
+JointTrajectory and the gripper's Float64MultiArray commands are recorded; defaults
+--camera-rate 10, --time-limit 20, --real-time-factor 2).
 
 Starts three processes that talk over ROS 2 topics and services (the same path a real
 demonstration setup takes): `sim_node` in expert mode (paused between episodes), `recorder_node`
@@ -48,6 +54,22 @@ TOPICS = {
     "/joint_states": "sensor_msgs/msg/JointState",
     "/arm_controller/joint_trajectory": "trajectory_msgs/msg/JointTrajectory",
 }
+# What each task's bags hold (the sim_node topics of that task).
+TASK_TOPICS: dict[str, dict[str, str]] = {
+    "reach": TOPICS,
+    "pick_place": {
+        "/scene_camera/image_raw": "sensor_msgs/msg/Image",
+        "/wrist_camera/image_raw": "sensor_msgs/msg/Image",
+        "/joint_states": "sensor_msgs/msg/JointState",
+        "/arm_controller/joint_trajectory": "trajectory_msgs/msg/JointTrajectory",
+        "/gripper_controller/commands": "std_msgs/msg/Float64MultiArray",
+    },
+}
+# Per-task defaults of the options left unset (None) on the command line.
+TASK_DEFAULTS: dict[str, dict[str, float]] = {
+    "reach": {"camera_rate": 30.0, "time_limit": 10.0, "real_time_factor": 4.0},
+    "pick_place": {"camera_rate": 10.0, "time_limit": 20.0, "real_time_factor": 2.0},
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Record scripted-expert demonstrations of the MuJoCo arm as rosbag2 bags.",
         epilog="Example: dp-collect --episodes 50 --out demos --real-time-factor 4",
     )
+    parser.add_argument(
+        "--task",
+        choices=sorted(TASK_TOPICS),
+        default="reach",
+        help="sim task (default reach; pick_place: UR5e + gripper, two cameras)",
+    )
     parser.add_argument("--episodes", type=int, required=True, help="episodes to run")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="layout seed of the first episode")
@@ -63,16 +91,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--real-time-factor",
         type=float,
-        default=4.0,
-        help="simulation speed over wall time (0: as fast as possible)",
+        default=None,
+        help="simulation speed over wall time (0: as fast as possible; default reach 4, "
+        "pick_place 2)",
     )
     parser.add_argument("--image-size", type=int, nargs=2, default=[96, 96], metavar=("H", "W"))
     parser.add_argument("--keep-failed", action="store_true", help="move failed bags to failed/")
     add_episode_args(parser)
+    parser.set_defaults(camera_rate=None, time_limit=None)  # per task: TASK_DEFAULTS
     return parser
 
 
+def _fill_task_defaults(args: argparse.Namespace) -> None:
+    """The task's defaults for the options left unset."""
+    for name, value in TASK_DEFAULTS[getattr(args, "task", "reach")].items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+
+
 def _check_args(args: argparse.Namespace) -> None:
+    _fill_task_defaults(args)
     check_episode_args(args, max_real_time_factor=1000)
     if min(args.image_size) < 8:
         raise ValueError(f"--image-size {args.image_size}: each side must be >= 8")
@@ -111,9 +149,11 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                 seed=args.seed,
             ),
             "-p", f"qos_depth:={QOS_DEPTH}",
+            "-p", f"task:={args.task}",
         ],
         logs / "sim_node.log",
     )  # fmt: skip
+    topics = TASK_TOPICS[args.task]
     recorder = start_node(
         "recorder_node",
         [
@@ -122,8 +162,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             "-p", f"output_dir:={(out / 'bags').resolve()}",
             "-p", f"storage:={args.format}",
             "-p", f"queue_depth:={QOS_DEPTH}",
-            "-p", f"topics:={ros_list(list(TOPICS))}",
-            "-p", f"types:={ros_list(list(TOPICS.values()))}",
+            "-p", f"topics:={ros_list(list(topics))}",
+            "-p", f"types:={ros_list(list(topics.values()))}",
         ],
         logs / "recorder_node.log",
     )  # fmt: skip
@@ -153,6 +193,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         "requested": args.episodes,
         "bags": [r["kept_bag"] for r in records if r["success"]],
         "out": str(out),
+        "task": args.task,
     }
     if error is not None:
         summary["error"] = f"{error} (node logs in {logs})"
