@@ -1,7 +1,15 @@
-"""The bundled MuJoCo arm (sim_node) driven by policy_node, both on simulation time.
+"""A bundled MuJoCo robot (sim_node) driven by policy_node, both on simulation time.
 
     ros2 launch diffusion_policy_node sim.launch.py            # the bundled checkpoint
     ros2 launch diffusion_policy_node sim.launch.py checkpoint:=/path/to/checkpoint
+    ros2 launch diffusion_policy_node sim.launch.py task:=pick_place \
+        sim_params_file:=<share>/config/robots/ur5e_gripper/sim_node.yaml \
+        checkpoint:=/path/to/pick_place_checkpoint params_file:=/path/to/policy_node.yaml
+
+`task` picks the sim: reach (the 3-joint arm, the bundled checkpoint's task) or pick_place
+(UR5e + gripper: /arm_controller/joint_trajectory and /gripper_controller/commands in,
+/joint_states with seven joints, /scene_camera/image_raw, /wrist_camera/image_raw and a latched
+/robot_description out; its policy_node parameters must name those topics and joints).
 
 sim_node publishes /joint_states, /camera/image_raw and /clock and follows
 /arm_controller/joint_trajectory like joint_trajectory_controller; start a new episode with
@@ -49,6 +57,12 @@ def generate_launch_description() -> LaunchDescription:
                 description="sim_node parameters YAML.",
             ),
             DeclareLaunchArgument(
+                "task",
+                default_value="reach",
+                choices=["reach", "pick_place"],
+                description="Sim task: reach (3-joint arm) | pick_place (UR5e + gripper).",
+            ),
+            DeclareLaunchArgument(
                 "real_time_factor",
                 default_value="1.0",
                 description="Simulation speed over wall time (policy inference must keep up).",
@@ -73,6 +87,7 @@ def generate_launch_description() -> LaunchDescription:
                 parameters=[
                     LaunchConfiguration("sim_params_file"),
                     {
+                        "task": ParameterValue(LaunchConfiguration("task"), value_type=str),
                         "real_time_factor": LaunchConfiguration("real_time_factor"),
                         "seed": LaunchConfiguration("seed"),
                     },
