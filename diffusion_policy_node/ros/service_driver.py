@@ -79,8 +79,7 @@ class ServiceDriver:
 
     def has_parameter(self, node_name: str, name: str) -> bool:
         """Whether `node_name` declares parameter `name` (its `list_parameters` service)."""
-        req = ListParameters.Request()
-        req.names = [name]
+        req = ListParameters.Request()  # no prefixes, depth 0: every parameter
         resp = self.call(ListParameters, f"/{node_name.strip('/')}/list_parameters", req)
         return name in resp.result.names
 
