@@ -1,4 +1,6 @@
 """The arm in Gazebo (gz sim, ROS 2 Jazzy) with ros2_control, driven by policy_node.
+(The reach task's 3-joint arm; the UR5e + gripper pick-and-place robot, with a gripper
+controller and two cameras, has its own launch file: gazebo_pick_place.launch.py.)
 
     ros2 launch diffusion_policy_node gazebo.launch.py checkpoint:=/path/to/checkpoint
 

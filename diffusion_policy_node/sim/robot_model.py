@@ -43,6 +43,11 @@ CUE_HALF = (0.05, 0.09, 0.004)
 FINGER_GEOMS = ("gripper_left_finger_geom0", "gripper_right_finger_geom0")
 # Position-servo stiffness per arm joint (N m/rad), critically damped at the home pose.
 ARM_KP = (2500.0, 2500.0, 1500.0, 400.0, 400.0, 200.0)
+# Wrist camera on tool0 (z out of the flange): behind the palm, looking past the fingertips,
+# tilted from tool0's z towards its +x. The Gazebo description uses the same pose.
+WRIST_CAMERA_POS = (-0.075, 0.0, 0.015)  # m, in tool0
+WRIST_CAMERA_TILT = math.radians(22.0)
+WRIST_CAMERA_FOVY = 75.0  # deg
 GRIPPER_KP = 1500.0  # N/m
 GRIPPER_FORCE = 25.0  # N, the servo's force limit (the grasp force when closed on the cube)
 
@@ -60,7 +65,7 @@ class SceneLayout:
 DEFAULT_LAYOUT = SceneLayout(bin_centers={"left": (0.28, 0.40), "right": (0.28, -0.40)})
 
 
-def _rpy_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
+def rpy_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
     """URDF rpy (fixed axes x, y, z) as a rotation matrix: Rz(yaw) Ry(pitch) Rx(roll)."""
     cr, sr, cp, sp, cy, sy = (
         math.cos(roll), math.sin(roll), math.cos(pitch), math.sin(pitch), math.cos(yaw),
@@ -146,14 +151,14 @@ def build_spec(
 
     # Grasp centre and wrist camera, on the gripper's frames (fused into wrist_3 at compile).
     spec.body("gripper_tcp").add_site(name="tcp", size=[0.005, 0, 0], group=5)
-    tilt = math.radians(22.0)
+    tilt = WRIST_CAMERA_TILT
     cam_dir = np.array([math.sin(tilt), 0.0, math.cos(tilt)])  # in tool0: forward, towards +x
-    cam_pos = np.array([-0.075, 0.0, 0.015])
+    cam_pos = np.array(WRIST_CAMERA_POS)
     cam_rot = np.column_stack(
         [np.array([0.0, -1.0, 0.0]), np.cross(-cam_dir, [0.0, -1.0, 0.0]), -cam_dir]
     )
     spec.body("tool0").add_camera(
-        name=WRIST_CAMERA, pos=cam_pos.tolist(), quat=_mat_to_quat(cam_rot), fovy=75.0
+        name=WRIST_CAMERA, pos=cam_pos.tolist(), quat=_mat_to_quat(cam_rot), fovy=WRIST_CAMERA_FOVY
     )
     spec.body("tool0").add_geom(
         name="wrist_camera_housing",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 import pytest
+import yaml
 
 from diffusion_policy_node.sim.pick_place import (
     HOME_QPOS,
@@ -25,7 +27,7 @@ from diffusion_policy_node.sim.pick_place_expert import (
     run_pick_place_episode,
     yaw_rotation,
 )
-from diffusion_policy_node.sim.robot_model import BIN_COLORS, CAMERAS, CUBE_HALF
+from diffusion_policy_node.sim.robot_model import BIN_COLORS, CAMERAS, CUBE_HALF, rpy_matrix
 from diffusion_policy_node.sim.ur5e_description import (
     A2,
     A3,
@@ -379,3 +381,89 @@ def test_engine_follows_arm_trajectories_and_gripper_commands() -> None:
             engine._apply("gripper", [float("nan")])
     finally:
         engine.close()
+
+
+# ----------------------------------------------------------------------------- Gazebo files
+DESCRIPTION = URDF.parents[1]
+XACRO_NS = "{http://www.ros.org/wiki/xacro}"
+
+
+def _rpy(text: str) -> np.ndarray:
+    """A URDF rpy attribute (xacro's ${pi} allowed) as a rotation matrix."""
+    return rpy_matrix(*(float(v.replace("${pi}", repr(math.pi))) for v in text.split()))
+
+
+def test_gazebo_description_matches_the_mujoco_robot_and_cameras(task: PickPlaceTask) -> None:
+    from diffusion_policy_node.sim.ur5e_description import TCP_Z
+    from diffusion_policy_node.train.collect import TASK_TOPICS
+
+    root = ET.parse(DESCRIPTION / "urdf" / "ur5e_gripper_gazebo.urdf.xacro").getroot()
+    (include,) = root.findall(f"{XACRO_NS}include")
+    assert include.get("filename").endswith("/description/urdf/ur5e_gripper.urdf")
+    home = root.find(f"{XACRO_NS}property[@name='home']").get("value")
+    np.testing.assert_allclose(eval(home.strip("${}")), HOME_QPOS, atol=1e-12)
+    # ros2_control: the six UR joints by index + the gripper, commanded by position.
+    control = root.find("ros2_control")
+    indices = [int(j.get("index")) for j in control.findall(f"{XACRO_NS}arm_joint")]
+    joints = [j.get("name") for j in control.findall("joint")]
+    assert indices == list(range(6)) and joints == [GRIPPER_JOINT, "gripper_right_finger_joint"]
+    assert control.find("joint/command_interface").get("name") == "position"
+    # Cameras: the same pose and field of view as the MuJoCo ones (Gazebo looks along +x,
+    # image up = +z; MuJoCo along -z, image up = +y).
+    task.reset(0)
+    tool_rot = task.tcp_rotation()
+    tool_pos = task.tcp_position() - TCP_Z * tool_rot[:, 2]
+    frames = {"world": (np.zeros(3), np.eye(3)), "tool0": (tool_pos, tool_rot)}
+    topics = {}
+    for cam in root.findall(f"{XACRO_NS}camera"):
+        name = cam.get("name")
+        origin, rot = frames[cam.get("parent")]
+        pos = origin + rot @ np.array([float(v) for v in cam.get("xyz").split()])
+        axes = rot @ _rpy(cam.get("rpy"))
+        cid = task.model.camera(name).id
+        mj_rot = task.data.cam_xmat[cid].reshape(3, 3)
+        np.testing.assert_allclose(pos, task.data.cam_xpos[cid], atol=1e-6)
+        np.testing.assert_allclose(axes[:, 0], -mj_rot[:, 2], atol=1e-6)
+        np.testing.assert_allclose(axes[:, 2], mj_rot[:, 1], atol=1e-6)
+        assert float(cam.get("fov")) == pytest.approx(math.radians(task.model.cam_fovy[cid]))
+        topics[name] = cam.get("topic")
+    assert set(topics) == set(CAMERAS)
+    pick_place_topics = TASK_TOPICS["pick_place"]
+    assert {t for t, kind in pick_place_topics.items() if kind.endswith("Image")} == set(
+        topics.values()
+    )
+    bridge = yaml.safe_load((DESCRIPTION / "config" / "ur5e_gripper_gz_bridge.yaml").read_text())
+    assert {e["ros_topic_name"] for e in bridge} == {"/clock", *topics.values()}
+    assert all(e["direction"] == "GZ_TO_ROS" for e in bridge)
+
+
+def test_gazebo_controllers_world_and_launch_file() -> None:
+    doc = yaml.safe_load((DESCRIPTION / "config" / "ur5e_gripper_controllers.yaml").read_text())
+    manager = doc["controller_manager"]["ros__parameters"]
+    assert manager["arm_controller"]["type"] == (
+        "joint_trajectory_controller/JointTrajectoryController"
+    )
+    assert manager["gripper_controller"]["type"] == (
+        "forward_command_controller/ForwardCommandController"
+    )
+    assert doc["arm_controller"]["ros__parameters"]["joints"] == list(ARM_JOINTS)
+    assert doc["gripper_controller"]["ros__parameters"]["joints"] == [GRIPPER_JOINT]
+    assert doc["gripper_controller"]["ros__parameters"]["interface_name"] == "position"
+    world = ET.parse(DESCRIPTION / "worlds" / "ur5e_pick_place.sdf").getroot()
+    assert {m.get("name") for m in world.iter("model")} >= {"table", "bin_left", "bin_right",
+                                                             "cue", "cube"}  # fmt: skip
+    assert "gz::sim::systems::Sensors" in {p.get("name") for p in world.iter("plugin")}
+    launch = (URDF.parents[2] / "launch" / "gazebo_pick_place.launch.py").read_text()
+    spawned = set()
+    for call in ast.walk(ast.parse(launch)):
+        if isinstance(call, ast.Call):
+            kwargs = {k.arg: k.value for k in call.keywords}
+            if getattr(kwargs.get("executable"), "value", None) == "spawner":
+                spawned.add(kwargs["arguments"].elts[0].value)
+    assert spawned == set(manager) - {"update_rate"}
+    for parts in [("description", "config", "ur5e_gripper_controllers.yaml"),
+                  ("description", "config", "ur5e_gripper_gz_bridge.yaml"),
+                  ("description", "urdf", "ur5e_gripper_gazebo.urdf.xacro"),
+                  ("description", "worlds", "ur5e_pick_place.sdf")]:  # fmt: skip
+        assert ", ".join(f'"{p}"' for p in parts) in launch
+        assert (URDF.parents[2].joinpath(*parts)).is_file()
