@@ -63,6 +63,7 @@ setup(
             "recorder_node = diffusion_policy_node.ros.recorder_node:main",
             "dp-collect = diffusion_policy_node.train.collect:main",
             "dp-eval = diffusion_policy_node.train.evaluate:main",
+            "dp-play = diffusion_policy_node.ros.play_node:main",
             "dp-config = diffusion_policy_node.train.robot_config:main",
         ],
     },
