@@ -116,3 +116,78 @@ def test_bundled_checkpoint_lookup(tmp_path, monkeypatch):
     (share / "config.yaml").write_text("{}\n")
     monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "install"))
     assert evaluate.bundled_checkpoint("m") == share
+
+
+def test_graph_requirements_name_what_is_missing():
+    from diffusion_policy_node.policy.checkpoint import read_config
+    from diffusion_policy_node.train.graph_requirements import (
+        GraphRequirements,
+        GraphSnapshot,
+        missing_on_graph,
+        requirements_of,
+    )
+
+    req = requirements_of(*read_config(evaluate.bundled_checkpoint()))
+    assert GraphRequirements.from_json(req.to_json()) == req
+    good = GraphSnapshot(
+        publishers={"/camera/image_raw": ["sensor_msgs/msg/Image"],
+                    "/joint_states": ["sensor_msgs/msg/JointState"]},
+        subscribers={"/arm_controller/joint_trajectory": ["trajectory_msgs/msg/JointTrajectory"]},
+        joint_names=["joint3", "joint1", "joint2", "extra"],
+    )  # fmt: skip
+    assert missing_on_graph(req, good) == []
+    bad = GraphSnapshot(
+        publishers={"/camera/image_raw": ["sensor_msgs/msg/CompressedImage"],
+                    "/joint_states": ["sensor_msgs/msg/JointState"]},
+        subscribers={"/arm_controller/joint_trajectory": ["std_msgs/msg/Float64MultiArray"]},
+        joint_names=["joint1"],
+    )  # fmt: skip
+    lines = missing_on_graph(req, bad)
+    assert any("/camera/image_raw" in x and "not sensor_msgs/msg/Image" in x for x in lines)
+    assert any("['joint2', 'joint3'] not in /joint_states" in x for x in lines)
+    assert any("subscribed as ['std_msgs/msg/Float64MultiArray']" in x for x in lines)
+    nothing = missing_on_graph(req, GraphSnapshot())
+    assert len(nothing) == 3 and "nobody subscribes" in nothing[2]
+    unseen = GraphSnapshot(publishers=good.publishers, subscribers=good.subscribers)
+    assert missing_on_graph(req, unseen) == [
+        "joint states /joint_states: published, but no message arrived"
+    ]
+
+
+def test_command_groups_default_for_configs_without_groups():
+    from types import SimpleNamespace
+
+    from diffusion_policy_node.train.graph_requirements import command_groups
+
+    (group,) = command_groups(SimpleNamespace(joint_names=["a", "b"], action_groups=None))
+    assert (group.joints, group.topic) == (("a", "b"), "/arm_controller/joint_trajectory")
+
+
+def test_terminal_ask_reads_a_line_times_out_and_sees_eof(tmp_path: Path):
+    import io
+    import os
+
+    from diffusion_policy_node.train.operator import terminal_ask
+
+    r, w = os.pipe()
+    with os.fdopen(r) as stdin, os.fdopen(w, "w") as writer:
+        out = io.StringIO()
+        assert terminal_ask("success? [y/n]", 0.01, stdin, out) is None  # nothing typed
+        writer.write("y\n")
+        writer.flush()
+        assert terminal_ask("success? [y/n]", 5.0, stdin, out) == "y"
+        assert "dp-eval: success? [y/n]" in out.getvalue() and "time up" in out.getvalue()
+        writer.close()
+        with pytest.raises(EOFError):
+            terminal_ask("reset", None, stdin, out)
+
+
+def test_robot_options_are_checked():
+    with pytest.raises(ValueError, match="--expert and --compare-expert"):
+        evaluate._check_args(evaluate.build_parser().parse_args(["--robot", "r", "--expert"]))
+    with pytest.raises(ValueError, match="--sim-time is for"):
+        evaluate._check_args(evaluate.build_parser().parse_args(["--sim-time"]))
+    with pytest.raises(ValueError, match="--graph-timeout"):
+        evaluate._check_args(
+            evaluate.build_parser().parse_args(["--operator", "--graph-timeout", "0"])
+        )

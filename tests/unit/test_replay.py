@@ -102,3 +102,48 @@ def test_missing_or_disagreeing_data_settings_are_named(regression_checkpoint, t
         replay(ckpt, [bag], out=tmp_path / "o", device="cpu", data_config=other)
     assert main(["--checkpoint", str(tmp_path / "nope"), "--data", str(bag)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_node_targets_follow_the_trajectory_controller():
+    from diffusion_policy_node.action_groups import ActionGroup
+    from diffusion_policy_node.train.replay import NodeCommand, node_targets
+
+    group = ActionGroup("arm", ("a", "b"), "/arm/joint_trajectory")
+    s = 10**9
+    cmds = [
+        # received at 1.0 s, starts at 1.0 s: 0 -> (1, 2) at +1 s
+        NodeCommand(s, s, np.array([1.0]), np.array([[1.0, 2.0]])),
+        # received at 1.5 s, starts at 1.6 s: from the desired (0.5, 1.0) at receipt (as JTC)
+        # to (3, 3) at 2.6 s
+        NodeCommand(3 * s // 2, 16 * s // 10, np.array([1.0]), np.array([[3.0, 3.0]])),
+    ]
+    times = np.array([s // 2, s, 3 * s // 2, 21 * s // 10, 3 * s])
+    out = node_targets(cmds, group, times, lambda t: np.zeros(2))
+    assert np.all(np.isnan(out[0]))  # before the first command
+    frac = 0.6 / 1.1  # 2.1 s on the 1.5 -> 2.6 s segment
+    mid = [0.5 + frac * 2.5, 1.0 + frac * 2.0]
+    np.testing.assert_allclose(out[1:], [[0, 0], [0.5, 1.0], mid, [3, 3]], atol=1e-9)
+
+
+def test_node_targets_of_a_forward_controller_are_the_newest_command():
+    from diffusion_policy_node.action_groups import ActionGroup
+    from diffusion_policy_node.train.replay import NodeCommand, node_targets
+
+    group = ActionGroup("g", ("f",), "/g/commands", "Float64MultiArray")
+    cmds = [NodeCommand(t, None, np.zeros(0), np.array([[float(t)]])) for t in (10, 20)]
+    out = node_targets(cmds, group, np.array([5, 10, 15, 25]), None)
+    np.testing.assert_array_equal(out[:, 0], [np.nan, 10, 10, 20])
+
+
+def test_action_errors_reject_an_empty_comparison():
+    from diffusion_policy_node.train.replay import ActionErrors
+
+    errors = ActionErrors(["a", "b"])
+    with pytest.raises(ValueError, match="nothing was compared"):
+        errors.per_joint()
+    errors.add(np.array([[1.0, -2.0], [-1.0, 0.0]]))
+    assert errors.per_joint() == {
+        "a": {"mae": 1.0, "rmse": 1.0},
+        "b": {"mae": 1.0, "rmse": 2**0.5},
+    }
+    assert errors.mae == 1.0 and errors.rmse == pytest.approx(np.sqrt(6 / 4))
