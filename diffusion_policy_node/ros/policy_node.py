@@ -171,7 +171,8 @@ class PolicyNode(LifecycleNode):
         limits, sources = resolve_limits(
             s, self.policy_info.action_min, self.policy_info.action_max, urdf, urdf_where
         )
-        self.get_logger().info(f"joint limits: {sources.describe()}")
+        origin = f"URDF from {urdf_where}" if urdf is not None else "no URDF"
+        self.get_logger().info(f"joint limits ({origin}): {sources.describe()}")
         self.controller = Controller(
             s,
             self.policy_info,
@@ -265,8 +266,13 @@ class PolicyNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Free the worker, the subscriptions and the publisher. SUCCESS -> unconfigured."""
+        """Free the worker, the subscriptions and the publishers, and give the parameters
+        back the values they had before configure set the effective ones (so the next
+        configure derives them again, e.g. from another checkpoint). SUCCESS -> unconfigured."""
         self._release()
+        given, self._given_params = self._given_params, []
+        if given:
+            self._set_internal(given)
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -335,9 +341,6 @@ class PolicyNode(LifecycleNode):
         self._unheard_since = {}
         self.controller = None
         self.settings = None
-        if self._given_params:
-            given, self._given_params = self._given_params, []
-            self._set_internal(given)
 
     def _respawn_worker(self) -> None:
         """Replace a hung or dead inference worker on a thread of its own (the controller holds

@@ -244,7 +244,7 @@ def render(p: Proposal, preset: str) -> str:
         "  image_size: [96, 96]          # [height, width] every camera is resized to",
         f"  joint_state_topic: {p.joint_state.topic}   # {_rate(p.joint_state)}",
         f"  joint_names: [{', '.join(p.joint_state.names)}]   # the state (observed joints)",
-        "  timestamp_source: header      # header stamps; record time if a topic has none",
+        _timestamp_line(p),
         f"  dt: {p.dt:g}",
         "  episode_split: bag            # one bag per episode (recorder_node, dp-collect)",
         "  n_obs_steps: 2",
@@ -266,6 +266,15 @@ def render(p: Proposal, preset: str) -> str:
         ]
     lines += ["train:", *_TRAIN]
     return "\n".join(lines) + "\n"
+
+
+def _timestamp_line(p: Proposal) -> str:
+    """Header stamps, unless a recorded command topic has none (Float64MultiArray): then the
+    bags are timed by record time anyway (never mixed), and the config says so."""
+    unstamped = [g.topic for g in p.groups if g.source == "command" and not g.is_trajectory]
+    if unstamped:
+        return f"  timestamp_source: record      # {', '.join(unstamped)} has no header stamps"
+    return "  timestamp_source: header      # message header stamps (record time: the receipt)"
 
 
 _POLICY = {
