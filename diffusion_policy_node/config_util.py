@@ -14,7 +14,7 @@ T = TypeVar("T")
 
 def load_yaml(path: str | os.PathLike, what: str) -> Any:
     """The parsed YAML document at `path`; an unreadable file or bad YAML is a ValueError that
-    starts with `what` and the path (e.g. "data config config/data/sim_arm.yaml: ...")."""
+    starts with `what` and the path (e.g. "data config config/robots/sim_arm/data.yaml: ...")."""
     path = Path(path)
     try:
         text = path.read_text()

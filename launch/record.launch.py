@@ -2,7 +2,7 @@
 
     ros2 launch diffusion_policy_node record.launch.py output:=demos/episode_0000
 
-`topics` is a space-separated list (default: the topics config/data/sim_arm.yaml trains on).
+`topics` is a space-separated list (default: the topics config/robots/sim_arm/data.yaml trains on).
 Without rosbag2 (PyPI wheels only), use the package's recorder_node instead: one bag per
 episode, started and stopped with its ~/start and ~/stop services (see config/recorder_node.yaml).
 `use_sim_time` is true or false in any case (`True` works); another value, or `ros2 bag record`

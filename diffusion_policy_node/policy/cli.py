@@ -12,6 +12,11 @@ from .checkpoint import CheckpointError, load_checkpoint, read_config
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dp-info", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="checkpoint folder (config.yaml + safetensors)")
+    parser.add_argument(
+        "--urdf",
+        help="robot URDF: print the limits policy_node would take from it (default: the "
+        "limits without a robot description, from the demonstrated range)",
+    )
     args = parser.parse_args(argv)
     try:
         config, meta = read_config(args.checkpoint)
@@ -26,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         "control_rate_hz": config.control_rate_hz,
         "camera_topics": config.camera_topics,
         "joint_names": config.joint_names,
+        "action_groups": [g.to_dict() for g in config.groups],
+        "action_lead_s": config.action_lead,
         "action_range": {
             "min": policy.action_normalizer.min.tolist(),
             "max": policy.action_normalizer.max.tolist(),
@@ -33,8 +40,40 @@ def main(argv: list[str] | None = None) -> int:
         "sampler": f"{config.noise_scheduler} x{config.num_inference_steps}",
         "meta": meta,
     }
+    try:
+        info["limits"] = _limits(args.checkpoint, config, policy, args.urdf)
+    except ValueError as exc:
+        print(f"dp-info: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(info, indent=2))
     return 0
+
+
+def _limits(checkpoint: str, config: object, policy: object, urdf: str | None) -> dict:
+    """Per commanded joint: the limits policy_node would use with default parameters (and
+    `urdf` as its robot description), and where each came from (runtime/limits.py)."""
+    from diffusion_policy_node.runtime.limits import read_urdf_file, resolve_limits
+    from diffusion_policy_node.runtime.settings import PolicyNodeParams, resolve_settings
+
+    settings = resolve_settings(PolicyNodeParams(checkpoint=str(checkpoint)), config)
+    joints = read_urdf_file(urdf) if urdf else None
+    limits, sources = resolve_limits(
+        settings,
+        policy.action_normalizer.min.detach().numpy(),
+        policy.action_normalizer.max.detach().numpy(),
+        joints,
+        f"file {urdf}",
+    )
+    return {
+        name: {
+            "lower": float(limits.lower[i]),
+            "upper": float(limits.upper[i]),
+            "max_velocity": float(limits.max_velocity[i]),
+            "position_from": sources.position[i],
+            "velocity_from": sources.velocity[i],
+        }
+        for i, name in enumerate(settings.action_joints)
+    }
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def test_collect_summary_and_episode_log(collected: tuple[Path, list[str]]) -> N
 
 def test_bags_read_back_as_the_simulated_episodes(collected: tuple[Path, list[str]]) -> None:
     out, _ = collected
-    config = load_data_config(REPO / "config" / "data" / "sim_arm.yaml")
+    config = load_data_config(REPO / "config" / "robots" / "sim_arm" / "data.yaml")
     bags = find_bags([out / "bags"])
     assert [b.name for b in bags] == [f"episode_{i:04d}" for i in range(EPISODES)]
     assert all((b / f"{b.name}.mcap").is_file() for b in bags)
@@ -220,7 +220,7 @@ def test_replayed_actions_land_when_the_expert_commanded_them(collected) -> None
     from diffusion_policy_node.policy.config import action_lead_of
 
     out, _ = collected
-    config = load_data_config(REPO / "config" / "data" / "sim_arm.yaml")
+    config = load_data_config(REPO / "config" / "robots" / "sim_arm" / "data.yaml")
     (episode,) = read_bag(find_bags([out / "bags"])[0], config).episodes
     ref = offline_episode(SEED)
     commanded = {round((ns * 1e-9 + 0.1) * 1e3): q for ns, q in ref["trajectory"]}  # ms -> q

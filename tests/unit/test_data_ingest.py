@@ -110,8 +110,8 @@ def test_frames_are_streamed_to_the_cache_not_held(make_bag, tmp_path, monkeypat
 
 
 def train_config(folder: Path) -> Path:
-    """config/train/small.yaml with the data section of the test bags."""
-    doc = yaml.safe_load((REPO / "config" / "train" / "small.yaml").read_text())
+    """config/robots/sim_arm/train_small.yaml with the data section of the test bags."""
+    doc = yaml.safe_load((REPO / "config" / "robots" / "sim_arm" / "train_small.yaml").read_text())
     doc["data"] = make_config().to_dict()
     doc["policy"]["crop_shape"] = [12, 12]
     path = folder / "train.yaml"

@@ -99,3 +99,29 @@ def test_a_urdf_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
     path = tmp_path / "robot.urdf"
     path.write_text(ROBOT)
     assert sorted(read_urdf_file(path)) == JOINTS
+
+
+def test_dp_info_prints_the_limits_a_checkpoint_would_get(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import json
+
+    from diffusion_policy_node.policy.cli import main
+
+    ckpt = Path(__file__).resolve().parents[2] / "models" / "sim_arm_diffusion"
+    assert main([str(ckpt)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [g["name"] for g in info["action_groups"]] == ["arm"]
+    assert {v["position_from"] for v in info["limits"].values()} == {DEMONSTRATIONS}
+    urdf = tmp_path / "arm.urdf"
+    urdf.write_text(
+        ROBOT.replace('"a"', '"joint1"').replace('"b"', '"joint2"').replace('"c"', '"joint3"')
+    )
+    assert main([str(ckpt), "--urdf", str(urdf)]) == 0
+    limits = json.loads(capsys.readouterr().out)["limits"]
+    assert limits["joint1"]["upper"] == 3.0 and limits["joint1"]["position_from"] == URDF
+    assert limits["joint3"]["max_velocity"] == pytest.approx(0.1)
+    missing = tmp_path / "other.urdf"
+    missing.write_text(ROBOT)
+    assert main([str(ckpt), "--urdf", str(missing)]) == 2
+    assert "has no joint(s) ['joint1', 'joint2', 'joint3']" in capsys.readouterr().err

@@ -41,7 +41,7 @@ CROP = {"crop_shape": [36, 40]}
 
 def test_presets_load_and_derive_from_data():
     for name in ("small", "paper"):
-        run = load_run_config(REPO / "config" / "train" / f"{name}.yaml")
+        run = load_run_config(REPO / "config" / "robots" / "sim_arm" / f"train_{name}.yaml")
         assert run.policy.camera_topics == run.data.camera_topics
         assert run.policy.joint_names == run.data.joint_names
         assert run.policy.state_dim == run.policy.action_dim == len(run.data.joint_names)
