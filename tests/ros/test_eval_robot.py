@@ -1,17 +1,21 @@
 """dp-eval against a robot it did not start: a sim_node started by the test, driven through the
 episode protocol only (docs/episode_protocol.md); the graph check naming what a checkpoint
-misses; the operator mode with injected answers."""
+misses; the operator mode with injected answers. One policy_node (the bundled checkpoint, sim
+time), started by the fixture too, serves the runs (`--policy-node`): starting one per run is
+dp-eval's default path, covered by tests/e2e/test_closed_loop.py."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from std_srvs.srv import Trigger
 
 from diffusion_policy_node.policy.checkpoint import save_checkpoint
 from diffusion_policy_node.policy.config import PolicyConfig
@@ -24,30 +28,38 @@ from .policy_node_harness import NodeProcess, Probe
 pytestmark = pytest.mark.ros
 
 ROBOT = "robot_under_test"
-FAST_POLICY = [
-    "--policy-param", "inference_process:=false",
-    "--policy-param", "torch_threads:=1",
-    "--policy-param", "warmup_runs:=1",
-]  # fmt: skip
+POLICY = "eval_test_policy"
 
 
 @pytest.fixture(scope="module")
 def robot(tmp_path_factory: pytest.TempPathFactory):
-    """A sim_node as a robot that keeps publishing between episodes (not paused)."""
-    log = tmp_path_factory.mktemp("robot") / "sim.log"
+    """A sim_node as a robot that keeps publishing between episodes (not paused), and a
+    policy_node on its clock, inactive until dp-eval starts it."""
+    logs = tmp_path_factory.mktemp("robot")
     sim = NodeProcess(
         "diffusion_policy_node.ros.sim_node",
         ["-r", f"__node:={ROBOT}", "-p", "time_limit:=3.0", "-p", "seed:=5"],
-        log,
+        logs / "sim.log",
     )
+    policy = NodeProcess(
+        "diffusion_policy_node.ros.policy_node",
+        ["-r", f"__node:={POLICY}", "-p", f"checkpoint:={bundled_checkpoint()}",
+         "-p", "use_sim_time:=true", "-p", "start_active:=false",
+         "-p", "inference_process:=false", "-p", "torch_threads:=1", "-p", "warmup_runs:=1"],
+        logs / "policy.log",
+    )  # fmt: skip
     probe = Probe("eval_robot_probe")
     try:
         probe.wait_for(lambda: probe.node.count_publishers("/joint_states") > 0, 90, "the sim")
+        # The node answers its services once configured (loaded and warmed up).
+        assert probe.call(Trigger, f"/{POLICY}/status", Trigger.Request(), timeout=120).success
         yield sim
     finally:
         probe.close()
+        policy.stop()
         sim.stop()
-    assert "Traceback" not in log.read_text()
+    for log in ("sim.log", "policy.log"):
+        assert "Traceback" not in (logs / log).read_text()
 
 
 def _dp_eval(args: list[str], timeout: float = 150) -> tuple[int, dict, str]:
@@ -63,9 +75,8 @@ def _dp_eval(args: list[str], timeout: float = 150) -> tuple[int, dict, str]:
 def test_dp_eval_drives_a_running_robot_through_the_protocol(robot, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     rc, summary, err = _dp_eval(
-        ["--robot", ROBOT, "--sim-time", "--checkpoint", str(bundled_checkpoint()),
-         "--episodes", "1", "--seed", "1000", "--video-episodes", "0", "--out", str(out),
-         *FAST_POLICY]
+        ["--robot", ROBOT, "--policy-node", POLICY, "--checkpoint", str(bundled_checkpoint()),
+         "--episodes", "1", "--seed", "1000", "--video-episodes", "0", "--out", str(out)]
     )  # fmt: skip
     assert rc == 0, err + (out / "logs" / "driver.log").read_text()
     assert summary["mode"] == "robot" and summary["robot"] == ROBOT
@@ -74,7 +85,7 @@ def test_dp_eval_drives_a_running_robot_through_the_protocol(robot, tmp_path: Pa
     assert record["seed"] == 1000  # the robot declares `seed`: set before its ~/reset
     assert record["outcome"] in ("success", "collision", "timeout")
     assert record["inference_count"] > 0  # the policy ran during the episode
-    assert not (out / "logs" / "sim_node.log").exists()  # dp-eval started no sim
+    assert not list((out / "logs").glob("*_node.log"))  # dp-eval started no node
     assert robot.alive()
 
 
@@ -100,8 +111,8 @@ def test_missing_joints_and_topics_are_named(robot, tmp_path: Path) -> None:
     )
     out = tmp_path / "eval"
     rc, summary, err = _dp_eval(
-        ["--robot", ROBOT, "--sim-time", "--checkpoint", str(ckpt), "--episodes", "3",
-         "--graph-timeout", "3", "--out", str(out), *FAST_POLICY],
+        ["--robot", ROBOT, "--policy-node", POLICY, "--checkpoint", str(ckpt), "--episodes",
+         "3", "--graph-timeout", "2", "--out", str(out)],
         timeout=90,
     )  # fmt: skip
     assert rc == 1, err
@@ -119,12 +130,15 @@ def test_operator_mode_with_injected_answers(robot, tmp_path: Path, capsys) -> N
 
     def ask(text: str, timeout: float | None) -> str | None:
         prompts.append((text, timeout))
-        return next(answers)
+        answer = next(answers)
+        if answer is None:  # as the terminal does when nobody presses Enter in time
+            time.sleep(timeout)
+        return answer
 
     out = tmp_path / "op"
     rc = evaluate.main(
-        ["--operator", "--sim-time", "--checkpoint", str(bundled_checkpoint()), "--episodes",
-         "2", "--time-limit", "2.5", "--video-episodes", "0", "--out", str(out), *FAST_POLICY],
+        ["--operator", "--policy-node", POLICY, "--checkpoint", str(bundled_checkpoint()),
+         "--episodes", "2", "--time-limit", "1.5", "--video-episodes", "0", "--out", str(out)],
         ask=ask,
     )  # fmt: skip
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -134,7 +148,7 @@ def test_operator_mode_with_injected_answers(robot, tmp_path: Path, capsys) -> N
     kinds = [text.split(":")[0] for text, _ in prompts]
     assert kinds == ["episode 0", "episode 0 running", "episode 0", "episode 0", "episode 1"]
     assert "reset the scene" in prompts[0][0] and prompts[0][1] is None
-    assert prompts[1][1] == 2.5  # the episode length
+    assert prompts[1][1] == 1.5  # the episode length
     assert "success? [y/n]" in prompts[2][0] and prompts[3][0] == prompts[2][0]  # re-asked
     record = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert record["judged_by"] == "operator" and record["success"] is True
