@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from .constants import (
 from .networks import EpsilonNetwork, PreparedStep, build_network
 from .normalizer import MinMaxNormalizer
 from .schedulers import DDPMScheduler, make_scheduler
+from .unet1d import tracing_warnings_filtered
 from .vision import ObservationEncoder
 
 # Checkpoints (and training states) written before the ε-network protocol name the U-Net's
@@ -336,11 +336,12 @@ class DiffusionPolicy(nn.Module):
         """Inference speed-ups that keep the math: `none`, `jit` or `cudagraph`.
 
         jit: the ε-network's inference layout (U-Net: convolutions as unfold + matmul over
-        prepacked weights), then a TorchScript trace + freeze of the camera encoders and of the
-        network's denoising step (weights become constants, fewer dispatcher hops; CPU or CUDA).
-        cudagraph: the whole chunk (encode + all denoising steps) as one CUDA graph, for CUDA and
-        deterministic DDIM (η = 0) only; the initial noise is drawn outside the graph, so seeds
-        behave as without capture.
+        views of the weights, no copies), a TorchScript trace of the network's denoising step
+        and a trace + freeze of the camera encoders (fewer dispatcher hops; CPU or CUDA).
+        cudagraph: the denoising loop (`_denoise`: every step and scheduler update) as one CUDA
+        graph, for CUDA and deterministic DDIM (η = 0) only. The observation encoder is not in
+        the graph: it runs eagerly before each replay. The initial noise is drawn outside the
+        graph, so seeds behave as without capture.
         Re-run after changing the sampler, precision or device.
         """
         self._graph = None
@@ -364,11 +365,8 @@ class DiffusionPolicy(nn.Module):
         c = self.config
         dtype = self.network.dtype
         h, w = c.crop_shape or c.image_size
-        # Tracing warns about shape checks it records as constants (shapes are fixed at inference)
-        # and that TorchScript is deprecated in favour of torch.compile (which needs minutes of
-        # compilation on a small CPU; TorchScript still works and is measured in bench/).
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        # tracing_warnings_filtered: which warnings a trace raises here and why they are benign.
+        with torch.no_grad(), tracing_warnings_filtered():
             self.eval()
             image = torch.rand(1, 3, h, w, device=self.device, dtype=dtype)
             self.obs_encoder.camera_runners = [
@@ -412,7 +410,8 @@ class RegressionPolicy(DiffusionPolicy):
 
 
 class _CapturedSampler:
-    """A CUDA graph of `_denoise` for one batch size, replayed with fresh noise per call."""
+    """A CUDA graph of `_denoise` (the denoising loop, not the observation encoder) for one batch
+    size, replayed with fresh noise and the eagerly computed condition per call."""
 
     def __init__(self, policy: DiffusionPolicy) -> None:
         self.policy = policy

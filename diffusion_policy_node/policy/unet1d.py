@@ -15,10 +15,11 @@ evaluates all FiLM parameters for every timestep of a sampling run once per chun
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,9 +48,10 @@ class SinusoidalPosEmb(nn.Module):
 
 
 def pack_conv1d(conv: nn.Conv1d) -> Tensor:
-    """Conv1d weight (C_out, C_in, k) as the (C_out, k·C_in) matrix of `packed_conv1d`."""
-    c_out, c_in, k = conv.weight.shape
-    return conv.weight.detach().permute(0, 2, 1).reshape(c_out, k * c_in).contiguous()
+    """Conv1d weight (C_out, C_in, k) as the (C_out, C_in·k) matrix of `packed_conv1d`: a view
+    of the weight (same storage, no copy), so packing costs no memory."""
+    c_out = conv.weight.shape[0]
+    return conv.weight.detach().view(c_out, -1)
 
 
 def packed_conv1d(
@@ -59,14 +61,15 @@ def packed_conv1d(
 
     At batch 1 and a short horizon a Conv1d is a skinny matrix product dominated by reading the
     weights; PyTorch's CPU conv paths read them at a fraction of the speed of a plain GEMM
-    (bench: 1.5-5x slower for the paper's 1024-4096 channel convolutions).
+    (bench: 1.5-5x slower for the paper's 1024-4096 channel convolutions). The columns are
+    laid out [channel][tap] to match the weight's own memory order (`pack_conv1d`).
     """
     B, C, _ = x.shape
     if pad:
         x = F.pad(x, (pad, pad))
     cols = x.unfold(2, k, stride)  # (B, C_in, T_out, k)
     T_out = cols.shape[2]
-    cols = cols.permute(0, 2, 3, 1).reshape(B * T_out, k * C)  # rows: [tap][channel]
+    cols = cols.transpose(1, 2).reshape(B * T_out, C * k)  # rows: [channel][tap]
     y = F.linear(cols, packed, bias)  # (B·T_out, C_out)
     return y.reshape(B, T_out, -1).transpose(1, 2)
 
@@ -98,19 +101,18 @@ class Upsample1d(nn.Module):
 
     def pack_for_inference(self) -> None:
         """The transposed convolution as a matrix product + overlap-add (`fold`): every input
-        step contributes k output taps; weight (C_in, C_out, k) -> (C_out·k, C_in)."""
-        c_in, c_out, k = self.conv.weight.shape
-        self.packed_weight = (
-            self.conv.weight.detach().permute(1, 2, 0).reshape(c_out * k, c_in).contiguous()
-        )
+        step contributes k output taps; weight (C_in, C_out, k) viewed as (C_in, C_out·k), no
+        copy."""
+        c_in = self.conv.weight.shape[0]
+        self.packed_weight = self.conv.weight.detach().view(c_in, -1)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.packed_weight is None or self.training:
             return self.conv(x)
         T = x.shape[2]
         k, stride, pad = 4, 2, 1
-        cols = torch.matmul(self.packed_weight, x)  # (B, C_out·k, T)
-        length = (T - 1) * stride - 2 * pad + k
+        cols = torch.matmul(x.transpose(1, 2), self.packed_weight).transpose(1, 2)
+        length = (T - 1) * stride - 2 * pad + k  # cols: (B, C_out·k, T)
         y = F.fold(
             cols, output_size=(1, length), kernel_size=(1, k), stride=(1, stride), padding=(0, pad)
         )  # (B, C_out, 1, length): the k taps of each step added into place
@@ -415,9 +417,11 @@ class ConditionalUnet1D(nn.Module):
         return self._run(sample, film_cache.per_step[k])
 
     def freeze_prepared_step(self) -> _FrozenTrunk:
-        """The trunk traced and frozen by TorchScript (weights become constants, fewer
-        dispatcher hops), with the signature and numbers of :meth:`forward_prepared`; for the
-        current device, dtype and packing (see :meth:`pack_for_inference`)."""
+        """The trunk traced by TorchScript (one graph per step instead of ~30 Python module calls
+        per res block), with the signature and numbers of :meth:`forward_prepared`; for the
+        current device, dtype and packing (see :meth:`pack_for_inference`). Not frozen: freezing
+        folds every linear's weight into a transposed constant copy (one more copy of the U-Net,
+        +0.5-1 GB for the paper config) and measured no faster than the plain trace."""
         return _FrozenTrunk(self)
 
     # ------------------------------------------------------------------ internals
@@ -523,7 +527,8 @@ class _TrunkModule(nn.Module):
 
 
 class _FrozenTrunk:
-    """TorchScript-frozen U-Net trunk with the signature of `forward_prepared`."""
+    """TorchScript-traced U-Net trunk with the signature of `forward_prepared`. The trace holds
+    the module's own weight tensors (packed views, no copies)."""
 
     def __init__(self, unet: ConditionalUnet1D) -> None:
         self.unet = unet
@@ -537,14 +542,37 @@ class _FrozenTrunk:
             1, unet.horizon_multiple * 2, unet.input_dim, device=device, dtype=dtype
         )
         flat = [t for pair in cache.per_step[0] for t in pair]
-        # Tracing warns about shape checks it records as constants (shapes are fixed at
-        # inference) and that TorchScript is deprecated in favour of torch.compile.
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(_TrunkModule(unet).eval(), (sample, flat))
-            self.module = torch.jit.freeze(traced)
+        with torch.no_grad(), tracing_warnings_filtered():
+            self.module = torch.jit.trace(_TrunkModule(unet).eval(), (sample, flat))
 
     def __call__(self, sample: Tensor, film_cache: FilmCache, k: int) -> Tensor:
         self.unet._check_sample(sample)
         films = [t for pair in film_cache.per_step[k] for t in pair]
         return self.module(sample, films)
+
+
+@contextlib.contextmanager
+def tracing_warnings_filtered() -> Iterator[None]:
+    """Silence exactly the warnings a trace of our inference modules raises, and only those:
+
+    - DeprecationWarning "`torch.jit.trace` / `trace_method` / `freeze` is deprecated. Please
+      switch to `torch.compile` or `torch.export`" (torch >= 2.10). TorchScript still works in
+      the torch we pin and is what `jit` measures; the replacement is `torch.export` + AOT
+      Inductor (compiled once per checkpoint, not at node start: torch.compile's minutes of C++
+      compilation on a 2-core CPU do not fit a node's start-up), tracked in issue #14's notes.
+    - TracerWarning "Converting a tensor to a Python boolean ...": GroupNorm's batch-size check
+      (torch.nn.functional) and SpatialSoftmax's shape check are recorded as constants. The
+      shapes are fixed at inference, and the callers check them before every traced call
+      (`_FrozenTrunk.__call__`, `ObservationEncoder.forward`).
+    Any other warning still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
+        )
+        warnings.filterwarnings(
+            "ignore",
+            message="Converting a tensor to a Python boolean",
+            category=torch.jit.TracerWarning,
+        )
+        yield
