@@ -135,11 +135,21 @@ class EvalDriver(ServiceDriver):
     def _policy(self, service: str) -> str:
         return f"/{self.policy}/{service}"
 
-    def check_robot(self, require: GraphRequirements | None, graph_timeout: float) -> None:
+    def check_robot(
+        self,
+        require: GraphRequirements | None,
+        graph_timeout: float,
+        robot_wait: float | None = None,
+        policy_wait: float | None = None,
+    ) -> None:
         """Before any episode: the sim's protocol services answer (unless operator mode) and
-        the graph offers what the checkpoint needs; DriverError naming what is missing."""
+        the graph offers what the checkpoint needs; DriverError naming what is missing.
+        `robot_wait` / `policy_wait`: seconds for the services of a robot / policy node that
+        is already running (--robot, an attached policy node); None: the service timeout."""
         if self.ask is None:
-            self.call_report()
+            self.call_report(robot_wait)
+        if self.policy and policy_wait is not None:
+            self.trigger(self._policy("status"), timeout=policy_wait)
         if require is None:
             return
         missing = check_graph(self.node, require, graph_timeout)
@@ -149,8 +159,8 @@ class EvalDriver(ServiceDriver):
                 f"{graph_timeout:g} s): " + "; ".join(missing)
             )
 
-    def call_report(self) -> dict[str, Any]:
-        return self.trigger_json(f"/{self.sim}/report")
+    def call_report(self, timeout: float | None = None) -> dict[str, Any]:
+        return json.loads(self.trigger(f"/{self.sim}/report", timeout=timeout)[1])
 
     def _set_seed(self, seed: int) -> bool:
         if self._sim_has_seed is None:
@@ -262,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video-episodes", type=int, default=3)
     parser.add_argument("--require", default="", help="GraphRequirements JSON ('': no check)")
     parser.add_argument("--graph-timeout", type=float, default=5.0, help="graph check wait (s)")
+    for who in ("robot", "policy"):
+        parser.add_argument(
+            f"--{who}-wait",
+            type=float,
+            default=None,
+            help=f"seconds for the services of an already running {who} node (default: --timeout)",
+        )
     parser.add_argument(
         "--operator", action="store_true", help="prompt on stdin/stdout instead of sim services"
     )
@@ -281,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             args.timeout,
             ask=pipe_ask if args.operator else None,
         )
-        driver.check_robot(require, args.graph_timeout)
+        driver.check_robot(require, args.graph_timeout, args.robot_wait, args.policy_wait)
         video = EpisodeVideo(args.video, args.camera_rate) if args.video else None
         length = args.episode_time if args.operator else args.episode_timeout
         for i in range(args.episodes):

@@ -305,8 +305,9 @@ class BagPlayer:
         try:
             started = False
             for conn, t_ns, raw in bag.messages(set(self.publishers)):
-                if not started:
+                if not started:  # the clock starts here (back, after a loop or an earlier bag)
                     self.run_from(t_ns)
+                    self.publish_clock(t_ns)
                     started = True
                 if not self._wait_until(t_ns):
                     return False
@@ -407,8 +408,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; `--help` without ROS. Exit 0, 2 on bad arguments or bags, 1 when the
-    comparison failed, 130 on Ctrl-C."""
+    """Console entry point; `--help` without ROS. Exit 0 (also on Ctrl-C/SIGTERM of a plain
+    playback), 2 on bad arguments or bags, 1 when the comparison failed, 130 when Ctrl-C ended
+    a comparison."""
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
     args = build_parser().parse_args(argv[:cut])
@@ -416,8 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_args(args)
         report = run(args, argv[cut:])
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # the end of a plain (looping) playback; no report with --compare
+        return 130 if args.compare else 0
     except ValueError as exc:  # BagReadError, CheckpointError included
         print(f"dp-play: {exc}", file=sys.stderr)
         return 2

@@ -60,8 +60,10 @@ class ServiceDriver:
             raise DriverError(f"service {name} did not answer within {timeout} s")
         return future.result()
 
-    def trigger(self, name: str, must_succeed: bool = True) -> tuple[bool, str]:
-        resp = self.call(Trigger, name, Trigger.Request())
+    def trigger(
+        self, name: str, must_succeed: bool = True, timeout: float | None = None
+    ) -> tuple[bool, str]:
+        resp = self.call(Trigger, name, Trigger.Request(), timeout)
         if must_succeed and not resp.success:
             raise DriverError(f"{name} refused: {resp.message}")
         return bool(resp.success), str(resp.message)

@@ -63,6 +63,7 @@ SIM_NODE = "dp_eval_sim"
 POLICY_NODE = "dp_eval_policy"
 BUNDLED_MODEL = "sim_arm_diffusion"
 PACKAGE = "diffusion_policy_node"
+RUNNING_WAIT_S = 10.0  # for the services of a --robot / --policy-node that already runs
 
 
 def bundled_checkpoint(name: str = BUNDLED_MODEL) -> Path:
@@ -147,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--graph-timeout",
         type=float,
         default=5.0,
-        help="seconds the topics and joints of the checkpoint may take to appear on the graph",
+        help="seconds the topics and joints of the checkpoint may take to appear on the graph "
+        f"(the services of --robot / --policy-node: at least {RUNNING_WAIT_S:g} s)",
     )
     add_episode_args(parser)
     return parser
@@ -306,6 +308,8 @@ def run_episodes(
             )
         )
     camera = require.cameras[0] if require is not None else "/camera/image_raw"
+    # Nodes that are already running answer at once, once discovered (discovery: seconds).
+    running_wait = max(RUNNING_WAIT_S, args.graph_timeout)
     driver_cmd = driver_command(
         "eval_driver", args, args.robot.strip("/") or SIM_NODE,
         "--policy", policy,
@@ -314,6 +318,8 @@ def run_episodes(
         "--video", str(out / "episodes.mp4") if video_episodes else "",
         "--video-episodes", str(video_episodes),
         "--graph-timeout", str(args.graph_timeout),
+        *(["--robot-wait", str(running_wait)] if args.robot else []),
+        *(["--policy-wait", str(running_wait)] if args.policy_node else []),
         *(["--require", require.to_json()] if require is not None else []),
         *(["--operator", "--episode-time", str(args.time_limit)] if args.operator else []),
     )  # fmt: skip
@@ -373,6 +379,8 @@ def evaluate(args: argparse.Namespace, ask: Ask | None = None) -> dict[str, Any]
     summary = summarize(records, policy_name, time.monotonic() - t0)
     summary["checkpoint"] = None if checkpoint is None else str(checkpoint)
     summary["mode"] = "robot" if args.robot else "operator" if args.operator else "sim"
+    if args.operator:
+        summary["failures"] = sum(r["outcome"] == "failure" for r in records)
     if args.robot:
         summary["robot"] = args.robot
     summary["requested"] = args.episodes

@@ -4,7 +4,9 @@ checkpoint) fed by the playback produces commands, compared per joint (figures a
 
 from __future__ import annotations
 
+import itertools
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -120,3 +122,27 @@ def test_policy_node_on_the_playback_is_compared(bag: Path, tmp_path: Path) -> N
     assert png == out_dir / "compare.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out_dir / "compare.json").read_text())["per_joint"] == report["per_joint"]
     assert time.monotonic() - t0 < 150
+
+
+def test_loop_jumps_the_clock_back_and_ctrl_c_ends_it(bag: Path, tmp_path: Path) -> None:
+    probe = Probe("play_loop_probe")
+    clock: list[float] = []
+    probe.node.create_subscription(
+        Clock, "/clock", lambda m: clock.append(stamp_to_sec(m.clock)), QoSProfile(depth=1000)
+    )
+    proc = subprocess.Popen(
+        [*PLAY, str(bag), "--loop", "--rate", "4", "--topics", JOINTS, "--ros-args", "-r",
+         "__node:=loop_player"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        went_back = lambda: any(b < a for a, b in itertools.pairwise(list(clock)))  # noqa: E731
+        probe.wait_for(lambda: went_back() and clock[-1] > T0 + 1.0, 60, "a second pass")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        probe.close()
+    back = [a for a, b in itertools.pairwise(clock) if b < a]
+    assert back and all(a == pytest.approx(T0 + 2.95 + 0.001) for a in back)  # end -> start
