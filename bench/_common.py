@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 PEER_VENV = Path(os.environ.get("DP_PEER_VENV", REPO / ".venv-peer"))
 PEER_SCRIPT = REPO / "bench" / "peer_lerobot.py"
@@ -161,3 +163,34 @@ def interleave(children: Sequence[Child], reps: int, **msg: Any) -> dict[str, li
         for child in (*children[k:], *children[:k]):
             times[child.name].extend(child.request(op="run", n=1, **msg)["times"])
     return times
+
+
+# ------------------------------------------------------------------ receiver-side timing
+def grid_lateness(events: np.ndarray, dt: float) -> tuple[np.ndarray, int]:
+    """(lateness s of each event behind one fixed grid of period dt, missed grid slots).
+
+    Events (sorted seconds) are assigned to the nearest slot of a grid through the first event;
+    the grid is then shifted so that the earliest event (relative to its slot) is on time.
+    Events sharing a slot count once (the first); slots between the first and last event
+    without an event are missed.
+    """
+    if events.size == 0:
+        return events, 0
+    k = np.round((events - events[0]) / dt).astype(np.int64)
+    offset = events - events[0] - k * dt
+    lateness = offset - offset.min()
+    _, first = np.unique(k, return_index=True)
+    missed = int(k.max() - k.min() + 1 - first.size)
+    return lateness[np.sort(first)], missed
+
+
+def executed_point_times(messages: list[tuple[float, np.ndarray]]) -> np.ndarray:
+    """When the executed point changes, for trajectories [(arrival s, absolute point times s)]
+    executed with replacement semantics (a message replaces the plan from its arrival on)."""
+    out: list[float] = []
+    for i, (arrival, times) in enumerate(messages):
+        until = messages[i + 1][0] if i + 1 < len(messages) else np.inf
+        # Points already due at arrival are not executed from this message (the previous plan
+        # served those slots, or nothing did: a missed tick).
+        out += [float(t) for t in times[(times > arrival) & (times < until)]]
+    return np.array(sorted(out))

@@ -5,8 +5,14 @@ checkpoint, starts `fake_sensors` (96x96 rgb8 at 30 Hz, JointState at 100 Hz) an
 (stopped, `inference_margin` 10 s so every tick finds the worker idle and starts the next
 inference at once: inference runs back to back), calls `~/start`, lets it run, and reads the
 node's own /diagnostics, where the node measures every tick against its ideal grid
-`anchor + k*dt` on the node clock. One JSON line per case:
+`anchor + k*dt` on the node clock. A receiver in another process (bench/jitter_receiver.py)
+measures what a controller sees over the same window: arrivals (stream mode) or the times the
+executed point changes (chunk mode) against one fixed grid, never re-snapped, and the grid
+slots with nothing new (missed). One JSON line for the machine, then one per case:
 
+    rx_p50_ms / rx_p99_ms / rx_max_ms, rx_missed_ticks, rx_events (receiver side, see
+    jitter_receiver.py), rx_plan_lead_p50_ms / rx_plan_lead_min_ms (chunk mode: how long
+    before its first point a plan arrives),
     config, rate_hz, output_mode, p50_ms / p99_ms / max_ms (lateness of each publish vs the
     grid: the moment `publish` returned; every tick in stream mode, the ticks that send a new
     trajectory in chunk mode: published_ticks), tick_start_p50_ms / tick_start_p99_ms (lateness
@@ -55,6 +61,11 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
+
+try:  # run as a script: bench/ is on sys.path
+    from _common import Child, machine_line
+except ImportError:  # imported as bench.control_jitter
+    from bench._common import Child, machine_line
 
 from diffusion_policy_node.policy.checkpoint import save_checkpoint
 from diffusion_policy_node.policy.config import PolicyConfig
@@ -156,6 +167,12 @@ def run_case(args: argparse.Namespace, config: str, rate: float, mode: str, tmp:
          *[a for p in args.param for a in ("-p", p)]],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
+    receiver = Child(
+        "receiver",
+        [sys.executable, str(Path(__file__).with_name("jitter_receiver.py")), "--topic", topic,
+         "--mode", mode, "--rate", str(rate)],
+        env=env,
+    )  # fmt: skip
     probe = Probe()
     try:
         deadline = time.monotonic() + 120
@@ -170,13 +187,16 @@ def run_case(args: argparse.Namespace, config: str, rate: float, mode: str, tmp:
         probe.received.clear()
         cpu0 = cpu_seconds(node.pid), cpu_seconds(sensors.pid), time.monotonic()
         probe.trigger(f"/{NODE}/start")  # already active: restarts the timing statistics
+        receiver.request(op="start")
         d0 = probe.next_diag()
         time.sleep(args.seconds)
+        rx = receiver.request(op="stop")
         d = probe.next_diag()
         cpu1 = cpu_seconds(node.pid), cpu_seconds(sensors.pid), time.monotonic()
         received = np.array(probe.received)
     finally:
         probe.close()
+        receiver.close()
         for proc in (node, sensors):
             proc.send_signal(signal.SIGINT)
         for proc in (node, sensors):
@@ -190,6 +210,14 @@ def run_case(args: argparse.Namespace, config: str, rate: float, mode: str, tmp:
         "config": config,
         "rate_hz": rate,
         "output_mode": mode,
+        "rx_p50_ms": rx.get("p50_ms"),
+        "rx_p99_ms": rx.get("p99_ms"),
+        "rx_max_ms": rx.get("max_ms"),
+        "rx_missed_ticks": rx["missed_ticks"],
+        "rx_events": rx["events"],
+        "rx_messages": rx["messages"],
+        "rx_plan_lead_p50_ms": rx.get("plan_lead_p50_ms"),
+        "rx_plan_lead_min_ms": rx.get("plan_lead_min_ms"),
         "p50_ms": _num(d, "jitter_p50_ms"),
         "p99_ms": _num(d, "jitter_p99_ms"),
         "max_ms": _num(d, "jitter_max_ms"),
@@ -227,8 +255,9 @@ def main() -> None:
         "--param", action="append", default=[], help="extra node parameter name:=value"
     )
     args = parser.parse_args()
-    os.environ.setdefault("ROS_DOMAIN_ID", str(60 + os.getpid() % 30))
+    os.environ.setdefault("ROS_DOMAIN_ID", str(60 + os.getpid() % 30))  # e.g. ROS_DOMAIN_ID=41
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    print(json.dumps(machine_line()), flush=True)
     with tempfile.TemporaryDirectory(prefix="control_jitter_") as tmp:
         for config in args.configs.split(","):
             for rate in (float(r) for r in args.rates.split(",")):
