@@ -45,7 +45,8 @@ def robot(tmp_path_factory: pytest.TempPathFactory):
         "diffusion_policy_node.ros.policy_node",
         ["-r", f"__node:={POLICY}", "-p", f"checkpoint:={bundled_checkpoint()}",
          "-p", "use_sim_time:=true", "-p", "start_active:=false",
-         "-p", "inference_process:=false", "-p", "torch_threads:=1", "-p", "warmup_runs:=1"],
+         "-p", "inference_process:=false", "-p", "torch_threads:=1", "-p", "warmup_runs:=1",
+         "-p", "robot_description_topic:=''"],  # no URDF wait: demonstrated limits
         logs / "policy.log",
     )  # fmt: skip
     probe = Probe("eval_robot_probe")

@@ -9,7 +9,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -103,11 +102,11 @@ def test_plays_the_topics_with_clock(bag: Path, tmp_path: Path, ros_domain_id: i
 
 def test_policy_node_on_the_playback_is_compared(bag: Path, tmp_path: Path) -> None:
     out_dir = tmp_path / "cmp"
-    t0 = time.monotonic()
     run = subprocess.run(
         [*PLAY, str(bag), "--compare", str(bundled_checkpoint()), "--out", str(out_dir),
          "--policy-param", "inference_process:=false", "--policy-param", "torch_threads:=1",
-         "--policy-param", "warmup_runs:=1", "--ros-args", "-r", "__node:=cmp_player"],
+         "--policy-param", "warmup_runs:=1", "--policy-param", "robot_description_topic:=''",
+         "--ros-args", "-r", "__node:=cmp_player"],
         capture_output=True, text=True, timeout=150,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-4000:] + (out_dir / "policy_node.log").read_text()
@@ -121,7 +120,6 @@ def test_policy_node_on_the_playback_is_compared(bag: Path, tmp_path: Path) -> N
     png = Path(report["png"])
     assert png == out_dir / "compare.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out_dir / "compare.json").read_text())["per_joint"] == report["per_joint"]
-    assert time.monotonic() - t0 < 150
 
 
 def test_loop_jumps_the_clock_back_and_ctrl_c_ends_it(bag: Path, tmp_path: Path) -> None:
