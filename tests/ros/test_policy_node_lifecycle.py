@@ -213,7 +213,7 @@ def test_commanding_a_topic_nobody_listens_to_is_a_warning(system, tmp_path: Pat
             return f"nobody subscribes to {topic}" in d.get("message", "")
 
         probe.wait_for(warned, 60, "the no-subscriber warning")
-        assert probe.latest_diag(name)["output_subscribers"] == "0"
+        assert probe.latest_diag(name)["output_subscribers"] == str({topic: 0})
         probe.subscribe(topic, JointTrajectory)  # a controller appears: the warning goes
         t0 = time.monotonic()
         probe.wait_for(

@@ -33,6 +33,7 @@ LAUNCH_FILES = [
     "sim.launch.py",
     "record.launch.py",
     "gazebo.launch.py",
+    "gazebo_pick_place.launch.py",
     "selftest.launch.py",
 ]
 KNOWN_EXTERNAL_EXECUTABLES = {
