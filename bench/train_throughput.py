@@ -7,11 +7,17 @@ Builds a cache from a generated demonstration bag (bench/ingest.py's writer: 640
     metrics it logs after `--warmup` steps; checkpoint writing is left out;
   - mode "model": the same step on one batch held in memory (no data loading), comparable to
     the reference figure, which was measured that way.
-One JSON line per (preset, mode): median samples/s over --runs runs, the runs, the 1-minute
-load average before/after (the machine may be shared), the CPU seconds per step and the
-samples/s that CPU work allows on idle cores (`cpu_bound_samples_per_s`), and the ratio to
-the reference (a widely used open-source implementation, same configs, this kind of 2-core
-machine, without data loading: paper 4.6, small ~38 samples/s).
+The peer — LeRobot 0.3.2's DiffusionPolicy, same preset widths, same batch, in its own venv
+(bench/peer_lerobot.py, `make bench-peer`) — runs in a child process and is timed between our
+runs (ours run r, then the peer for as many steps, then ours run r+1, ...), so both see the same
+machine load. The peer trains on one in-memory batch (forward, backward, grad-clip, Adam; no
+data loading, its best case); ours is timed in both modes, so `ratio_to_peer` of mode "loop"
+compares our training with data loading against the peer's without.
+One JSON line for the machine (CPU model), then one per (preset, mode): samples/s as the median
+over all timed steps of all runs (`--runs` x `--steps`), per-run medians, the peer's figure and
+the ratio from this run (or "peer not measured" without the peer venv), the 1-minute load
+average before/after (the machine may be shared), the CPU seconds per step and the samples/s
+that CPU work allows on idle cores (`cpu_bound_samples_per_s`).
 
     .venv/bin/python bench/train_throughput.py                        # small + paper, CPU
     .venv/bin/python bench/train_throughput.py --configs small --device cuda --runs 3
@@ -21,12 +27,14 @@ machine, without data loading: paper 4.6, small ~38 samples/s).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -40,24 +48,29 @@ from diffusion_policy_node.train.plots import read_metrics
 from diffusion_policy_node.train.trainer import Trainer
 
 try:  # run as a script: bench/ is on sys.path
+    from _common import PEER_MISSING, PEER_SCRIPT, Child, machine_line, peer_python
     from ingest import data_config, write_demo_bag
 except ImportError:  # imported as bench.train_throughput
+    from bench._common import PEER_MISSING, PEER_SCRIPT, Child, machine_line, peer_python
     from bench.ingest import data_config, write_demo_bag
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = {"paper": 4.6, "small": 38.0}
 DERIVED = ("camera_topics", "image_size", "dt", "n_obs_steps", "horizon", "n_action_steps")
 
 
 class _NoCheckpointTrainer(Trainer):
-    """The real loop without writing checkpoints (GBs for the paper preset; not a training cost
-    per step)."""
+    """The real loop without writing checkpoints or training states (GBs for the paper preset;
+    not a training cost per step); metrics records carry the process CPU time."""
 
-    def _checkpoint(self, step, ctx, last_loss) -> None:  # type: ignore[override]
-        return None
-
-    def _append_metrics(self, record: dict) -> None:
-        super()._append_metrics({**record, "cpu_time": time.process_time()})
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        files = self.files
+        append = files.append_metrics
+        files.save_state = lambda *a, **k: None  # type: ignore[method-assign]
+        files.save_policy = lambda *a, **k: None  # type: ignore[method-assign]
+        files.append_metrics = lambda record: append(  # type: ignore[method-assign]
+            {**record, "cpu_time": time.process_time()}
+        )
 
 
 def run_config(preset: str, args: argparse.Namespace, steps: int) -> RunConfig:
@@ -94,19 +107,23 @@ def run_config(preset: str, args: argparse.Namespace, steps: int) -> RunConfig:
 
 def loop_samples_per_s(
     preset: str, args: argparse.Namespace, bag: Path, run: int
-) -> tuple[float, float]:
-    """(wall samples/s, main-process CPU seconds per step) of the real training loop."""
+) -> tuple[list[float], float]:
+    """(wall seconds of each timed step, main-process CPU seconds per step) of the real
+    training loop."""
     steps = args.warmup + args.steps
     cfg = run_config(preset, args, steps)
     out = args.work / f"run_{preset}_{run}"
     _NoCheckpointTrainer(cfg, [bag], out, progress=False).fit()
     records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
-    first, last = records[args.warmup - 1], records[-1]
-    wall = last["time"] - first["time"]
-    return args.steps * args.batch_size / wall, (last["cpu_time"] - first["cpu_time"]) / args.steps
+    timed = records[args.warmup - 1 :]
+    step_s = [b["time"] - a["time"] for a, b in itertools.pairwise(timed)]
+    first, last = timed[0], timed[-1]
+    return step_s, (last["cpu_time"] - first["cpu_time"]) / args.steps
 
 
-def model_samples_per_s(preset: str, args: argparse.Namespace, run: int) -> tuple[float, float]:
+def model_samples_per_s(
+    preset: str, args: argparse.Namespace, run: int
+) -> tuple[list[float], float]:
     """fwd + bwd + AdamW + EMA on one batch held on the device (no data loading)."""
     from diffusion_policy_node.policy.ema import EMAModel
     from diffusion_policy_node.policy.modeling import build_policy
@@ -142,13 +159,15 @@ def model_samples_per_s(preset: str, args: argparse.Namespace, run: int) -> tupl
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start, cpu = time.perf_counter(), time.process_time()
+    cpu = time.process_time()
+    step_s = []
     for _ in range(args.steps):
+        start = time.perf_counter()
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    wall = time.perf_counter() - start
-    return args.steps * args.batch_size / wall, (time.process_time() - cpu) / args.steps
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        step_s.append(time.perf_counter() - start)
+    return step_s, (time.process_time() - cpu) / args.steps
 
 
 def profile_step(preset: str, args: argparse.Namespace) -> None:
@@ -167,9 +186,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["loop", "model"], choices=["loop", "model"])
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (small 6, paper 3)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (small 6, paper 4)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3)  # x steps: >= 10 timed steps
     parser.add_argument("--num-workers", type=int, default=None, help="default: auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
     parser.add_argument("--channels-last", action="store_true")
@@ -182,6 +201,9 @@ def main() -> None:
     args = parser.parse_args()
     if resolve_device(args.device).type == "cpu" and not args.default_malloc:
         tune_cpu_malloc()  # as dp-train does on CPU
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(json.dumps(machine_line()), flush=True)
     steps_arg = args.steps
     with tempfile.TemporaryDirectory(prefix="dp_train_bench_") as tmp:
         args.work = Path(tmp)
@@ -193,52 +215,85 @@ def main() -> None:
             if args.profile:
                 profile_step(preset, args)
                 continue
-            args.steps = steps_arg or (3 if preset == "paper" else 6)
+            args.steps = steps_arg or (4 if preset == "paper" else 6)
             device_is_cpu = resolve_device(args.device).type == "cpu"
-            for mode in args.modes:
-                runs, cpu_s = [], []
-                load_before = os.getloadavg()[0]
-                for run in range(args.runs):
-                    if mode == "loop":
-                        sps, cpu = loop_samples_per_s(preset, args, bag, run)
-                    else:
-                        sps, cpu = model_samples_per_s(preset, args, run)
-                    runs.append(sps)
-                    cpu_s.append(cpu)
-                median = statistics.median(runs)
-                # What the CPU work per step allows on otherwise idle cores (an estimate that
-                # is less sensitive to other load than wall time; main process only).
-                cpu_bound = args.batch_size * torch.get_num_threads() / statistics.median(cpu_s)
-                print(
-                    json.dumps(
-                        {
-                            "bench": "train_throughput",
-                            "config": preset,
-                            "mode": mode,
-                            "data_loading": mode == "loop",
-                            "device": str(resolve_device(args.device)),
-                            "batch_size": args.batch_size,
-                            "samples_per_s": round(median, 2),
-                            "runs": [round(r, 2) for r in runs],
-                            "reference_samples_per_s": REFERENCE.get(preset),
-                            "ratio_to_reference": round(median / REFERENCE[preset], 2),
-                            "cpu_s_per_step": round(statistics.median(cpu_s), 3),
-                            "cpu_bound_samples_per_s": round(cpu_bound, 2)
-                            if device_is_cpu
-                            else None,
-                            "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-                            "threads": torch.get_num_threads(),
-                            "num_workers": "auto"
-                            if args.num_workers is None
-                            else args.num_workers,
-                            "channels_last": args.channels_last,
-                            "mixed_precision": args.mixed_precision,
-                            "malloc_tuned": not args.default_malloc,
-                            "timed_steps": args.steps,
-                        }
-                    ),
-                    flush=True,
-                )
+            peer = start_peer(cfg, args) if device_is_cpu else None
+            try:
+                for mode in args.modes:
+                    print(json.dumps(measure(preset, mode, args, bag, peer)), flush=True)
+            finally:
+                if peer is not None:
+                    peer.close()
+
+
+def start_peer(cfg: RunConfig, args: argparse.Namespace) -> Child | None:
+    exe = peer_python()
+    if exe is None:
+        return None
+    p = cfg.policy
+    cmd = [str(exe), str(PEER_SCRIPT), "--mode", "train", "--batch-size", str(args.batch_size)]
+    cmd += ["--down-dims", ",".join(map(str, p.down_dims)), "--state-dim", str(p.state_dim)]
+    cmd += ["--action-dim", str(p.action_dim), "--threads", str(torch.get_num_threads())]
+    return Child("peer", cmd)
+
+
+def measure(
+    preset: str, mode: str, args: argparse.Namespace, bag: Path, peer: Child | None
+) -> dict[str, Any]:
+    """`--runs` runs of ours in `mode`, each followed by as many peer steps: one JSON row."""
+    runs: list[list[float]] = []
+    peer_s: list[float] = []
+    cpu_s = []
+    load_before = os.getloadavg()[0]
+    for run in range(args.runs):
+        if mode == "loop":
+            step_s, cpu = loop_samples_per_s(preset, args, bag, run)
+        else:
+            step_s, cpu = model_samples_per_s(preset, args, run)
+        runs.append(step_s)
+        cpu_s.append(cpu)
+        if peer is not None:
+            peer_s += peer.request(op="run", n=args.steps)["times"]
+    all_s = [t for r in runs for t in r]
+    sps = args.batch_size / statistics.median(all_s)
+    # What the CPU work per step allows on otherwise idle cores (an estimate that is less
+    # sensitive to other load than wall time; main process only).
+    cpu_bound = args.batch_size * torch.get_num_threads() / statistics.median(cpu_s)
+    row: dict[str, Any] = {
+        "bench": "train_throughput",
+        "config": preset,
+        "mode": mode,
+        "data_loading": mode == "loop",
+        "device": str(resolve_device(args.device)),
+        "batch_size": args.batch_size,
+        "samples_per_s": round(sps, 2),
+        "steps_timed": len(all_s),
+        "runs": [round(args.batch_size / statistics.median(r), 2) for r in runs],
+    }
+    if peer is not None:
+        peer_sps = args.batch_size / statistics.median(peer_s)
+        row.update(
+            peer_samples_per_s=round(peer_sps, 2),
+            peer_steps_timed=len(peer_s),
+            peer_data_loading=False,
+            peer_torch=peer.info["torch"],
+            ratio_to_peer=round(sps / peer_sps, 2),
+        )
+    else:
+        row["peer"] = PEER_MISSING
+    row.update(
+        cpu_s_per_step=round(statistics.median(cpu_s), 3),
+        cpu_bound_samples_per_s=round(cpu_bound, 2)
+        if resolve_device(args.device).type == "cpu"
+        else None,
+        load_avg_1min=[round(load_before, 2), round(os.getloadavg()[0], 2)],
+        threads=torch.get_num_threads(),
+        num_workers="auto" if args.num_workers is None else args.num_workers,
+        channels_last=args.channels_last,
+        mixed_precision=args.mixed_precision,
+        malloc_tuned=not args.default_malloc,
+    )
+    return row
 
 
 if __name__ == "__main__":
