@@ -5,7 +5,8 @@ episode on stdout, then `{"done": true, "video": ...}`.
     python -m diffusion_policy_node.ros.eval_driver --episodes 20 --seed 1000 \\
         --sim dp_eval_sim --policy dp_eval_policy --video out/episodes.mp4 --video-episodes 3
 
-Per episode: policy `~/stop`; set the sim's `seed` parameter; sim `~/reset` (the sim is paused);
+Per episode: policy `~/stop`; sim `~/pause` (if it has one); set the sim's `seed` parameter;
+sim `~/reset` (the sim is paused);
 policy `~/reset` and `~/start`; sim `~/unpause`; poll sim `~/report` until `done` (the sim
 pauses itself: `pause_on_done`); policy `~/stop` and `~/status` (its diagnostics as JSON).
 The sim's `seed` parameter is set only when the node declares one (a robot that implements
@@ -37,6 +38,7 @@ from rclpy.executors import Executor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
+from std_srvs.srv import Trigger
 
 from diffusion_policy_node.ros.conversions import image_msg_to_rgb
 from diffusion_policy_node.ros.graph_check import check_graph
@@ -74,6 +76,9 @@ STATUS_KEYS = (
     "overruns",
     "dry_ticks",
 )
+
+
+PAUSE_PROBE_S = 1.0  # once the robot's ~/report answered, its other services are discovered
 
 
 class OperatorQuitError(Exception):
@@ -114,6 +119,7 @@ class EvalDriver(ServiceDriver):
         self.policy = policy.strip("/") if policy else None
         self.ask = ask
         self._sim_has_seed: bool | None = None
+        self._sim_pause = False
         self._frames: list[np.ndarray] | None = None
         self._frames_lock = threading.Lock()
         self.bad_frames = 0
@@ -148,6 +154,11 @@ class EvalDriver(ServiceDriver):
         is already running (--robot, an attached policy node); None: the service timeout."""
         if self.ask is None:
             self.call_report(robot_wait)
+            # The optional ~/pause: called before each ~/reset, so the new episode waits for
+            # ~/unpause while the policy is reset and started (a robot without it must wait
+            # after ~/reset by itself).
+            pause = self._client(Trigger, f"/{self.sim}/pause")
+            self._sim_pause = pause.wait_for_service(timeout_sec=PAUSE_PROBE_S)
         if self.policy and policy_wait is not None:
             self.trigger(self._policy("status"), timeout=policy_wait)
         if require is None:
@@ -178,6 +189,8 @@ class EvalDriver(ServiceDriver):
             return self.operator_episode(index, episode_timeout, capture)
         if self.policy:
             self.trigger(self._policy("stop"), must_succeed=False)
+        if self._sim_pause:
+            self.trigger(f"/{self.sim}/pause")
         seeded = self._set_seed(seed)
         reset = self._reset(self.trigger(f"/{self.sim}/reset")[1])
         if self.policy:

@@ -104,7 +104,10 @@ def missing_on_graph(req: GraphRequirements, snap: GraphSnapshot) -> list[str]:
     if not snap.publishers.get(js):
         missing.append(f"joint states {js}: no publisher (joints {list(req.joints)} unseen)")
     elif snap.joint_names is None:
-        missing.append(f"joint states {js}: published, but no message arrived")
+        missing.append(
+            f"joint states {js}: published, but no message arrived (a paused sim publishes "
+            "nothing: keep the robot publishing between episodes)"
+        )
     else:
         absent = [j for j in req.joints if j not in set(snap.joint_names)]
         if absent:

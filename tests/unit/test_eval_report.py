@@ -149,9 +149,8 @@ def test_graph_requirements_name_what_is_missing():
     nothing = missing_on_graph(req, GraphSnapshot())
     assert len(nothing) == 3 and "nobody subscribes" in nothing[2]
     unseen = GraphSnapshot(publishers=good.publishers, subscribers=good.subscribers)
-    assert missing_on_graph(req, unseen) == [
-        "joint states /joint_states: published, but no message arrived"
-    ]
+    (line,) = missing_on_graph(req, unseen)
+    assert line.startswith("joint states /joint_states: published, but no message arrived")
 
 
 def test_command_groups_default_for_configs_without_groups():
