@@ -7,7 +7,8 @@ chunk each in turn, `--reps` rounds (the order rotates per round), so every impl
 the same machine load. Implementations:
 
   ours-default   what policy_node runs out of the box: acceleration `jit` (PolicyNodeParams'
-                 default) and precision `auto` (bf16 on CPUs with AVX-512-BF16/AMX, else fp32)
+                 default) and precision `auto` (policy/precision.py: bf16 on CPUs with
+                 AVX-512-BF16/AMX for an ε-network beyond the caches, e.g. paper; else fp32)
   ours-fp32      eager fp32 (acceleration none, precision fp32)
   ours-fp32-jit  fp32 with `jit`
   peer           LeRobot 0.3.2's DiffusionPolicy in its own venv (bench/peer_lerobot.py, fp32,
@@ -84,7 +85,11 @@ def child_ours(args: argparse.Namespace) -> None:
 
     from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
     from diffusion_policy_node.policy.modeling import DiffusionPolicy
-    from diffusion_policy_node.policy.precision import precision_name, resolve_precision
+    from diffusion_policy_node.policy.precision import (
+        network_weight_bytes,
+        precision_name,
+        resolve_precision,
+    )
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -92,7 +97,7 @@ def child_ours(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     policy = DiffusionPolicy(config).to(device).eval()
     policy.set_inference(args.scheduler, args.steps)
-    dtype = resolve_precision(args.precision, device)
+    dtype = resolve_precision(args.precision, device, weight_bytes=network_weight_bytes(policy))
     if dtype != torch.float32:
         policy.set_precision(dtype)
     policy.enable_acceleration(args.accel)

@@ -11,7 +11,9 @@ import torch
 from diffusion_policy_node.policy.checkpoint import CheckpointError, load_checkpoint
 from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
 from diffusion_policy_node.policy.precision import (
+    BF16_MIN_WEIGHT_BYTES,
     cpu_has_native_bf16,
+    network_weight_bytes,
     precision_name,
     resolve_precision,
 )
@@ -32,6 +34,15 @@ def test_auto_is_bf16_exactly_where_the_cpu_has_native_bf16(cpuinfo, native):
     assert cpu_has_native_bf16(cpuinfo) is native
     expected = torch.bfloat16 if native else torch.float32
     assert resolve_precision("auto", "cpu", cpuinfo) == expected
+
+
+def test_auto_on_cpu_keeps_fp32_for_cache_resident_networks():
+    small, large = BF16_MIN_WEIGHT_BYTES - 1, BF16_MIN_WEIGHT_BYTES
+    assert resolve_precision("auto", "cpu", XEON_BF16, weight_bytes=small) == torch.float32
+    assert resolve_precision("auto", "cpu", XEON_BF16, weight_bytes=large) == torch.bfloat16
+    assert resolve_precision("auto", "cpu", EPYC_ZEN3, weight_bytes=large) == torch.float32
+    assert resolve_precision("auto", "cuda", EPYC_ZEN3, weight_bytes=small) == torch.bfloat16
+    assert resolve_precision("bf16", "cpu", XEON_BF16, weight_bytes=small) == torch.bfloat16
 
 
 def test_explicit_precisions_and_cuda():
@@ -59,7 +70,8 @@ def test_load_policy_honours_the_precision_setting():
         assert _weight_dtypes(policy) == {dtype}
         assert info.device == "cpu"
     policy, _ = load_policy(InferenceSettings(folder, device="cpu", precision="auto"))
-    assert _weight_dtypes(policy) == {resolve_precision("auto", "cpu")}
+    expected = resolve_precision("auto", "cpu", weight_bytes=network_weight_bytes(policy))
+    assert _weight_dtypes(policy) == {expected}
 
 
 def _rendered_observations(n_obs_steps: int) -> list[dict[str, torch.Tensor]]:
