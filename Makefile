@@ -4,6 +4,7 @@
 #   make test             setup if needed, then the whole suite
 #   make lint             ruff
 #   make demo             closed-loop MuJoCo demo over ROS 2 with the bundled checkpoint (dp-eval)
+#   make demo TASK=pick_place   the same for the UR5e + gripper pick-and-place checkpoint
 
 PYTHON ?= python3
 ROS ?= wheels
@@ -40,13 +41,20 @@ colcon: $(STAMP)
 
 # The demo's nodes talk over DDS on this machine only (LOCALHOST), on their own domain, so that
 # they never meet a robot's topics on the network.
-DEMO_EPISODES ?= 20
+# TASK=reach (default): the 3-joint arm; TASK=pick_place: the UR5e + gripper pick-and-place.
+TASK ?= reach
+DEMO_CHECKPOINT_reach := models/sim_arm_diffusion
+DEMO_CHECKPOINT_pick_place := models/ur5e_pick_place
+DEMO_EPISODES_reach := 20
+DEMO_EPISODES_pick_place := 10
+DEMO_EPISODES ?= $(DEMO_EPISODES_$(TASK))
 DEMO_DOMAIN_ID ?= 87
-DEMO_OUT ?= runs/demo
+DEMO_OUT ?= runs/demo_$(TASK)
 
 demo: $(STAMP)
 	MUJOCO_GL=$${MUJOCO_GL:-egl} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
-	ROS_DOMAIN_ID=$(DEMO_DOMAIN_ID) $(VENV)/bin/dp-eval --episodes $(DEMO_EPISODES) \
+	ROS_DOMAIN_ID=$(DEMO_DOMAIN_ID) $(VENV)/bin/dp-eval --task $(TASK) \
+	  --checkpoint $(DEMO_CHECKPOINT_$(TASK)) --episodes $(DEMO_EPISODES) \
 	  --seed 1000 --compare-expert --out $(DEMO_OUT)
 
 # The peer of the side-by-side benchmarks (bench/peer_lerobot.py): LeRobot 0.3.2 with torch 2.14.1

@@ -100,6 +100,14 @@ def pipe_ask(kind: str, text: str, timeout: float | None) -> str | None:
     return reply.get("answer")
 
 
+def _fit_height(rgb: np.ndarray, height: int) -> np.ndarray:
+    """`rgb` scaled to `height` rows (nearest), for side-by-side video frames."""
+    rows = np.linspace(0, rgb.shape[0] - 1, height).round().astype(int)
+    width = max(1, round(rgb.shape[1] * height / rgb.shape[0]))
+    cols = np.linspace(0, rgb.shape[1] - 1, width).round().astype(int)
+    return rgb[rows][:, cols]
+
+
 class EvalDriver(ServiceDriver):
     """Episodes of one sim node with one policy node (or the sim's expert: policy None); with
     `ask` (operator mode) the operator resets and judges instead of the sim."""
@@ -123,9 +131,19 @@ class EvalDriver(ServiceDriver):
         self._frames: list[np.ndarray] | None = None
         self._frames_lock = threading.Lock()
         self.bad_frames = 0
-        node.create_subscription(Image, camera_topic, self._on_image, qos_profile_sensor_data)
+        # `camera_topic`: one topic, or several comma-separated: side by side in the video,
+        # one video frame per frame of the first camera (with the newest of the others)
+        self._cameras = [t.strip() for t in camera_topic.split(",") if t.strip()]
+        self._latest: dict[str, np.ndarray] = {}
+        for topic in self._cameras:
+            node.create_subscription(
+                Image,
+                topic,
+                lambda msg, topic=topic: self._on_image(msg, topic),
+                qos_profile_sensor_data,
+            )
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image, topic: str) -> None:
         with self._frames_lock:
             if self._frames is None:
                 return
@@ -135,8 +153,15 @@ class EvalDriver(ServiceDriver):
             self.bad_frames += 1
             return
         with self._frames_lock:
-            if self._frames is not None:
-                self._frames.append(rgb)
+            self._latest[topic] = rgb
+            if self._frames is None or topic != self._cameras[0]:
+                return
+            views = [self._latest.get(t) for t in self._cameras]
+            if any(v is None for v in views):
+                return
+            h = views[0].shape[0]
+            views = [v if v.shape[0] == h else _fit_height(v, h) for v in views]
+            self._frames.append(np.concatenate(views, axis=1) if len(views) > 1 else views[0])
 
     def _policy(self, service: str) -> str:
         return f"/{self.policy}/{service}"
@@ -198,6 +223,7 @@ class EvalDriver(ServiceDriver):
             self.trigger(self._policy("start"))
         with self._frames_lock:
             self._frames = [] if capture else None
+            self._latest = {}
         self.trigger(f"/{self.sim}/unpause")
         t0 = time.monotonic()
         report = self.wait_episode_done(self.sim, episode_timeout)
@@ -244,6 +270,7 @@ class EvalDriver(ServiceDriver):
             self.trigger(self._policy("start"))
         with self._frames_lock:
             self._frames = [] if capture else None
+            self._latest = {}
         t0 = time.monotonic()
         ask(
             "running",

@@ -105,15 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fill_task_defaults(args: argparse.Namespace) -> None:
-    """The task's defaults for the options left unset."""
+def fill_task_defaults(args: argparse.Namespace, keys: tuple[str, ...] | None = None) -> None:
+    """The task's defaults for the options left unset (`keys`: only those)."""
     for name, value in TASK_DEFAULTS[getattr(args, "task", "reach")].items():
+        if keys is not None and name not in keys:
+            continue
         if getattr(args, name, None) is None:
             setattr(args, name, value)
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    _fill_task_defaults(args)
+    fill_task_defaults(args)
     check_episode_args(args, max_real_time_factor=1000)
     if min(args.image_size) < 8:
         raise ValueError(f"--image-size {args.image_size}: each side must be >= 8")

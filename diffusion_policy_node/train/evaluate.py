@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from diffusion_policy_node.policy.checkpoint import CheckpointError, read_config
+from diffusion_policy_node.train.collect import TASK_TOPICS, fill_task_defaults
 from diffusion_policy_node.train.eval_media import plot_eval_summary
 from diffusion_policy_node.train.graph_requirements import GraphRequirements, requirements_of
 from diffusion_policy_node.train.operator import Ask, run_operator_driver, terminal_ask
@@ -104,7 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--real-time-factor", type=float, default=1.0, help="simulation speed over wall time"
     )
-    parser.add_argument("--output-mode", choices=["chunk", "stream"], default="chunk")
+    parser.add_argument(
+        "--output-mode",
+        choices=["", "chunk", "stream"],
+        default="",
+        help="policy_node output_mode ('': each action group as recorded)",
+    )
+    parser.add_argument(
+        "--task",
+        choices=sorted(TASK_TOPICS),
+        default="reach",
+        help="task of the sim_node dp-eval starts (default reach; pick_place: UR5e + "
+        "gripper, two cameras, 20 s episodes)",
+    )
     parser.add_argument(
         "--num-inference-steps", type=int, default=0, help="denoising steps (0: checkpoint's)"
     )
@@ -152,10 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(the services of --robot / --policy-node: at least {RUNNING_WAIT_S:g} s)",
     )
     add_episode_args(parser)
+    parser.set_defaults(camera_rate=None, time_limit=None)  # per --task (collect.TASK_DEFAULTS)
     return parser
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    fill_task_defaults(args, keys=("camera_rate", "time_limit"))
     check_episode_args(args, max_real_time_factor=100)
     if (args.robot or args.operator) and (args.expert or args.compare_expert):
         raise ValueError(
@@ -261,7 +276,7 @@ def _policy_node_args(args: argparse.Namespace, checkpoint: Path, sim_time: bool
         "-p", f"checkpoint:={checkpoint.resolve()}",
         "-p", f"use_sim_time:={'true' if sim_time else 'false'}",
         "-p", "start_active:=false",
-        "-p", f"output_mode:={args.output_mode}",
+        *(["-p", f"output_mode:={args.output_mode}"] if args.output_mode else []),
         "-p", f"num_inference_steps:={args.num_inference_steps}",
         "-p", f"device:={args.device}",
         *(a for item in args.policy_param for a in ("-p", item)),
@@ -294,6 +309,7 @@ def run_episodes(
             time_limit=args.time_limit,
             seed=args.seed,
         )
+        sim_args += ["-p", f"task:={args.task}"]
         if require is not None:  # running (not paused) until the first reset: joint states
             sim_args += ["-p", "start_paused:=false"]  # flow for the graph check
         procs.append(start_node("sim_node", sim_args, logs / "sim_node.log"))
@@ -307,7 +323,8 @@ def run_episodes(
                 logs / "policy_node.log",
             )
         )
-    camera = require.cameras[0] if require is not None else "/camera/image_raw"
+    # every camera side by side in the video
+    camera = ",".join(require.cameras) if require is not None else "/camera/image_raw"
     # Nodes that are already running answer at once, once discovered (discovery: seconds).
     running_wait = max(RUNNING_WAIT_S, args.graph_timeout)
     driver_cmd = driver_command(
