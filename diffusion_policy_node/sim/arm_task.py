@@ -28,6 +28,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco
 import numpy as np
 
+from diffusion_policy_node.sim.task_common import (
+    Renderers,
+    check_range,
+    check_render_and_seed,
+    check_timing,
+    episode_seed,
+    step_physics,
+)
+
 JOINT_NAMES: tuple[str, ...] = ("joint1", "joint2", "joint3")
 # Link lengths (m) of the planar chain, base to fingertip.
 LINK_LENGTHS: tuple[float, float, float] = (0.20, 0.17, 0.13)
@@ -97,12 +106,7 @@ _MJCF = """
 
 
 def _check_range(name: str, value: tuple[float, float], lo: float, hi: float) -> None:
-    """Raise ValueError unless `value` is a (low, high) pair with lo <= low <= high <= hi."""
-    if len(value) != 2 or not (lo <= value[0] <= value[1] <= hi):
-        raise ValueError(
-            f"ArmTaskConfig.{name}={value!r}: expected (low, high) with "
-            f"{lo} <= low <= high <= {hi}"
-        )
+    check_range("ArmTaskConfig", name, value, lo, hi)
 
 
 @dataclass(frozen=True)
@@ -139,23 +143,9 @@ class ArmTaskConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("control_dt", "physics_dt", "time_limit", "success_radius"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"ArmTaskConfig.{name}={value!r}: must be a finite number > 0")
-        if self.physics_dt > self.control_dt:
-            raise ValueError(
-                f"ArmTaskConfig.physics_dt={self.physics_dt}: must be <= control_dt="
-                f"{self.control_dt}"
-            )
-        ratio = self.control_dt / self.physics_dt
-        if abs(ratio - round(ratio)) > 1e-6 * ratio:
-            raise ValueError(
-                f"ArmTaskConfig.control_dt={self.control_dt}: must be an integer multiple of "
-                f"physics_dt={self.physics_dt}"
-            )
-        if self.time_limit < self.control_dt:
-            raise ValueError(f"ArmTaskConfig.time_limit={self.time_limit}: must be >= control_dt")
+        check_timing(
+            self, "ArmTaskConfig", ("control_dt", "physics_dt", "time_limit", "success_radius")
+        )
         reach = sum(LINK_LENGTHS)
         _check_range("target_distance_range", self.target_distance_range, 0.25, reach - 0.05)
         _check_range("target_angle_range", self.target_angle_range, -0.8, 0.8)
@@ -172,20 +162,7 @@ class ArmTaskConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"ArmTaskConfig.{name}={value!r}: must be a finite number > 0")
-        if not (16 <= self.max_render_size <= 4096):
-            raise ValueError(
-                f"ArmTaskConfig.max_render_size={self.max_render_size}: must be in [16, 4096]"
-            )
-        for name in ("image_width", "image_height"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and 1 <= value <= self.max_render_size):
-                raise ValueError(
-                    f"ArmTaskConfig.{name}={value!r}: must be an int in [1, max_render_size="
-                    f"{self.max_render_size}]"
-                )
-
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"ArmTaskConfig.seed={self.seed!r}: must be a non-negative int")
+        check_render_and_seed(self, "ArmTaskConfig")
 
     @property
     def substeps(self) -> int:
@@ -299,7 +276,7 @@ class ArmTask:
         body = mujoco.mjtObj.mjOBJ_BODY
         self._target_mocap = m.body_mocapid[mujoco.mj_name2id(m, body, "target")]
         self._obstacle_mocap = m.body_mocapid[mujoco.mj_name2id(m, body, "obstacle")]
-        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._renderers = Renderers(m, "ArmTask", "ArmTaskConfig")
         self._seed_stream = np.random.default_rng(cfg.seed)
         self._episode_seed: int | None = None
         self._done = False
@@ -315,11 +292,7 @@ class ArmTask:
         The same seed always gives the same layout (and, with the same commands, the same
         trajectory and images). Without a seed, one is drawn from the config's seed stream.
         """
-        if seed is None:
-            seed = int(self._seed_stream.integers(0, 2**31 - 1))
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"ArmTask.reset: seed={seed!r} must be a non-negative int")
-        self._episode_seed = int(seed)
+        self._episode_seed = episode_seed("ArmTask", seed, self._seed_stream)
         cfg = self.config
         rng = np.random.default_rng(self._episode_seed)
         distance = rng.uniform(*cfg.target_distance_range)
@@ -357,13 +330,15 @@ class ArmTask:
     def step_physics(self, duration: float) -> StepResult:
         """Simulate `duration` seconds (rounded to whole physics steps, at least one) with the
         current joint targets, checking contact, success and the time limit every physics step."""
-        if not (math.isfinite(duration) and duration > 0):
-            raise ValueError(f"ArmTask.step_physics: duration={duration!r} must be finite and > 0")
-        n_steps = max(1, round(duration / self.config.physics_dt))
-        for _ in range(n_steps):
-            mujoco.mj_step(self.model, self.data)
-            if not self._done:
-                self._update_outcome()
+        step_physics(
+            "ArmTask",
+            self.model,
+            self.data,
+            duration,
+            self.config.physics_dt,
+            lambda: self._done,
+            self._update_outcome,
+        )
         return self.result
 
     def _update_outcome(self) -> None:
@@ -479,20 +454,9 @@ class ArmTask:
         """RGB image (height, width, 3) uint8 from the overhead camera (config size by default)."""
         width = self.config.image_width if width is None else width
         height = self.config.image_height if height is None else height
-        limit = self.config.max_render_size
-        for name, value in (("width", width), ("height", height)):
-            if not (isinstance(value, (int, np.integer)) and 1 <= value <= limit):
-                raise ValueError(
-                    f"ArmTask.render: {name}={value!r} must be an int in [1, {limit}] "
-                    "(raise ArmTaskConfig.max_render_size for larger images)"
-                )
-        key = (int(height), int(width))
-        renderer = self._renderers.get(key)
-        if renderer is None:
-            renderer = mujoco.Renderer(self.model, height=key[0], width=key[1])
-            self._renderers[key] = renderer
-        renderer.update_scene(self.data, camera=self._camera)
-        return renderer.render()
+        return self._renderers.render(
+            self.data, self._camera, width, height, self.config.max_render_size
+        )
 
     def project(
         self, point: np.ndarray, width: int | None = None, height: int | None = None
@@ -513,9 +477,7 @@ class ArmTask:
 
     def close(self) -> None:
         """Release the offscreen rendering contexts."""
-        for renderer in self._renderers.values():
-            renderer.close()
-        self._renderers.clear()
+        self._renderers.close()
 
     def __enter__(self) -> ArmTask:
         return self

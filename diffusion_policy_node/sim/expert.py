@@ -9,12 +9,12 @@ when looking from the fingertip's start towards the target (counter-clockwise of
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from diffusion_policy_node.sim.arm_task import FINGERTIP_RADIUS, ArmTask, equal_bend_ik
+from diffusion_policy_node.sim.task_common import expert_rng
 
 SIDES: tuple[str, str] = ("left", "right")
 
@@ -37,17 +37,13 @@ class ScriptedExpert:
         clearance: float = 0.035,
         max_joint_step: float = 0.15,
     ) -> None:
-        if seed is not None and rng is not None:
-            raise ValueError("ScriptedExpert: give seed or rng, not both")
-        for name, value in (
-            ("speed", speed),
-            ("clearance", clearance),
-            ("max_joint_step", max_joint_step),
-        ):
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"ScriptedExpert: {name}={value!r} must be finite and > 0")
+        self.rng = expert_rng(
+            "ScriptedExpert",
+            seed,
+            rng,
+            {"speed": speed, "clearance": clearance, "max_joint_step": max_joint_step},
+        )
         self.task = task
-        self.rng = rng if rng is not None else np.random.default_rng(0 if seed is None else seed)
         self.speed = float(speed)
         self.clearance = float(clearance)
         self.max_joint_step = float(max_joint_step)

@@ -45,6 +45,14 @@ from diffusion_policy_node.sim.robot_model import (
     TABLE_HALF,
     build_model,
 )
+from diffusion_policy_node.sim.task_common import (
+    Renderers,
+    check_range,
+    check_render_and_seed,
+    check_timing,
+    episode_seed,
+    step_physics,
+)
 from diffusion_policy_node.sim.ur5e_description import (
     ARM_JOINTS,
     GRIPPER_JOINT,
@@ -71,11 +79,7 @@ GRIPPER_OPEN = GRIPPER_RANGE[1]
 
 
 def _check_range(name: str, value: tuple[float, float], lo: float, hi: float) -> None:
-    if len(value) != 2 or not (lo <= value[0] <= value[1] <= hi):
-        raise ValueError(
-            f"PickPlaceConfig.{name}={value!r}: expected (low, high) with "
-            f"{lo} <= low <= high <= {hi}"
-        )
+    check_range("PickPlaceConfig", name, value, lo, hi)
 
 
 @dataclass(frozen=True)
@@ -104,41 +108,13 @@ class PickPlaceConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("control_dt", "physics_dt", "time_limit", "rest_speed"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"PickPlaceConfig.{name}={value!r}: must be a finite number > 0")
-        if self.physics_dt > self.control_dt:
-            raise ValueError(
-                f"PickPlaceConfig.physics_dt={self.physics_dt}: must be <= control_dt="
-                f"{self.control_dt}"
-            )
-        ratio = self.control_dt / self.physics_dt
-        if abs(ratio - round(ratio)) > 1e-6 * ratio:
-            raise ValueError(
-                f"PickPlaceConfig.control_dt={self.control_dt}: must be an integer multiple of "
-                f"physics_dt={self.physics_dt}"
-            )
-        if self.time_limit < self.control_dt:
-            raise ValueError(
-                f"PickPlaceConfig.time_limit={self.time_limit}: must be >= control_dt"
-            )
+        check_timing(
+            self, "PickPlaceConfig", ("control_dt", "physics_dt", "time_limit", "rest_speed")
+        )
         _check_range("cube_x_range", self.cube_x_range, 0.30, 0.65)
         _check_range("cube_y_range", self.cube_y_range, -0.25, 0.25)
         _check_range("cube_yaw_range", self.cube_yaw_range, -math.pi, math.pi)
-        if not (16 <= self.max_render_size <= 4096):
-            raise ValueError(
-                f"PickPlaceConfig.max_render_size={self.max_render_size}: must be in [16, 4096]"
-            )
-        for name in ("image_width", "image_height"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and 1 <= value <= self.max_render_size):
-                raise ValueError(
-                    f"PickPlaceConfig.{name}={value!r}: must be an int in [1, max_render_size="
-                    f"{self.max_render_size}]"
-                )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"PickPlaceConfig.seed={self.seed!r}: must be a non-negative int")
+        check_render_and_seed(self, "PickPlaceConfig")
 
     @property
     def substeps(self) -> int:
@@ -203,7 +179,7 @@ class PickPlaceTask:
             if int(m.geom_bodyid[g]) == world and int(m.geom_contype[g]) == 2
         )
         self._cameras = {n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, n) for n in CAMERAS}
-        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._renderers = Renderers(m, "PickPlaceTask", "PickPlaceConfig")
         self._seed_stream = np.random.default_rng(cfg.seed)
         self._episode_seed: int | None = None
         self._target_bin = BINS[0]
@@ -217,11 +193,7 @@ class PickPlaceTask:
         The same seed always gives the same layout (and, with the same commands, the same
         trajectory and images). Without a seed, one is drawn from the config's seed stream.
         """
-        if seed is None:
-            seed = int(self._seed_stream.integers(0, 2**31 - 1))
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"PickPlaceTask.reset: seed={seed!r} must be a non-negative int")
-        self._episode_seed = int(seed)
+        self._episode_seed = episode_seed("PickPlaceTask", seed, self._seed_stream)
         cfg = self.config
         rng = np.random.default_rng(self._episode_seed)
         x = rng.uniform(*cfg.cube_x_range)
@@ -273,15 +245,15 @@ class PickPlaceTask:
     def step_physics(self, duration: float) -> PickPlaceResult:
         """Simulate `duration` seconds (whole physics steps, at least one) with the current
         targets, checking the outcome every physics step."""
-        if not (math.isfinite(duration) and duration > 0):
-            raise ValueError(
-                f"PickPlaceTask.step_physics: duration={duration!r} must be finite and > 0"
-            )
-        n_steps = max(1, round(duration / self.config.physics_dt))
-        for _ in range(n_steps):
-            mujoco.mj_step(self.model, self.data)
-            if not self._result.done:
-                self._update_outcome()
+        step_physics(
+            "PickPlaceTask",
+            self.model,
+            self.data,
+            duration,
+            self.config.physics_dt,
+            lambda: self._result.done,
+            self._update_outcome,
+        )
         return self._result
 
     def _update_outcome(self) -> None:
@@ -439,31 +411,19 @@ class PickPlaceTask:
         """RGB image (height, width, 3) uint8 from `camera` (config size by default)."""
         width = self.config.image_width if width is None else width
         height = self.config.image_height if height is None else height
-        limit = self.config.max_render_size
-        for name, value in (("width", width), ("height", height)):
-            if not (isinstance(value, (int, np.integer)) and 1 <= value <= limit):
-                raise ValueError(
-                    f"PickPlaceTask.render: {name}={value!r} must be an int in [1, {limit}] "
-                    "(raise PickPlaceConfig.max_render_size for larger images)"
-                )
+        self._renderers.check_size(width, height, self.config.max_render_size)
         if camera not in self._cameras:
             raise ValueError(f"PickPlaceTask.render: camera={camera!r} is not one of {CAMERAS}")
-        key = (int(height), int(width))
-        renderer = self._renderers.get(key)
-        if renderer is None:
-            renderer = mujoco.Renderer(self.model, height=key[0], width=key[1])
-            self._renderers[key] = renderer
-        renderer.update_scene(self.data, camera=self._cameras[camera])
-        return renderer.render()
+        return self._renderers.render(
+            self.data, self._cameras[camera], width, height, self.config.max_render_size
+        )
 
     def render_all(self) -> dict[str, np.ndarray]:
         """{camera: image} for every camera, config size."""
         return {name: self.render(camera=name) for name in CAMERAS}
 
     def close(self) -> None:
-        for renderer in self._renderers.values():
-            renderer.close()
-        self._renderers.clear()
+        self._renderers.close()
 
     def __enter__(self) -> PickPlaceTask:
         return self

@@ -30,6 +30,7 @@ from diffusion_policy_node.sim.pick_place import (
     PickPlaceTask,
 )
 from diffusion_policy_node.sim.robot_model import CUBE_HALF
+from diffusion_policy_node.sim.task_common import expert_rng
 from diffusion_policy_node.sim.ur5e_description import GRIPPER_VELOCITY
 
 GRASP_MODES: tuple[str, str] = ("direct", "turned")
@@ -158,22 +159,19 @@ class PickPlaceExpert:
         max_joint_speed: float = 1.5,
         hover: float = 0.16,
     ) -> None:
-        if seed is not None and rng is not None:
-            raise ValueError("PickPlaceExpert: give seed or rng, not both")
-        for name, value in (
-            ("speed", speed),
-            ("turn_speed", turn_speed),
-            ("max_joint_speed", max_joint_speed),
-            ("hover", hover),
-        ):
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"PickPlaceExpert: {name}={value!r} must be finite and > 0")
+        positive = {
+            "speed": speed,
+            "turn_speed": turn_speed,
+            "max_joint_speed": max_joint_speed,
+            "hover": hover,
+        }
+        rng = expert_rng("PickPlaceExpert", seed, rng, positive)
         if max_joint_speed > math.pi:
             raise ValueError(
                 f"PickPlaceExpert: max_joint_speed={max_joint_speed} exceeds the UR5e's pi rad/s"
             )
         self.task = task
-        self.rng = rng if rng is not None else np.random.default_rng(0 if seed is None else seed)
+        self.rng = rng
         self.speed = float(speed)
         self.turn_speed = float(turn_speed)
         self.max_joint_speed = float(max_joint_speed)

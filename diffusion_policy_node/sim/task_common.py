@@ -1,0 +1,147 @@
+"""What the MuJoCo tasks (`sim.arm_task.ArmTask`, `sim.pick_place.PickPlaceTask`) and their
+scripted experts share: config validation, the episode seed, physics stepping and offscreen
+rendering. Every error names the class (`owner`) and field it is about. ROS-free.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+# MUJOCO_GL must be set before mujoco is imported; egl renders headless (GPU or Mesa on CPU).
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco
+import numpy as np
+
+
+def check_range(owner: str, name: str, value: tuple[float, float], lo: float, hi: float) -> None:
+    """Raise ValueError unless `value` is a (low, high) pair with lo <= low <= high <= hi."""
+    if len(value) != 2 or not (lo <= value[0] <= value[1] <= hi):
+        raise ValueError(
+            f"{owner}.{name}={value!r}: expected (low, high) with {lo} <= low <= high <= {hi}"
+        )
+
+
+def check_timing(config: Any, owner: str, positive: tuple[str, ...]) -> None:
+    """The config's `positive` fields (control_dt, physics_dt, time_limit among them) finite and
+    > 0, physics_dt <= control_dt, control_dt an integer multiple of physics_dt and
+    time_limit >= control_dt."""
+    for name in positive:
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{owner}.{name}={value!r}: must be a finite number > 0")
+    if config.physics_dt > config.control_dt:
+        raise ValueError(
+            f"{owner}.physics_dt={config.physics_dt}: must be <= control_dt={config.control_dt}"
+        )
+    ratio = config.control_dt / config.physics_dt
+    if abs(ratio - round(ratio)) > 1e-6 * ratio:
+        raise ValueError(
+            f"{owner}.control_dt={config.control_dt}: must be an integer multiple of "
+            f"physics_dt={config.physics_dt}"
+        )
+    if config.time_limit < config.control_dt:
+        raise ValueError(f"{owner}.time_limit={config.time_limit}: must be >= control_dt")
+
+
+def check_render_and_seed(config: Any, owner: str) -> None:
+    """max_render_size in [16, 4096], image_width/image_height ints in [1, max_render_size],
+    seed a non-negative int."""
+    if not (16 <= config.max_render_size <= 4096):
+        raise ValueError(
+            f"{owner}.max_render_size={config.max_render_size}: must be in [16, 4096]"
+        )
+    for name in ("image_width", "image_height"):
+        value = getattr(config, name)
+        if not (isinstance(value, int) and 1 <= value <= config.max_render_size):
+            raise ValueError(
+                f"{owner}.{name}={value!r}: must be an int in [1, max_render_size="
+                f"{config.max_render_size}]"
+            )
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+        raise ValueError(f"{owner}.seed={config.seed!r}: must be a non-negative int")
+
+
+def episode_seed(owner: str, seed: int | None, seed_stream: np.random.Generator) -> int:
+    """`seed` checked (a non-negative int), or one drawn from `seed_stream` when None."""
+    if seed is None:
+        seed = int(seed_stream.integers(0, 2**31 - 1))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{owner}.reset: seed={seed!r} must be a non-negative int")
+    return int(seed)
+
+
+def step_physics(
+    owner: str,
+    model: mujoco.MjModel,
+    data: mujoco.MjData,
+    duration: float,
+    physics_dt: float,
+    done: Callable[[], bool],
+    update_outcome: Callable[[], None],
+) -> None:
+    """Simulate `duration` seconds (rounded to whole physics steps, at least one), calling
+    `update_outcome` after every physics step until `done()`."""
+    if not (math.isfinite(duration) and duration > 0):
+        raise ValueError(f"{owner}.step_physics: duration={duration!r} must be finite and > 0")
+    for _ in range(max(1, round(duration / physics_dt))):
+        mujoco.mj_step(model, data)
+        if not done():
+            update_outcome()
+
+
+class Renderers:
+    """Offscreen renderers of one model, one per image size, made on first use."""
+
+    def __init__(self, model: mujoco.MjModel, owner: str, config_owner: str) -> None:
+        self._model = model
+        self._owner = owner
+        self._config_owner = config_owner
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+
+    def render(
+        self, data: mujoco.MjData, camera: int, width: int, height: int, limit: int
+    ) -> np.ndarray:
+        """RGB image (height, width, 3) uint8 from camera id `camera`; sizes in [1, limit]."""
+        self.check_size(width, height, limit)
+        key = (int(height), int(width))
+        renderer = self._renderers.get(key)
+        if renderer is None:
+            renderer = mujoco.Renderer(self._model, height=key[0], width=key[1])
+            self._renderers[key] = renderer
+        renderer.update_scene(data, camera=camera)
+        return renderer.render()
+
+    def check_size(self, width: int, height: int, limit: int) -> None:
+        """ValueError unless width and height are ints in [1, limit]."""
+        for name, value in (("width", width), ("height", height)):
+            if not (isinstance(value, (int, np.integer)) and 1 <= value <= limit):
+                raise ValueError(
+                    f"{self._owner}.render: {name}={value!r} must be an int in [1, {limit}] "
+                    f"(raise {self._config_owner}.max_render_size for larger images)"
+                )
+
+    def close(self) -> None:
+        """Release the offscreen rendering contexts."""
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+
+
+def expert_rng(
+    owner: str,
+    seed: int | None,
+    rng: np.random.Generator | None,
+    positive: Mapping[str, float],
+) -> np.random.Generator:
+    """A scripted expert's arguments: seed or rng (not both; neither means seed 0), and every
+    `positive` value finite and > 0. Returns the generator to draw from."""
+    if seed is not None and rng is not None:
+        raise ValueError(f"{owner}: give seed or rng, not both")
+    for name, value in positive.items():
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{owner}: {name}={value!r} must be finite and > 0")
+    return rng if rng is not None else np.random.default_rng(0 if seed is None else seed)
