@@ -11,13 +11,13 @@ one: the prompt on stderr, one line from stdin (select with a timeout).
 
 from __future__ import annotations
 
-import json
 import select
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
+
+from diffusion_policy_node.train.processes import run_driver
 
 Ask = Callable[[str, "float | None"], "str | None"]
 
@@ -50,43 +50,11 @@ def run_operator_driver(
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str | None]:
     """`processes.run_driver` with the operator's prompts answered (see the module docstring):
     (records, the final `{"done": ...}` line or None, error or None)."""
-    records: list[dict[str, Any]] = []
-    final: dict[str, Any] | None = None
-    error = None
-    with (
-        open(logs / "driver.log", "w") as driver_log,
-        open(episodes_path, "w") as episodes_file,
-    ):
-        driver = subprocess.Popen(
-            list(cmd),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=driver_log,
-            text=True,
-        )
-        if driver.stdin is None or driver.stdout is None:  # PIPEs: never None
-            raise RuntimeError("the episode driver has no stdin/stdout pipes")
+
+    def answer(prompt: dict[str, Any]) -> dict[str, Any]:
         try:
-            for line in driver.stdout:
-                record = json.loads(line)
-                if "prompt" in record:
-                    try:
-                        reply: dict[str, Any] = {"answer": ask(record["text"], record["timeout"])}
-                    except EOFError:
-                        reply = {"quit": True}
-                    driver.stdin.write(json.dumps(reply) + "\n")
-                    driver.stdin.flush()
-                elif "error" in record:
-                    error = record["error"]
-                elif record.get("done"):
-                    final = record
-                else:
-                    record = on_record(record)
-                    records.append(record)
-                    episodes_file.write(json.dumps(record) + "\n")
-                    episodes_file.flush()
-        finally:
-            driver.stdin.close()
-        if driver.wait() != 0 and error is None:
-            error = f"episode driver exited with {driver.returncode}; see {logs}/driver.log"
-    return records, final, error
+            return {"answer": ask(prompt["text"], prompt["timeout"])}
+        except EOFError:
+            return {"quit": True}
+
+    return run_driver(cmd, logs, episodes_path, on_record, on_prompt=answer)

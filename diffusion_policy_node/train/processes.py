@@ -108,12 +108,15 @@ def run_driver(
     episodes_path: Path,
     on_record: Callable[[dict[str, Any]], dict[str, Any]],
     append: bool = False,
+    on_prompt: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str | None]:
     """Run an episode driver (`ros/*_driver.py`) and read its JSON lines.
 
     Every episode record goes through `on_record` (which may add fields and report progress)
     and is written to `episodes_path`; a `{"error": ...}` line or a non-zero exit becomes the
-    error. Returns (records, the final `{"done": ...}` line or None, error or None).
+    error. With `on_prompt`, the driver's stdin is a pipe and every `{"prompt": ...}` line it
+    writes is answered with the JSON line `on_prompt(line)` returns (`train.operator`).
+    Returns (records, the final `{"done": ...}` line or None, error or None).
     """
     records: list[dict[str, Any]] = []
     final: dict[str, Any] | None = None
@@ -122,18 +125,33 @@ def run_driver(
         open(logs / "driver.log", "w") as driver_log,
         open(episodes_path, "a" if append else "w") as episodes_file,
     ):
-        driver = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=driver_log, text=True)
-        for line in driver.stdout or ():
-            record = json.loads(line)
-            if "error" in record:
-                error = record["error"]
-            elif record.get("done"):
-                final = record
-            else:
-                record = on_record(record)
-                records.append(record)
-                episodes_file.write(json.dumps(record) + "\n")
-                episodes_file.flush()
+        driver = subprocess.Popen(
+            list(cmd),
+            stdin=None if on_prompt is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=driver_log,
+            text=True,
+        )
+        if on_prompt is not None and driver.stdin is None:  # a PIPE: never None
+            raise RuntimeError("the episode driver has no stdin pipe")
+        try:
+            for line in driver.stdout or ():
+                record = json.loads(line)
+                if on_prompt is not None and "prompt" in record:
+                    driver.stdin.write(json.dumps(on_prompt(record)) + "\n")
+                    driver.stdin.flush()
+                elif "error" in record:
+                    error = record["error"]
+                elif record.get("done"):
+                    final = record
+                else:
+                    record = on_record(record)
+                    records.append(record)
+                    episodes_file.write(json.dumps(record) + "\n")
+                    episodes_file.flush()
+        finally:
+            if driver.stdin is not None:
+                driver.stdin.close()
         if driver.wait() != 0 and error is None:
             error = f"episode driver exited with {driver.returncode}; see {logs}/driver.log"
     return records, final, error
