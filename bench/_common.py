@@ -154,15 +154,20 @@ def serve(info: dict[str, Any], handlers: dict[str, Callable[..., dict[str, Any]
         out.flush()
 
 
-def interleave(children: Sequence[Child], reps: int, **msg: Any) -> dict[str, list[float]]:
+def interleave(
+    children: Sequence[Child], reps: int, **msg: Any
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """`reps` rounds; each round asks every child for one timed repetition, in turn, with the
-    order rotated per round. Returns the seconds per child name."""
+    order rotated per round. Returns (wall seconds, process CPU seconds) per child name."""
     times: dict[str, list[float]] = {c.name: [] for c in children}
+    cpu: dict[str, list[float]] = {c.name: [] for c in children}
     for r in range(reps):
         k = r % len(children)
         for child in (*children[k:], *children[:k]):
-            times[child.name].extend(child.request(op="run", n=1, **msg)["times"])
-    return times
+            reply = child.request(op="run", n=1, **msg)
+            times[child.name].extend(reply["times"])
+            cpu[child.name].extend(reply.get("cpu", []))
+    return times, cpu
 
 
 # ------------------------------------------------------------------ receiver-side timing

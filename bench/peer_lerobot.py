@@ -112,13 +112,14 @@ def main() -> None:
         }
 
         def run(n: int) -> dict:
-            times = []
+            times, cpu = [], []
             for _ in range(n):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 policy.reset()
                 policy.select_action(dict(obs))
                 times.append(time.perf_counter() - t0)
-            return {"times": times}
+                cpu.append(time.process_time() - c0)
+            return {"times": times, "cpu": cpu}
 
         for _ in range(2):  # warm-up, as ours
             run(1)
