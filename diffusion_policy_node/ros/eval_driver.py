@@ -208,6 +208,21 @@ class EvalDriver(ServiceDriver):
     def _reset(self, text: str) -> Any:
         return json.loads(text) if text.startswith("{") else {"message": text}
 
+    def _start_policy(self, capture: bool) -> None:
+        """Reset and start the policy (if any); record video frames from now on if `capture`."""
+        if self.policy:
+            self.trigger(self._policy("reset"))
+            self.trigger(self._policy("start"))
+        with self._frames_lock:
+            self._frames = [] if capture else None
+            self._latest = {}
+
+    def _take_frames(self) -> list[np.ndarray] | None:
+        """The episode's video frames (None without capture); recording stops."""
+        with self._frames_lock:
+            frames, self._frames = self._frames, None
+        return frames
+
     def episode(self, index: int, seed: int, episode_timeout: float, capture: bool) -> tuple:
         """Run one episode; (record, frames or None)."""
         if self.ask is not None:
@@ -218,12 +233,7 @@ class EvalDriver(ServiceDriver):
             self.trigger(f"/{self.sim}/pause")
         seeded = self._set_seed(seed)
         reset = self._reset(self.trigger(f"/{self.sim}/reset")[1])
-        if self.policy:
-            self.trigger(self._policy("reset"))
-            self.trigger(self._policy("start"))
-        with self._frames_lock:
-            self._frames = [] if capture else None
-            self._latest = {}
+        self._start_policy(capture)
         self.trigger(f"/{self.sim}/unpause")
         t0 = time.monotonic()
         report = self.wait_episode_done(self.sim, episode_timeout)
@@ -250,9 +260,7 @@ class EvalDriver(ServiceDriver):
             self.trigger(self._policy("stop"))
             status = self.trigger_json(self._policy("status"))
             record.update({k: status.get(k) for k in STATUS_KEYS})
-        with self._frames_lock:
-            frames, self._frames = self._frames, None
-        return record, frames
+        return record, self._take_frames()
 
     def operator_episode(self, index: int, episode_time: float, capture: bool) -> tuple:
         """The operator resets the scene, the policy runs for `episode_time` wall seconds (or
@@ -265,12 +273,7 @@ class EvalDriver(ServiceDriver):
         )
         if (answer or "").strip().lower() in ("q", "quit"):
             raise OperatorQuitError("the operator quit")
-        if self.policy:
-            self.trigger(self._policy("reset"))
-            self.trigger(self._policy("start"))
-        with self._frames_lock:
-            self._frames = [] if capture else None
-            self._latest = {}
+        self._start_policy(capture)
         t0 = time.monotonic()
         ask(
             "running",
@@ -298,9 +301,7 @@ class EvalDriver(ServiceDriver):
         if self.policy:
             status = self.trigger_json(self._policy("status"))
             record.update({k: status.get(k) for k in STATUS_KEYS})
-        with self._frames_lock:
-            frames, self._frames = self._frames, None
-        return record, frames
+        return record, self._take_frames()
 
 
 def main(argv: list[str] | None = None) -> int:
