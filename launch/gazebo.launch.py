@@ -15,10 +15,8 @@ an error): the launch shuts down and exits 1.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, RegisterEventHandler
-from launch.event_handlers import OnProcessExit
-from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import Command, FindExecutable, LaunchConfiguration, PathJoinSubstitution
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -28,7 +26,9 @@ from diffusion_policy_node.ros.launch_util import (
     existing_file,
     existing_folder,
     exit_policy,
+    gazebo_robot,
     package_node,
+    xacro_description,
 )
 
 
@@ -36,30 +36,8 @@ def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare("diffusion_policy_node")
     controllers = PathJoinSubstitution([share, "description", "config", "dp_arm_controllers.yaml"])
     bridge_config = PathJoinSubstitution([share, "description", "config", "gz_bridge.yaml"])
-    robot_description = ParameterValue(
-        Command(
-            [
-                PathJoinSubstitution([FindExecutable(name="xacro")]),
-                " ",
-                PathJoinSubstitution([share, "description", "urdf", "dp_arm.urdf.xacro"]),
-                " controllers_file:=",
-                controllers,
-            ]
-        ),
-        value_type=str,
-    )
-    gz_sim = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(
-            PathJoinSubstitution([FindPackageShare("ros_gz_sim"), "launch", "gz_sim.launch.py"])
-        ),
-        launch_arguments={"gz_args": [" -r -v 1 ", LaunchConfiguration("world")]}.items(),
-    )
-    spawn = Node(
-        package="ros_gz_sim",
-        executable="create",
-        output="screen",
-        arguments=["-topic", "robot_description", "-name", "dp_arm", "-allow_renaming", "true"],
-        on_exit=exit_policy("ros_gz_sim create", shutdown_on_success=False),
+    robot_description = xacro_description(
+        PathJoinSubstitution([share, "description", "urdf", "dp_arm.urdf.xacro"]), controllers
     )
     joint_state_broadcaster = Node(
         package="controller_manager",
@@ -100,28 +78,13 @@ def generate_launch_description() -> LaunchDescription:
                     "params_file": existing_file,
                 }
             ),
-            gz_sim,
-            Node(
-                package="robot_state_publisher",
-                executable="robot_state_publisher",
-                output="screen",
-                parameters=[{"robot_description": robot_description, "use_sim_time": True}],
-                on_exit=exit_policy("robot_state_publisher"),
-            ),
-            spawn,
-            Node(
-                package="ros_gz_bridge",
-                executable="parameter_bridge",
-                output="screen",
-                parameters=[{"config_file": bridge_config, "use_sim_time": True}],
-                on_exit=exit_policy("ros_gz_bridge"),
-            ),
-            # Controllers start once the arm (and with it gz_ros2_control) exists.
-            RegisterEventHandler(
-                OnProcessExit(target_action=spawn, on_exit=[joint_state_broadcaster])
-            ),
-            RegisterEventHandler(
-                OnProcessExit(target_action=joint_state_broadcaster, on_exit=[arm_controller])
+            *gazebo_robot(
+                world=LaunchConfiguration("world"),
+                robot_description=robot_description,
+                bridge_config=bridge_config,
+                entity="dp_arm",
+                joint_state_broadcaster=joint_state_broadcaster,
+                controllers=[arm_controller],
             ),
             package_node(
                 "policy_node",

@@ -19,10 +19,8 @@ tests/unit/test_pick_place.py. A bad argument or any process failing stops the l
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, RegisterEventHandler
-from launch.event_handlers import OnProcessExit
-from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import Command, FindExecutable, LaunchConfiguration, PathJoinSubstitution
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -32,7 +30,9 @@ from diffusion_policy_node.ros.launch_util import (
     existing_file,
     existing_folder,
     exit_policy,
+    gazebo_robot,
     package_node,
+    xacro_description,
 )
 
 
@@ -44,34 +44,10 @@ def generate_launch_description() -> LaunchDescription:
     bridge_config = PathJoinSubstitution(
         [share, "description", "config", "ur5e_gripper_gz_bridge.yaml"]
     )
-    robot_description = ParameterValue(
-        Command(
-            [
-                PathJoinSubstitution([FindExecutable(name="xacro")]),
-                " ",
-                PathJoinSubstitution(
-                    [share, "description", "urdf", "ur5e_gripper_gazebo.urdf.xacro"]
-                ),
-                " controllers_file:=",
-                controllers,
-            ]
-        ),
-        value_type=str,
+    robot_description = xacro_description(
+        PathJoinSubstitution([share, "description", "urdf", "ur5e_gripper_gazebo.urdf.xacro"]),
+        controllers,
     )
-    gz_sim = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(
-            PathJoinSubstitution([FindPackageShare("ros_gz_sim"), "launch", "gz_sim.launch.py"])
-        ),
-        launch_arguments={"gz_args": [" -r -v 1 ", LaunchConfiguration("world")]}.items(),
-    )
-    spawn = Node(
-        package="ros_gz_sim",
-        executable="create",
-        output="screen",
-        arguments=["-topic", "robot_description", "-name", "ur5e_gripper", "-allow_renaming",
-                   "true"],
-        on_exit=exit_policy("ros_gz_sim create", shutdown_on_success=False),
-    )  # fmt: skip
     joint_state_broadcaster = Node(
         package="controller_manager",
         executable="spawner",
@@ -117,31 +93,13 @@ def generate_launch_description() -> LaunchDescription:
                     "params_file": existing_file,
                 }
             ),
-            gz_sim,
-            Node(
-                package="robot_state_publisher",
-                executable="robot_state_publisher",
-                output="screen",
-                parameters=[{"robot_description": robot_description, "use_sim_time": True}],
-                on_exit=exit_policy("robot_state_publisher"),
-            ),
-            spawn,
-            Node(
-                package="ros_gz_bridge",
-                executable="parameter_bridge",
-                output="screen",
-                parameters=[{"config_file": bridge_config, "use_sim_time": True}],
-                on_exit=exit_policy("ros_gz_bridge"),
-            ),
-            # Controllers start once the robot (and with it gz_ros2_control) exists.
-            RegisterEventHandler(
-                OnProcessExit(target_action=spawn, on_exit=[joint_state_broadcaster])
-            ),
-            RegisterEventHandler(
-                OnProcessExit(
-                    target_action=joint_state_broadcaster,
-                    on_exit=[arm_controller, gripper_controller],
-                )
+            *gazebo_robot(
+                world=LaunchConfiguration("world"),
+                robot_description=robot_description,
+                bridge_config=bridge_config,
+                entity="ur5e_gripper",
+                joint_state_broadcaster=joint_state_broadcaster,
+                controllers=[arm_controller, gripper_controller],
             ),
             package_node(
                 "policy_node",
