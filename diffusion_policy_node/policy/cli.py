@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         "control_rate_hz": config.control_rate_hz,
         "camera_topics": config.camera_topics,
         "joint_names": config.joint_names,
-        "action_groups": [g.to_dict() for g in config.groups],
+        "action_groups": _groups(config),
         "action_lead_s": config.action_lead,
         "action_range": {
             "min": policy.action_normalizer.min.tolist(),
@@ -41,12 +41,22 @@ def main(argv: list[str] | None = None) -> int:
         "meta": meta,
     }
     try:
-        info["limits"] = _limits(args.checkpoint, config, policy, args.urdf)
+        known = info["action_groups"] is not None
+        info["limits"] = _limits(args.checkpoint, config, policy, args.urdf) if known else None
     except ValueError as exc:
         print(f"dp-info: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(info, indent=2))
     return 0
+
+
+def _groups(config: object) -> list[dict] | None:
+    """The action groups; None for a checkpoint that names neither groups nor joints (the node
+    then needs joint_names, and its limits depend on them)."""
+    try:
+        return [g.to_dict() for g in config.groups]
+    except ValueError:
+        return None
 
 
 def _limits(checkpoint: str, config: object, policy: object, urdf: str | None) -> dict:
