@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dp-train",
         description="Train a Diffusion Policy on rosbag2 demonstrations.",
-        epilog="Example: dp-train --config config/robots/sim_arm/train_small.yaml --data bags/ --out runs/small",
+        epilog="Example: dp-train --config config/robots/sim_arm/train_small.yaml --data bags/ "
+        "--out runs/small",
     )
     parser.add_argument(
         "--config", required=True, help="training YAML with policy:, data:, train: sections"

@@ -141,7 +141,9 @@ def test_a_gripper_without_recorded_commands_uses_its_next_state(tmp_path: Path)
 def test_a_gripper_topic_missing_from_the_bag_is_named(tmp_path: Path) -> None:
     spec = BagSpec()  # no gripper commands recorded
     truth = write_bag(tmp_path / "bag", spec)
-    with pytest.raises(BagReadError, match=r"/gripper_controller/commands.*action_groups\[gripper"):
+    with pytest.raises(
+        BagReadError, match=r"/gripper_controller/commands.*action_groups\[gripper"
+    ):
         read_bag(truth.path, _grouped_config(spec, [ARM, GRIPPER]))
 
 

@@ -94,7 +94,7 @@ def test_an_unparsable_urdf_is_named(text: str) -> None:
 
 
 def test_a_urdf_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="robot_description_file.*cannot be read"):
+    with pytest.raises(ValueError, match=r"robot_description_file.*cannot be read"):
         read_urdf_file(tmp_path / "missing.urdf")
     path = tmp_path / "robot.urdf"
     path.write_text(ROBOT)

@@ -3,7 +3,6 @@ and the control loop's timing statistics."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from diffusion_policy_node.policy.config import PolicyConfig
