@@ -20,12 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+try:  # run as a script: bench/ is on sys.path
+    from _common import cpu_model
+except ImportError:  # imported as bench.smoothness
+    from bench._common import cpu_model
 
 KEYS = (
     "success_rate",
@@ -39,16 +43,6 @@ KEYS = (
     "collisions",
     "timeouts",
 )
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_case(args: argparse.Namespace, mode: str, delay: int, out: Path) -> dict[str, Any]:
