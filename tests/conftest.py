@@ -20,3 +20,22 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 @pytest.fixture(scope="session")
 def ros_domain_id() -> int:
     return int(os.environ["ROS_DOMAIN_ID"])
+
+
+@pytest.fixture(autouse=True)
+def _sigint_as_a_terminal_gives_it():
+    """Every test starts with SIGINT as a shell gives it (Python's KeyboardInterrupt handler,
+    not blocked). A child process inherits an ignored or blocked SIGINT across exec, so a test
+    that left it so (an in-process node main resets it to SIG_IGN at its end) would make every
+    later node ignore Ctrl-C. After the test, a changed disposition is reported by name."""
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        print("\nconftest: the test left SIGINT changed; restored", file=sys.stderr)
