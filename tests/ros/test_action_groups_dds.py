@@ -159,7 +159,17 @@ def test_new_robot_record_config_train_and_run(tmp_path: Path, gripper_type: str
         robot = _robot(tmp_path, gripper_type, teleop=False)
         node = NodeProcess(
             "diffusion_policy_node.ros.policy_node",
-            ["-r", "__node:=pn_groups", "-p", f"checkpoint:={ckpt}", "-p", "max_obs_age:=1.0"],
+            # the robot process may take seconds to publish its latched URDF: wait for it
+            [
+                "-r",
+                "__node:=pn_groups",
+                "-p",
+                f"checkpoint:={ckpt}",
+                "-p",
+                "max_obs_age:=1.0",
+                "-p",
+                "robot_description_timeout:=30.0",
+            ],
             tmp_path / "policy_node.log",
         )
         try:
