@@ -65,6 +65,7 @@ OURS = {
     "ours-default": ("jit", "auto"),
     "ours-fp32": ("none", "fp32"),
     "ours-fp32-jit": ("jit", "fp32"),
+    "ours-bf16-jit": ("jit", "bf16"),
 }
 
 

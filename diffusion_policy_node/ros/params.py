@@ -325,9 +325,12 @@ def current_parameters(node: Node, names: Iterable[str] | None = None) -> list[A
     return out
 
 
-def effective_values(settings: NodeSettings, limits: SafetyLimits, steps: int) -> dict[str, Any]:
+def effective_values(
+    settings: NodeSettings, limits: SafetyLimits, steps: int, precision: str
+) -> dict[str, Any]:
     """The effective value of each parameter whose default means "from the checkpoint" (or
-    the robot description): what `ros2 param get` should show while configured."""
+    the robot description, or the hardware: `precision` auto -> fp32 | bf16): what
+    `ros2 param get` should show while configured."""
     values: dict[str, Any] = {
         "camera_topics": list(settings.camera_topics),
         "joint_names": list(settings.joint_names),
@@ -338,6 +341,7 @@ def effective_values(settings: NodeSettings, limits: SafetyLimits, steps: int) -
         "joint_lower_limits": [float(v) for v in limits.lower],
         "joint_upper_limits": [float(v) for v in limits.upper],
         "max_joint_velocity": [float(v) for v in limits.max_velocity],
+        "precision": precision,
     }
     if settings.output_mode != "mixed":
         values["output_mode"] = settings.output_mode

@@ -203,10 +203,11 @@ class PolicyNode(LifecycleNode):
             priority=params.control_priority,
         )
         self._loop.start()
-        self._set_effective(effective_values(s, limits, self.policy_info.num_inference_steps))
+        info = self.policy_info
+        self._set_effective(effective_values(s, limits, info.num_inference_steps, info.precision))
         outputs = ", ".join(f"{g.name} {list(g.joints)} -> {g.topic} ({g.type})" for g in s.groups)
         self.get_logger().info(
-            f"policy_node configured: {params.checkpoint} on {self.policy_info.device} "
+            f"policy_node configured: {params.checkpoint} on {info.device} ({info.precision}) "
             f"({'process' if params.inference_process else 'thread'}), "
             f"{s.control_rate_hz:g} Hz, cameras {list(s.camera_topics)}, observed joints "
             f"{list(s.joint_names)}; commands: {outputs}"

@@ -609,6 +609,7 @@ class Controller:
         values.update(counters)
         values.update(clamps)
         values["device"] = self.info.device
+        values["precision"] = self.info.precision
         values["output_mode"] = self.settings.output_mode
         values["control_rate_hz"] = self.settings.control_rate_hz
         return state, reason, values

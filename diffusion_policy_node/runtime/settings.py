@@ -225,12 +225,14 @@ class InferenceSettings:
 @dataclass(frozen=True, eq=False)
 class PolicyInfo:
     """What the loaded policy tells the node: the device it runs on, its action range (the
-    normalizer's min/max, for default limits) and the denoising steps in effect."""
+    normalizer's min/max, for default limits), the denoising steps and the numeric precision
+    of the ε-network ("fp32" | "bf16": what `precision: auto` resolved to) in effect."""
 
     device: str
     action_min: np.ndarray
     action_max: np.ndarray
     num_inference_steps: int
+    precision: str = "fp32"
 
     @classmethod
     def of(cls, policy: Any, device: str) -> PolicyInfo:
@@ -240,7 +242,16 @@ class PolicyInfo:
             action_min=policy.action_normalizer.min.detach().cpu().numpy(),
             action_max=policy.action_normalizer.max.detach().cpu().numpy(),
             num_inference_steps=int(policy.config.num_inference_steps),
+            precision=_precision_of(policy),
         )
+
+
+def _precision_of(policy: Any) -> str:
+    """The dtype of the ε-network's weights as a precision name ("fp32", "bf16", ...)."""
+    dtype = next(policy.network.parameters()).dtype
+    return {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(
+        str(dtype), str(dtype)
+    )
 
 
 @dataclass(frozen=True, eq=False)

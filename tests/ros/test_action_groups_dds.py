@@ -215,6 +215,10 @@ def test_new_robot_record_config_train_and_run(tmp_path: Path, gripper_type: str
         assert params["control_rate_hz"] == pytest.approx(10.0)
         assert params["joint_upper_limits"][:7] == pytest.approx(UPPER)
         assert params["joint_upper_limits"][7] == pytest.approx(hi)
+        # `precision: auto` shows what it resolved to, the same as ~/status
+        assert (
+            params["precision"] in ("fp32", "bf16") and params["precision"] == status["precision"]
+        )
         assert all(v is not None for v in params.values()), params
     finally:
         probe.close()

@@ -69,9 +69,11 @@ def test_load_policy_honours_the_precision_setting():
         policy, info = load_policy(InferenceSettings(folder, device="cpu", precision=precision))
         assert _weight_dtypes(policy) == {dtype}
         assert info.device == "cpu"
-    policy, _ = load_policy(InferenceSettings(folder, device="cpu", precision="auto"))
+        assert info.precision == precision  # what ~/status and the parameter report
+    policy, info = load_policy(InferenceSettings(folder, device="cpu", precision="auto"))
     expected = resolve_precision("auto", "cpu", weight_bytes=network_weight_bytes(policy))
     assert _weight_dtypes(policy) == {expected}
+    assert info.precision == precision_name(expected)
 
 
 def _rendered_observations(n_obs_steps: int) -> list[dict[str, torch.Tensor]]:
