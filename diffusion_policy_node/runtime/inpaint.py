@@ -26,7 +26,7 @@ def inpaint_request(
     (weight 1); the next `inpaint_overlap` known steps get `inpaint_guidance * exp(-decay * i)`;
     the rest, and every step the last chunk does not cover, are free (weight 0)."""
     s, p = settings, settings.params
-    h, dim = s.horizon, len(s.joint_names)
+    h, dim = s.horizon, len(s.action_joints)  # the action vector (may omit observed joints)
     actions = np.zeros((1, h, dim), np.float32)
     weights = np.zeros((1, h), np.float32)
     if last_chunk is None:

@@ -357,6 +357,19 @@ def test_grouped_limits_clamp_each_path_with_its_own_joints() -> None:
     assert ctl.paths["trajectory"].safety.limits.upper.tolist() == [1.0, 1.0, 1.0]
 
 
+def test_inpaint_request_has_the_action_width_when_a_joint_is_only_observed() -> None:
+    from diffusion_policy_node.runtime.inpaint import inpaint_request
+
+    # x is observed (in the state) but commanded by no group: 5 state, 4 action columns
+    config = GROUPED.replace(joint_names=["g", "a", "b", "c", "x"], state_dim=5)
+    settings = resolve_settings(PolicyNodeParams(checkpoint="/x", blend_mode="inpaint"), config)
+    chunk = np.arange(64.0).reshape(16, 4)
+    actions, weights = inpaint_request(settings, (0.1, chunk), now=0.4, t_obs=0.4, latency=0.25)
+    assert actions.shape == (1, 16, 4) and weights.shape == (1, 16)
+    np.testing.assert_allclose(actions[0, :13], chunk[3:16])
+    np.testing.assert_allclose(weights[0, :5], 1.0)
+
+
 def test_a_chunk_with_nan_is_discarded_and_nothing_is_published() -> None:
     rig = started(Rig())
     chunk = ramp()
