@@ -48,4 +48,12 @@ class MinMaxNormalizer(nn.Module):
         return x * self.scale + self.offset
 
     def unnormalize(self, y: torch.Tensor) -> torch.Tensor:
-        return (y - self.offset) / self.scale
+        """Back to robot units. A dimension that never moved in the data (range below
+        RANGE_EPS) comes back as its recorded value whatever `y` holds: nothing was learnt
+        about moving it, so the model's output there is noise (seen: a UR5e wrist joint held
+        constant by every demonstration, commanded over a 2 rad band, the arm lost)."""
+        x = (y - self.offset) / self.scale
+        constant = (self.max - self.min) < RANGE_EPS
+        if bool(constant.any()):
+            x = torch.where(constant, ((self.min + self.max) / 2).to(x.dtype), x)
+        return x

@@ -270,7 +270,18 @@ def summarize(records: list[dict[str, Any]], policy: str, wall_s: float) -> dict
     return summary
 
 
+# Tasks whose sim_node publishes the robot's URDF on /robot_description (ros/sim_node.py
+# ROBOT_DESCRIPTIONS). The policy node dp-eval starts beside its own sim waits this long for it:
+# the sim may take longer to come up than the node's default 2 s, and without the URDF the joint
+# limits fall back to the demonstrated range (seen: every pick-place episode clamped hundreds
+# of points and timed out).
+TASKS_WITH_URDF = ("pick_place",)
+OWN_SIM_DESCRIPTION_WAIT_S = 30.0
+
+
 def _policy_node_args(args: argparse.Namespace, checkpoint: Path, sim_time: bool) -> list[str]:
+    own_sim = not (args.robot or args.operator)
+    wait = own_sim and args.task in TASKS_WITH_URDF
     return [
         "-r", f"__node:={POLICY_NODE}",
         "-p", f"checkpoint:={checkpoint.resolve()}",
@@ -279,6 +290,7 @@ def _policy_node_args(args: argparse.Namespace, checkpoint: Path, sim_time: bool
         *(["-p", f"output_mode:={args.output_mode}"] if args.output_mode else []),
         "-p", f"num_inference_steps:={args.num_inference_steps}",
         "-p", f"device:={args.device}",
+        *(["-p", f"robot_description_timeout:={OWN_SIM_DESCRIPTION_WAIT_S}"] if wait else []),
         *(a for item in args.policy_param for a in ("-p", item)),
     ]  # fmt: skip
 

@@ -190,3 +190,20 @@ def test_robot_options_are_checked():
         evaluate._check_args(
             evaluate.build_parser().parse_args(["--operator", "--graph-timeout", "0"])
         )
+
+
+def test_the_policy_node_beside_dp_evals_own_pick_place_sim_waits_for_its_urdf():
+    # Without the URDF the limits fall back to the demonstrated range; the sim can take longer
+    # to publish /robot_description than the node's default 2 s.
+    def node_args(*argv: str) -> list[str]:
+        args = evaluate.build_parser().parse_args(list(argv))
+        return evaluate._policy_node_args(args, Path("/ckpt"), sim_time=True)
+
+    wait = f"robot_description_timeout:={evaluate.OWN_SIM_DESCRIPTION_WAIT_S}"
+    assert wait in node_args("--task", "pick_place")
+    assert not any("robot_description" in a for a in node_args("--task", "reach"))  # no URDF
+    # another robot: its own robot_state_publisher (or none); the node's default applies
+    assert not any("robot_description" in a for a in node_args("--robot", "arm"))
+    # a --policy-param comes later on the command line, so it wins
+    args = node_args("--task", "pick_place", "--policy-param", "robot_description_timeout:=5.0")
+    assert args.index("robot_description_timeout:=5.0") > args.index(wait)

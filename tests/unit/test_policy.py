@@ -170,6 +170,18 @@ def test_normalizer_maps_range_to_unit_interval_and_back() -> None:
         norm.fit(torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 1, 1]))
 
 
+def test_a_dimension_that_never_moved_is_commanded_at_its_recorded_value() -> None:
+    # e.g. a wrist joint every demonstration held at -pi/2: whatever the model outputs there
+    # (noise, nothing was learnt), the command is the recorded value, never min + [0, 2]
+    norm = MinMaxNormalizer(2)
+    norm.fit(torch.tensor([0.0, -1.5708]), torch.tensor([4.0, -1.5708]))
+    y = torch.tensor([[-1.0, -1.0], [0.0, 0.37], [1.0, 1.0], [0.5, -0.8]])
+    x = norm.unnormalize(y)
+    assert torch.allclose(x[:, 1], torch.full((4,), -1.5708))
+    assert torch.allclose(x[:, 0], torch.tensor([0.0, 2.0, 4.0, 3.0]))
+    assert norm.unnormalize(y.to(torch.float64)).dtype == torch.float64
+
+
 def test_ema_decay_schedule_and_average() -> None:
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.constant_(model.weight, 0.0)
