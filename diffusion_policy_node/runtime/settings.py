@@ -247,11 +247,15 @@ class PolicyInfo:
 
 
 def _precision_of(policy: Any) -> str:
-    """The dtype of the ε-network's weights as a precision name ("fp32", "bf16", ...)."""
+    """The dtype of the ε-network's weights as a precision name ("fp32", "bf16"; else the
+    dtype's own name). Imported here: this module stays importable without torch."""
+    from diffusion_policy_node.policy.precision import precision_name
+
     dtype = next(policy.network.parameters()).dtype
-    return {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(
-        str(dtype), str(dtype)
-    )
+    try:
+        return precision_name(dtype)
+    except ValueError:
+        return str(dtype)
 
 
 @dataclass(frozen=True, eq=False)

@@ -199,6 +199,9 @@ def test_the_policy_node_beside_dp_evals_own_pick_place_sim_waits_for_its_urdf()
         args = evaluate.build_parser().parse_args(list(argv))
         return evaluate._policy_node_args(args, Path("/ckpt"), sim_time=True)
 
+    from diffusion_policy_node.ros.sim_node import ROBOT_DESCRIPTIONS
+
+    assert set(evaluate.TASKS_WITH_URDF) == set(ROBOT_DESCRIPTIONS)  # the sim's own list
     wait = f"robot_description_timeout:={evaluate.OWN_SIM_DESCRIPTION_WAIT_S}"
     assert wait in node_args("--task", "pick_place")
     assert not any("robot_description" in a for a in node_args("--task", "reach"))  # no URDF
