@@ -58,6 +58,24 @@ def _fatal(name: str, text: str) -> None:
     print(f"[FATAL] [{name}]: cannot start: {text}", file=sys.stderr, flush=True)
 
 
+def _note_interrupts() -> threading.Event:
+    """An Event set by every SIGINT, which still raises KeyboardInterrupt as Python's default
+    handler does (in the main thread; elsewhere the Event is never set): an exception that
+    escapes the executor after a Ctrl-C is the interrupt, not a bug."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return interrupted
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return interrupted  # SIG_IGN, or the embedding program's own handler: leave it alone
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return interrupted
+
+
 def _ignore_further_interrupts(name: str) -> None:
     """From now on SIGINT only says that the node is already shutting down (once): a second
     Ctrl-C must not raise KeyboardInterrupt inside the clean-up (a thread join, a child
@@ -103,6 +121,7 @@ def run_node(
     except rclpy_implementation.RCLError as exc:  # e.g. --params-file: missing or bad YAML
         _fatal(name, _ros_args_error(exc))
         return 1
+    interrupted = _note_interrupts()  # before rclpy.init: rclpy's handler chains to it
     rclpy.init(args=args)
     node: N | None = None
     code = 0
@@ -122,15 +141,18 @@ def run_node(
             # Not a start-up error: raised while spinning. SIGTERM shuts the context down under
             # the executor's feet and rclpy may raise RCLError (a RuntimeError) from the wait
             # set: a clean exit; anything else is a bug and is raised.
-            if rclpy.ok():
+            if rclpy.ok() and not interrupted.is_set():
                 raise
         else:
             rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
             code = 1
     except Exception:
         # SIGTERM shuts the context down under the executor's feet; some rclpy versions then
-        # raise RCLError from the wait set instead of ExternalShutdownException.
-        if rclpy.ok():
+        # raise RCLError from the wait set instead of ExternalShutdownException. A Ctrl-C
+        # that lands while rclpy's pybind11 code converts a message comes out as that
+        # conversion's RuntimeError ("Unable to convert call argument ...") instead of
+        # KeyboardInterrupt: also a clean exit.
+        if rclpy.ok() and not interrupted.is_set():
             raise
     finally:
         _ignore_further_interrupts(name)

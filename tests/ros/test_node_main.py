@@ -58,14 +58,14 @@ sys.exit(run_node(make, "slow_cleanup", sys.argv, on_exit=cleanup))
 
 
 @contextlib.contextmanager
-def _running(argv: list[str]) -> Iterator[subprocess.Popen]:
+def _running(argv: list[str], **env: str) -> Iterator[subprocess.Popen]:
     """The process, killed (by its PID) if the test leaves it running."""
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        env=dict(os.environ, PYTHONUNBUFFERED="1", **env),
     )
     try:
         yield proc
@@ -131,3 +131,60 @@ def test_real_nodes_exit_quietly_on_two_sigints(tmp_path: Path, executable: str)
         _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert proc.returncode == 0, err
+
+
+# A node whose callback turns the KeyboardInterrupt of a Ctrl-C into another exception, as
+# rclpy's pybind11 message conversion does when the signal lands inside it ("Unable to convert
+# call argument '0' to Python object", seen from take_message in executor.spin()). With
+# CONVERTING_MODE=bug it raises the same exception without any Ctrl-C.
+CONVERTING_NODE = """
+import os
+import sys
+import time
+
+from rclpy.node import Node
+from rclpy.signals import uninstall_signal_handlers
+
+from diffusion_policy_node.ros.node_main import run_node
+
+MODE = os.environ["CONVERTING_MODE"]
+
+
+def make():
+    # Without rclpy's handler nothing shuts the context down behind the executor: the race
+    # that let the exception arrive while rclpy.ok() is still true, made certain.
+    uninstall_signal_handlers()
+    node = Node("converting")
+
+    def callback():
+        if MODE == "bug":
+            raise RuntimeError("a real bug")
+        print("ready", flush=True)
+        try:
+            time.sleep(30.0)
+        except KeyboardInterrupt:
+            raise RuntimeError("Unable to convert call argument '0' to Python object") from None
+
+    node.create_timer(0.01, callback)
+    return node
+
+
+sys.exit(run_node(make, "converting", sys.argv))
+"""
+
+
+def test_an_exception_caused_by_ctrl_c_is_a_clean_exit_and_a_real_one_is_not(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "converting_node.py"
+    script.write_text(textwrap.dedent(CONVERTING_NODE))
+    with _running([sys.executable, str(script)], CONVERTING_MODE="interrupt") as proc:
+        _wait_for_line(proc, "ready")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err, err
+    assert proc.returncode == 0, err
+    with _running([sys.executable, str(script)], CONVERTING_MODE="bug") as proc:
+        _, err = proc.communicate(timeout=30)
+    assert "RuntimeError: a real bug" in err
+    assert proc.returncode != 0
