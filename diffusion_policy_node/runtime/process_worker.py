@@ -261,8 +261,10 @@ class ProcessInferenceWorker(LatencyTracking):
         self._proc.join(timeout)
         if self._proc.is_alive():
             self._kill()
-        self._conn.close()
+        # The child is gone, so a send still in progress fails (broken pipe) and the sender
+        # ends; only then close the pipe, which must not be closed under a send.
         self._tx.join(1.0)
+        self._conn.close()
         return not self._proc.is_alive()
 
     def __enter__(self) -> ProcessInferenceWorker:
@@ -289,7 +291,7 @@ class ProcessInferenceWorker(LatencyTracking):
                 return
             try:
                 self._conn.send(msg)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, TypeError) as exc:  # TypeError: closed under a send
                 self._mark_dead(f"cannot reach the inference process: {exc}")
                 return
 
