@@ -115,6 +115,8 @@ def main() -> None:
             lead = [float(times[0] - arrival) for arrival, times in trajectories if times.size]
             reply["plan_lead_p50_ms"] = round(float(np.median(lead)) * 1e3, 2)
             reply["plan_lead_min_ms"] = round(float(np.min(lead)) * 1e3, 2)
+            # Points whose time had passed when their message arrived: published in the past.
+            reply["past_points"] = int(sum(int((t < a).sum()) for a, t in trajectories))
         return reply
 
     try:

@@ -10,6 +10,11 @@ table and a PNG (`--out`/smoothness.png).
 
     .venv/bin/python bench/smoothness.py                                # 3 modes x 4 delays
     .venv/bin/python bench/smoothness.py --modes inpaint --delays 0,300 --episodes 5
+    .venv/bin/python bench/smoothness.py --sim-time --latency-ms 120 --episodes 20
+
+With --sim-time every case runs on simulated time instead (sim/rollout.py: the node's
+controller and the simulation in one loop, each inference taking --latency-ms + the delay):
+seeded and repeatable, the same on any CPU, without DDS or CPU contention.
 
 The first line names the CPU (inference latency, and so the effective delay, depends on it).
 Runs are in real time over DDS: expect episode-to-episode variation; quote several seeds.
@@ -45,16 +50,25 @@ KEYS = (
 )
 
 
-def run_case(args: argparse.Namespace, mode: str, delay: int, out: Path) -> dict[str, Any]:
-    cmd = [
-        str(Path(sys.executable).with_name("dp-eval")),
+def _rollout_command(args: argparse.Namespace, mode: str, delay: int, out: Path) -> list[str]:
+    """The same case on simulated time (sim/rollout.py): no DDS, latency simulated."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        sys.executable, "-m", "diffusion_policy_node.sim.rollout",
         "--episodes", str(args.episodes), "--seed", str(args.seed),
-        "--video-episodes", "0", "--out", str(out),
-        "--policy-param", f"blend_mode:={mode}",
-        "--policy-param", f"inference_delay_ms:={delay}",
+        "--inference-delay-ms", str(delay), "--jsonl", str(out / "episodes.jsonl"),
+        "--param", f"blend_mode={mode}", "--task", args.task,
+        *(["--latency-ms", str(args.latency_ms)] if args.latency_ms is not None else []),
         *(["--checkpoint", args.checkpoint] if args.checkpoint else []),
-        *(a for p in args.param for a in ("--policy-param", p)),
+        *(a for p in args.param for a in ("--param", p.replace(":=", "="))),
     ]  # fmt: skip
+
+
+def run_case(args: argparse.Namespace, mode: str, delay: int, out: Path) -> dict[str, Any]:
+    if args.sim_time:
+        cmd = _rollout_command(args, mode, delay, out)
+    else:
+        cmd = _dp_eval_command(args, mode, delay, out)
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env.setdefault("ROS_DOMAIN_ID", "88")
@@ -62,12 +76,24 @@ def run_case(args: argparse.Namespace, mode: str, delay: int, out: Path) -> dict
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"dp-eval failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     summary = json.loads(lines[-1])
     row = {"mode": mode, "delay_ms": delay, "episodes": summary["episodes"]}
     row.update({k: summary.get(k) for k in KEYS})
     row["wall_s"] = round(time.monotonic() - t0, 1)
     return row
+
+
+def _dp_eval_command(args: argparse.Namespace, mode: str, delay: int, out: Path) -> list[str]:
+    return [
+        str(Path(sys.executable).with_name("dp-eval")),
+        "--episodes", str(args.episodes), "--seed", str(args.seed),
+        "--video-episodes", "0", "--out", str(out), "--task", args.task,
+        "--policy-param", f"blend_mode:={mode}",
+        "--policy-param", f"inference_delay_ms:={delay}",
+        *(["--checkpoint", args.checkpoint] if args.checkpoint else []),
+        *(a for p in args.param for a in ("--policy-param", p)),
+    ]  # fmt: skip
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -112,6 +138,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="checkpoint folder (default: the bundled one)")
+    parser.add_argument("--task", choices=("reach", "pick_place"), default="reach")
     parser.add_argument("--modes", default="replace,ensemble,inpaint")
     parser.add_argument("--delays", default="0,100,300,600", help="injected delays, ms")
     parser.add_argument("--episodes", type=int, default=10)
@@ -120,9 +147,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--param", action="append", default=[], help="extra policy_node NAME:=VALUE"
     )
+    parser.add_argument(
+        "--sim-time",
+        action="store_true",
+        help="run each case with sim/rollout.py (controller + sim on simulated time, the "
+        "latency simulated: seeded, repeatable, no DDS) instead of dp-eval",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=None,
+        help="--sim-time: the simulated inference latency before the injected delay "
+        "(default: each inference's measured compute time)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
-    print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count()}), flush=True)
+    backend = "sim-time rollout" if args.sim_time else "dp-eval over DDS, real time"
+    print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), "backend": backend}))
     rows = []
     for delay in (int(d) for d in args.delays.split(",")):
         for mode in args.modes.split(","):

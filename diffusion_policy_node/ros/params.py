@@ -226,6 +226,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         (0.0, 10.0),
     ),
     ParamSpec(
+        "start_idle_chunks_late",
+        "bool",
+        True,
+        "A chunk that lands while the arm stands still (first chunk, after a hold or a dry "
+        "schedule) starts at its landing tick instead of skipping the actions whose time "
+        "passed during inference; false: always anchored at the observation time.",
+    ),
+    ParamSpec(
         "inference_timeout",
         "double",
         10.0,

@@ -100,7 +100,7 @@ def ns_to_stamp(ns: int) -> Time:
 
 # Each task's URDF, published on robot_description_topic (reach has none).
 ROBOT_DESCRIPTIONS = {"pick_place": ur5e_gripper_urdf}
-DEFAULT_CAMERA_TOPICS = {"pick_place": ("/scene_camera/image_raw", "/wrist_camera/image_raw")}
+DEFAULT_CAMERA_TOPICS = {"pick_place": TASKS["pick_place"].camera_topics}
 
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(

@@ -36,6 +36,7 @@ controller's lock, so a stop can never be overtaken by a trajectory computed bef
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -425,18 +426,36 @@ class Controller:
                 "warning", "inference returned a chunk with NaN/inf (or empty): discarded", True
             )
             return
-        kept = self.schedule.merge(actions, t0=result.t_obs, now=now)
+        t0 = self._chunk_start(result.t_obs, now)
+        kept = self.schedule.merge(actions, t0=t0, now=now)
         # Chunks are arriving: from now on a tick without an action is dry, and a plan that
         # ends before the next chunk is an overrun, also when this one came too late to keep
         # any action (inference slower than the whole horizon must not be silent).
         self._had_schedule = True
-        self._plan_end = result.t_obs + (self.settings.n_action_steps - 1) * self.settings.dt
+        self._plan_end = t0 + (self.settings.n_action_steps - 1) * self.settings.dt
         if kept:
-            self._last_chunk = (result.t_obs, result.chunk)
+            self._last_chunk = (t0, result.chunk)
         self.counters["chunks"] += 1
         self.counters["dropped_actions"] += actions.shape[0] - kept
         if kept and inflight is not None and inflight[0] == result.t_obs:
             self._pending_obs_stamp = inflight[1]
+
+    def _chunk_start(self, t_obs: float, now: float) -> float:
+        """Grid time of the chunk's first action (index n_obs_steps-1): `t_obs`, unless the
+        arm stood still from before the observation until now (nothing was scheduled at or
+        after `t_obs`: the episode's first chunk, after a hold, after the schedule ran dry).
+        Then the state the chunk was predicted from still holds, and the chunk starts at the
+        first tick at or after `now` instead of skipping the actions whose time passed while
+        it was computed: with 0.7 s of latency the first chunk otherwise begins 7 steps into
+        the motion, and the arm lunges there from rest (into the obstacle, in the reach
+        task). `start_idle_chunks_late: false` keeps the plain `t_obs` anchor."""
+        if not self.settings.params.start_idle_chunks_late:
+            return t_obs
+        end = self.schedule.horizon_end()
+        if end is not None and end >= t_obs - self.schedule.time_eps:
+            return t_obs
+        dt = self.settings.dt
+        return t_obs + max(0, math.ceil((now - t_obs) / dt - 0.01)) * dt
 
     def _stream(self, now: float) -> Command | None:
         path = self.paths[STREAM]

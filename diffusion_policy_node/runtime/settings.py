@@ -86,6 +86,7 @@ class PolicyNodeParams:
     start_active: bool = True
     action_lead: float = -1.0
     inference_margin: float = 0.0
+    start_idle_chunks_late: bool = True
     inference_timeout: float = 10.0
     inference_delay_ms: float = 0.0
     torch_threads: int = 0

@@ -49,12 +49,19 @@ class TaskSpec:
     config: type
     expert: type
     time_limit: float  # default episode length, s
+    camera_topics: tuple[str, ...]  # sim_node's default image topic of each camera, in order
 
 
 TASKS: dict[str, TaskSpec] = {
-    "reach": TaskSpec(ArmTask, ArmTaskConfig, ScriptedExpert, ArmTaskConfig().time_limit),
+    "reach": TaskSpec(
+        ArmTask, ArmTaskConfig, ScriptedExpert, ArmTaskConfig().time_limit, ("/camera/image_raw",)
+    ),
     "pick_place": TaskSpec(
-        PickPlaceTask, PickPlaceConfig, PickPlaceExpert, PickPlaceConfig().time_limit
+        PickPlaceTask,
+        PickPlaceConfig,
+        PickPlaceExpert,
+        PickPlaceConfig().time_limit,
+        ("/scene_camera/image_raw", "/wrist_camera/image_raw"),
     ),
 }
 TaskConfig = ArmTaskConfig | PickPlaceConfig

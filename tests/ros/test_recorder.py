@@ -190,7 +190,12 @@ def _replay_through_controller(episode, grid_s: np.ndarray, action_lead: float) 
         action_lead=action_lead,
     )  # fmt: skip
     settings = resolve_settings(
-        PolicyNodeParams(checkpoint="/x", max_joint_velocity=(100.0,)), config
+        # The replayed episode moves from its first step on, so the first chunk must not be
+        # started late as on an arm that stood still during inference.
+        PolicyNodeParams(
+            checkpoint="/x", max_joint_velocity=(100.0,), start_idle_chunks_late=False
+        ),
+        config,
     )
     info = PolicyInfo("cpu", episode.action.min(0) - 1, episode.action.max(0) + 1, 10)
     worker = ReplayWorker(episode.action, grid_s[0], 0.1, config.n_obs_steps, config.horizon)

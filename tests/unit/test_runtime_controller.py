@@ -108,6 +108,9 @@ class Rig:
         self.sent: list[Command] = []
         self.logs: list[tuple[str, str]] = []
         self.worker = worker or FakeWorker()
+        # The merge and timing tests fix every chunk at its observation time; the rule for a
+        # chunk landing on a still arm (start_idle_chunks_late) has its own tests.
+        params.setdefault("start_idle_chunks_late", False)
         settings = resolve_settings(PolicyNodeParams(checkpoint="/x", **params), config)
         self.ctl = Controller(
             settings,
@@ -189,6 +192,38 @@ def test_late_chunk_drops_the_actions_whose_time_has_passed() -> None:
     assert rig.tick() == []
     assert rig.ctl.counters["dropped_actions"] == dropped + 15
     assert rig.ctl.overrun and rig.ctl.counters["dry_ticks"] >= 1  # reported, not silent
+
+
+def test_a_chunk_landing_on_a_still_arm_starts_when_it_lands() -> None:
+    # The first chunk (nothing was executing since before its observation): the arm stood
+    # still while it was computed, so it runs from its first action on instead of skipping
+    # the four whose grid time passed (test_late_chunk_drops_the_actions_whose_time_has_passed
+    # with the plain anchor).
+    rig = started(Rig(start_idle_chunks_late=True))
+    for _ in range(3):
+        rig.tick()  # now = 0.4, still in flight
+    rig.worker.deliver(ramp())
+    (cmd,) = rig.tick()  # now = 0.5: the chunk's first action moves to grid step 0.5
+    assert rig.ctl.counters["dropped_actions"] == 0
+    assert cmd.stamp == pytest.approx(0.5)
+    np.testing.assert_allclose(cmd.times, np.arange(1, 15) * DT)  # 0.6 .. 1.9
+    np.testing.assert_allclose(cmd.positions, ramp()[2:16])  # chunk[1] is at 0.5: not sent
+    # While that plan executes, the next chunk keeps its observation time: the arm moved
+    # during its inference, so the actions whose time passed are dropped.
+    while len(rig.worker.submitted) < 2:
+        rig.tick()  # the next inference starts when the plan's end comes near
+    (_, t_obs) = rig.worker.submitted[-1]
+    assert 0.5 < t_obs < 1.2  # within the plan (0.5 .. 1.2)
+    for _ in range(2):
+        rig.tick()
+    now = rig.now()
+    rig.worker.deliver(ramp())
+    (cmd,) = rig.tick()
+    late = round((rig.now() - t_obs) / DT)  # grid steps from the observation to the merge
+    assert rig.ctl.counters["dropped_actions"] == late
+    assert cmd.stamp == pytest.approx(now + DT)
+    # the first point is the action of the first grid step at least half a tick ahead
+    assert cmd.positions[0] == pytest.approx(ramp()[1 + late + 1])
 
 
 def test_a_model_slower_than_the_whole_horizon_is_an_overrun_not_silence() -> None:
