@@ -12,7 +12,8 @@ slots with nothing new (missed). One JSON line for the machine, then one per cas
 
     rx_p50_ms / rx_p99_ms / rx_max_ms, rx_missed_ticks, rx_events (receiver side, see
     jitter_receiver.py), rx_plan_lead_p50_ms / rx_plan_lead_min_ms (chunk mode: how long
-    before its first point a plan arrives),
+    before its first point a plan arrives), rx_past_points (chunk mode: trajectory points
+    whose time had passed when their message arrived: published in the past),
     config, rate_hz, output_mode, p50_ms / p99_ms / max_ms (lateness of each publish vs the
     grid: the moment `publish` returned; every tick in stream mode, the ticks that send a new
     trajectory in chunk mode: published_ticks), tick_start_p50_ms / tick_start_p99_ms (lateness
@@ -28,6 +29,7 @@ slots with nothing new (missed). One JSON line for the machine, then one per cas
     .venv/bin/python bench/control_jitter.py                       # small+paper, 10/30/50 Hz
     .venv/bin/python bench/control_jitter.py --configs small --rates 30 --modes stream,chunk
     .venv/bin/python bench/control_jitter.py --rates 30 --param control_priority:=50
+    .venv/bin/python bench/control_jitter.py --param control_priority:=50 --receiver-priority 60
 
 What limits the figures (measured on the 2-core dev machine, see the issue report): the Python
 work of a tick is ~0.5 ms, most of it in rclpy's `publish` (Fast DDS serialises and sends in the
@@ -77,9 +79,13 @@ NODE = "jitter_policy_node"
 STREAM_TOPIC = "/bench/commands"
 
 
-def make_checkpoint(config_name: str, rate_hz: float, folder: Path) -> Path:
+def make_checkpoint(
+    config_name: str, rate_hz: float, folder: Path, horizon: int | None = None
+) -> Path:
     data = yaml.safe_load((REPO / "config" / "policy" / f"{config_name}.yaml").read_text())
     data.update(state_dim=3, action_dim=3, joint_names=JOINTS, dt=1.0 / rate_hz)
+    if horizon is not None:
+        data["horizon"] = horizon
     data["camera_topics"] = ["/camera/image_raw"]
     config = PolicyConfig.from_dict(data, where=config_name)
     torch.manual_seed(0)
@@ -149,7 +155,7 @@ def _num(d: dict[str, str], key: str) -> float | None:
 
 
 def run_case(args: argparse.Namespace, config: str, rate: float, mode: str, tmp: Path) -> dict:
-    ckpt = make_checkpoint(config, rate, tmp / f"{config}_{rate:g}")
+    ckpt = make_checkpoint(config, rate, tmp / f"{config}_{rate:g}", args.horizon)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     log = open(tmp / f"{config}_{rate:g}_{mode}.log", "w")  # noqa: SIM115
     sensors = subprocess.Popen(
@@ -167,10 +173,13 @@ def run_case(args: argparse.Namespace, config: str, rate: float, mode: str, tmp:
          *[a for p in args.param for a in ("-p", p)]],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
+    # A real controller (ros2_control's controller_manager) runs SCHED_FIFO: --receiver-priority
+    # gives the receiver process (all its threads, DDS included) that too.
+    rt = ["chrt", "-f", str(args.receiver_priority)] if args.receiver_priority else []
     receiver = Child(
         "receiver",
-        [sys.executable, str(Path(__file__).with_name("jitter_receiver.py")), "--topic", topic,
-         "--mode", mode, "--rate", str(rate)],
+        [*rt, sys.executable, str(Path(__file__).with_name("jitter_receiver.py")),
+         "--topic", topic, "--mode", mode, "--rate", str(rate)],
         env=env,
     )  # fmt: skip
     probe = Probe()
@@ -218,6 +227,9 @@ def run_case(args: argparse.Namespace, config: str, rate: float, mode: str, tmp:
         "rx_messages": rx["messages"],
         "rx_plan_lead_p50_ms": rx.get("plan_lead_p50_ms"),
         "rx_plan_lead_min_ms": rx.get("plan_lead_min_ms"),
+        "rx_past_points": rx.get("past_points"),
+        "horizon": args.horizon,
+        "receiver_priority": args.receiver_priority,
         "p50_ms": _num(d, "jitter_p50_ms"),
         "p99_ms": _num(d, "jitter_p99_ms"),
         "max_ms": _num(d, "jitter_max_ms"),
@@ -251,6 +263,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per case")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds before the window")
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument(
+        "--horizon", type=int, default=None, help="override the config's horizon (steps)"
+    )
+    parser.add_argument(
+        "--receiver-priority",
+        type=int,
+        default=0,
+        help="run the receiver under SCHED_FIFO with this priority (chrt -f; needs the "
+        "privilege), as a real-time controller would; 0: normal scheduling",
+    )
     parser.add_argument(
         "--param", action="append", default=[], help="extra node parameter name:=value"
     )

@@ -53,7 +53,8 @@ class Receiver:
             self.node.create_subscription(JointTrajectory, topic, self._on_chunk, 100)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        threading.Thread(target=self.executor.spin, daemon=True).start()
+        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinner.start()
 
     def _on_stream(self, _msg: Float64MultiArray) -> None:
         now = time.time()
@@ -123,6 +124,7 @@ def main() -> None:
         serve({"receiver": args.mode, "topic": args.topic}, {"start": start, "stop": stop})
     finally:
         rx.executor.shutdown(timeout_sec=2.0)
+        rx.spinner.join(2.0)  # a spin thread alive at exit ends in std::terminate
         rx.node.destroy_node()
         rclpy.try_shutdown(context=rx.context)
 

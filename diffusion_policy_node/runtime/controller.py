@@ -17,7 +17,9 @@ Per tick (`tick(ideal, t_start, skipped)`):
 3. merge: a finished chunk is merged into the `ActionSchedule` from index n_obs_steps−1 (its
    whole horizon — the plan only for `ensemble` —, action i at grid step t_obs + i·dt, to be
    reached at that + action_lead);
-   actions already past are dropped. The plan is the first n_action_steps of them: the next
+   actions already past are dropped — unless the arm stood still since before the observation
+   (first chunk, after a hold or a dry schedule): then the chunk starts at its landing tick
+   (`_chunk_start`). The plan is the first n_action_steps of them: the next
    inference is timed to land before the plan ends; the rest of the horizon is executed only
    when it is late (an overrun, reported), so a slow model keeps moving instead of stopping.
 4. publish, per action group kind (settings.groups): the JointTrajectory groups get the
