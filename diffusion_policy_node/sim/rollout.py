@@ -53,8 +53,8 @@ COUNTERS = ("overruns", "dry_ticks", "chunks", "dropped_actions", "holds", "infe
 
 class SimulatedLatencyWorker(LatencyTracking):
     """The controller's `Worker` on the simulation clock: `submit` computes the chunk at once
-    (in real time, on the calling thread, through an `InferenceWorker`), `poll` hands it over
-    when the simulation clock reaches submit time + the simulated latency."""
+    (an `InferenceWorker` runs it; the caller waits, so simulated time stands still), `poll`
+    hands it over when the simulation clock reaches submit time + the simulated latency."""
 
     def __init__(
         self,
