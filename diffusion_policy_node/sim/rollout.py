@@ -45,7 +45,7 @@ from diffusion_policy_node.runtime.process_worker import load_policy
 from diffusion_policy_node.runtime.settings import NodeSettings, PolicyNodeParams, resolve_settings
 from diffusion_policy_node.sim.engine import NS, TASKS, SimEngine, SimSettings
 from diffusion_policy_node.train.eval_media import outcome
-from diffusion_policy_node.train.evaluate import bundled_checkpoint, summarize
+from diffusion_policy_node.train.evaluate import BUNDLED_MODELS, bundled_checkpoint, summarize
 
 # Controller counters copied into each episode record (and the last one into the summary).
 COUNTERS = ("overruns", "dry_ticks", "chunks", "dropped_actions", "holds", "inference_timeouts")
@@ -375,8 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = dict(_parse_param(p) for p in args.param)
         params["inference_delay_ms"] = args.inference_delay_ms
-        name = "ur5e_pick_place" if args.task == "pick_place" else "sim_arm_diffusion"
-        checkpoint = args.checkpoint or bundled_checkpoint(name)
+        checkpoint = args.checkpoint or bundled_checkpoint(BUNDLED_MODELS[args.task])
         rollout = Rollout(
             checkpoint, args.task, params, latency_ms=args.latency_ms, time_limit=args.time_limit
         )

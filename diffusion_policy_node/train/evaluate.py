@@ -63,6 +63,8 @@ from diffusion_policy_node.train.processes import (
 SIM_NODE = "dp_eval_sim"
 POLICY_NODE = "dp_eval_policy"
 BUNDLED_MODEL = "sim_arm_diffusion"
+# The bundled checkpoint of each sim task (models/<name>): the default --checkpoint.
+BUNDLED_MODELS = {"reach": BUNDLED_MODEL, "pick_place": "ur5e_pick_place"}
 PACKAGE = "diffusion_policy_node"
 RUNNING_WAIT_S = 10.0  # for the services of a --robot / --policy-node that already runs
 
@@ -89,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     who = parser.add_mutually_exclusive_group()
     who.add_argument(
-        "--checkpoint", help=f"checkpoint folder (default: the bundled models/{BUNDLED_MODEL})"
+        "--checkpoint",
+        help="checkpoint folder (default: the bundled one of --task: "
+        + ", ".join(f"models/{m} ({t})" for t, m in BUNDLED_MODELS.items())
+        + ")",
     )
     who.add_argument("--expert", action="store_true", help="evaluate the scripted expert")
     parser.add_argument(
@@ -389,7 +394,11 @@ def evaluate(args: argparse.Namespace, ask: Ask | None = None) -> dict[str, Any]
     image_size: tuple[int, int] = (96, 96)
     require = None
     if not args.expert:
-        checkpoint = Path(args.checkpoint) if args.checkpoint else bundled_checkpoint()
+        checkpoint = (
+            Path(args.checkpoint)
+            if args.checkpoint
+            else bundled_checkpoint(BUNDLED_MODELS.get(args.task, BUNDLED_MODEL))
+        )
         config, meta = read_config(checkpoint)  # CheckpointError before any process starts
         image_size = config.image_size
         require = requirements_of(config, meta)

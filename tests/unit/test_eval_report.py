@@ -210,3 +210,17 @@ def test_the_policy_node_beside_dp_evals_own_pick_place_sim_waits_for_its_urdf()
     # a --policy-param comes later on the command line, so it wins
     args = node_args("--task", "pick_place", "--policy-param", "robot_description_timeout:=5.0")
     assert args.index("robot_description_timeout:=5.0") > args.index(wait)
+
+
+def test_each_task_defaults_to_its_own_bundled_checkpoint():
+    # dp-eval --task pick_place without --checkpoint used the reach model, whose joints the
+    # pick-place robot does not have: the policy node refused to start.
+    from diffusion_policy_node.policy.checkpoint import read_config
+    from diffusion_policy_node.sim.engine import TASKS
+
+    assert set(evaluate.BUNDLED_MODELS) == set(TASKS)
+    for task, name in evaluate.BUNDLED_MODELS.items():
+        config, _ = read_config(evaluate.bundled_checkpoint(name))
+        spec = TASKS[task]
+        assert set(config.camera_topics) <= set(spec.camera_topics), task
+        assert set(spec.task.joint_names) <= set(config.joint_names), task
