@@ -14,7 +14,7 @@ table and a PNG (`--out`/smoothness.png).
 
 With --sim-time every case runs on simulated time instead (sim/rollout.py: the node's
 controller and the simulation in one loop, each inference taking --latency-ms + the delay):
-seeded and repeatable, the same on any CPU, without DDS or CPU contention.
+seeded and repeatable whatever the CPU's speed, without DDS or CPU contention.
 
 The first line names the CPU (inference latency, and so the effective delay, depends on it).
 Runs are in real time over DDS: expect episode-to-episode variation; quote several seeds.

@@ -7,8 +7,10 @@ control tick (`runtime.Controller`, what `policy_node` runs) and the same simula
 inference latency *simulated*: a request submitted at sim time t returns its chunk at
 t + latency, where latency = `latency_ms` (or, when None, the measured compute time of that
 inference) + `inference_delay_ms`. The chunk itself is computed at once (sim time stands still
-meanwhile), so the outcome depends only on the checkpoint, the seeds and the latency, never on
-the CPU: a way to ask "what does 300 ms of latency do to this policy?" in seconds, repeatably.
+meanwhile), so with a fixed `latency_ms` the outcome depends on the checkpoint, the seeds and
+the latency, not on how fast or loaded the CPU is (another CPU model may still round its
+floats differently): a way to ask "what does 300 ms of latency do to this policy?" in seconds,
+repeatably.
 
     python -m diffusion_policy_node.sim.rollout --episodes 20 --seed 1000
     python -m diffusion_policy_node.sim.rollout --latency-ms 120 --inference-delay-ms 300 \\
