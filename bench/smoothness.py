@@ -60,7 +60,7 @@ def _rollout_command(args: argparse.Namespace, mode: str, delay: int, out: Path)
         "--param", f"blend_mode={mode}", "--task", args.task,
         *(["--latency-ms", str(args.latency_ms)] if args.latency_ms is not None else []),
         *(["--checkpoint", args.checkpoint] if args.checkpoint else []),
-        *(a for p in args.param for a in ("--param", p.replace(":=", "="))),
+        *(a for p in args.param for a in ("--param", p)),
     ]  # fmt: skip
 
 

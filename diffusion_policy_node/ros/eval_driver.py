@@ -48,17 +48,11 @@ from diffusion_policy_node.ros.service_driver import (
     driver_parser,
     run_driver_node,
 )
+from diffusion_policy_node.sim.smoothness import MOTION_KEYS
 from diffusion_policy_node.train.eval_media import EpisodeVideo, outcome
 from diffusion_policy_node.train.graph_requirements import GraphRequirements
 
 # Policy diagnostics copied into each episode record (cumulative since the node started).
-MOTION_KEYS = (
-    "chunk_boundaries",
-    "max_acc",
-    "jerk_boundary_mean",
-    "jerk_within_mean",
-    "jerk_ratio",
-)
 STATUS_KEYS = (
     "inference_latency_p50_ms",
     "inference_latency_p90_ms",

@@ -46,6 +46,7 @@ from diffusion_policy_node.runtime.inference_worker import (
 from diffusion_policy_node.runtime.process_worker import load_policy
 from diffusion_policy_node.runtime.settings import NodeSettings, PolicyNodeParams, resolve_settings
 from diffusion_policy_node.sim.engine import NS, TASKS, SimEngine, SimSettings
+from diffusion_policy_node.sim.smoothness import MOTION_KEYS
 from diffusion_policy_node.train.eval_media import outcome
 from diffusion_policy_node.train.evaluate import BUNDLED_MODELS, bundled_checkpoint, summarize
 
@@ -74,7 +75,6 @@ class SimulatedLatencyWorker(LatencyTracking):
         self._init_tracking(clock, ema_alpha=0.2, window=100)
         self.latency_s = latency_s
         self.delay_s = float(delay_s)
-        self.compute_s: list[float] = []  # measured compute time of every request
         self._inner = InferenceWorker(policy, device=device, name="dp-rollout-inference")
         self._pending: tuple[InferenceResult, float] | None = None  # (result, due sim time)
         self._result: InferenceResult | None = None
@@ -109,7 +109,6 @@ class SimulatedLatencyWorker(LatencyTracking):
         start = time.monotonic()
         inner = self._run(obs)
         compute = time.monotonic() - start
-        self.compute_s.append(compute)
         latency = self._latency(compute)
         result = InferenceResult(inner.chunk, float(t_obs), latency, inner.error)
         self._pending = (result, t_submit + latency)
@@ -219,7 +218,6 @@ class Rollout:
             device=self.info.device,
         )
         self.controller: Controller | None = None
-        self.log: list[tuple[str, str]] = []
 
     def now(self) -> float:
         return self.engine.now_ns / NS
@@ -262,19 +260,23 @@ class Rollout:
             for joint in set(values) - set(engine.names):  # the gripper
                 engine.submit("gripper", np.array([values[joint]]))
 
-    def _log(self, level: str, text: str, throttle: bool) -> None:
-        self.log.append((level, text))
+    @staticmethod
+    def _log(level: str, text: str, throttle: bool) -> None:
+        # Errors (a failed tick or inference) are shown; warnings such as overruns are counted
+        # in the episode record instead (they would repeat every chunk under a long delay).
+        if level == "error":
+            print(f"rollout: controller error: {text}", file=sys.stderr, flush=True)
 
     # ---------------------------------------------------------------- episodes
-    def episode(self, seed: int, policy_seed: int | None = None) -> dict[str, Any]:
-        """Run one episode with layout `seed`; sampling seeded with `policy_seed` (default
-        `seed`). A fresh controller per episode, as dp-eval starts a fresh policy_node."""
+    def episode(self, seed: int) -> dict[str, Any]:
+        """Run one episode with layout `seed`, sampling seeded with `seed` too. A fresh
+        controller per episode, as dp-eval starts a fresh policy_node."""
         engine, worker = self.engine, self.worker
         engine.submit("reset", int(seed))
         engine.handle_requests()
         worker.reset()
         if hasattr(self.policy, "seed"):
-            self.policy.seed(int(seed if policy_seed is None else policy_seed))
+            self.policy.seed(int(seed))
         self.controller = c = Controller(
             self.settings,
             self.info,
@@ -306,7 +308,7 @@ class Rollout:
             "collided": bool(report.get("collided", False)),
             "time": report["time"],
             "passed_side": report.get("passed_side"),
-            **{k: v for k, v in report.items() if k.startswith(("jerk", "max_acc"))},
+            **{k: report.get(k) for k in MOTION_KEYS},
             **{k: c.counters[k] for k in COUNTERS},
             "wall_s": round(time.monotonic() - t0, 2),
         }
@@ -348,14 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a policy_node parameter (repeatable), e.g. blend_mode=replace",
+        help="a policy_node parameter (repeatable), e.g. blend_mode=replace (or :=)",
     )
     parser.add_argument("--jsonl", default=None, help="write the episode records here")
     return parser
 
 
 def _parse_param(text: str) -> tuple[str, Any]:
+    """NAME=VALUE, or NAME:=VALUE as dp-eval's --policy-param takes it."""
     name, sep, raw = text.partition("=")
+    name = name.removesuffix(":")
     if not sep or not name:
         raise ValueError(f"--param {text!r}: expected NAME=VALUE")
     known = PolicyNodeParams.__dataclass_fields__

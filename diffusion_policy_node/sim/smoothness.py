@@ -22,6 +22,16 @@ import numpy as np
 JERK_EPS = 1e-6
 
 
+# The keys of `smoothness` that an episode record carries (dp-eval's driver, sim/rollout.py).
+MOTION_KEYS = (
+    "chunk_boundaries",
+    "max_acc",
+    "jerk_boundary_mean",
+    "jerk_within_mean",
+    "jerk_ratio",
+)
+
+
 def smoothness(q: np.ndarray, boundary: np.ndarray, dt: float) -> dict[str, float | int | None]:
     """Metrics of executed targets `q` (N, D) sampled every `dt`, `boundary` (N,) True where a
     new trajectory took over at that sample. Means are of the per-sample max-joint |jerk|;

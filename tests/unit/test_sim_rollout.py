@@ -41,4 +41,5 @@ def test_bad_parameters_are_named() -> None:
         _parse_param("inpaint_overlap=two")
     assert _parse_param("start_idle_chunks_late=false") == ("start_idle_chunks_late", False)
     assert _parse_param("inpaint_decay=0.25") == ("inpaint_decay", 0.25)
+    assert _parse_param("blend_mode:=replace") == ("blend_mode", "replace")  # dp-eval's form
     assert main(["--param", "blend_mode=mix", "--episodes", "1"]) == 2
