@@ -3,15 +3,19 @@
 For one config (random weights, batch 1, DDIM 10, the bench's PushT shapes) the probe times the
 observation encoder and the denoising loop separately, medians of `--reps`, for:
 
-  eager            acceleration none
-  jit              acceleration jit (what policy_node runs)
-  compile          torch.compile (Inductor, freezing + weight prepacking on) of the traced
-                   trunk and of each camera encoder: compile time printed too
-  encoder-cl       jit, plus the camera encoder traced in channels-last memory format
-  encoder-bf16     jit, plus the camera encoder traced in bfloat16
+  eager               acceleration none, fp32
+  jit                 acceleration jit, fp32 (policy_node's default where auto resolves to fp32)
+  jit-bf16-encoder    acceleration jit, precision bf16-encoder: the camera encoders traced in
+                      bf16 and channels-last, the ε-network fp32 (policy_node's default where
+                      auto resolves to it: CPUs with AMX, small ε-networks)
+  compile             torch.compile (Inductor, freezing + weight prepacking on) of the packed
+                      trunk and of each camera encoder, fp32: compile time printed too
+  encoder-cl          jit, plus the fp32 camera encoder traced in channels-last memory format
+  compile-bf16-encoder  compile, with the camera encoders in bf16, channels-last
 
-and the largest |difference| of the chunk from eager's (same noise). Only `jit` is in the
-product; the rest were measured here and not kept (README, "Side by side with LeRobot").
+and the largest |difference| of the chunk from eager's (same noise). `jit` and
+`jit-bf16-encoder` are in the product; the rest were measured here and not kept (README, "Side
+by side with LeRobot").
 
     .venv/bin/python bench/acceleration_probe.py --config small
 """
@@ -70,16 +74,25 @@ def _compile(policy: DiffusionPolicy) -> None:
 
     inductor.freezing = True
     inductor.cpp.weight_prepack = True
-    policy.enable_acceleration("none")
+    policy.enable_acceleration("jit")  # the packed (matrix-product) trunk layout
     trunk = torch.compile(_TrunkModule(policy.network).eval(), dynamic=False)
 
     def step(sample, cache, k):
         return trunk(sample, [t for pair in cache.per_step[k] for t in pair])
 
     policy._frozen_step = step
-    policy.obs_encoder.camera_runners = [
-        torch.compile(e, dynamic=False) for e in policy.obs_encoder.encoders
-    ]
+    runners = []
+    for enc in policy.obs_encoder.encoders:
+        if next(enc.parameters()).dtype == torch.bfloat16:
+            enc.to(memory_format=torch.channels_last)
+        compiled = torch.compile(enc, dynamic=False)
+        runners.append(lambda x, f=compiled: f(x.contiguous(memory_format=_layout(f))))
+    policy.obs_encoder.camera_runners = runners
+
+
+def _layout(compiled) -> torch.memory_format:
+    weight = next(compiled.parameters())
+    return torch.channels_last if weight.dtype == torch.bfloat16 else torch.contiguous_format
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,14 +126,18 @@ def main(argv: list[str] | None = None) -> int:
             return policy.predict_action_chunk(obs)
 
     reference = None
-    cases: list[tuple[str, Callable[[], None]]] = [
-        ("eager", lambda: policy.enable_acceleration("none")),
-        ("jit", lambda: policy.enable_acceleration("jit")),
-        ("compile", lambda: _compile(policy)),
-        ("encoder-cl", lambda: _trace_encoders(policy, _channels_last)),
-        ("encoder-bf16", lambda: _trace_encoders(policy, _bf16)),
+    fp32, bf16_encoder = (torch.float32, torch.float32), (torch.float32, torch.bfloat16)
+    cases: list[tuple[str, tuple[torch.dtype, torch.dtype], Callable[[], None]]] = [
+        ("eager", fp32, lambda: policy.enable_acceleration("none")),
+        ("jit", fp32, lambda: policy.enable_acceleration("jit")),
+        ("compile", fp32, lambda: _compile(policy)),
+        ("encoder-cl", fp32, lambda: _trace_encoders(policy, _channels_last)),
+        # Last: rounding the encoder to bf16 is not undone by converting it back.
+        ("jit-bf16-encoder", bf16_encoder, lambda: policy.enable_acceleration("jit")),
+        ("compile-bf16-encoder", bf16_encoder, lambda: _compile(policy)),
     ]
-    for name, setup in cases:
+    for name, (network_dtype, encoder_dtype), setup in cases:
+        policy.set_precision(network_dtype, encoder_dtype=encoder_dtype)
         if name.startswith("encoder"):
             policy.enable_acceleration("jit")
         t0 = time.perf_counter()
@@ -150,10 +167,6 @@ def _channels_last(enc: torch.nn.Module) -> tuple[torch.nn.Module, Callable]:
     return enc.to(memory_format=torch.channels_last), lambda x: x.contiguous(
         memory_format=torch.channels_last
     )
-
-
-def _bf16(enc: torch.nn.Module) -> tuple[torch.nn.Module, Callable]:
-    return enc.to(torch.bfloat16), lambda x: x.to(torch.bfloat16)
 
 
 if __name__ == "__main__":

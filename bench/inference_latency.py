@@ -7,10 +7,12 @@ chunk each in turn, `--reps` rounds (the order rotates per round), so every impl
 the same machine load. Implementations:
 
   ours-default   what policy_node runs out of the box: acceleration `jit` (PolicyNodeParams'
-                 default) and precision `auto` (policy/precision.py: bf16 on CPUs with
-                 AVX-512-BF16/AMX for an ε-network beyond the caches, e.g. paper; else fp32)
+                 default) and precision `auto` (policy/precision.py: on a CPU, bf16 camera
+                 encoders with AMX, a bf16 ε-network with AVX-512-BF16/AMX when it is beyond
+                 the caches, e.g. paper; else fp32)
   ours-fp32      eager fp32 (acceleration none, precision fp32)
   ours-fp32-jit  fp32 with `jit`
+  ours-bf16-jit  bf16 encoders and ε-network with `jit`
   peer           LeRobot 0.3.2's DiffusionPolicy in its own venv (bench/peer_lerobot.py, fp32,
                  its default `select_action` path); `make bench-peer` creates that venv.
 
@@ -88,7 +90,6 @@ def child_ours(args: argparse.Namespace) -> None:
     from diffusion_policy_node.policy.modeling import DiffusionPolicy
     from diffusion_policy_node.policy.precision import (
         network_weight_bytes,
-        precision_name,
         resolve_precision,
     )
 
@@ -98,9 +99,9 @@ def child_ours(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     policy = DiffusionPolicy(config).to(device).eval()
     policy.set_inference(args.scheduler, args.steps)
-    dtype = resolve_precision(args.precision, device, weight_bytes=network_weight_bytes(policy))
-    if dtype != torch.float32:
-        policy.set_precision(dtype)
+    chosen = resolve_precision(args.precision, device, weight_bytes=network_weight_bytes(policy))
+    if not chosen.is_fp32:
+        policy.set_precision(chosen.network, encoder_dtype=chosen.encoder)
     policy.enable_acceleration(args.accel)
     rng = np.random.default_rng(0)
     h, w = config.image_size
@@ -147,7 +148,7 @@ def child_ours(args: argparse.Namespace) -> None:
         "threads": torch.get_num_threads(),
         "accel": args.accel,
         "precision": args.precision,
-        "dtype": precision_name(dtype),
+        "dtype": chosen.name,
         "params": sum(p.numel() for p in policy.parameters()),
         "unet_mib": round(unet_bytes / 2**20, 1),
         "read_gbs": round(read_gbs, 1),

@@ -157,7 +157,8 @@ def load_checkpoint(
     """Rebuild the policy of a checkpoint folder in eval mode on `device`.
 
     Inference knobs (sampler, step count, η, acceleration none|jit|cudagraph, precision
-    auto|fp32|bf16 — see policy/precision.py) may be overridden; they are validated here.
+    auto|fp32|bf16|bf16-encoder — see policy/precision.py) may be overridden; they are
+    validated here.
     """
     folder = Path(folder)
     config, _ = read_config(folder)
@@ -180,9 +181,9 @@ def load_checkpoint(
     policy.load_state_dict({**model_state, **norm_state}, strict=True)
     policy = policy.to(device).eval()
     try:
-        dtype = resolve_precision(precision, device, weight_bytes=network_weight_bytes(policy))
-        if dtype != torch.float32:
-            policy.set_precision(dtype)
+        chosen = resolve_precision(precision, device, weight_bytes=network_weight_bytes(policy))
+        if not chosen.is_fp32:
+            policy.set_precision(chosen.network, encoder_dtype=chosen.encoder)
         policy.enable_acceleration(acceleration)
     except ValueError as exc:
         raise CheckpointError(f"{folder}: {exc}") from exc

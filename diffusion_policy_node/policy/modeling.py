@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -169,6 +170,7 @@ class DiffusionPolicy(nn.Module):
         state = state[:, -c.n_obs_steps :]
         images = images[:, -c.n_obs_steps :]
         nstate = self.state_normalizer.normalize(state)
+        # The features come out in the ε-network's dtype (the encoder may run in another).
         return self.obs_encoder(images, nstate.to(self.network.dtype))
 
     # ----------------------------------------------------------------------------- training
@@ -320,16 +322,20 @@ class DiffusionPolicy(nn.Module):
         return sample + weights * (target - sample)
 
     # ----------------------------------------------------------------------------- speed
-    def set_precision(self, dtype: torch.dtype) -> None:
-        """Run the encoder and ε-network in `dtype` (float32, bfloat16, float16) for inference.
+    def set_precision(self, dtype: torch.dtype, encoder_dtype: torch.dtype | None = None) -> None:
+        """Run the ε-network in `dtype` and the camera encoders in `encoder_dtype` (default:
+        `dtype`), each float32, bfloat16 or float16, for inference.
 
-        Normalizers and the scheduler arithmetic stay float32. Reduced precision changes the
-        numbers slightly; see bench/inference_latency.py for what it buys on each device.
+        Normalizers and the scheduler arithmetic stay float32; the encoder's features are cast
+        to the ε-network's dtype. Reduced precision changes the numbers slightly; see
+        bench/inference_latency.py for what it buys on each device.
         """
-        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"precision must be float32, bfloat16 or float16, got {dtype}")
+        encoder_dtype = dtype if encoder_dtype is None else encoder_dtype
+        for value in (dtype, encoder_dtype):
+            if value not in (torch.float32, torch.bfloat16, torch.float16):
+                raise ValueError(f"precision must be float32, bfloat16 or float16, got {value}")
         self.enable_acceleration("none")  # frozen/packed copies hold the old dtype
-        self.obs_encoder.to(dtype)
+        self.obs_encoder.to(encoder_dtype)
         self.network.to(dtype)  # type: ignore[attr-defined]  # networks are nn.Modules
 
     def enable_acceleration(self, mode: str) -> None:
@@ -337,7 +343,8 @@ class DiffusionPolicy(nn.Module):
 
         jit: the ε-network's inference layout (U-Net: convolutions as unfold + matmul over
         views of the weights, no copies), a TorchScript trace of the network's denoising step
-        and a trace + freeze of the camera encoders (fewer dispatcher hops; CPU or CUDA).
+        and a trace + freeze of the camera encoders (fewer dispatcher hops; CPU or CUDA; a bf16
+        encoder on a CPU in channels-last layout, `_trace_camera_encoder`).
         cudagraph: the denoising loop (`_denoise`: every step and scheduler update) as one CUDA
         graph, for CUDA and deterministic DDIM (η = 0) only. The observation encoder is not in
         the graph: it runs eagerly before each replay. The initial noise is drawn outside the
@@ -347,6 +354,9 @@ class DiffusionPolicy(nn.Module):
         self._graph = None
         self._frozen_step = None
         self.obs_encoder.camera_runners = None
+        # A bf16 trace converts the encoders to channels-last (`_trace_camera_encoder`); back to
+        # the default layout, which training and the state_dict expect.
+        self.obs_encoder.to(memory_format=torch.contiguous_format)
         self.network.pack_for_inference(mode == "jit")
         if mode in ("", "none"):
             return
@@ -363,17 +373,37 @@ class DiffusionPolicy(nn.Module):
 
     def _freeze_for_inference(self) -> None:
         c = self.config
-        dtype = self.network.dtype
         h, w = c.crop_shape or c.image_size
         # tracing_warnings_filtered: which warnings a trace raises here and why they are benign.
         with torch.no_grad(), tracing_warnings_filtered():
             self.eval()
-            image = torch.rand(1, 3, h, w, device=self.device, dtype=dtype)
             self.obs_encoder.camera_runners = [
-                torch.jit.freeze(torch.jit.trace(enc, (image,)))
-                for enc in self.obs_encoder.encoders
+                _trace_camera_encoder(enc, (h, w)) for enc in self.obs_encoder.encoders
             ]
             self._frozen_step = self.network.freeze_prepared_step()
+
+
+def _trace_camera_encoder(
+    encoder: torch.nn.Module, crop_hw: tuple[int, int]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A camera encoder traced and frozen by TorchScript for inference, in its own dtype.
+
+    A bf16 encoder on a CPU is traced in channels-last memory format (the module converted in
+    place, the input converted per call): oneDNN's bf16 convolutions run on AMX in that layout,
+    6-8 ms against 8-12 ms in the default layout for the ResNet-18 at batch 2, 84x84
+    (bench/acceleration_probe.py). fp32 stays in the default layout, where channels-last
+    measured slower.
+    """
+    weight = next(encoder.parameters())
+    image = torch.rand(1, 3, *crop_hw, device=weight.device, dtype=weight.dtype)
+    if weight.dtype != torch.bfloat16 or weight.device.type != "cpu":
+        return torch.jit.freeze(torch.jit.trace(encoder, (image,)))
+    channels_last = torch.channels_last
+    encoder.to(memory_format=channels_last)
+    traced = torch.jit.freeze(
+        torch.jit.trace(encoder, (image.contiguous(memory_format=channels_last),))
+    )
+    return lambda x: traced(x.contiguous(memory_format=channels_last))
 
 
 class RegressionPolicy(DiffusionPolicy):

@@ -294,6 +294,10 @@ class ConditionalUnet1D(nn.Module):
             Conv1dBlock(start_dim, start_dim, kernel_size, n_groups=n_groups),
             nn.Conv1d(start_dim, input_dim, 1),
         )
+        # Inference-only: every res block's FiLM linear stacked into one matrix and bias, so
+        # `prepare_conditioning` runs 2 matrix products instead of 2 per block (see
+        # pack_for_inference); plain attributes, not in the state_dict.
+        self.packed_film: tuple[Tensor, Tensor] | None = None
 
     @property
     def horizon_multiple(self) -> int:
@@ -319,7 +323,16 @@ class ConditionalUnet1D(nn.Module):
 
     def pack_for_inference(self, enabled: bool = True) -> None:
         """Switch every convolution of the trunk (k-tap, 1x1 residual, down- and up-sampling) to
-        its matrix-product form (or back)."""
+        its matrix-product form (or back), and stack the FiLM linears for `prepare_conditioning`
+        (a copy of those weights: 3.5 MiB for the small preset, 28 MiB for the paper's)."""
+        self.packed_film = None
+        if enabled:
+            linears: list[nn.Linear] = [block.cond_encoder[1] for block in self.res_blocks()]
+            with torch.no_grad():
+                self.packed_film = (
+                    torch.cat([linear.weight for linear in linears]).detach(),
+                    torch.cat([linear.bias for linear in linears]).detach(),
+                )
         for module in self.modules():
             if isinstance(module, (Conv1dBlock, Downsample1d, Upsample1d)):
                 if enabled:
@@ -387,13 +400,23 @@ class ConditionalUnet1D(nn.Module):
         mish_t = F.mish(self._time_embedding(t))  # (K, dsed)
         mish_g = F.mish(global_cond.to(mish_t.dtype))  # (B, G)
         K, B = t.shape[0], global_cond.shape[0]
+        blocks = self.res_blocks()
+        if self.packed_film is not None and not (self.training or torch.is_grad_enabled()):
+            weight, bias = self.packed_film  # every block's rows, in block order
+            t_all = mish_t @ weight[:, :dsed].T  # (K, Σ 2C)
+            g_all = torch.addmm(bias, mish_g, weight[:, dsed:].T)  # (B, Σ 2C)
+            embed_all = (t_all[:, None, :] + g_all[None, :, :]).unsqueeze(-1)
+            embeds = embed_all.split([2 * block.out_channels for block in blocks], dim=2)
+        else:
+            embeds = []
+            for block in blocks:
+                linear: nn.Linear = block.cond_encoder[1]
+                w_t, w_g = linear.weight[:, :dsed], linear.weight[:, dsed:]
+                t_part = mish_t @ w_t.T  # (K, 2C)
+                g_part = torch.addmm(linear.bias, mish_g, w_g.T)  # (B, 2C)
+                embeds.append((t_part[:, None, :] + g_part[None, :, :]).unsqueeze(-1))
         stacked: list[tuple[Tensor, Tensor]] = []
-        for block in self.res_blocks():
-            linear: nn.Linear = block.cond_encoder[1]
-            w_t, w_g = linear.weight[:, :dsed], linear.weight[:, dsed:]
-            t_part = mish_t @ w_t.T  # (K, 2C)
-            g_part = torch.addmm(linear.bias, mish_g, w_g.T)  # (B, 2C)
-            embed = (t_part[:, None, :] + g_part[None, :, :]).unsqueeze(-1)  # (K, B, 2C, 1)
+        for block, embed in zip(blocks, embeds, strict=True):  # embed: (K, B, 2C, 1)
             C = block.out_channels
             stacked.append((embed[:, :, :C].contiguous(), embed[:, :, C:].contiguous()))
         per_step = tuple(tuple((scale[k], bias[k]) for scale, bias in stacked) for k in range(K))

@@ -303,7 +303,8 @@ class ObservationEncoder(nn.Module):
         else:
             x = x.unflatten(0, (B * T, N))
             feats = torch.cat([run(x[:, i]) for i, run in enumerate(runners)], dim=-1)
-        feats = torch.cat([feats, state.reshape(B * T, -1).to(feats.dtype)], dim=-1)
+        # In the state's dtype (the ε-network's; the encoders may compute in another).
+        feats = torch.cat([feats.to(state.dtype), state.reshape(B * T, -1)], dim=-1)
         return feats.reshape(B, T * self.feature_dim_per_step)
 
     def _check_images(self, images: Tensor) -> None:

@@ -92,8 +92,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "precision",
         "string",
         "auto",
-        "Inference precision: auto (bf16 where the CPU has AVX-512-BF16/AMX or on CUDA, fp32 "
-        "elsewhere), fp32, bf16.",
+        "Inference precision: auto (per part: CUDA bf16; on a CPU the camera encoders bf16 "
+        "with AMX, the ε-network bf16 with AVX-512-BF16/AMX when >= 64 MiB; fp32 elsewhere), "
+        "fp32, bf16, bf16-encoder (encoders bf16, ε-network fp32).",
     ),
     ParamSpec(
         "blend_mode",
@@ -337,7 +338,7 @@ def effective_values(
     settings: NodeSettings, limits: SafetyLimits, steps: int, precision: str
 ) -> dict[str, Any]:
     """The effective value of each parameter whose default means "from the checkpoint" (or
-    the robot description, or the hardware: `precision` auto -> fp32 | bf16): what
+    the robot description, or the hardware: `precision` auto -> fp32 | bf16 | bf16-encoder): what
     `ros2 param get` should show while configured."""
     values: dict[str, Any] = {
         "camera_topics": list(settings.camera_topics),

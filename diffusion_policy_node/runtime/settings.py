@@ -34,9 +34,10 @@ from .inference_worker import DEVICES
 OUTPUT_MODES = ("", "chunk", "stream")
 GROUP_TYPE_OF_MODE = {"chunk": "JointTrajectory", "stream": "Float64MultiArray"}
 ACCELERATIONS = ("jit", "cudagraph", "none")
-# Numeric precision of inference: auto picks bf16 where the hardware runs it fast (CPU with
-# AVX-512-BF16/AMX, CUDA), fp32 elsewhere (policy/precision.py decides).
-PRECISIONS = ("auto", "fp32", "bf16")
+# Numeric precision of inference: auto picks bf16 per part where the hardware runs it fast (CUDA;
+# on a CPU the camera encoders with AMX, a large ε-network with AVX-512-BF16/AMX), fp32 elsewhere;
+# bf16-encoder: encoders bf16, ε-network fp32 (policy/precision.py decides, same names).
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-encoder")
 DEFAULT_OUTPUT_TOPICS = {
     "chunk": "/arm_controller/joint_trajectory",
     "stream": "/forward_position_controller/commands",
@@ -227,7 +228,8 @@ class InferenceSettings:
 class PolicyInfo:
     """What the loaded policy tells the node: the device it runs on, its action range (the
     normalizer's min/max, for default limits), the denoising steps and the numeric precision
-    of the ε-network ("fp32" | "bf16": what `precision: auto` resolved to) in effect."""
+    of the encoders and ε-network ("fp32" | "bf16" | "bf16-encoder": what `precision: auto`
+    resolved to) in effect."""
 
     device: str
     action_min: np.ndarray
@@ -248,15 +250,11 @@ class PolicyInfo:
 
 
 def _precision_of(policy: Any) -> str:
-    """The dtype of the ε-network's weights as a precision name ("fp32", "bf16"; else the
-    dtype's own name). Imported here: this module stays importable without torch."""
-    from diffusion_policy_node.policy.precision import precision_name
+    """The dtypes of the camera encoders' and the ε-network's weights as a precision name
+    ("fp32", "bf16", "bf16-encoder"). Imported here: this module stays importable without torch."""
+    from diffusion_policy_node.policy.precision import precision_of
 
-    dtype = next(policy.network.parameters()).dtype
-    try:
-        return precision_name(dtype)
-    except ValueError:
-        return str(dtype)
+    return precision_of(policy).name
 
 
 @dataclass(frozen=True, eq=False)

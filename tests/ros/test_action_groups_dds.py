@@ -217,7 +217,8 @@ def test_new_robot_record_config_train_and_run(tmp_path: Path, gripper_type: str
         assert params["joint_upper_limits"][7] == pytest.approx(hi)
         # `precision: auto` shows what it resolved to, the same as ~/status
         assert (
-            params["precision"] in ("fp32", "bf16") and params["precision"] == status["precision"]
+            params["precision"] in ("fp32", "bf16", "bf16-encoder")
+            and params["precision"] == status["precision"]
         )
         assert all(v is not None for v in params.values()), params
     finally:

@@ -152,11 +152,14 @@ def test_unet_film_actually_modulates():
     torch.testing.assert_close(after_a, after_b)
 
 
+@pytest.mark.parametrize("packed", [False, True])  # packed: the FiLM linears stacked in one
 @pytest.mark.parametrize("grad", [False, True])
-def test_forward_prepared_equals_forward_for_every_k(grad):
+def test_forward_prepared_equals_forward_for_every_k(grad, packed):
     net = tiny_unet()
     randomize_final_layer(net)
     net.eval()
+    net.pack_for_inference(packed)
+    assert (net.packed_film is not None) is packed
     x, g = torch.randn(3, 16, 3), torch.randn(3, 6)
     timesteps = torch.tensor([99, 80, 61, 40, 20, 0])
     with torch.set_grad_enabled(grad):
