@@ -392,17 +392,17 @@ def _trace_camera_encoder(
     place, the input converted per call): oneDNN's bf16 convolutions run on AMX in that layout,
     6-8 ms against 8-12 ms in the default layout for the ResNet-18 at batch 2, 84x84
     (bench/acceleration_probe.py). fp32 stays in the default layout, where channels-last
-    measured slower.
+    measured slower. check_trace=False: the check keeps a second copy of the weights while it
+    runs; tests/unit/test_policy.py compares the traced chunks with the eager ones instead.
     """
     weight = next(encoder.parameters())
     image = torch.rand(1, 3, *crop_hw, device=weight.device, dtype=weight.dtype)
     if weight.dtype != torch.bfloat16 or weight.device.type != "cpu":
-        return torch.jit.freeze(torch.jit.trace(encoder, (image,)))
+        return torch.jit.freeze(torch.jit.trace(encoder, (image,), check_trace=False))
     channels_last = torch.channels_last
     encoder.to(memory_format=channels_last)
-    traced = torch.jit.freeze(
-        torch.jit.trace(encoder, (image.contiguous(memory_format=channels_last),))
-    )
+    image = image.contiguous(memory_format=channels_last)
+    traced = torch.jit.freeze(torch.jit.trace(encoder, (image,), check_trace=False))
     return lambda x: traced(x.contiguous(memory_format=channels_last))
 
 
