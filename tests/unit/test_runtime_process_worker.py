@@ -65,7 +65,9 @@ def test_process_worker_matches_in_process_policy(checkpoint: Path) -> None:
     clock = Clock()
     local = load_checkpoint(checkpoint)
     local.seed(7)
-    settings = InferenceSettings(str(checkpoint), device="cpu", seed=7)
+    # fp32 on both sides: `auto` may put the encoder in bf16 on this CPU (test_precision.py
+    # bounds that); here the numbers must come through the process boundary unchanged.
+    settings = InferenceSettings(str(checkpoint), device="cpu", seed=7, precision="fp32")
     with ProcessInferenceWorker(settings, clock=clock) as worker:
         assert worker.device == "cpu" and worker.alive
         np.testing.assert_allclose(worker.policy_info.action_min, ACTION_MIN)
