@@ -88,10 +88,7 @@ def child_ours(args: argparse.Namespace) -> None:
 
     from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
     from diffusion_policy_node.policy.modeling import DiffusionPolicy
-    from diffusion_policy_node.policy.precision import (
-        network_weight_bytes,
-        resolve_precision,
-    )
+    from diffusion_policy_node.policy.precision import apply_precision
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -99,9 +96,7 @@ def child_ours(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     policy = DiffusionPolicy(config).to(device).eval()
     policy.set_inference(args.scheduler, args.steps)
-    chosen = resolve_precision(args.precision, device, weight_bytes=network_weight_bytes(policy))
-    if not chosen.is_fp32:
-        policy.set_precision(chosen.network, encoder_dtype=chosen.encoder)
+    chosen = apply_precision(policy, args.precision, device)
     policy.enable_acceleration(args.accel)
     rng = np.random.default_rng(0)
     h, w = config.image_size

@@ -23,7 +23,7 @@ from ..action_groups import single_group
 from ..atomic import atomic_folder
 from .config import DEFAULT_COMMAND_TOPIC, PolicyConfig, action_lead_of
 from .modeling import DiffusionPolicy, build_policy, upgrade_legacy_keys
-from .precision import network_weight_bytes, resolve_precision
+from .precision import apply_precision
 
 FORMAT = "diffusion_policy_node/checkpoint/v1"
 CONFIG_FILE = "config.yaml"
@@ -181,9 +181,7 @@ def load_checkpoint(
     policy.load_state_dict({**model_state, **norm_state}, strict=True)
     policy = policy.to(device).eval()
     try:
-        chosen = resolve_precision(precision, device, weight_bytes=network_weight_bytes(policy))
-        if not chosen.is_fp32:
-            policy.set_precision(chosen.network, encoder_dtype=chosen.encoder)
+        apply_precision(policy, precision, device)
         policy.enable_acceleration(acceleration)
     except ValueError as exc:
         raise CheckpointError(f"{folder}: {exc}") from exc

@@ -137,6 +137,17 @@ def network_weight_bytes(policy: torch.nn.Module) -> int:
     return sum(p.numel() * 4 for p in network.parameters())
 
 
+def apply_precision(
+    policy: torch.nn.Module, precision: str, device: str | torch.device
+) -> Precision:
+    """Resolve `precision` for `policy` on `device` (sized on its ε-network) and convert the
+    policy to it; returns what was chosen. fp32 leaves the policy as it is."""
+    chosen = resolve_precision(precision, device, weight_bytes=network_weight_bytes(policy))
+    if not chosen.is_fp32:
+        policy.set_precision(chosen.network, encoder_dtype=chosen.encoder)  # type: ignore[operator]
+    return chosen
+
+
 def precision_of(policy: torch.nn.Module) -> Precision:
     """The dtypes a policy's camera encoders and ε-network hold their weights in."""
     encoder = next(policy.obs_encoder.parameters()).dtype  # type: ignore[attr-defined]
