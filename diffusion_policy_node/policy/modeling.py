@@ -380,7 +380,7 @@ class DiffusionPolicy(nn.Module):
             self.obs_encoder.camera_runners = [
                 _trace_camera_encoder(enc, (h, w)) for enc in self.obs_encoder.encoders
             ]
-            self._frozen_step = self.network.freeze_prepared_step()
+            self._frozen_step = self.network.freeze_prepared_step(c.horizon)
 
 
 def _trace_camera_encoder(

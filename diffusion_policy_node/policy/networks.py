@@ -76,9 +76,10 @@ class EpsilonNetwork(Protocol):
         acceleration 'jit'. A network with nothing to pack does nothing."""
         ...
 
-    def freeze_prepared_step(self) -> PreparedStep:
+    def freeze_prepared_step(self, horizon: int | None = None) -> PreparedStep:
         """A TorchScript-frozen equivalent of ``forward_prepared`` (same signature and numbers)
-        for the current device and dtype, in eval mode; used by acceleration 'jit'."""
+        for the current device and dtype, in eval mode; used by acceleration 'jit'. `horizon`:
+        the T it will mostly run at (a network may tune its kernels for it; None: unknown)."""
         ...
 
 

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .kernels import TORCHSCRIPT_DEPRECATED, PackedLinear, tuning
+
 # One res block's FiLM parameters: (scale, bias), each (B, C, 1).
 Film = tuple[Tensor, Tensor]
 
@@ -54,15 +56,14 @@ def pack_conv1d(conv: nn.Conv1d) -> Tensor:
     return conv.weight.detach().view(c_out, -1)
 
 
-def packed_conv1d(
-    x: Tensor, packed: Tensor, bias: Tensor | None, k: int, stride: int, pad: int
-) -> Tensor:
+def packed_conv1d(x: Tensor, packed: PackedLinear, k: int, stride: int, pad: int) -> Tensor:
     """Conv1d as unfold + one matrix product: (B, C_in, T) -> (B, C_out, T_out), same math.
 
     At batch 1 and a short horizon a Conv1d is a skinny matrix product dominated by reading the
     weights; PyTorch's CPU conv paths read them at a fraction of the speed of a plain GEMM
     (bench: 1.5-5x slower for the paper's 1024-4096 channel convolutions). The columns are
-    laid out [channel][tap] to match the weight's own memory order (`pack_conv1d`).
+    laid out [channel][tap] to match the weight's own memory order (`pack_conv1d`); `packed`
+    holds that matrix and the bias, and runs the product with the faster kernel (kernels.py).
     """
     B, C, _ = x.shape
     if pad:
@@ -70,7 +71,7 @@ def packed_conv1d(
     cols = x.unfold(2, k, stride)  # (B, C_in, T_out, k)
     T_out = cols.shape[2]
     cols = cols.transpose(1, 2).reshape(B * T_out, C * k)  # rows: [channel][tap]
-    y = F.linear(cols, packed, bias)  # (B·T_out, C_out)
+    y = packed(cols)  # (B·T_out, C_out)
     return y.reshape(B, T_out, -1).transpose(1, 2)
 
 
@@ -80,15 +81,15 @@ class Downsample1d(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.conv = nn.Conv1d(dim, dim, 3, 2, 1)
-        self.packed_weight: Tensor | None = None
+        self.packed_weight: PackedLinear | None = None
 
     def pack_for_inference(self) -> None:
-        self.packed_weight = pack_conv1d(self.conv)
+        self.packed_weight = PackedLinear(pack_conv1d(self.conv), self.conv.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.packed_weight is None or self.training:
             return self.conv(x)
-        return packed_conv1d(x, self.packed_weight, self.conv.bias, 3, 2, 1)
+        return packed_conv1d(x, self.packed_weight, 3, 2, 1)
 
 
 class Upsample1d(nn.Module):
@@ -97,21 +98,22 @@ class Upsample1d(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.conv = nn.ConvTranspose1d(dim, dim, 4, 2, 1)
-        self.packed_weight: Tensor | None = None
+        self.packed_weight: PackedLinear | None = None
 
     def pack_for_inference(self) -> None:
         """The transposed convolution as a matrix product + overlap-add (`fold`): every input
-        step contributes k output taps; weight (C_in, C_out, k) viewed as (C_in, C_out·k), no
-        copy."""
+        step contributes k output taps; weight (C_in, C_out, k) viewed as (C_in, C_out·k) and
+        used transposed, no copy."""
         c_in = self.conv.weight.shape[0]
-        self.packed_weight = self.conv.weight.detach().view(c_in, -1)
+        self.packed_weight = PackedLinear(self.conv.weight.detach().view(c_in, -1).T, None)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.packed_weight is None or self.training:
             return self.conv(x)
-        T = x.shape[2]
+        B, C, T = x.shape
         k, stride, pad = 4, 2, 1
-        cols = torch.matmul(x.transpose(1, 2), self.packed_weight).transpose(1, 2)
+        rows = x.transpose(1, 2).reshape(B * T, C)
+        cols = self.packed_weight(rows).reshape(B, T, -1).transpose(1, 2)
         length = (T - 1) * stride - 2 * pad + k  # cols: (B, C_out·k, T)
         y = F.fold(
             cols, output_size=(1, length), kernel_size=(1, k), stride=(1, stride), padding=(0, pad)
@@ -132,18 +134,18 @@ class Conv1dBlock(nn.Module):
 
         # Inference-only copy of the conv weight laid out for a matmul (see pack_for_inference);
         # a plain attribute, so it is not part of the state_dict.
-        self.packed_weight: Tensor | None = None
+        self.packed_weight: PackedLinear | None = None
 
     def pack_for_inference(self) -> None:
         """Prepare the unfold + matmul form of the convolution (same math, same weights)."""
-        self.packed_weight = pack_conv1d(self.block[0])
+        self.packed_weight = PackedLinear(pack_conv1d(self.block[0]), self.block[0].bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.packed_weight is None or self.training:
             return self.block(x)
         conv: nn.Conv1d = self.block[0]
         k = conv.kernel_size[0]
-        y = packed_conv1d(x, self.packed_weight, conv.bias, k, 1, k // 2)
+        y = packed_conv1d(x, self.packed_weight, k, 1, k // 2)
         return self.block[2](self.block[1](y))
 
 
@@ -173,16 +175,18 @@ class ConditionalResidualBlock1D(nn.Module):
             if in_channels != out_channels
             else nn.Identity()
         )
-        self.packed_residual: Tensor | None = None
+        self.packed_residual: PackedLinear | None = None
 
     def pack_for_inference(self) -> None:
         if isinstance(self.residual_conv, nn.Conv1d):
-            self.packed_residual = pack_conv1d(self.residual_conv)
+            self.packed_residual = PackedLinear(
+                pack_conv1d(self.residual_conv), self.residual_conv.bias
+            )
 
     def _residual(self, x: Tensor) -> Tensor:
         if self.packed_residual is None or self.training:
             return self.residual_conv(x)
-        return packed_conv1d(x, self.packed_residual, self.residual_conv.bias, 1, 1, 0)
+        return packed_conv1d(x, self.packed_residual, 1, 1, 0)
 
     def film(self, cond: Tensor) -> Film:
         """FiLM parameters from the condition: (B, cond_dim) -> scale, bias each (B, C, 1)."""
@@ -345,6 +349,16 @@ class ConditionalUnet1D(nn.Module):
                 else:
                     module.packed_residual = None
 
+    def packed_kernels(self) -> list[PackedLinear]:
+        """The matrix products of the packed trunk (empty when not packed), in module order."""
+        kernels = []
+        for module in self.modules():
+            if isinstance(module, (Conv1dBlock, Downsample1d, Upsample1d)):
+                kernels.append(module.packed_weight)
+            elif isinstance(module, ConditionalResidualBlock1D):
+                kernels.append(module.packed_residual)
+        return [kernel for kernel in kernels if kernel is not None]
+
     def _time_embedding(self, timesteps: Tensor) -> Tensor:
         """(K,) diffusion steps -> (K, dsed); sinusoids in float32, MLP in the weights' dtype."""
         sinusoid, *mlp = self.diffusion_step_encoder
@@ -439,13 +453,18 @@ class ConditionalUnet1D(nn.Module):
             )
         return self._run(sample, film_cache.per_step[k])
 
-    def freeze_prepared_step(self) -> _FrozenTrunk:
+    def freeze_prepared_step(self, horizon: int | None = None) -> _FrozenTrunk:
         """The trunk traced by TorchScript (one graph per step instead of ~30 Python module calls
         per res block), with the signature and numbers of :meth:`forward_prepared`; for the
         current device, dtype and packing (see :meth:`pack_for_inference`). Not frozen: freezing
         folds every linear's weight into a transposed constant copy (one more copy of the U-Net,
-        +0.5-1 GB for the paper config) and measured no faster than the plain trace."""
-        return _FrozenTrunk(self)
+        +0.5-1 GB for the paper config) and measured no faster than the plain trace.
+
+        When packed, each matrix product first picks its kernel (kernels.py) on a batch-1
+        sample of `horizon` steps (default: the shortest valid horizon x 2), the shape the
+        node runs; any other batch or horizon gives the same numbers.
+        """
+        return _FrozenTrunk(self, horizon)
 
     # ------------------------------------------------------------------ internals
 
@@ -538,11 +557,17 @@ def _validate_args(
 
 
 class _TrunkModule(nn.Module):
-    """The U-Net trunk with FiLM parameters as a flat tensor list, so it can be traced."""
+    """The U-Net trunk with FiLM parameters as a flat tensor list, so it can be traced. The
+    oneDNN weight copies (kernels.PackedLinear.onednn) are registered as buffers: a trace
+    reads module state through its attributes, and cannot hold such tensors as constants."""
 
     def __init__(self, unet: ConditionalUnet1D) -> None:
         super().__init__()
         self.unet = unet
+        self.onednn_weights = nn.Module()
+        for i, kernel in enumerate(unet.packed_kernels()):
+            if kernel.onednn is not None:
+                self.onednn_weights.register_buffer(f"w{i}", kernel.onednn, persistent=False)
 
     def forward(self, sample: Tensor, films: list[Tensor]) -> Tensor:
         pairs = [(films[i], films[i + 1]) for i in range(0, len(films), 2)]
@@ -553,7 +578,7 @@ class _FrozenTrunk:
     """TorchScript-traced U-Net trunk with the signature of `forward_prepared`. The trace holds
     the module's own weight tensors (packed views, no copies)."""
 
-    def __init__(self, unet: ConditionalUnet1D) -> None:
+    def __init__(self, unet: ConditionalUnet1D, horizon: int | None = None) -> None:
         self.unet = unet
         weight = unet.final_conv[1].weight
         device, dtype = weight.device, weight.dtype
@@ -561,10 +586,12 @@ class _FrozenTrunk:
             torch.tensor([1], device=device),
             torch.zeros(1, unet.global_cond_dim, device=device, dtype=dtype),
         )
-        sample = torch.zeros(
-            1, unet.horizon_multiple * 2, unet.input_dim, device=device, dtype=dtype
-        )
+        horizon = unet.horizon_multiple * 2 if horizon is None else horizon
+        sample = torch.randn(1, horizon, unet.input_dim, device=device, dtype=dtype)
+        unet._check_sample(sample)
         flat = [t for pair in cache.per_step[0] for t in pair]
+        with torch.no_grad(), tuning(unet.packed_kernels()):
+            unet._run(sample, cache.per_step[0])
         # check_trace=False: the check re-traces and keeps a second graph whose constants copy
         # the packed weights (+600 MiB at the peak for the paper config); the trace's numbers
         # are checked against forward_prepared by the tests instead.
@@ -596,7 +623,7 @@ def tracing_warnings_filtered() -> Iterator[None]:
     """
     with warnings.catch_warnings():
         warnings.filterwarnings(
-            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
+            "ignore", message=TORCHSCRIPT_DEPRECATED, category=DeprecationWarning
         )
         warnings.filterwarnings(
             "ignore",

@@ -34,7 +34,7 @@ def test_packed_weights_share_the_parameters_storage():
             packed, weight = module.packed_residual, module.residual_conv.weight
         else:
             continue
-        assert packed.untyped_storage().data_ptr() == weight.untyped_storage().data_ptr()
+        assert packed.weight.untyped_storage().data_ptr() == weight.untyped_storage().data_ptr()
         checked += 1
     assert checked > 10
 
@@ -76,16 +76,22 @@ print(json.dumps({"weights_kib": weight_kib, "trace_peak_kib": peak_kib() - befo
 
 
 def test_tracing_the_trunk_does_not_copy_the_weights_even_transiently():
-    """Peak RSS while `jit` traces the trunk, in a fresh process (the peak is per process): a
-    trace with torch's default check_trace re-traced and kept a second copy of the constants:
-    +114 % of this U-Net's weight bytes at the peak (paper config: +600 MiB)."""
+    """Peak RSS while `jit` tunes and traces the trunk, in a fresh process (the peak is per
+    process): a trace with torch's default check_trace re-traced and kept a second copy of the
+    constants: +114 % of this U-Net's weight bytes at the peak (paper config: +600 MiB). What
+    may be added is the oneDNN copies' budget plus one layer's copy while it is timed
+    (kernels.tuning), and a little more."""
     import json
     import subprocess
     import sys
+
+    from diffusion_policy_node.policy.kernels import ONEDNN_BUDGET_BYTES, ONEDNN_MAX_WEIGHT_BYTES
 
     out = subprocess.run(
         [sys.executable, "-c", _PEAK_SCRIPT], capture_output=True, text=True, check=True
     ).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["weights_kib"] > 200 * 1024  # large enough for a copy to stand out
-    assert figures["trace_peak_kib"] < 0.15 * figures["weights_kib"], figures
+    onednn_kib = (ONEDNN_BUDGET_BYTES + ONEDNN_MAX_WEIGHT_BYTES) / 1024
+    bound_kib = 0.15 * figures["weights_kib"] + onednn_kib
+    assert figures["trace_peak_kib"] < bound_kib, figures
