@@ -11,11 +11,11 @@ encoders in bf16, the ε-network in fp32); auto, which picks per part where bf16
   fp32) runs DDIM-10 ~1.6x faster in bf16 than in fp32, while the small preset (19 MiB; tiny
   GEMMs where oneDNN's bf16 path costs more per call than fp32's) runs ~1.2-1.3x slower. Hence
   the size rule, `BF16_MIN_WEIGHT_BYTES`.
-- Camera encoders (ResNet-18-GN, 44 MiB fp32 each) on a CPU with AMX: bf16, traced in channels-
-  last memory format (DiffusionPolicy.enable_acceleration). Measured on an Intel Xeon with AMX,
-  2 threads, batch 2 at 84x84 (bench/acceleration_probe.py): 6-8 ms against 9-19 ms for the fp32
-  trace, the larger gain on a cold call. Without AMX this was not measured, so auto keeps the
-  encoders fp32 there.
+- Camera encoders (ResNet-18-GN, 44 MiB fp32 each) on a CPU with native bf16: bf16, traced in
+  channels-last memory format (DiffusionPolicy.enable_acceleration). Measured with 2 threads,
+  batch 2 at 84x84 (bench/acceleration_probe.py): on an Intel Xeon with AMX 6-8 ms against
+  9-19 ms for the fp32 trace, the larger gain on a cold call; on an AMD EPYC (Zen 5) with
+  AVX-512-BF16 and no AMX 5.4-5.9 ms against 8.1-9.4 ms.
 - Elsewhere (AVX2-only CPUs emulate bf16): fp32.
 
 The scheduler arithmetic, the initial noise and the normalizers stay float32 whatever is
@@ -33,9 +33,8 @@ import torch
 
 # Keep in step with runtime/settings.py PRECISIONS (that module stays importable without torch).
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-encoder")
-# /proc/cpuinfo flags of CPUs with native bf16 arithmetic, and of those with AMX tiles.
+# /proc/cpuinfo flags of CPUs with native bf16 arithmetic.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-AMX_CPU_FLAGS = ("amx_bf16",)
 # On CPU, auto uses bf16 only for ε-networks with at least this many fp32 weight bytes: beyond
 # the caches, where each denoising step streams the weights from memory.
 BF16_MIN_WEIGHT_BYTES = 64 * 2**20
@@ -95,14 +94,6 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
-def cpu_has_amx(cpuinfo: str | None = None) -> bool:
-    """True when the CPU has AMX bf16 tiles (/proc/cpuinfo, else torch's CPU capability)."""
-    flags = _cpu_flags(cpuinfo)
-    if flags is None:
-        return _torch_sees_amx()
-    return any(flag in flags for flag in AMX_CPU_FLAGS)
-
-
 def resolve_precision(
     precision: str,
     device: str | torch.device,
@@ -111,10 +102,9 @@ def resolve_precision(
 ) -> Precision:
     """The dtypes for `precision` (one of `PRECISIONS`) on `device`.
 
-    auto: bf16 for both on CUDA. On a CPU: the ε-network in bf16 when the CPU has native bf16
-    (`cpu_has_native_bf16`) and its fp32 weights (`weight_bytes`, None: unknown, taken as large)
-    reach `BF16_MIN_WEIGHT_BYTES`; the camera encoders in bf16 when the CPU has AMX
-    (`cpu_has_amx`); float32 otherwise.
+    auto: bf16 for both on CUDA. On a CPU with native bf16 (`cpu_has_native_bf16`): the camera
+    encoders in bf16, and the ε-network too when its fp32 weights (`weight_bytes`, None:
+    unknown, taken as large) reach `BF16_MIN_WEIGHT_BYTES`; float32 otherwise.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -125,10 +115,10 @@ def resolve_precision(
         return NAMED["bf16"]
     if device.type != "cpu":
         return FP32
+    if not cpu_has_native_bf16(cpuinfo):
+        return FP32
     large = weight_bytes is None or weight_bytes >= BF16_MIN_WEIGHT_BYTES
-    network = torch.bfloat16 if large and cpu_has_native_bf16(cpuinfo) else torch.float32
-    encoder = torch.bfloat16 if cpu_has_amx(cpuinfo) else torch.float32
-    return Precision(encoder, network)
+    return Precision(torch.bfloat16, torch.bfloat16 if large else torch.float32)
 
 
 def network_weight_bytes(policy: torch.nn.Module) -> int:

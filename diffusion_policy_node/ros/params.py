@@ -92,8 +92,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "precision",
         "string",
         "auto",
-        "Inference precision: auto (per part: CUDA bf16; on a CPU the camera encoders bf16 "
-        "with AMX, the ε-network bf16 with AVX-512-BF16/AMX when >= 64 MiB; fp32 elsewhere), "
+        "Inference precision: auto (per part: CUDA bf16; on a CPU with AVX-512-BF16/AMX the "
+        "camera encoders bf16, the ε-network bf16 when >= 64 MiB; fp32 elsewhere), "
         "fp32, bf16, bf16-encoder (encoders bf16, ε-network fp32).",
     ),
     ParamSpec(

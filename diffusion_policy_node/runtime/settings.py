@@ -35,7 +35,7 @@ OUTPUT_MODES = ("", "chunk", "stream")
 GROUP_TYPE_OF_MODE = {"chunk": "JointTrajectory", "stream": "Float64MultiArray"}
 ACCELERATIONS = ("jit", "cudagraph", "none")
 # Numeric precision of inference: auto picks bf16 per part where the hardware runs it fast (CUDA;
-# on a CPU the camera encoders with AMX, a large ε-network with AVX-512-BF16/AMX), fp32 elsewhere;
+# on a CPU with AVX-512-BF16/AMX the camera encoders, and a large ε-network), fp32 elsewhere;
 # bf16-encoder: encoders bf16, ε-network fp32 (policy/precision.py decides, same names).
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-encoder")
 DEFAULT_OUTPUT_TOPICS = {

@@ -16,7 +16,6 @@ from diffusion_policy_node.policy.precision import (
     FP32,
     NAMED,
     Precision,
-    cpu_has_amx,
     cpu_has_native_bf16,
     network_weight_bytes,
     precision_of,
@@ -35,21 +34,19 @@ BF16, F32 = torch.bfloat16, torch.float32
 
 
 @pytest.mark.parametrize(
-    ("cpuinfo", "native", "amx"),
-    [(XEON_BF16, True, False), (SAPPHIRE, True, True), (EPYC_ZEN3, False, False)],
+    ("cpuinfo", "native"), [(XEON_BF16, True), (SAPPHIRE, True), (EPYC_ZEN3, False)]
 )
-def test_cpu_features_are_read_from_the_flags(cpuinfo, native, amx):
+def test_cpu_features_are_read_from_the_flags(cpuinfo, native):
     assert cpu_has_native_bf16(cpuinfo) is native
-    assert cpu_has_amx(cpuinfo) is amx
 
 
 @pytest.mark.parametrize(
     ("cpuinfo", "small_network", "large_network"),
     [
-        # AMX: the encoders in bf16 whatever the ε-network's size; the network by its size.
+        # Native bf16 (AMX, or AVX-512-BF16 alone): the encoders in bf16 whatever the
+        # ε-network's size; the network by its size.
         (SAPPHIRE, Precision(BF16, F32), Precision(BF16, BF16)),
-        # AVX-512-BF16 without AMX: only a large ε-network in bf16 (the encoders unmeasured).
-        (XEON_BF16, FP32, Precision(F32, BF16)),
+        (XEON_BF16, Precision(BF16, F32), Precision(BF16, BF16)),
         # No native bf16: fp32 throughout.
         (EPYC_ZEN3, FP32, FP32),
     ],
