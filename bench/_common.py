@@ -17,6 +17,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -155,15 +156,22 @@ def serve(info: dict[str, Any], handlers: dict[str, Callable[..., dict[str, Any]
 
 
 def interleave(
-    children: Sequence[Child], reps: int, **msg: Any
+    children: Sequence[Child], reps: int, settle_s: float = 0.0, **msg: Any
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """`reps` rounds; each round asks every child for one timed repetition, in turn, with the
-    order rotated per round. Returns (wall seconds, process CPU seconds) per child name."""
+    order rotated per round, and `settle_s` of idle time before each request. Returns (wall
+    seconds, process CPU seconds) per child name.
+
+    Why settle: after a request the child's OpenMP worker threads keep spinning for a while
+    (libgomp's default wait policy; ~9 ms of CPU measured on a 2-core EPYC), so a request sent
+    at once shares the cores with the previous child's spin, a cost neither implementation has
+    when it runs alone, as on a robot."""
     times: dict[str, list[float]] = {c.name: [] for c in children}
     cpu: dict[str, list[float]] = {c.name: [] for c in children}
     for r in range(reps):
         k = r % len(children)
         for child in (*children[k:], *children[:k]):
+            time.sleep(settle_s)
             reply = child.request(op="run", n=1, **msg)
             times[child.name].extend(reply["times"])
             cpu[child.name].extend(reply.get("cpu", []))

@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="small", choices=("small", "paper"))
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cases", default="", help="comma-separated subset (default: all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(json.dumps(machine_line()), flush=True)
@@ -136,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         ("jit-bf16-encoder", bf16_encoder, lambda: policy.enable_acceleration("jit")),
         ("compile-bf16-encoder", bf16_encoder, lambda: _compile(policy)),
     ]
+    wanted = set(filter(None, args.cases.split(",")))
     for name, (network_dtype, encoder_dtype), setup in cases:
+        if wanted and name not in wanted and name != "eager":  # eager: the reference chunk
+            continue
         policy.set_precision(network_dtype, encoder_dtype=encoder_dtype)
         if name.startswith("encoder"):
             policy.enable_acceleration("jit")

@@ -4,12 +4,16 @@ A chunk is observation encoding + all denoising steps at batch 1. Per config (sm
 case (default DDIM 10) the bench starts one child process per implementation, builds the policy
 there with random weights and the same input shapes, and then asks the children for one timed
 chunk each in turn, `--reps` rounds (the order rotates per round), so every implementation sees
-the same machine load. Implementations:
+the same machine load. Before each request the machine idles `--settle-ms` (default 50), so the
+previous child's OpenMP threads have stopped spin-waiting (bench/_common.interleave); 0 gives
+back-to-back requests. Implementations:
 
   ours-default   what policy_node runs out of the box: acceleration `jit` (PolicyNodeParams'
-                 default) and precision `auto` (policy/precision.py: on a CPU, bf16 camera
-                 encoders with AMX, a bf16 ε-network with AVX-512-BF16/AMX when it is beyond
-                 the caches, e.g. paper; else fp32)
+                 default) and precision `auto` (policy/precision.py: on a CPU with AVX-512-BF16
+                 or AMX, bf16 camera encoders, and a bf16 ε-network when it is beyond the
+                 caches, e.g. paper; else fp32)
+  ours-default-mkl  the same without the oneDNN matrix products the trace picks per layer
+                 (policy/kernels.py: budget 0, every product on PyTorch's default kernel)
   ours-fp32      eager fp32 (acceleration none, precision fp32)
   ours-fp32-jit  fp32 with `jit`
   ours-bf16-jit  bf16 encoders and ε-network with `jit`
@@ -62,12 +66,13 @@ except ImportError:  # imported as bench.inference_latency
     )
 
 REPO = Path(__file__).resolve().parents[1]
-# name -> (acceleration, precision)
+# name -> (acceleration, precision, oneDNN budget MiB: None = kernels.ONEDNN_BUDGET_BYTES)
 OURS = {
-    "ours-default": ("jit", "auto"),
-    "ours-fp32": ("none", "fp32"),
-    "ours-fp32-jit": ("jit", "fp32"),
-    "ours-bf16-jit": ("jit", "bf16"),
+    "ours-default": ("jit", "auto", None),
+    "ours-default-mkl": ("jit", "auto", 0),
+    "ours-fp32": ("none", "fp32", None),
+    "ours-fp32-jit": ("jit", "fp32", None),
+    "ours-bf16-jit": ("jit", "bf16", None),
 }
 
 
@@ -86,11 +91,14 @@ def child_ours(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
+    from diffusion_policy_node.policy import kernels
     from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
     from diffusion_policy_node.policy.modeling import DiffusionPolicy
     from diffusion_policy_node.policy.precision import apply_precision
 
     torch.set_num_threads(args.threads)
+    if args.onednn_budget_mib is not None:
+        kernels.ONEDNN_BUDGET_BYTES = int(args.onednn_budget_mib * 2**20)
     device = torch.device(args.device)
     config = _policy_config(args.config)
     torch.manual_seed(0)
@@ -144,6 +152,9 @@ def child_ours(args: argparse.Namespace) -> None:
         "accel": args.accel,
         "precision": args.precision,
         "dtype": chosen.name,
+        "onednn_layers": sum(
+            k.kernel == "onednn" for k in getattr(policy.network, "packed_kernels", list)()
+        ),
         "params": sum(p.numel() for p in policy.parameters()),
         "unet_mib": round(unet_bytes / 2**20, 1),
         "read_gbs": round(read_gbs, 1),
@@ -154,12 +165,14 @@ def child_ours(args: argparse.Namespace) -> None:
 
 def start_children(config: str, scheduler: str, steps: int, args) -> list[Child]:
     children = []
-    for name, (accel, precision) in OURS.items():
+    for name, (accel, precision, budget_mib) in OURS.items():
         if name not in args.impls:
             continue
         cmd = [sys.executable, __file__, "--child", "--config", config]
         cmd += ["--scheduler", scheduler, "--steps", str(steps), "--accel", accel]
         cmd += ["--precision", precision, "--threads", str(args.threads)]
+        if budget_mib is not None:
+            cmd += ["--onednn-budget-mib", str(budget_mib)]
         cmd += ["--device", args.device]
         children.append(Child(name, cmd))
     peer = peer_python()
@@ -181,6 +194,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--reps", type=int, default=12)
+    parser.add_argument("--settle-ms", type=float, default=50.0)
     # child mode
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -188,6 +202,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help=argparse.SUPPRESS)
     parser.add_argument("--accel", default="jit", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--onednn-budget-mib", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.impls = args.impls.split(",")
     if args.child:
@@ -202,7 +217,7 @@ def main() -> None:
             children = start_children(config, scheduler, steps, args)
             try:
                 load0 = os.getloadavg()[0]
-                times, cpu = interleave(children, args.reps)
+                times, cpu = interleave(children, args.reps, settle_s=args.settle_ms / 1e3)
                 load1 = os.getloadavg()[0]
             finally:
                 finals = {c.name: c.close() for c in children}
@@ -215,6 +230,7 @@ def main() -> None:
                 cpu50[child.name] = row["cpu_p50_ms"]
                 print(json.dumps(row), flush=True)
             ratio: dict = {"config": config, "case": case, "threads": args.threads}
+            ratio["settle_ms"] = args.settle_ms
             ratio["load_avg_1min"] = [round(load0, 2), round(load1, 2)]
             if "peer" in p50:
                 ratio["peer_p50_ms"] = p50["peer"]
