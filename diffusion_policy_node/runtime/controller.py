@@ -631,6 +631,7 @@ class Controller:
         values.update(clamps)
         values["device"] = self.info.device
         values["precision"] = self.info.precision
+        values["matmul_kernels"] = self.info.matmul_kernels
         values["output_mode"] = self.settings.output_mode
         values["control_rate_hz"] = self.settings.control_rate_hz
         return state, reason, values

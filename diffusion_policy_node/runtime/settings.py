@@ -229,13 +229,15 @@ class PolicyInfo:
     """What the loaded policy tells the node: the device it runs on, its action range (the
     normalizer's min/max, for default limits), the denoising steps and the numeric precision
     of the encoders and ε-network ("fp32" | "bf16" | "bf16-encoder": what `precision: auto`
-    resolved to) in effect."""
+    resolved to) in effect; `matmul_kernels`: how many of the traced trunk's matrix products
+    run on oneDNN (policy/kernels.py), e.g. "onednn 9/34", "" when nothing is packed."""
 
     device: str
     action_min: np.ndarray
     action_max: np.ndarray
     num_inference_steps: int
     precision: str = "fp32"
+    matmul_kernels: str = ""
 
     @classmethod
     def of(cls, policy: Any, device: str) -> PolicyInfo:
@@ -246,6 +248,7 @@ class PolicyInfo:
             action_max=policy.action_normalizer.max.detach().cpu().numpy(),
             num_inference_steps=int(policy.config.num_inference_steps),
             precision=_precision_of(policy),
+            matmul_kernels=_matmul_kernels_of(policy),
         )
 
 
@@ -255,6 +258,15 @@ def _precision_of(policy: Any) -> str:
     from diffusion_policy_node.policy.precision import precision_of
 
     return precision_of(policy).name
+
+
+def _matmul_kernels_of(policy: Any) -> str:
+    """ "onednn N/M": N of the ε-network's M packed matrix products on oneDNN; "" when the
+    network has none packed (acceleration none, or a network without them)."""
+    kernels = getattr(policy.network, "packed_kernels", list)()
+    if not kernels:
+        return ""
+    return f"onednn {sum(k.kernel == 'onednn' for k in kernels)}/{len(kernels)}"
 
 
 @dataclass(frozen=True, eq=False)

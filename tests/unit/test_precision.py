@@ -86,10 +86,17 @@ def test_load_policy_honours_the_precision_setting():
         assert {p.dtype for p in policy.network.parameters()} == {chosen.network}
         assert info.device == "cpu"
         assert info.precision == name  # what ~/status and the parameter report
-    policy, info = load_policy(InferenceSettings(folder, device="cpu", precision="auto"))
+    assert info.matmul_kernels == ""  # acceleration none: nothing packed
+    auto = InferenceSettings(folder, device="cpu", precision="auto", acceleration="jit")
+    policy, info = load_policy(auto)
     expected = resolve_precision("auto", "cpu", weight_bytes=network_weight_bytes(policy))
     assert precision_of(policy) == expected
     assert info.precision == expected.name
+    # acceleration jit: the trunk's products, how many of them on oneDNN
+    kernels = policy.network.packed_kernels()
+    assert kernels
+    onednn = sum(k.kernel == "onednn" for k in kernels)
+    assert info.matmul_kernels == f"onednn {onednn}/{len(kernels)}"
 
 
 def test_a_bf16_encoder_trace_leaves_the_weights_in_the_default_layout_afterwards():

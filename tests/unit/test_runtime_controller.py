@@ -630,7 +630,7 @@ def test_diagnostics_report_state_counters_timing_and_ages() -> None:
     assert values["published_ticks"] == 1 and values["jitter_p50_ms"] == pytest.approx(0.0)
     assert values["obs_age_ms[joint_state]"] == pytest.approx(0.0)
     assert values["device"] == "cpu" and values["output_mode"] == "chunk"
-    assert values["precision"] == "fp32"
+    assert values["precision"] == "fp32" and values["matmul_kernels"] == ""
     # obs-to-command: inputs stamped 0.1, the command left at 0.2
     assert values["obs_to_cmd_p50_ms"] == pytest.approx(100.0)
 
