@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -41,19 +40,13 @@ except ImportError:  # imported as bench.acceleration_probe
     from bench.inference_latency import _policy_config
 
 from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
+from diffusion_policy_node.policy.kernels import median_s
 from diffusion_policy_node.policy.modeling import DiffusionPolicy
 from diffusion_policy_node.policy.unet1d import _TrunkModule, tracing_warnings_filtered
 
 
 def _median_ms(fn: Callable[[], object], reps: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return round(statistics.median(times) * 1e3, 2)
+    return round(median_s(fn, reps, warmup=3) * 1e3, 2)
 
 
 def _trace_encoders(policy: DiffusionPolicy, convert: Callable[[torch.nn.Module], object]) -> None:

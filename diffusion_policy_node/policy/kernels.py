@@ -22,7 +22,7 @@ import contextlib
 import statistics
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import List, Optional, Union  # noqa: UP035  (TorchScript reads these annotations)
 
 import torch
@@ -68,8 +68,9 @@ def onednn_supported(weight: Tensor) -> bool:
     )
 
 
-def _median_s(fn, reps: int) -> float:
-    for _ in range(TUNE_WARMUP):
+def median_s(fn: Callable[[], object], reps: int, warmup: int = TUNE_WARMUP) -> float:
+    """Median wall seconds of `reps` calls of `fn`, after `warmup` untimed calls."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(reps):
@@ -139,8 +140,8 @@ class PackedLinear:
         if candidate.shape != (x.shape[0], self.weight.shape[0]):
             return
         with torch.no_grad():
-            default_s = _median_s(lambda: F.linear(x, self.weight, self.bias), reps)
-            onednn_s = _median_s(lambda: onednn_linear(x, packed, self.bias), reps)
+            default_s = median_s(lambda: F.linear(x, self.weight, self.bias), reps)
+            onednn_s = median_s(lambda: onednn_linear(x, packed, self.bias), reps)
         self.timings_us = (round(default_s * 1e6, 1), round(onednn_s * 1e6, 1))
         self._rows = x.shape[0]
 
