@@ -52,16 +52,22 @@ def _onednn_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", scalars, "")
 
 
+# None in a PyTorch build without this oneDNN op (then every product stays on F.linear).
+onednn_linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] | None
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=TORCHSCRIPT_DEPRECATED, category=DeprecationWarning)
-    onednn_linear = torch.jit.script(_onednn_linear)
+    try:
+        onednn_linear = torch.jit.script(_onednn_linear)
+    except (RuntimeError, AttributeError):
+        onednn_linear = None
 
 
 def onednn_supported(weight: Tensor) -> bool:
     """True when oneDNN can run `weight`'s product here: a CPU tensor in float32 or bfloat16,
     PyTorch built with oneDNN, and the weight within `ONEDNN_MAX_WEIGHT_BYTES`."""
     return (
-        weight.device.type == "cpu"
+        onednn_linear is not None
+        and weight.device.type == "cpu"
         and weight.dtype in (torch.float32, torch.bfloat16)
         and torch.backends.mkldnn.is_available()
         and weight.numel() * weight.element_size() <= ONEDNN_MAX_WEIGHT_BYTES
@@ -119,7 +125,7 @@ class PackedLinear:
         if self._tune_next:
             self._tune_next = False
             self.tune(x)
-        if self.onednn is not None:
+        if self.onednn is not None and onednn_linear is not None:
             return onednn_linear(x, self.onednn, self.bias)
         return F.linear(x, self.weight, self.bias)
 
@@ -135,7 +141,7 @@ class PackedLinear:
         try:
             packed = self._reordered(x.shape[0])
             candidate = onednn_linear(x, packed, self.bias)
-        except RuntimeError:  # a build without this oneDNN op: keep the default kernel
+        except (RuntimeError, AttributeError):  # no such oneDNN op here: keep the default
             return
         if candidate.shape != (x.shape[0], self.weight.shape[0]):
             return
