@@ -22,6 +22,7 @@ from diffusion_policy_node.config_util import dataclass_from_mapping, load_yaml
 ACTION_SOURCES = ("command", "next_state")
 COMMAND_TYPES = ("JointTrajectory", "Float64MultiArray")
 TIMESTAMP_SOURCES = ("header", "record")
+WINDOW_ENDS = ("hold", "action_steps")  # see data/sampler.py
 
 
 # The single-controller fields; with action_groups they must keep these values.
@@ -69,6 +70,12 @@ class DataConfig:
     - `episode_split="bag"`: one bag is one episode. A topic name instead: every message on that
       topic (any type, content ignored) ends the current episode and starts the next one.
     - Episodes shorter than `horizon` steps are skipped and reported (see `min_episode_steps`).
+    - `window_end`: how training windows cover an episode's end (data/sampler.py). `"hold"`
+      (default): every step, the last one included, is an observation, and the actions past
+      the end repeat the last one (hold). `"action_steps"`: Chi et al.'s `pad_after =
+      n_action_steps - 1`, padded targets left out of the loss; the last steps of each episode
+      are then never an observation (record a hold of about `n_action_steps * dt` after the
+      last event, e.g. a gripper close). It changes the windows only, not the cache.
     """
 
     camera_topics: list[str] = field(default_factory=lambda: ["/camera/image_raw"])
@@ -86,6 +93,7 @@ class DataConfig:
     horizon: int = 16
     n_action_steps: int = 8
     action_groups: list[dict[str, Any]] | None = None
+    window_end: str = "hold"
 
     def __post_init__(self) -> None:
         if isinstance(self.camera_topics, str):
@@ -168,6 +176,8 @@ class DataConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise _bad(name, value, "must be an integer >= 1")
+        if self.window_end not in WINDOW_ENDS:
+            raise _bad("window_end", self.window_end, f"expected one of {WINDOW_ENDS}")
         if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
             raise _bad(
                 "n_action_steps",
@@ -233,8 +243,11 @@ class DataConfig:
         return out
 
     def content_hash(self) -> str:
-        """sha256 of the settings; a cache built with another hash is rebuilt."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """sha256 of the settings; a cache built with another hash is rebuilt. `window_end`
+        is left out: it changes the windows, not the cached arrays."""
+        settings = self.to_dict()
+        del settings["window_end"]
+        blob = json.dumps(settings, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
     @classmethod

@@ -1,9 +1,18 @@
 """Training windows over a cache: `horizon` steps with edge-repeat padding (Chi et al. 2023).
 
 A window starts up to `pad_before = n_obs_steps - 1` steps before an episode's first step (so
-the first step is the newest observation of some window) and ends up to `pad_after =
-n_action_steps - 1` steps after its last step; positions outside the episode repeat the
-first/last step. Targets padded past the end are flagged in ACTION_IS_PAD.
+the first step is the newest observation of some window) and ends up to `pad_after` steps
+after its last step; positions outside the episode repeat the first/last step. How far past
+the end windows reach is `DataConfig.window_end` (see `pad_after_steps`):
+
+- `"hold"` (default): `pad_after = horizon - n_obs_steps`. Every step of an episode, the last
+  one included, is the newest observation of some window, so a demonstration that ends on a
+  gripper close teaches the close. Actions past the end repeat the last action and are trained
+  as targets (the robot holds there); ACTION_IS_PAD stays False.
+- `"action_steps"`: `pad_after = n_action_steps - 1` (Chi et al.'s sampler) with the targets
+  past the end flagged in ACTION_IS_PAD (left out of the loss). The last `horizon -
+  n_obs_steps - n_action_steps + 1` steps of an episode are then never an observation: a
+  demonstration must hold for about `n_action_steps * dt` after its last event to teach it.
 """
 
 from __future__ import annotations
@@ -16,8 +25,24 @@ from torch.utils.data import Dataset
 
 from ..policy.constants import ACTION, ACTION_IS_PAD, OBS_IMAGES, OBS_STATE
 from .cache import EpisodeCache, open_cache
+from .config import WINDOW_ENDS
 
-__all__ = ["WindowDataset", "create_sample_indices", "sample_sequence"]
+__all__ = [
+    "WINDOW_ENDS",
+    "WindowDataset",
+    "create_sample_indices",
+    "pad_after_steps",
+    "sample_sequence",
+]
+
+
+def pad_after_steps(window_end: str, n_obs_steps: int, horizon: int, n_action_steps: int) -> int:
+    """Steps a window may reach past an episode's last step (see the module doc)."""
+    if window_end == "hold":
+        return horizon - n_obs_steps
+    if window_end == "action_steps":
+        return n_action_steps - 1
+    raise ValueError(f"window_end={window_end!r}: expected one of {WINDOW_ENDS}")
 
 
 def create_sample_indices(
@@ -93,7 +118,8 @@ class WindowDataset(Dataset):
 
     Each item: OBS_IMAGES (n_obs_steps, N, 3, H, W) uint8, OBS_STATE (n_obs_steps, D) float32,
     ACTION (horizon, D) float32 starting at the first observation step, and ACTION_IS_PAD
-    (horizon,) bool, True where the action repeats the episode's last one past its end.
+    (horizon,) bool, True where the action repeats the episode's last one past its end and is
+    not a target (`window_end="action_steps"` only; see the module doc).
     """
 
     def __init__(
@@ -102,6 +128,7 @@ class WindowDataset(Dataset):
         n_obs_steps: int,
         horizon: int,
         n_action_steps: int,
+        window_end: str = "hold",
     ) -> None:
         for name, value in (
             ("n_obs_steps", n_obs_steps),
@@ -119,11 +146,12 @@ class WindowDataset(Dataset):
         self.n_obs_steps = int(n_obs_steps)
         self.horizon = int(horizon)
         self.n_action_steps = int(n_action_steps)
+        self.window_end = window_end
         self.indices = create_sample_indices(
             self.cache.episode_ends,
             sequence_length=self.horizon,
             pad_before=self.n_obs_steps - 1,
-            pad_after=self.n_action_steps - 1,
+            pad_after=pad_after_steps(window_end, self.n_obs_steps, self.horizon, n_action_steps),
         )
 
     def __len__(self) -> int:
@@ -134,7 +162,10 @@ class WindowDataset(Dataset):
         positions = _window_positions(row, self.horizon)
         obs = positions[: self.n_obs_steps]
         images = np.asarray(self.cache.images[obs])  # (n_obs, N, H, W, 3)
-        is_pad = np.arange(self.horizon) >= row[3]
+        if self.window_end == "hold":
+            is_pad = np.zeros(self.horizon, bool)  # holding at the end is a target
+        else:
+            is_pad = np.arange(self.horizon) >= row[3]
         return {
             OBS_IMAGES: torch.from_numpy(np.ascontiguousarray(images.transpose(0, 1, 4, 2, 3))),
             OBS_STATE: torch.from_numpy(np.asarray(self.cache.state[obs], np.float32)),

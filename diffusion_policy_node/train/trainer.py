@@ -197,7 +197,16 @@ class Trainer:
                 "point train.cache_dir elsewhere"
             )
         p = self.run.policy
-        dataset = WindowDataset(cache, p.n_obs_steps, p.horizon, p.n_action_steps)
+        window_end = self.run.data.window_end
+        dataset = WindowDataset(cache, p.n_obs_steps, p.horizon, p.n_action_steps, window_end)
+        log.info(
+            "%d training windows; episode ends: %s (data.window_end)",
+            len(dataset),
+            "every step is an observation, then hold"
+            if window_end == "hold"
+            else f"the last {p.horizon - p.n_obs_steps - p.n_action_steps + 1} steps of each "
+            "episode are never an observation",
+        )
         train_eps, val_eps = split_episodes(cache.n_episodes, self.tc.val_fraction, self.tc.seed)
         episode_of = window_episodes(dataset)
         train_idx = np.flatnonzero(np.isin(episode_of, train_eps))

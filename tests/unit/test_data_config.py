@@ -96,3 +96,12 @@ def test_content_hash_tracks_every_setting():
     assert base.content_hash() == DataConfig(joint_names=list(JOINTS)).content_hash()
     assert base.content_hash() != DataConfig(joint_names=JOINTS, dt=0.05).content_hash()
     assert base.content_hash() != DataConfig(joint_names=JOINTS[::-1]).content_hash()
+
+
+def test_window_end_is_checked_and_leaves_the_cache_hash():
+    base = DataConfig(joint_names=JOINTS)
+    assert base.window_end == "hold"
+    chi = DataConfig(joint_names=JOINTS, window_end="action_steps")
+    assert chi.content_hash() == base.content_hash()  # same arrays, other windows
+    with pytest.raises(ValueError, match="window_end='last'"):
+        DataConfig(joint_names=JOINTS, window_end="last")

@@ -1,10 +1,13 @@
 """Window indices (Chi et al.'s create_sample_indices), edge padding, and WindowDataset."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from diffusion_policy_node.data.cache import build_cache, open_cache
+from diffusion_policy_node.data.cache import CACHE_FORMAT, build_cache, open_cache
+from diffusion_policy_node.data.config import DataConfig
 from diffusion_policy_node.data.sampler import (
     WindowDataset,
     create_sample_indices,
@@ -82,8 +85,8 @@ def cache(make_bag, tmp_path):
     return open_cache(build_cache(bags, make_config(), tmp_path / "cache").path)
 
 
-def test_window_dataset_items(cache):
-    ds = WindowDataset(cache, n_obs_steps=2, horizon=8, n_action_steps=4)
+def test_window_dataset_items_chi_end(cache):
+    ds = WindowDataset(cache, 2, horizon=8, n_action_steps=4, window_end="action_steps")
     lengths = np.diff(np.concatenate([[0], cache.episode_ends]))
     assert lengths.tolist() == [19, 24]
     assert len(ds) == sum(n - 8 + 1 + 3 + 1 for n in lengths)  # 16 + 21
@@ -114,6 +117,7 @@ def test_window_dataset_items(cache):
 
 def test_window_dataset_batches_and_validates(cache):
     ds = WindowDataset(cache.path, n_obs_steps=1, horizon=4, n_action_steps=4)
+    assert len(ds) == sum(n - 4 + 0 + 3 + 1 for n in np.diff([0, *cache.episode_ends]))
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=5, shuffle=False)))
     assert batch[OBS_IMAGES].shape == (5, 1, 1, 3, 16, 16)
     assert batch[ACTION].shape == (5, 4, 4)
@@ -121,3 +125,81 @@ def test_window_dataset_batches_and_validates(cache):
         WindowDataset(cache, n_obs_steps=2, horizon=4, n_action_steps=4)
     with pytest.raises(ValueError, match="n_obs_steps=0"):
         WindowDataset(cache, n_obs_steps=0, horizon=4, n_action_steps=4)
+    with pytest.raises(ValueError, match="window_end='end'"):
+        WindowDataset(cache, n_obs_steps=1, horizon=4, n_action_steps=4, window_end="end")
+
+
+def test_window_dataset_default_observes_every_step_then_holds(cache):
+    ds = WindowDataset(cache, n_obs_steps=2, horizon=8, n_action_steps=4)
+    lengths = np.diff(np.concatenate([[0], cache.episode_ends]))
+    assert len(ds) == sum(n - 8 + 1 + 6 + 1 for n in lengths)  # pad_after = horizon - n_obs
+    newest_obs = [int(r[0] + max(1 - r[2], 0)) for r in ds.indices]
+    assert newest_obs == [*range(0, 19), *range(19, 43)]  # every step, the last included
+    last = ds[18]  # episode 0's last window: observations 17, 18 (its last step)
+    np.testing.assert_array_equal(last[OBS_STATE].numpy(), cache.state[[17, 18]])
+    np.testing.assert_array_equal(last[ACTION].numpy(), cache.action[[17] + [18] * 7])
+    assert not last[ACTION_IS_PAD].any()  # holding at the last action is a target
+
+
+def _write_cache(folder, state, action, episode_ends):
+    """A cache folder holding these arrays (blank 8x8 images), as build_cache lays it out."""
+    folder.mkdir()
+    n = len(state)
+    config = DataConfig(joint_names=[f"j{i}" for i in range(state.shape[1])], image_size=(8, 8))
+    np.save(folder / "images.npy", np.zeros((n, 1, 8, 8, 3), np.uint8))
+    np.save(folder / "state.npy", state.astype(np.float32))
+    np.save(folder / "action.npy", action.astype(np.float32))
+    np.save(folder / "episode_ends.npy", np.asarray(episode_ends, np.int64))
+    meta = {"format": CACHE_FORMAT, "config": config.to_dict(), "n_steps": n}
+    meta["n_episodes"] = len(episode_ends)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return open_cache(folder)
+
+
+def _gripper_demos(n_episodes=4, length=30):
+    """Demonstrations that end on a gripper close: the arm (state/action column 0) moves to a
+    target, which it reaches one step before the end; the gripper (column 1) is commanded
+    closed (1.0) on the last step only, as a recording stopped right after the close."""
+    states, actions, ends = [], [], []
+    for e in range(n_episodes):
+        target = 0.5 + 0.1 * e
+        arm = np.minimum(np.arange(length) / (length - 2), 1.0) * target
+        grip_state = np.zeros(length)
+        grip_cmd = np.zeros(length)
+        grip_cmd[-1] = 1.0
+        states.append(np.stack([arm, grip_state], axis=1))
+        actions.append(np.stack([np.append(arm[1:], arm[-1]), grip_cmd], axis=1))
+        ends.append(length * (e + 1))
+    return np.concatenate(states), np.concatenate(actions), ends
+
+
+def _nearest_window_policy(ds):
+    """The smallest policy that learns exactly what the windows teach: the executed action
+    (index n_obs_steps - 1) of the training window whose observation is nearest."""
+    items = [ds[i] for i in range(len(ds))]
+    obs = np.stack([it[OBS_STATE].numpy().ravel() for it in items])
+    act = np.stack([it[ACTION].numpy()[ds.n_obs_steps - 1] for it in items])
+
+    def policy(observation):
+        return act[np.argmin(np.linalg.norm(obs - observation.ravel(), axis=1))]
+
+    return policy
+
+
+@pytest.mark.parametrize("window_end", ["hold", "action_steps"])
+def test_a_demonstration_ending_on_a_gripper_close_teaches_the_close(tmp_path, window_end):
+    state, action, ends = _gripper_demos()
+    cache = _write_cache(tmp_path / "c", state, action, ends)
+    ds = WindowDataset(cache, n_obs_steps=2, horizon=16, n_action_steps=8, window_end=window_end)
+    newest = {int(r[0] + max(1 - r[2], 0)) for r in ds.indices}
+    last_steps = {e - 1 for e in ends}
+    # The robot has arrived at demonstration 1's target (two observations, gripper open).
+    policy = _nearest_window_policy(ds)
+    arrived = state[ends[1] - 2 : ends[1]]
+    assert arrived[0, 0] == arrived[1, 0] == 0.6
+    if window_end == "hold":
+        assert last_steps <= newest  # the last step is an observation
+        assert policy(arrived)[1] == 1.0  # ... so the policy closes the gripper
+    else:  # Chi et al.'s padding: the end is never seen, the policy never closes
+        assert not last_steps & newest
+        assert policy(arrived)[1] == 0.0
