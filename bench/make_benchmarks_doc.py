@@ -24,7 +24,8 @@ DOC = REPO / "docs" / "benchmarks.md"
 
 # The command each kind of result file comes from (the file's options are in its rows).
 COMMANDS = {
-    "inference_latency": "make bench-peer && .venv/bin/python bench/inference_latency.py --reps 12",
+    "inference_latency": "make bench-peer && .venv/bin/python bench/inference_latency.py "
+    "--reps 12",
     "train_throughput": ".venv/bin/python bench/train_throughput.py --configs small --modes loop "
     "--runs 3 --mixed-precision bf16",
     "control_jitter": "ROS_DOMAIN_ID=75 .venv/bin/python bench/control_jitter.py --configs small "
@@ -82,7 +83,9 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 
 def inference_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    peers = {r["config"]: r["p50_ms"] for r in rows if r.get("impl") == "lerobot" and "p50_ms" in r}
+    peers = {
+        r["config"]: r["p50_ms"] for r in rows if r.get("impl") == "lerobot" and "p50_ms" in r
+    }
     out = []
     for r in rows:
         if r.get("impl") != "ours" or "p50_ms" not in r:
@@ -151,6 +154,14 @@ def smoothness_rows(rows: list[dict[str, Any]], task: str) -> list[tuple[str, st
     return out
 
 
+ROWS = {
+    "inference_latency": inference_rows,
+    "train_throughput": train_rows,
+    "control_jitter": jitter_rows,
+    "acceleration_probe": probe_rows,
+}
+
+
 def collect() -> tuple[dict[str, list[tuple[str, str, str, str]]], dict[str, set[str]]]:
     """{cpu: [(date, what, figure, file)]}, {cpu: kinds present}."""
     tables: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
@@ -164,14 +175,12 @@ def collect() -> tuple[dict[str, list[tuple[str, str, str, str]]], dict[str, set
         if machine is None:
             raise SystemExit(f"{path}: the first line must name the machine (a 'cpu' key)")
         task = "pick_place" if "pick_place" in path.name else "reach"
-        made = {
-            "inference_latency": lambda: inference_rows(rows),
-            "train_throughput": lambda: train_rows(rows),
-            "control_jitter": lambda: jitter_rows(rows),
-            "acceleration_probe": lambda: probe_rows(rows),
-            "smoothness_sim": lambda: smoothness_rows(rows, task + " (simulated time)"),
-            "smoothness_dds": lambda: smoothness_rows(rows, task + " (DDS, real time)"),
-        }[kind]()
+        if kind == "smoothness_sim":
+            made = smoothness_rows(rows, task + " (simulated time)")
+        elif kind == "smoothness_dds":
+            made = smoothness_rows(rows, task + " (DDS, real time)")
+        else:
+            made = ROWS[kind](rows)
         cpu = f"{machine['cpu']}, {machine.get('cores', '?')} cores"
         kinds[cpu].add(kind)
         link = f"[{path.name}](../bench/results/{path.name})"
