@@ -1,4 +1,4 @@
-"""Where a chunk's time goes, and what the speed-ups not in the product would give (issue #14).
+"""Where a chunk's time goes, and what the speed-ups not in the product would give.
 
 For one config (random weights, batch 1, DDIM 10, the bench's PushT shapes) the probe times the
 observation encoder and the denoising loop separately, medians of `--reps`, for:
@@ -14,8 +14,7 @@ observation encoder and the denoising loop separately, medians of `--reps`, for:
   compile-bf16-encoder  compile, with the camera encoders in bf16, channels-last
 
 and the largest |difference| of the chunk from eager's (same noise). `jit` and
-`jit-bf16-encoder` are in the product; the rest were measured here and not kept (README, "Side
-by side with LeRobot").
+`jit-bf16-encoder` are in the product; the others are not (figures: docs/benchmarks.md).
 
     .venv/bin/python bench/acceleration_probe.py --config small
 """

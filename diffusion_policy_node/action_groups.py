@@ -1,4 +1,4 @@
-"""Action groups: the action vector as the controllers see it (design.md §6).
+"""Action groups: the action vector as the controllers see it (docs/design.md#timing-model).
 
 A robot is commanded through several controllers: the arm's joint_trajectory_controller, a
 gripper on its own controller (a JTC, or a forward position controller taking

@@ -31,7 +31,7 @@ def _bad(name: str, value: Any, why: str) -> ValueError:
 
 @dataclass
 class PolicyConfig:
-    """Model, observation and timing settings of one policy (design.md §6).
+    """Model, observation and timing settings of one policy (docs/design.md#model-and-checkpoint).
 
     Shapes: images (B, n_obs_steps, n_cameras, 3, *image_size) uint8; state (B, n_obs_steps,
     state_dim); actions (B, horizon, action_dim). Action i of a chunk predicted at tick t belongs
@@ -239,8 +239,9 @@ class PolicyConfig:
 
 
 def action_lead_of(action_source: str, command_type: str | None, dt: float) -> float:
-    """The action-time convention of training data (design.md §5): a JointTrajectory command is
-    read at grid time + dt (the point the controller was sent to reach one step later), so its
+    """The action-time convention of training data (docs/design.md#action-time-convention):
+    a JointTrajectory command is read at grid time + dt (the point the controller was sent to
+    reach one step later), so its
     actions lead by dt; Float64MultiArray stream commands and next joint states by 0."""
     if action_source == "command" and command_type == "JointTrajectory":
         return float(dt)

@@ -9,7 +9,7 @@ from torch import nn
 
 
 class EMAModel:
-    """Keeps `averaged_model`, an EMA copy of a model; inference uses it (design.md §6).
+    """Keeps `averaged_model`, an EMA copy of a model; inference uses it (docs/design.md#the-math).
 
     decay(step) = clamp(1 − (1 + step / inv_gamma) ** −power, min_decay, max_decay), 0 for the
     first `update_after_step` steps. Buffers (e.g. normalizer stats) are copied, not averaged.

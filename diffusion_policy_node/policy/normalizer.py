@@ -1,4 +1,6 @@
-"""Min-max normalizer to [-1, 1] for state and action, stored with the model (design.md §6)."""
+"""Min-max normalizer to [-1, 1] for state and action, stored with the model.
+
+See docs/design.md#the-math."""
 
 from __future__ import annotations
 

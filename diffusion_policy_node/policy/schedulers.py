@@ -1,6 +1,6 @@
 """DDPM and DDIM noise schedulers (torch only).
 
-The math follows the DDPM notes in ``shared/seeds`` (Ho et al. 2020): the forward process
+The math follows DDPM (Ho et al. 2020; docs/design.md#the-math): the forward process
 ``q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I)`` (eq. 4), the posterior
 ``q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t I)`` (eqs. 6-7) and Algorithm 2 (ancestral sampling);
 DDIM follows Song et al. 2021, eqs. 12 and 16. Names and numbers match ``diffusers``'
@@ -153,7 +153,7 @@ class _NoiseScheduler:
         noise: torch.Tensor,
         timesteps: torch.Tensor | int,
     ) -> torch.Tensor:
-        """Sample q(x_t | x_0) in closed form (seeds eq. 4): ``√ᾱ_t x_0 + √(1-ᾱ_t) ε``.
+        """Sample q(x_t | x_0) in closed form (Ho et al. 2020, eq. 4): ``√ᾱ_t x_0 + √(1-ᾱ_t) ε``.
 
         ``original_samples`` and ``noise``: ``(B, ...)``; ``timesteps``: an int, or an integer
         tensor of shape ``()`` or ``(B,)`` with values in ``[0, num_train_timesteps)``.
@@ -207,8 +207,9 @@ class _NoiseScheduler:
         self, original_samples: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor | int
     ) -> torch.Tensor:
         """x_prev = √ᾱ_prev x_0 + √(1-ᾱ_prev) ε: `original_samples` noised to the timestep that
-        `step(..., timestep, ...)` returns (seeds eq. 4 at prev = the next inference timestep;
-        ᾱ_prev = 1, or DDIM's final_alpha_cumprod, after the last step). RePaint's known part."""
+        `step(..., timestep, ...)` returns (Ho et al. 2020, eq. 4 at prev = the next inference
+        timestep; ᾱ_prev = 1, or DDIM's final_alpha_cumprod, after the last step). RePaint's known
+        part."""
         t, _ = self._step_coefs(timestep)
         alpha_prev = self._alpha_prev[t]
         return alpha_prev**0.5 * original_samples + (1 - alpha_prev) ** 0.5 * noise
@@ -240,7 +241,7 @@ class _NoiseScheduler:
         sqrt_beta_prod_t: float,
         need_eps: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x̂_0 and ε̂ from the model output (seeds eq. 4 solved for x_0, or for ε)."""
+        """x̂_0 and ε̂ from the model output (Ho et al. 2020, eq. 4 solved for x_0, or for ε)."""
         if self.prediction_type == "epsilon":
             pred_epsilon = model_output
             pred_original_sample = (sample - sqrt_beta_prod_t * model_output) / sqrt_alpha_prod_t
@@ -277,7 +278,7 @@ class _NoiseScheduler:
 
 
 class DDPMScheduler(_NoiseScheduler):
-    """DDPM ancestral sampler (seeds Algorithm 2) and forward process.
+    """DDPM ancestral sampler (Ho et al. 2020, Algorithm 2) and forward process.
 
     ``timesteps`` starts as ``T-1, ..., 0``; ``set_timesteps(n)`` subsamples them with
     diffusers' "leading" spacing, and ``step`` then uses the respaced β between consecutive
@@ -309,8 +310,9 @@ class DDPMScheduler(_NoiseScheduler):
             prediction_type,
         )
         self.variance_type = variance_type
-        # Posterior q(x_{t-1} | x_t, x_0) on the training chain (prev = t - 1), seeds eq. 7, in
-        # float64 from the stored ᾱ (α_t = ᾱ_t/ᾱ_{t-1}) so it is consistent with add_noise.
+        # Posterior q(x_{t-1} | x_t, x_0) on the training chain (prev = t - 1), Ho et al. 2020,
+        # eq. 7, in float64 from the stored ᾱ (α_t = ᾱ_t/ᾱ_{t-1}) so it is consistent with
+        # add_noise.
         acp = self.alphas_cumprod.double()
         acp_prev = torch.cat([acp.new_ones(1), acp[:-1]])
         alphas = acp / acp_prev
@@ -405,7 +407,7 @@ class DDPMScheduler(_NoiseScheduler):
     def posterior_mean(
         self, x_t: torch.Tensor, x_0: torch.Tensor, t: torch.Tensor | int
     ) -> torch.Tensor:
-        """μ̃_t(x_t, x_0) of seeds eq. 7 on the training chain (t -> t-1).
+        """μ̃_t(x_t, x_0) of Ho et al. 2020, eq. 7 on the training chain (t -> t-1).
 
         ``√ᾱ_{t-1} β_t / (1-ᾱ_t) · x_0 + √α_t (1-ᾱ_{t-1}) / (1-ᾱ_t) · x_t`` (ᾱ_{-1} = 1);
         ``t``: int or ``(B,)`` tensor.

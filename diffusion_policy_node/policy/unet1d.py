@@ -612,9 +612,9 @@ def tracing_warnings_filtered() -> Iterator[None]:
     - DeprecationWarning "`torch.jit.trace` / `trace_method` / `freeze` is deprecated. Please
       switch to `torch.compile` or `torch.export`" (torch >= 2.10). TorchScript still works in
       the torch we pin and is what `jit` measures; the replacement is `torch.export` + AOT
-      Inductor (compiled once per checkpoint, not at node start: torch.compile took 17-30 s
-      per start on this 2-core CPU and, in the interleaved bench, was no faster than the trace
-      per chunk; README "Side by side with LeRobot"), tracked in issue #14's notes.
+      Inductor (compiled once per checkpoint, not at node start: torch.compile takes 17-30 s
+      per start on a 2-core CPU and, in the interleaved bench, is no faster than the trace
+      per chunk: bench/acceleration_probe.py).
     - TracerWarning "Converting a tensor to a Python boolean ...": GroupNorm's batch-size check
       (torch.nn.functional) and SpatialSoftmax's shape check are recorded as constants. The
       shapes are fixed at inference, and the callers check them before every traced call

@@ -215,8 +215,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "action_lead",
         "double",
         -1.0,
-        "Seconds after its grid step at which an action is to be reached (design.md §5); -1: "
-        "the checkpoint's (dt for recorded JointTrajectory commands, 0 for stream/next_state).",
+        "Seconds after its grid step at which an action is to be reached "
+        "(docs/design.md#action-time-convention); -1: the checkpoint's (dt for recorded "
+        "JointTrajectory commands, 0 for stream/next_state).",
         (-1.0, 3600.0),
     ),
     ParamSpec(

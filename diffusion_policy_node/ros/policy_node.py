@@ -1,4 +1,4 @@
-"""`policy_node`: runs a Diffusion Policy checkpoint in closed loop (design.md §4–§5).
+"""`policy_node`: runs a Diffusion Policy checkpoint in closed loop (docs/design.md#timing-model).
 
     policy_node --ros-args -p checkpoint:=/path/to/ckpt [--params-file config/policy_node.yaml]
 

@@ -1,8 +1,8 @@
 """Action schedule: timestamped actions on a fixed `dt` grid, merged chunk by chunk.
 
 A chunk predicted from the observation at tick time `t_k` gives action `i` the target time
-`t0 + i*dt` (design.md §5). On arrival, actions whose time has strictly passed are dropped and the
-rest are merged:
+`t0 + i*dt` (docs/design.md#timing-model). On arrival, actions whose time has strictly passed
+are dropped and the rest are merged:
 
 - `replace`: the newest chunk wins from its first kept action on; older actions after that time
   (including any beyond the new chunk's end) are discarded.

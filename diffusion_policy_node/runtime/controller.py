@@ -1,4 +1,4 @@
-"""The control tick, ROS-free (design.md §5): what `policy_node` does every `dt`.
+"""The control tick, ROS-free (docs/design.md#timing-model): what `policy_node` does every `dt`.
 
 `Controller` owns the observation history, the action schedule, the safety filter and the
 decision when to start inference; the ROS node only converts messages, wires topics and services,

@@ -11,7 +11,7 @@ callback can be delayed by up to a few milliseconds while inference runs, and to
 threads compete with it for cores. Keep the control callback short, and on small CPUs pass
 `torch_threads` to leave a core free. On CUDA the Python overhead is the same but the heavy work
 runs on the GPU. A separate process would remove the contention entirely at the cost of
-serialising observations; design.md §5 allows either.
+serialising observations; docs/design.md#timing-model allows either.
 """
 
 from __future__ import annotations

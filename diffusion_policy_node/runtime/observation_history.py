@@ -1,9 +1,9 @@
 """Observation history: the newest camera images and joint state, sampled once per control tick.
 
 The node pushes inputs as they arrive (`update_image`, `update_state`, each with its header stamp)
-and calls `sample(t)` on every control tick (design.md §5). The history keeps the last
-`n_obs_steps` samples; the first sample is repeated to fill it, as Chi et al. pad the start of an
-episode. `as_batch()` gives the policy batch (keys from `policy/constants.py`):
+and calls `sample(t)` on every control tick (docs/design.md#timing-model). The history keeps the
+last `n_obs_steps` samples; the first sample is repeated to fill it, as Chi et al. pad the start
+of an episode. `as_batch()` gives the policy batch (keys from `policy/constants.py`):
 
     OBS_IMAGES  (1, T, N, 3, H, W) uint8 RGB, cameras in `camera_names` order (HWC → CHW)
     OBS_STATE   (1, T, D)          float32

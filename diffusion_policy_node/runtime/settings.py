@@ -1,6 +1,6 @@
 """The node's settings, ROS-free: raw parameter values, validated, merged once with the
 checkpoint into one frozen `NodeSettings` that the controller, the inference worker and the
-diagnostics all read (design.md §4–§5).
+diagnostics all read (docs/design.md#timing-model).
 
     PolicyNodeParams   raw values of the declared parameters (ros/params.py declares them)
     resolve_settings   params + checkpoint PolicyConfig -> NodeSettings (mismatches rejected)

@@ -242,8 +242,9 @@ def run_config_from_dict(doc: Any, where: str = "train config") -> RunConfig:
     derived["action_dim"] = data.action_dim
     groups = data.groups
     derived["action_groups"] = [g.to_dict() for g in groups]
-    # The action-time convention of the data (design.md §5), recorded in the checkpoint: the
-    # one lead of the JointTrajectory groups (stream groups command each tick's own action).
+    # The action-time convention of the data (docs/design.md#action-time-convention), recorded
+    # in the checkpoint: the one lead of the JointTrajectory groups (stream groups command each
+    # tick's own action).
     try:
         derived["action_lead"] = trajectory_lead(groups, data.dt)
     except ValueError as exc:

@@ -219,8 +219,9 @@ def _replay_through_controller(episode, grid_s: np.ndarray, action_lead: float) 
 
 
 def test_replayed_actions_land_when_the_expert_commanded_them(collected) -> None:
-    # design.md §5: a_k is the position to reach at t_k + action_lead. The expert commands its
-    # point for time_from_start = dt, the data pipeline reads the trajectory at t_k + dt, so the
+    # docs/design.md#action-time-convention: a_k is the position to reach at t_k + action_lead.
+    # The expert commands its point for time_from_start = dt, the data pipeline reads the
+    # trajectory at t_k + dt, so the
     # node must schedule a_k at t_k + dt: then every published point is exactly an expert point.
     from diffusion_policy_node.policy.config import action_lead_of
 

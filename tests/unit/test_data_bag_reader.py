@@ -98,8 +98,9 @@ def test_record_timestamps_use_receive_times(make_bag):
 
 
 def test_zero_trajectory_stamps_put_the_whole_bag_on_record_time(make_bag):
-    # design.md §7: one time base per bag. Commands stamped 0 ("start on receipt") have only
-    # their record time, so every topic is timed by record time, never a mix of the two.
+    # docs/data.md#time-base-and-gaps: one time base per bag. Commands stamped 0 ("start on
+    # receipt") have only their record time, so every topic is timed by record time, never a mix
+    # of the two.
     truth = make_bag(command_zero_stamp=True)
     contents = read_bag(truth.path, make_config())
     (ep,) = contents.episodes

@@ -1,4 +1,4 @@
-"""Split bags, duplicates and metadata advice (issue 15 items 5, 6): one bag, or a clear error."""
+"""Split bags, duplicates and metadata advice: one bag, or a clear error."""
 
 import shutil
 

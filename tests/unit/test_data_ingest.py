@@ -1,4 +1,4 @@
-"""Building the cache (issue 15 item 7 and the ingest summary): crashes at any step keep the old
+"""Building the cache and the ingest summary: crashes at any step keep the old
 or the new cache, leftovers are cleaned, frames are streamed, dp-train reports and tidies up."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Time base, outlier stamps and gaps (issue 15 items 1, 2, 4): right data or a counted report."""
+"""Time base, outlier stamps and gaps: right data or a counted report."""
 
 import logging
 
@@ -24,7 +24,7 @@ MS = 1_000_000
 
 
 def test_zero_command_stamps_with_late_sensor_stamps_use_one_time_base(make_bag, caplog):
-    # The issue's case: sensor stamps 40 ms behind their record times, trajectory commands
+    # Sensor stamps 40 ms behind their record times, trajectory commands
     # stamped 0. Mixing would time the commands by record time and the sensors 40 ms earlier.
     truth = make_bag(camera_latency_ns=40 * MS, joint_latency_ns=40 * MS, command_zero_stamp=True)
     with caplog.at_level(logging.WARNING):

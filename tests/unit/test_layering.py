@@ -1,4 +1,4 @@
-"""design.md §3: only diffusion_policy_node/ros/ imports rclpy or ROS message packages."""
+"""docs/design.md#layers: only diffusion_policy_node/ros/ imports rclpy or ROS message packages."""
 
 import ast
 from pathlib import Path

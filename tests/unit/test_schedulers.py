@@ -83,7 +83,8 @@ def test_cosine_betas_follow_alpha_bar_and_are_capped():
 
 @pytest.mark.parametrize("schedule", BETA_SCHEDULES)
 def test_add_noise_matches_q_xt_given_x0_statistically(schedule):
-    """Empirical mean/variance of add_noise(x_0, ε, t) vs √ᾱ_t x_0 and 1 - ᾱ_t (seeds eq. 4)."""
+    """Empirical mean/variance of add_noise(x_0, ε, t) vs √ᾱ_t x_0 and 1 - ᾱ_t (Ho et al. 2020,
+    eq. 4)."""
     s = DDPMScheduler(T, beta_schedule=schedule)
     n = 40_000
     x0 = torch.tensor([1.5, -0.5, 0.0, 2.0], dtype=torch.float64)
@@ -122,7 +123,8 @@ def test_add_noise_per_sample_timesteps_int_timestep_and_shapes():
 
 @pytest.mark.parametrize("schedule", BETA_SCHEDULES)
 def test_posterior_mean_from_x0_equals_mean_from_eps(schedule):
-    """Seeds eq. 7 (μ̃ from x_t, x_0) equals (x_t - β_t/√(1-ᾱ_t) ε)/√α_t for x_t = q-sample."""
+    """Ho et al. 2020, eq. 7 (μ̃ from x_t, x_0) equals (x_t - β_t/√(1-ᾱ_t) ε)/√α_t for x_t =
+    q-sample."""
     s = DDPMScheduler(T, beta_schedule=schedule)
     x0 = x_start((4, 10, 3), 3, torch.float64)
     eps = x_start((4, 10, 3), 4, torch.float64)
@@ -160,7 +162,7 @@ def test_ddpm_step_is_posterior_mean_plus_sigma_z(variance_type):
         out = s.step(eps, t, xt, generator=torch.Generator().manual_seed(t))
         z = torch.randn(xt.shape, generator=torch.Generator().manual_seed(t), dtype=xt.dtype)
         if variance_type == "fixed_small":
-            var = (1 - acp_prev[t]) / (1 - acp[t]) * betas[t]  # β̃_t, seeds eq. 7
+            var = (1 - acp_prev[t]) / (1 - acp[t]) * betas[t]  # β̃_t, Ho et al. 2020, eq. 7
         else:
             var = betas[t]
         expected = s.posterior_mean_from_eps(xt, eps, t) + var.sqrt() * z

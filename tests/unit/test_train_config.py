@@ -55,7 +55,7 @@ def test_policy_fields_come_from_the_data_section():
     assert (p.dt, p.n_obs_steps, p.horizon, p.n_action_steps) == (0.05, 3, 16, 6)
     assert p.state_dim == p.action_dim == 4 and p.joint_names == ["j1", "j2", "j3", "j4"]
     assert run.train == TrainConfig()
-    # The action-time convention follows the action source (design.md §5).
+    # The action-time convention follows the action source (docs/design.md#action-time-convention).
     assert p.action_lead == 0.05  # the default: JointTrajectory commands, read at t + dt
     stream = {**DATA, "command_type": "Float64MultiArray"}
     assert run_config_from_dict({"policy": CROP, "data": stream}).policy.action_lead == 0.0
