@@ -9,7 +9,12 @@ publisher of it is seen, with the publishers' reliability (best-effort if any pu
 best-effort, as `ros2 bag record` adapts), and messages arrive as raw CDR bytes
 (`raw=True`): nothing is deserialized or converted, the bytes go straight into the bag
 (`data.bag_writer.BagWriter`, rosbags). Record times come from the node clock, i.e. simulation
-time under `use_sim_time:=true`.
+time under `use_sim_time:=true`. On the system clock a message's record time is its receipt by
+the middleware where rclpy reports it (Iron and newer: the node clock minus the time the
+message waited in the executor's queue), so a busy executor does not make messages look staler
+than they are. Messages received before
+~/start are not recorded, and the bag writer is warmed up at start-up, so the first bag is as
+fresh as the later ones.
 
 Services (std_srvs/Trigger, replies are JSON):
   ~/start   open `<output_dir>/<bag_prefix>_<index:04d>` (the next free index from
@@ -24,19 +29,26 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+from rclpy.subscription import Subscription
 from std_srvs.srv import Trigger
 
 from diffusion_policy_node.data.bag_writer import STORAGE_FORMATS, BagWriter, BagWriterError
 from diffusion_policy_node.ros.node_main import run_node
 from diffusion_policy_node.ros.parameters import ParamSpec, declare_parameters
 
+# rclpy passes the middleware's message info (received_timestamp, system clock) to a callback
+# that takes two arguments (Iron and newer); Humble calls every callback with the message only.
+MESSAGE_INFO = hasattr(Subscription, "CallbackType")
 DEFAULT_TOPICS = ["/camera/image_raw", "/joint_states", "/arm_controller/joint_trajectory"]
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("topics", "string_array", DEFAULT_TOPICS, "Topics to record."),
@@ -142,7 +154,10 @@ class RecorderNode(Node):
         self.types: dict[str, str] = {}  # subscribed topic -> type
         self._subs: list[Any] = []
         self.writer: BagWriter | None = None
+        self.opened_wall_ns = 0  # system time at which the current bag was asked for
+        self.definitions: dict[str, dict[str, str]] = {}  # msgtype -> .msg texts it needs
         self.bags: list[str] = []
+        self.warm_up()
         self.create_service(Trigger, "~/start", self._on_start)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_service(Trigger, "~/status", self._on_status)
@@ -205,13 +220,47 @@ class RecorderNode(Node):
             except (BagWriterError, OSError, ValueError) as exc:
                 self.get_logger().error(f"start_on_launch: cannot start recording: {exc}")
 
+    def warm_up(self) -> None:
+        """Open and delete a throwaway bag: the first real bag then opens as fast as the later
+        ones (the first open builds the typestore and storage plugin, ~0.1-0.5 s during which
+        the executor would queue messages)."""
+        folder = Path(tempfile.mkdtemp(prefix="recorder_warm_up_"))
+        try:
+            writer = BagWriter(folder / "bag", storage=self.storage, version=self.bag_version)
+            writer.add_topic("/warm_up", "std_msgs/msg/String")
+            writer.close()
+        except (BagWriterError, OSError, ValueError) as exc:
+            self.get_logger().warn(
+                f"bag writer warm-up failed ({exc}); the first bag opens slower"
+            )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def record_time_ns(self, info: dict[str, Any] | None) -> int | None:
+        """The message's record time on the node clock, None if it arrived before ~/start."""
+        now = self.get_clock().now().nanoseconds
+        if info is None:
+            return now
+        received = int(info.get("received_timestamp", 0))
+        if received <= 0:
+            return now
+        if received < self.opened_wall_ns:
+            return None  # queued before the bag was asked for
+        if self.get_clock().ros_time_is_active:
+            return now  # simulation time need not pace the wall clock the wait is measured on
+        return now - max(time.time_ns() - received, 0)
+
     def _callback(self, topic: str) -> Any:
-        def on_msg(data: bytes) -> None:
+        def record(data: bytes, info: dict[str, Any] | None) -> None:
             writer = self.writer
             if writer is not None:
-                writer.write(topic, self.get_clock().now().nanoseconds, data)
+                t = self.record_time_ns(info)
+                if t is not None:
+                    writer.write(topic, t, data)
 
-        return on_msg
+        if MESSAGE_INFO:
+            return record
+        return lambda data: record(data, None)
 
     # ---------------------------------------------------------------- bags
     def start_bag(self) -> dict[str, Any]:
@@ -227,11 +276,14 @@ class RecorderNode(Node):
         while (self.output_dir / f"{self.prefix}_{self.next_index:04d}").exists():
             self.next_index += 1
         path = self.output_dir / f"{self.prefix}_{self.next_index:04d}"
+        self.opened_wall_ns = time.time_ns()
         writer = BagWriter(path, storage=self.storage, version=self.bag_version)
         try:
             for topic, msgtype in self.types.items():
                 if not writer.knows(msgtype):
-                    writer.register_definitions(msg_definitions(msgtype, writer.knows))
+                    if msgtype not in self.definitions:
+                        self.definitions[msgtype] = msg_definitions(msgtype, writer.knows)
+                    writer.register_definitions(self.definitions[msgtype])
                 writer.add_topic(topic, msgtype)
         except (BagWriterError, OSError, ValueError):
             writer.close()
