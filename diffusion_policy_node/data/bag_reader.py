@@ -60,7 +60,15 @@ from .resample import (
     SkippedItem,
     check_frame_size,
 )
-from .timebase import ClockOffsets, SkipCounts, TimeBase, choose_time_base, header_stamp
+from .timebase import (
+    OFFSET_SAMPLE,
+    ClockOffsets,
+    SkipCounts,
+    TimeBase,
+    choose_time_base,
+    header_stamp,
+    offset_reference,
+)
 
 __all__ = [
     "STORAGE_SUFFIXES",
@@ -139,7 +147,8 @@ def read_bag(path: str | Path, config: DataConfig) -> BagContents:
 def scan_bag(path: str | Path, config: DataConfig, frames: FrameStore) -> BagScan:
     """Read one bag, handing every decoded frame to `frames` as soon as it is decoded.
 
-    The summary (JSON-safe) holds: bag, files, time_base and time_base_note, clock_offsets_ms
+    The summary (JSON-safe) holds: bag, files, time_base and time_base_note, mapped_topics
+    (header-less topics mapped onto the header clock), clock_offsets_ms
     (header stamp minus record time per topic), episodes, steps, skipped_messages
     {topic: {reason: n}}, skipped_episodes, gaps, gap_steps_dropped, chunk_crc.
     """
@@ -259,7 +268,26 @@ class _BagPass:
                     where = f"bag {self.path} topic {topic} message 0"
                     msg = self._deserialize(raw, conn.msgtype, where)
                     firsts[topic] = (header_stamp(msg), record_ns)
-        return choose_time_base(self.config, firsts, str(self.path))
+        offsets = None
+        if any(stamp is None for stamp, _ in firsts.values()):
+            reference = offset_reference(
+                firsts, list(self.command_groups), self.config.joint_state_topic
+            )
+            if reference is not None:
+                offsets = (reference, self._offset_sample(reference))
+        return choose_time_base(self.config, firsts, str(self.path), offsets)
+
+    def _offset_sample(self, topic: str) -> list[int]:
+        """Header stamp - record time (ns) of the first stamped messages of `topic`."""
+        sample: list[int] = []
+        for index, (conn, record_ns, raw) in enumerate(self.bag.messages({topic})):
+            if index >= OFFSET_SAMPLE:
+                break
+            msg = self._deserialize(raw, conn.msgtype, f"bag {self.path} topic {topic}")
+            stamp = header_stamp(msg)
+            if stamp:
+                sample.append(stamp - record_ns)
+        return sample
 
     def _new_builder(self) -> EpisodeBuilder:
         self.n_segments += 1
@@ -295,6 +323,8 @@ class _BagPass:
             self.offsets.add(topic, stamp - record_ns)
         if self.base.source == "record":
             return record_ns
+        if topic in self.base.mapped:
+            return record_ns + self.base.offset_ns
         if not stamp:
             self.counts.skip(topic, "header.stamp = 0 in a bag timed by header stamps")
             return None
@@ -397,6 +427,7 @@ class _BagPass:
             "files": self.bag.files,
             "time_base": self.base.source,
             "time_base_note": self.base.note,
+            "mapped_topics": list(self.base.mapped),
             "clock_offsets_ms": offsets,
             "episodes": len(self.plans),
             "steps": int(sum(len(p) for p in self.plans)),

@@ -18,7 +18,9 @@ def _bag_line(bag: dict[str, Any]) -> str:
         f"{topic} {o['mean_ms']:+.1f} ms" for topic, o in bag["clock_offsets_ms"].items()
     )
     base = f"time base {bag['time_base']}"
-    if bag["time_base"] == "record" and bag["time_base_note"] != "timestamp_source: record":
+    if bag.get("mapped_topics") or (
+        bag["time_base"] == "record" and bag["time_base_note"] != "timestamp_source: record"
+    ):
         base += f" ({bag['time_base_note']})"
     skipped = [
         f"{topic}: {n} {reason}"

@@ -1,11 +1,18 @@
 """One time base per bag, clock offsets, and message order (part of the bag reader).
 
-- `choose_time_base`: with `timestamp_source="header"` a bag is timed by header stamps only if
-  every required topic carries them (a header with a non-zero stamp in its first message);
-  otherwise the whole bag is timed by record time, with a warning naming the topic, so two
-  clocks are never mixed. If the stamps then sit more than `MAX_SAME_CLOCK_S` from the record
-  times they are on another clock (sim time recorded against the wall clock?) and the bag is
-  refused: record time would then disagree with the stamps' pace.
+- `choose_time_base`: with `timestamp_source="header"` a bag is timed by header stamps if every
+  required topic carries them (a header with a non-zero stamp in its first message). A topic
+  whose type has no header (a gripper's Float64MultiArray) is mapped onto the header clock:
+  its record time plus the median header-stamp-minus-record-time offset of a stamped topic
+  (the recorded commands' if stamped, else the joint states', else the cameras'), measured
+  over its first `OFFSET_SAMPLE` messages; the stamped topics keep their stamps, so their
+  record-time jitter cannot make repeated or skipped grid steps. A zero stamp (a
+  JointTrajectory "start on receipt") has only its record time: then the whole bag is timed by
+  record time, with a warning naming the topic, so two clocks are never mixed. If the stamps
+  then sit more than `MAX_SAME_CLOCK_S` from the record times they are on another clock (sim
+  time recorded against the wall clock?) and the bag is refused: record time would then
+  disagree with the stamps' pace. `timestamp_source="record"` times every message by its
+  record time.
 - `ClockOffsets`: header stamp minus record time per topic (reported in the ingest summary).
 - `OrderFilter`: releases each topic's messages in time order with a short delay. A message
   older than the previous one is normally the one dropped; but if the messages it is older than
@@ -30,10 +37,12 @@ __all__ = [
     "SkipCounts",
     "TimeBase",
     "choose_time_base",
+    "offset_reference",
     "stamp_ns",
 ]
 
 MAX_SAME_CLOCK_S = 1.0
+OFFSET_SAMPLE = 200  # messages of the reference topic that estimate a header-less topic's offset
 ORDER_WINDOW = 8  # messages per topic held back to judge the order
 
 
@@ -67,6 +76,21 @@ class SkipCounts:
 class TimeBase:
     source: str  # "header" or "record"
     note: str  # why, in words
+    mapped: tuple[str, ...] = ()  # header-less topics timed by record time + offset_ns
+    offset_ns: int = 0  # header stamp - record time of the reference topic (median)
+
+
+def offset_reference(
+    firsts: dict[str, tuple[int | None, int]], command_topics: list[str], joint_topic: str
+) -> str | None:
+    """The stamped topic whose header - record offsets map the header-less topics: a stamped
+    command topic (the same publisher as a header-less command, as a rule), else the joint
+    states, else a camera; None when no topic is stamped."""
+    stamped = [t for t, (stamp, _) in firsts.items() if stamp]
+    for topic in [*command_topics, joint_topic]:
+        if topic in stamped:
+            return topic
+    return stamped[0] if stamped else None
 
 
 class ClockOffsets:
@@ -98,14 +122,33 @@ class ClockOffsets:
 
 
 def choose_time_base(
-    config: DataConfig, firsts: dict[str, tuple[int | None, int]], bag: str
+    config: DataConfig,
+    firsts: dict[str, tuple[int | None, int]],
+    bag: str,
+    offsets: tuple[str, list[int]] | None = None,
 ) -> TimeBase:
     """Pick the bag's time base from the first message of every required topic.
 
     firsts: topic -> (header stamp ns, 0 if unset, None if the type has no header; record ns).
+    offsets: (reference topic, header - record ns of its first messages), see
+    `offset_reference`; without it header-less topics put the bag on record time.
     """
     if config.timestamp_source == "record":
         return TimeBase("record", "timestamp_source: record")
+    headerless = sorted(t for t, (stamp, _) in firsts.items() if stamp is None)
+    zero = [t for t, (stamp, _) in firsts.items() if stamp == 0]
+    if headerless and not zero and offsets is not None and offsets[1]:
+        reference, sample = offsets
+        offset = int(sorted(sample)[len(sample) // 2])
+        if abs(offset) <= MAX_SAME_CLOCK_S * 1e9:
+            return TimeBase(
+                "header",
+                f"{', '.join(headerless)} {'has' if len(headerless) == 1 else 'have'} no "
+                f"header: mapped onto the header clock (record time {offset / 1e6:+.1f} ms, "
+                f"the median header - record offset of {reference})",
+                mapped=tuple(headerless),
+                offset_ns=offset,
+            )
     unstamped = {
         topic: ("has no header" if stamp is None else "has header.stamp = 0")
         for topic, (stamp, _) in firsts.items()

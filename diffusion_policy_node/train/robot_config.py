@@ -269,11 +269,14 @@ def render(p: Proposal, preset: str) -> str:
 
 
 def _timestamp_line(p: Proposal) -> str:
-    """Header stamps, unless a recorded command topic has none (Float64MultiArray): then the
-    bags are timed by record time anyway (never mixed), and the config says so."""
+    """Header stamps; a recorded command topic without a header (Float64MultiArray) is mapped
+    onto the header clock by the bag reader (data/timebase.py), and the config says so."""
     unstamped = [g.topic for g in p.groups if g.source == "command" and not g.is_trajectory]
     if unstamped:
-        return f"  timestamp_source: record      # {', '.join(unstamped)} has no header stamps"
+        return (
+            "  timestamp_source: header      # header stamps; "
+            f"{', '.join(unstamped)} (no header) mapped onto them"
+        )
     return "  timestamp_source: header      # message header stamps (record time: the receipt)"
 
 

@@ -132,9 +132,22 @@ def test_float64_commands_two_bgr_cameras(make_bag):
     truth = make_bag(command_type="Float64MultiArray", encoding="bgr8", cameras=cameras)
     cfg = make_config(truth.spec)
     assert cfg.command_type == "Float64MultiArray" and cfg.n_cameras == 2
-    contents = read_bag(truth.path, cfg)
+    # Float64MultiArray has no header: mapped onto the header clock by the joint states'
+    # header - record offset (-1 ms), the other topics keep their stamps.
+    mapped = read_bag(truth.path, cfg)
+    assert mapped.summary["time_base"] == "header"
+    assert mapped.summary["mapped_topics"] == [cfg.command_topic]
+    (ep,) = mapped.episodes
+    command_ns = truth.command_record_ns - truth.spec.joint_latency_ns
+    cams = [truth.camera_header_ns[c][0] for c in cameras]
+    assert ep.times_ns[0] == max(*cams, truth.joint_header_ns[0], command_ns[0])
+    idx = newest(command_ns, ep.times_ns)
+    want = np.stack([command_target(int(m), int(truth.command_header_ns[m])) for m in idx])
+    np.testing.assert_allclose(ep.action, want, atol=1e-6)
+    np.testing.assert_allclose(ep.state, expected_state(truth, ep.times_ns), atol=1e-6)
+    # timestamp_source: record times every topic by its record time.
+    contents = read_bag(truth.path, make_config(truth.spec, timestamp_source="record"))
     (ep,) = contents.episodes
-    # Float64MultiArray has no header: the whole bag is timed by record time (one time base).
     assert contents.summary["time_base"] == "record"
     cams = [truth.camera_record_ns[c][0] for c in cameras]
     t0 = max(*cams, truth.joint_record_ns[0], truth.command_record_ns[0])
