@@ -233,6 +233,34 @@ def describe_parameter_exception(exc: Exception) -> str:
     )
 
 
+def parameters_markdown(node: str, specs: Sequence[ParamSpec], source: str) -> str:
+    """The spec table as a Markdown page (docs/parameters.md): one row per parameter with type,
+    default, range and description; `source` names the module the table lives in."""
+    lines = [
+        "# Parameters",
+        "",
+        f"Every parameter of `{node}`, generated from its parameter table (`{source}`) by",
+        "`python scripts/make_parameters_doc.py`; do not edit by hand. `--help` prints the same.",
+        'An empty list, `0` or `""` where the description says so means: take it from the',
+        "checkpoint (after configure the parameter shows the value in use).",
+        "",
+        "| name | type | default | range | description |",
+        "|---|---|---|---|---|",
+    ]
+    for spec in specs:
+        default = list(spec.default) if spec.kind.endswith("_array") else spec.default
+        if spec.kind == "bool":
+            shown = "true" if default else "false"
+        elif spec.kind == "string":
+            shown = f'"{default}"' if default == "" else default
+        else:
+            shown = "[]" if default == [] else str(default)
+        limits = f"{spec.range[0]:g} … {spec.range[1]:g}" if spec.range is not None else ""
+        text = spec.description.replace("|", "\\|")
+        lines.append(f"| `{spec.name}` | {spec.kind} | `{shown}` | {limits} | {text} |")
+    return "\n".join(lines) + "\n"
+
+
 def parameters_help(specs: Sequence[ParamSpec]) -> str:
     """The spec table as text for `--help`: one entry per parameter with kind and default."""
     lines = ["parameters (--ros-args -p name:=value, or --params-file FILE):"]

@@ -87,7 +87,13 @@ from .conversions import (
     trajectory_msg,
 )
 from .node_main import run_node
-from .params import PARAMETERS, current_parameters, declare, effective_values, read_params
+from .policy_node_params import (
+    PARAMETERS,
+    current_parameters,
+    declare,
+    effective_values,
+    read_params,
+)
 
 SENSOR_QOS = QoSProfile(
     history=QoSHistoryPolicy.KEEP_LAST,

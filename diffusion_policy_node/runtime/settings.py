@@ -2,7 +2,7 @@
 checkpoint into one frozen `NodeSettings` that the controller, the inference worker and the
 diagnostics all read (docs/design.md#timing-model).
 
-    PolicyNodeParams   raw values of the declared parameters (ros/params.py declares them)
+    PolicyNodeParams   raw values of the declared parameters (ros/policy_node_params.py)
     resolve_settings   params + checkpoint PolicyConfig -> NodeSettings (mismatches rejected)
     InferenceSettings  what the inference worker needs to load and run the policy
     PolicyInfo         what the loaded policy tells the node (device, action range, steps)

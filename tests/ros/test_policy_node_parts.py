@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
-import yaml
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, JointState
 
@@ -23,23 +22,13 @@ from diffusion_policy_node.ros.conversions import (
     trajectory_from_msg,
     trajectory_msg,
 )
-from diffusion_policy_node.ros.params import PARAMETERS, declare, read_params
+from diffusion_policy_node.ros.policy_node_params import declare, read_params
 
 JOINTS = ["a", "b", "c"]
 REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------------- params
-def test_yaml_defaults_match_the_declarations() -> None:
-    doc = yaml.safe_load((REPO / "config" / "policy_node.yaml").read_text())
-    values = doc["policy_node"]["ros__parameters"]
-    scalars = {p.name: p.default for p in PARAMETERS if not p.kind.endswith("_array")}
-    assert values == scalars
-    text = (REPO / "config" / "policy_node.yaml").read_text()
-    for p in PARAMETERS:  # list parameters are documented (commented out: empty = checkpoint)
-        assert f"# {p.name}:" in text or p.name in values
-
-
 def test_declare_then_read_parses_overrides_and_keeps_unset_lists_empty() -> None:
     ctx = rclpy.Context()
     rclpy.init(

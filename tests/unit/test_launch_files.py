@@ -177,8 +177,8 @@ def module_param_keys(relpath: str) -> set[str]:
 
 
 def policy_param_keys() -> set[str]:
-    """Parameters policy_node declares (ros/params.py), else the keys of its YAML."""
-    params_py = REPO / PKG / "ros" / "params.py"
+    """Parameters policy_node declares (ros/policy_node_params.py), else the keys of its YAML."""
+    params_py = REPO / PKG / "ros" / "policy_node_params.py"
     if params_py.exists():
         names = {str(_const(c.args[0])) for c in _calls(_parse(params_py), "ParamSpec")}
         names.discard("None")
@@ -328,7 +328,7 @@ REQUIRED_CHECKS = {
     "count": "integer",
 }
 PARAM_SOURCES = {
-    "policy_node": "ros/params.py",
+    "policy_node": "ros/policy_node_params.py",
     "sim_node": "ros/sim_node.py",
     "recorder_node": "ros/recorder_node.py",
 }

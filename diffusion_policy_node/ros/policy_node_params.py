@@ -1,13 +1,15 @@
 """Parameters of `policy_node`: declared in one place, read once into a frozen dataclass.
 
-`PARAMETERS` lists every parameter with its default, description and range; `declare(node)`
-declares them (at construction), `read_params(node)` reads them into `PolicyNodeParams` (raw
-values, validated; at configure).
-The ROS-free rest lives in `runtime/settings.py`: `resolve_settings(params, config)` merges them
-with the checkpoint's config into the one `NodeSettings`; `runtime/limits.py` gives the
-safety limits. Defaults are mirrored in `config/policy_node.yaml`. After configure the node
-sets the parameters that default to "the checkpoint's" to their effective values
-(`effective_values`), so `ros2 param get/dump` show what runs.
+`PARAMETERS` is the one source of every parameter's name, type, default, description and
+range: `declare(node)` declares them (at construction), `read_params(node)` reads them into
+`PolicyNodeParams` (raw values, validated; at configure). The defaults of `PolicyNodeParams`
+(`runtime/settings.py`, which may not import this layer) and of `config/policy_node.yaml` are
+checked against it by `tests/unit/test_node_parameters.py`, and `docs/parameters.md` is
+generated from it (`python scripts/make_parameters_doc.py`).
+The ROS-free rest lives in `runtime/settings.py`: `resolve_settings(params, config)` merges the
+values with the checkpoint's config into the one `NodeSettings`; `runtime/limits.py` gives the
+safety limits. After configure the node sets the parameters that default to "the checkpoint's"
+to their effective values (`effective_values`), so `ros2 param get/dump` show what runs.
 """
 
 from __future__ import annotations
