@@ -16,10 +16,12 @@ topic and field; "skip" means a logged warning plus a count in the ingest summar
   usable message in a bag (`episode_split="bag"`), the same bag given twice, header stamps on
   another clock than the record times when the bag must fall back to record time: error.
 - NaN/inf in the selected joints of a JointState or command, a malformed message (position and
-  name lengths differ, a trajectory without points), a message older than the previous one on
-  its topic, a header stamp far ahead of the messages after it (an outlier), a zero stamp in a
-  bag timed by header stamps: the message is skipped (the previous sample stays in force) and
-  counted in `BagContents.skipped` (one item per topic and reason).
+  name lengths differ, a trajectory without points), a JointState that names a joint twice
+  (never "last wins": `joint_states.select_joints`, as the policy node), a message older than
+  the previous one on its topic, a header stamp far ahead of the messages after it (an
+  outlier), a zero stamp in a bag timed by header stamps: the message is skipped (the
+  previous sample stays in force) and counted in `BagContents.skipped` (one item per topic
+  and reason).
 - a sensor stream silent for longer than `max_gap`: the steps are dropped and the episode split
   there (`summary["gaps"]`); an episode (or part) shorter than `min_episode_steps`, and a
   marker-split episode in which a required topic has no message: skipped and counted.
@@ -40,6 +42,7 @@ import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
 from diffusion_policy_node.action_groups import ActionGroup
+from diffusion_policy_node.joint_states import JointStateError, select_joints
 
 from .bag_sources import (
     STORAGE_SUFFIXES,
@@ -356,24 +359,18 @@ class _BagPass:
                 ep.add(topic, t, command)
 
     def _joint_item(self, names: list[str], position: Any) -> tuple[list[int], Any] | None:
-        """(columns, values) of the configured joints in a JointState, or None (skipped)."""
+        """(columns, values) of the configured joints in a JointState, or None (skipped and
+        counted: malformed, a joint name repeated in the message, NaN/inf in a selected joint;
+        the reason names the joints). The same selection the policy node makes."""
         topic = self.config.joint_state_topic
-        if len(position) != len(names):
-            self.counts.skip(topic, "malformed JointState (len(position) != len(name))")
+        try:
+            cols, values = select_joints(names, position, self.config.joint_names, topic)
+        except JointStateError as exc:
+            self.counts.skip(topic, exc.summary)
             return None
-        column = {name: i for i, name in enumerate(self.config.joint_names)}
-        cols, src = [], []
-        for k, name in enumerate(names):
-            if name in column:
-                cols.append(column[name])
-                src.append(k)
-        if not cols:
+        if not len(cols):
             return None  # another publisher's joints only
-        values = np.asarray(position, dtype=np.float64)[src]
-        if not np.all(np.isfinite(values)):
-            self.counts.skip(topic, "NaN/inf in a selected joint position")
-            return None
-        return cols, values
+        return cols.tolist(), values
 
     def _check_bag(self) -> None:
         """Whole-bag checks once every message is read: truncation, unknown joints."""

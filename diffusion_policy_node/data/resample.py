@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from diffusion_policy_node.action_groups import ActionGroup
+from diffusion_policy_node.joint_states import JointStateMerger
 
 from .bag_sources import BagReadError
 from .config import DataConfig
@@ -97,22 +98,19 @@ class _JointStream:
     """
 
     def __init__(self, joint_names: list[str]) -> None:
-        self.column = {name: i for i, name in enumerate(joint_names)}
-        self.latest = np.full(len(joint_names), np.nan)
-        self.seen = np.zeros(len(joint_names), bool)
+        self.merger = JointStateMerger(joint_names)  # the policy node merges the same way
         self.times = array("q")
         self.values = array("d")  # rows back to back
 
     def add(self, t: int, item: tuple[list[int], np.ndarray]) -> None:
         cols, values = item
-        self.latest[cols] = values
-        self.seen[cols] = True
-        if self.seen.all():
+        self.merger.merge(np.asarray(cols, dtype=np.intp), values, t)
+        if self.merger.complete:
             self.times.append(t)
-            self.values.extend(self.latest)
+            self.values.extend(self.merger.positions())
 
     def rows(self) -> np.ndarray:
-        return np.frombuffer(self.values, np.float64).reshape(-1, len(self.column))
+        return np.frombuffer(self.values, np.float64).reshape(-1, len(self.merger.joint_names))
 
 
 class _FrameSelector:

@@ -102,52 +102,6 @@ def rgb_to_image_msg(rgb: np.ndarray, stamp: Time, frame_id: str = "camera") -> 
 
 
 # ---------------------------------------------------------------------------------- joints
-class JointStateSelector:
-    """Select and order the positions of `joint_names` from JointState messages.
-
-    Drivers do not promise a joint order (or may publish extra joints), so selection is by
-    name; the name → index map is cached per distinct name list.
-    """
-
-    def __init__(self, joint_names: Sequence[str]) -> None:
-        names = [str(n) for n in joint_names]
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"joint_names must be non-empty and unique, got {names!r}")
-        self.joint_names = tuple(names)
-        self._cache: dict[tuple[str, ...], np.ndarray] = {}
-
-    def _indices(self, names: tuple[str, ...], where: str) -> np.ndarray:
-        idx = self._cache.get(names)
-        if idx is None:
-            lookup = {n: i for i, n in enumerate(names)}
-            missing = [n for n in self.joint_names if n not in lookup]
-            if missing:
-                raise ValueError(
-                    f"{where}: joint(s) {missing} missing from the JointState (it has "
-                    f"{list(names)}); check the joint_names parameter"
-                )
-            idx = np.array([lookup[n] for n in self.joint_names], dtype=np.intp)
-            if len(self._cache) < 64:
-                self._cache[names] = idx
-        return idx
-
-    def select(self, msg: JointState, where: str = "joint state") -> np.ndarray:
-        """Positions (D,) float64 in `joint_names` order; ValueError if a joint is missing, the
-        message is inconsistent, or a selected position is NaN/inf."""
-        names = tuple(msg.name)
-        if len(msg.position) != len(names):
-            raise ValueError(
-                f"{where}: {len(names)} names but {len(msg.position)} positions; the driver "
-                "published an inconsistent JointState"
-            )
-        idx = self._indices(names, where)
-        positions = np.asarray(msg.position, dtype=np.float64)[idx]
-        if not np.all(np.isfinite(positions)):
-            bad = [self.joint_names[i] for i in np.nonzero(~np.isfinite(positions))[0]]
-            raise ValueError(f"{where}: non-finite position for joint(s) {bad}")
-        return positions
-
-
 def joint_state_msg(names: Sequence[str], positions: Sequence[float], stamp: Time) -> JointState:
     msg = JointState()
     msg.header.stamp = stamp

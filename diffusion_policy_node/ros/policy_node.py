@@ -38,8 +38,10 @@ Subscription callbacks only keep the newest *raw* camera message (after cheap ch
 encoding and stamp order), so a 1920x1080 flood at 60 Hz costs one decode per tick; camera
 subscriptions use BEST_EFFORT depth 1 so memory stays bounded. A wrong image *size* is resized
 (the data pipeline resizes the same way); a wrong *encoding* is rejected (counted, throttled
-warning). JointStates missing a joint or holding NaN are rejected. An unset (zero) header stamp
-means the receive time.
+warning). JointStates are merged by name from any number of publishers (arm and gripper
+drivers): the newest position of each joint, each aged on its own; a message that repeats a
+joint name or holds NaN in a wanted joint is rejected (counted; a duplicate WARNs once per
+joint). An unset (zero) header stamp means the receive time.
 """
 
 from __future__ import annotations
@@ -76,7 +78,6 @@ from diffusion_policy_node.runtime.settings import NodeSettings, resolve_setting
 
 from .control_loop import ControlLoop
 from .conversions import (
-    JointStateSelector,
     check_image_msg,
     diagnostic_status,
     float64_array_msg,
@@ -309,7 +310,6 @@ class PolicyNode(LifecycleNode):
                     SENSOR_QOS,
                 )
             )
-        self._selector = JointStateSelector(s.joint_names)
         self._state_where = f"joint state topic {s.params.joint_state_topic}"
         self._entities.append(
             self.create_subscription(
@@ -415,7 +415,7 @@ class PolicyNode(LifecycleNode):
         try:
             check_image_msg(msg, f"camera topic {topic}")
         except ValueError as exc:
-            self.controller.reject_input("bad_images", f"image rejected: {exc}")
+            self.controller.reject_input("bad_images", f"image rejected: {exc}", topic)
             return
         self.controller.offer_image(topic, msg, self._stamp_of(msg.header.stamp))
 
@@ -423,12 +423,10 @@ class PolicyNode(LifecycleNode):
         return image_msg_to_rgb(msg, self.settings.image_size, f"camera topic {topic}")
 
     def _on_joint_state(self, msg: JointState) -> None:
-        try:
-            positions = self._selector.select(msg, self._state_where)
-        except ValueError as exc:
-            self.controller.reject_input("bad_joint_states", f"joint state rejected: {exc}")
-            return
-        self.controller.offer_state(positions, self._stamp_of(msg.header.stamp))
+        """Merged by name with the other publishers' joints (`Controller.offer_joint_state`)."""
+        self.controller.offer_joint_state(
+            msg.name, msg.position, self._stamp_of(msg.header.stamp), self._state_where
+        )
 
     def _publish_command(self, command: Command) -> None:
         """The controller's publish sink (called with its lock held)."""

@@ -10,7 +10,11 @@ Per tick (`tick(ideal, t_start, skipped)`):
 
 1. ingest: the newest raw camera message of each topic (kept by `offer_image` from the
    subscription callbacks, with cheap stamp checks) is decoded and resized by the injected
-   `decode`, and the newest joint state is pushed into the `ObservationHistory`.
+   `decode`, and the newest joint state is pushed into the `ObservationHistory`. Joint states
+   are merged by name from any number of publishers (`offer_joint_state`,
+   `joint_states.JointStateMerger`): the newest position of each joint, the observation stamped
+   with the oldest of them, so each joint is aged on its own; a message naming a joint twice is
+   refused (counted in `bad_joint_states`, one WARN per joint).
 2. staleness: any input older than `max_obs_age` (or the worker gone) → hold: nothing new is
    published, the schedule and the history are cleared, in-flight chunks are discarded, and in
    chunk mode one empty trajectory tells the controller to stop executing the old points.
@@ -48,6 +52,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from diffusion_policy_node.action_groups import indices_in
+from diffusion_policy_node.joint_states import JointStateError, JointStateMerger
 from diffusion_policy_node.policy.constants import (
     INPAINT_ACTIONS,
     INPAINT_WEIGHTS,
@@ -189,6 +194,9 @@ class Controller:
         self._new_inputs: dict[str, tuple[Any, float]] = {}
         self._last_input_stamp: dict[str, float] = {}
         self._measured: np.ndarray | None = None  # newest joint positions
+        self.joints = JointStateMerger(s.joint_names)  # newest of each joint, own stamps
+        self._rejected: dict[str, str] = {}  # input -> why its newest message was refused
+        self._warned_duplicates: set[str] = set()
         self._prev_cmd: np.ndarray | None = None  # last stream command
         self._published_version = self.schedule.version
         self.active = p.start_active
@@ -213,12 +221,70 @@ class Controller:
 
     def offer_state(self, positions: np.ndarray, stamp: float) -> bool:
         """Keep the joint positions (D,), in `settings.joint_names` order, stamped `stamp`."""
-        return self._offer(STATE_INPUT, np.asarray(positions, dtype=np.float64), stamp)
+        names = self.joints.joint_names
+        return self.offer_joint_state(names, positions, stamp)
 
-    def reject_input(self, counter: str, text: str) -> None:
-        """A callback rejected a message (`bad_images`, `bad_joint_states`): count and warn."""
+    def offer_joint_state(
+        self, names: Any, positions: Any, stamp: float, where: str = "joint state"
+    ) -> bool:
+        """Merge one JointState's `names`/`positions` stamped `stamp` (any subset of the
+        joints, any order, extra joints ignored). False when refused: a repeated joint name
+        (one unthrottled WARN per joint), inconsistent lengths or NaN/inf in a wanted joint
+        (counted in `bad_joint_states`, throttled WARN), a stamp in the future or older than
+        the joints' newest (`bad_stamps`, `out_of_order`)."""
+        now = self.clock()
+        max_age = self.settings.params.max_obs_age
+        if stamp > now + max_age:
+            with self._input_lock:
+                self.counters["bad_stamps"] += 1
+            self._log(
+                "warning",
+                f"{STATE_INPUT}: message stamped {stamp - now:.3f} s in the future, ignored "
+                "(clock mismatch? check use_sim_time and the publisher's clock)",
+                True,
+            )
+            return False
+        with self._input_lock:
+            try:
+                merged = self.joints.offer(names, positions, stamp, where)
+            except JointStateError as exc:
+                self.counters["bad_joint_states"] += 1
+                self._rejected[STATE_INPUT] = str(exc)
+                new = [j for j in exc.joints if j not in self._warned_duplicates]
+                self._warned_duplicates.update(exc.joints if exc.kind == "duplicate" else ())
+                error = exc
+            else:
+                error = None
+                if merged.out_of_order:
+                    self.counters["out_of_order"] += 1
+                if merged.updated and self.joints.complete:
+                    self._rejected.pop(STATE_INPUT, None)
+                    t = self.joints.oldest_stamp()
+                    self._last_input_stamp[STATE_INPUT] = t
+                    self._new_inputs[STATE_INPUT] = (self.joints.positions(), t)
+        if error is None:
+            if merged.out_of_order:
+                self._log(
+                    "warning",
+                    f"{STATE_INPUT}: joint(s) {list(merged.out_of_order)} stamped before the "
+                    "newest of each, ignored",
+                    True,
+                )
+            return bool(merged.updated)
+        if error.kind == "duplicate":
+            if new:  # once per joint: a driver that always repeats it would flood the log
+                self._log("warning", f"joint state rejected: {error}", False)
+        else:
+            self._log("warning", f"joint state rejected: {error}", True)
+        return False
+
+    def reject_input(self, counter: str, text: str, name: str | None = None) -> None:
+        """A callback rejected a message (`bad_images`, `bad_joint_states`) of input `name` (a
+        camera topic): count and warn; the hold reason says it was received but rejected."""
         with self._input_lock:
             self.counters[counter] += 1
+            if name is not None:
+                self._rejected[name] = text
         self._log("warning", text, True)
 
     def _offer(self, name: str, value: Any, stamp: float) -> bool:
@@ -240,6 +306,7 @@ class Controller:
             else:
                 self._last_input_stamp[name] = stamp
                 self._new_inputs[name] = (value, stamp)
+                self._rejected.pop(name, None)
                 return True
         self._log("warning", why, True)
         return False
@@ -257,7 +324,7 @@ class Controller:
                 try:
                     rgb = self._decode(name, value)
                 except ValueError as exc:
-                    self.reject_input("bad_images", f"image rejected: {exc}")
+                    self.reject_input("bad_images", f"image rejected: {exc}", name)
                     continue
                 ok = self.history.update_image(name, rgb, stamp)
             if not ok:
@@ -305,7 +372,7 @@ class Controller:
             return
         stale = self.history.is_stale(now, self.settings.params.max_obs_age)
         if stale:
-            self._hold(now, stale.reason)
+            self._hold(now, self._stale_reason(stale, now))
             return
         if self.holding:
             self.holding = False
@@ -321,6 +388,34 @@ class Controller:
                 self._send(command)
         self.history.sample(now)
         self._maybe_start_inference(now)
+
+    def _stale_reason(self, stale: Any, now: float) -> str:
+        """The history's staleness reason per input, told apart: never received, received but
+        rejected (why), part of the joints only (which are missing), or which joint is old."""
+        max_age = self.settings.params.max_obs_age
+        with self._input_lock:
+            rejected = dict(self._rejected)
+            missing, received = self.joints.missing(), self.joints.received()
+            old = self.joints.stale_joints(now, max_age)
+        parts = []
+        for name, text in zip(stale.inputs, stale.reasons, strict=True):
+            what = "joint state" if name == STATE_INPUT else f"camera {name!r} image"
+            never = self.history.ages(now)[name] is None
+            if never and name in rejected:
+                text = f"{what} received but rejected: {rejected[name]}"
+            elif never and name == STATE_INPUT and received:
+                text = (
+                    f"joint state incomplete: joint(s) {missing} never received (received "
+                    f"{received}); is every joint's driver publishing on "
+                    f"{self.settings.params.joint_state_topic}?"
+                )
+            elif name == STATE_INPUT and old and not never:
+                ages = {j: "never" if a is None else f"{a:.3f} s" for j, a in old.items()}
+                text += f"; oldest joint(s): {ages}"
+            elif name in rejected:
+                text += f"; newer messages rejected: {rejected[name]}"
+            parts.append(text)
+        return "; ".join(parts)
 
     def _check_worker(self, now: float) -> None:
         """A dead worker, or a request past `inference_timeout`: ERROR, hold, respawn."""
@@ -561,6 +656,7 @@ class Controller:
             with self._input_lock:
                 self._last_input_stamp.clear()
                 self._new_inputs.clear()
+                self.joints.reset()
 
     def reset(self, now: float) -> None:
         """~/reset: `restart`, counted."""

@@ -31,13 +31,14 @@ STATE_INPUT = "joint_state"
 class Staleness:
     """Result of `ObservationHistory.is_stale`; truthy when some input is stale.
 
-    `inputs` names the stale inputs (camera names and/or `STATE_INPUT`); `reason` is a
-    human-readable sentence per input, joined with "; " (empty when fresh).
+    `inputs` names the stale inputs (camera names and/or `STATE_INPUT`); `reasons` has a
+    human-readable sentence per input, `reason` them joined with "; " (empty when fresh).
     """
 
     stale: bool
     reason: str
     inputs: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()  # one per input
 
     def __bool__(self) -> bool:
         return self.stale
@@ -224,7 +225,7 @@ class ObservationHistory:
             else:
                 continue
             stale.append(name)
-        return Staleness(bool(stale), "; ".join(reasons), tuple(stale))
+        return Staleness(bool(stale), "; ".join(reasons), tuple(stale), tuple(reasons))
 
     def as_batch(self) -> tuple[dict[str, np.ndarray], float]:
         """The policy batch (shapes in the module docstring) and the tick time of the newest

@@ -32,15 +32,19 @@ ACTION_MAX = np.array([1.0, 0.5, 2.0])
 DT = 0.05
 
 
-def make_tiny_checkpoint(folder: Path, dt: float = DT) -> Path:
-    """Random-weight checkpoint small enough for fast CPU inference (~15 ms per chunk)."""
+def make_tiny_checkpoint(folder: Path, dt: float = DT, joints: list[str] | None = None) -> Path:
+    """Random-weight checkpoint small enough for fast CPU inference (~15 ms per chunk). With
+    `joints` (other than JOINTS) every joint's state and action range is [-1, 1]."""
+    joints = JOINTS if joints is None else list(joints)
+    n = len(joints)
+    lo, hi = (ACTION_MIN, ACTION_MAX) if joints == JOINTS else (-np.ones(n), np.ones(n))
     config = PolicyConfig(
         camera_topics=["/camera/image_raw"],
         image_size=(40, 40),
         crop_shape=(36, 36),
-        joint_names=JOINTS,
-        state_dim=3,
-        action_dim=3,
+        joint_names=joints,
+        state_dim=n,
+        action_dim=n,
         dt=dt,
         n_obs_steps=2,
         horizon=16,
@@ -53,7 +57,7 @@ def make_tiny_checkpoint(folder: Path, dt: float = DT) -> Path:
     )
     torch.manual_seed(0)
     policy = DiffusionPolicy(config)
-    policy.set_normalizer_stats([-1.0] * 3, [1.0] * 3, ACTION_MIN, ACTION_MAX)
+    policy.set_normalizer_stats([-1.0] * n, [1.0] * n, lo, hi)
     return save_checkpoint(policy, folder)
 
 

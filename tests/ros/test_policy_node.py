@@ -334,7 +334,7 @@ def test_camera_stops_hold_then_resume(system: System) -> None:
         ("wrong_size", None),
         ("wrong_encoding", "bad_images"),
         ("nan_joint", "bad_joint_states"),
-        ("missing_joint", "bad_joint_states"),
+        ("duplicate_joint", "bad_joint_states"),
         ("out_of_order", "out_of_order"),
     ],
 )

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CompressedImage, JointState
+from sensor_msgs.msg import CompressedImage
 
 from diffusion_policy_node.data.images import ImageDecodeError
 from diffusion_policy_node.ros.conversions import (
-    JointStateSelector,
     check_image_msg,
     image_msg_to_rgb,
     rgb_to_image_msg,
@@ -60,31 +59,6 @@ def test_declare_then_read_parses_overrides_and_keeps_unset_lists_empty() -> Non
 
 
 # ---------------------------------------------------------------------------------- conversions
-def _joint_state(names: list[str], positions: list[float]) -> JointState:
-    msg = JointState()
-    msg.name, msg.position = names, positions
-    return msg
-
-
-def test_joint_state_selection_by_name() -> None:
-    sel = JointStateSelector(JOINTS)
-    got = sel.select(_joint_state(["c", "extra", "a", "b"], [3.0, 9.0, 1.0, 2.0]))
-    np.testing.assert_array_equal(got, [1.0, 2.0, 3.0])
-    got = sel.select(_joint_state(["b", "a", "c"], [2.5, 1.5, 3.5]))  # another order
-    np.testing.assert_array_equal(got, [1.5, 2.5, 3.5])
-    with pytest.raises(ValueError, match=r"joint\(s\) \['c'\] missing"):
-        sel.select(_joint_state(["a", "b"], [1.0, 2.0]))
-    with pytest.raises(ValueError, match=r"non-finite position for joint\(s\) \['b'\]"):
-        sel.select(_joint_state(["a", "b", "c"], [1.0, float("nan"), 2.0]))
-    with pytest.raises(ValueError, match="inconsistent"):
-        sel.select(_joint_state(["a", "b", "c"], [1.0, 2.0]))
-    # A NaN in a joint we do not use is fine.
-    np.testing.assert_array_equal(
-        sel.select(_joint_state(["a", "b", "c", "x"], [1.0, 2.0, 3.0, float("nan")])),
-        [1.0, 2.0, 3.0],
-    )
-
-
 def test_trajectory_round_trip_and_reordering() -> None:
     pos = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
     msg = trajectory_msg(["c", "a", "b"], sec_to_stamp(12.5), [0.05, 0.1], pos)

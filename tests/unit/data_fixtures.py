@@ -77,6 +77,7 @@ class BagSpec:
     joint_latency_ns: int = 1_000_000
     joint_order: list[str] | None = None  # None: all joints + extra, shuffled per message
     nan_joint_messages: tuple[int, ...] = ()
+    duplicate_joint_messages: tuple[int, ...] = ()  # JOINTS[1] repeated (with 0.0) at the end
     joint_stamp_shift_ns: tuple[tuple[int, int], ...] = ()  # (message, shift of header.stamp)
     camera_dropout_s: tuple[float, float] | None = None  # no frames stamped in [from, to)
     joint_dropout_s: tuple[float, float] | None = None  # no joint states stamped in [from, to)
@@ -188,7 +189,11 @@ def write_bag(path: Path, spec: BagSpec) -> BagTruth:
         values[EXTRA_JOINT] = -1.0
         if m in spec.nan_joint_messages:
             values[JOINTS[1]] = float("nan")
+        if m in spec.duplicate_joint_messages:
+            names = [*names, JOINTS[1]]
         position = np.array([values.get(n, 0.0) for n in names], np.float64)
+        if m in spec.duplicate_joint_messages:
+            position[-1] = 0.0  # a buggy driver repeats the joint with another value
         msg = T["sensor_msgs/msg/JointState"](
             header=_header(int(t) + shifts.get(m, 0)),
             name=names,

@@ -179,6 +179,30 @@ def test_nan_joint_state_is_skipped_counted_and_the_previous_sample_used(make_ba
     assert np.all(np.isfinite(bad.state))
 
 
+def test_joint_state_with_a_duplicate_name_is_skipped_never_last_wins(make_bag, tmp_path):
+    """A driver that repeats a joint (with 0.0) in one JointState: the message is skipped and
+    counted with the joint named in the ingest summary; the grid step keeps the previous
+    sample (the reader used to keep the last entry: 0.0, silently)."""
+    clean = make_bag("clean")
+    (ep,) = read_bag(clean.path, make_config()).episodes
+    picked = int(newest(clean.joint_header_ns, ep.times_ns[5:6])[0])
+    truth = make_bag("dup", duplicate_joint_messages=(picked,))
+    contents = read_bag(truth.path, make_config())
+    (bad,) = contents.episodes
+    (item,) = contents.skipped
+    assert item.source == f"{truth.path} topic /joint_states"
+    assert item.reason == (
+        f"1 message(s) skipped: duplicate joint name(s) ['{JOINTS[1]}'] in one JointState"
+    )
+    assert contents.summary["skipped_messages"] == {
+        "/joint_states": {f"duplicate joint name(s) ['{JOINTS[1]}'] in one JointState": 1}
+    }
+    np.testing.assert_allclose(
+        bad.state[5], joint_positions(int(truth.joint_header_ns[picked - 1])), atol=1e-6
+    )
+    np.testing.assert_array_equal(np.delete(bad.state, 5, 0), np.delete(ep.state, 5, 0))
+
+
 def test_bad_bag_never_replaces_a_good_cache(make_bag, tmp_path):
     good = make_bag("good")
     bad = make_bag("bad", storage="sqlite3", seed=2)

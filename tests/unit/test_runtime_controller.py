@@ -648,3 +648,74 @@ def test_ensemble_schedules_only_the_plan_and_averages_overlaps() -> None:
     np.testing.assert_allclose(cmd.times, np.arange(1, 7) * DT)
     np.testing.assert_allclose(cmd.positions[0, 0], (ramp()[8, 0] + ramp(0.1)[3, 0]) / 2)
     np.testing.assert_allclose(cmd.positions[1:, 0], ramp(0.1)[4:9, 0])
+
+
+# ------------------------------------------------------------------------------ joint states
+def test_joint_states_from_two_publishers_are_merged_and_the_node_acts() -> None:
+    # the arm driver publishes a and b, the gripper driver c: no message carries all three
+    rig = Rig()
+    for _ in range(3):
+        rig.k += 1
+        t = rig.now()
+        rig.ctl.offer_image(CAM, IMAGE, t)
+        assert rig.ctl.offer_joint_state(["b", "a"], [0.2, 0.1], t)
+        assert rig.ctl.offer_joint_state(["c"], [0.3], t - 0.05)
+        rig.ctl.tick(t, t, 0)
+    assert not rig.ctl.holding and rig.worker.submitted
+    obs = rig.worker.submitted[-1][0]
+    np.testing.assert_allclose(obs[OBS_STATE][-1, -1], [0.1, 0.2, 0.3], atol=1e-6)
+    assert rig.ctl.counters["bad_joint_states"] == 0
+
+
+def test_only_part_of_the_joints_is_a_hold_naming_the_missing_ones() -> None:
+    rig = Rig()
+    rig.k = 1
+    rig.ctl.offer_image(CAM, IMAGE, 0.1)
+    rig.ctl.offer_joint_state(["a", "b"], [0.1, 0.2], 0.1)
+    rig.ctl.tick(0.1, 0.1, 0)
+    state, reason = rig.ctl.state()
+    assert state == "holding"
+    assert "joint state incomplete: joint(s) ['c'] never received" in reason
+    assert "received ['a', 'b']" in reason
+
+
+def test_a_joint_whose_driver_stopped_makes_the_observation_stale_naming_it() -> None:
+    rig = Rig()
+    rig.k = 1
+    rig.ctl.offer_joint_state(["c"], [0.3], 0.1)
+    for _ in range(8):  # c's driver is gone; a and b keep coming
+        t = rig.now()
+        rig.ctl.offer_image(CAM, IMAGE, t)
+        rig.ctl.offer_joint_state(["a", "b"], [0.1, 0.2], t)
+        rig.ctl.tick(t, t, 0)
+        rig.k += 1
+    state, reason = rig.ctl.state()
+    assert state == "holding" and "joint state is" in reason
+    assert "oldest joint(s): {'c':" in reason
+
+
+def test_a_duplicate_joint_name_is_skipped_counted_and_warned_once() -> None:
+    rig = Rig()
+    rig.k = 1
+    assert rig.ctl.offer_joint_state(["a", "b", "c"], [0.1, 0.5, 0.3], 0.1)
+    for _ in range(3):  # a buggy driver repeats b with 0.0
+        assert not rig.ctl.offer_joint_state(["a", "b", "c", "b"], [0.1, 0.5, 0.3, 0.0], 0.1)
+    assert rig.ctl.counters["bad_joint_states"] == 3
+    warnings = [t for level, t in rig.logs if level == "warning" and "more than once" in t]
+    assert len(warnings) == 1 and "['b']" in warnings[0]
+    np.testing.assert_allclose(rig.ctl.joints.positions(), [0.1, 0.5, 0.3])  # not 0.0
+
+
+def test_hold_reason_tells_never_received_from_received_but_rejected() -> None:
+    rig = Rig()
+    rig.k = 1
+    rig.ctl.offer_joint_state(["a", "b", "c", "b"], [0.1, 0.5, 0.3, 0.0], 0.1)
+    rig.ctl.reject_input("bad_images", "image rejected: encoding 'bayer_rggb8'", CAM)
+    rig.ctl.tick(0.1, 0.1, 0)
+    _, reason = rig.ctl.state()
+    assert "camera '/cam' image received but rejected: image rejected: encoding" in reason
+    assert "joint state received but rejected:" in reason and "['b']" in reason
+    assert "no joint state received yet" not in reason
+    rig = Rig()
+    rig.tick(feed=False)
+    assert "no joint state received yet" in rig.ctl.state()[1]

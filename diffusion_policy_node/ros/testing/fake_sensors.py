@@ -14,6 +14,8 @@ consumer must select by name). The `mode` parameter (settable at run time with
     flood           1920x1080 rgb8 images at `flood_rate_hz` (60 Hz) instead of the normal camera
     nan_joint       every `bad_every`-th JointState has a NaN position
     missing_joint   every `bad_every`-th JointState lacks the last joint
+    duplicate_joint every `bad_every`-th JointState repeats the first joint with 0.0 (a buggy
+                    driver)
     out_of_order    every `bad_every`-th image and JointState is stamped 0.5 s in the past
 
 Services (std_srvs/Trigger): `~/pause` / `~/resume` stop and restart the cameras,
@@ -46,6 +48,7 @@ MODES = (
     "flood",
     "nan_joint",
     "missing_joint",
+    "duplicate_joint",
     "out_of_order",
 )
 IMAGE_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.BEST_EFFORT)
@@ -221,6 +224,10 @@ class FakeSensors(Node):
         msg.header.stamp = sec_to_stamp(stamp)
         msg.name = names
         msg.position = [float(values[n]) for n in names]
+        if self.mode == "duplicate_joint" and self._bad_turn(seq):
+            bad = True
+            msg.name = [*names, self.joint_names[0]]
+            msg.position = [*msg.position, 0.0]
         self._js_pub.publish(msg)
         self.counts["joint_states"] += 1
         self.counts["bad_joint_states"] += int(bad)
