@@ -2,23 +2,26 @@
 
     ros2 launch diffusion_policy_node robot.launch.py checkpoint:=/path/to/checkpoint
 
-The arm's driver must accept the commands: `output_mode:=chunk` (default) publishes
-trajectory_msgs/JointTrajectory on /arm_controller/joint_trajectory (joint_trajectory_controller),
-`output_mode:=stream` std_msgs/Float64MultiArray on /forward_position_controller/commands.
-Every other setting comes from `params_file` (default: the package's config/policy_node.yaml).
+The checkpoint runs as recorded: each action group (arm, gripper, ...) is commanded on the
+topic and with the message type it was recorded with (e.g. the arm's JointTrajectory for
+joint_trajectory_controller, the gripper's Float64MultiArray for a forward command controller).
+Precedence of settings: an argument given on the command line > `params_file` (default: the
+package's config/policy_node.yaml) > the checkpoint. An argument that is not given changes
+nothing (`device`, `output_mode`, `use_sim_time`, `autostart` have no default of their own).
 A bad argument (`use_sim_time:=maybe`, a missing `params_file`) stops the launch with one line;
 so does policy_node exiting with an error (exit code 1).
 
-policy_node is a lifecycle node. `autostart:=true` (default): it configures and activates
-itself. `autostart:=false`: the launch drives the managed bring-up instead, emitting configure
-once the node is up and activate once it is inactive (launch_ros ChangeState events); other
-tools (`ros2 lifecycle set /policy_node deactivate`, a supervisor) can take over from there.
+policy_node is a lifecycle node. `autostart` true (the node's default): it configures and
+activates itself. `autostart:=false`: this launch drives the managed bring-up instead, emitting
+configure once the node is up and activate once when configure succeeds (configuring ->
+inactive); a configure that fails ends the launch (exit code 1). Afterwards the lifecycle is the
+operator's: `ros2 lifecycle set /policy_node deactivate` (or `~/stop`) stays inactive, `cleanup`
+unloads the checkpoint. Ctrl-C ends the launch with exit code 0.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import UnlessCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import PathJoinSubstitution
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
@@ -28,32 +31,27 @@ from diffusion_policy_node.ros.launch_util import (
     existing_file,
     existing_folder,
     lifecycle_bringup,
+    optional,
     package_node,
+    robot_parameters,
 )
 
 
+def _policy_node(context) -> list:
+    """policy_node with `params_file`, then the checkpoint and the arguments given; the
+    managed bring-up when its effective `autostart` is false."""
+    values = context.launch_configurations
+    overrides, autostart = robot_parameters(values)
+    # strings as given (device:=0 is the node's error, not an integer)
+    typed = {
+        name: ParameterValue(value, value_type=str) if isinstance(value, str) else value
+        for name, value in overrides.items()
+    }
+    node = package_node("policy_node", lifecycle=True, parameters=[values["params_file"], typed])
+    return [node] if autostart else [node, *lifecycle_bringup(node)]
+
+
 def generate_launch_description() -> LaunchDescription:
-    checkpoint = LaunchConfiguration("checkpoint")
-    params_file = LaunchConfiguration("params_file")
-    use_sim_time = LaunchConfiguration("use_sim_time")
-    device = LaunchConfiguration("device")
-    output_mode = LaunchConfiguration("output_mode")
-    autostart = LaunchConfiguration("autostart")
-    node = package_node(
-        "policy_node",
-        lifecycle=True,
-        parameters=[
-            params_file,
-            {
-                "checkpoint": ParameterValue(checkpoint, value_type=str),
-                "use_sim_time": use_sim_time,
-                "autostart": autostart,
-                # strings as given (device:=0 is the node's error, not an integer)
-                "device": ParameterValue(device, value_type=str),
-                "output_mode": ParameterValue(output_mode, value_type=str),
-            },
-        ],
-    )
     return LaunchDescription(
         [
             DeclareLaunchArgument(
@@ -69,32 +67,36 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 "use_sim_time",
-                default_value="false",
-                description="Use /clock (true in simulation).",
+                default_value="",
+                description="true: use /clock (in simulation). Not given: params_file's, else "
+                "false.",
             ),
             DeclareLaunchArgument(
-                "device", default_value="auto", description="Inference device: auto|cuda|cpu."
+                "device",
+                default_value="",
+                description="Inference device: auto|cuda|cuda:N|cpu. Not given: params_file's, "
+                "else auto.",
             ),
             DeclareLaunchArgument(
                 "output_mode",
-                default_value="chunk",
-                description="chunk (JointTrajectory) or stream (Float64MultiArray).",
+                default_value="",
+                description="chunk (JointTrajectory) or stream (Float64MultiArray) for every "
+                "action group; not given: each group as recorded in the checkpoint.",
             ),
             DeclareLaunchArgument(
                 "autostart",
-                default_value="true",
+                default_value="",
                 description="true: policy_node configures and activates itself; false: this "
-                "launch emits the configure and activate transitions (managed bring-up).",
+                "launch drives the managed bring-up. Not given: params_file's, else true.",
             ),
             checked_arguments(
                 {
                     "checkpoint": existing_folder,
                     "params_file": existing_file,
-                    "use_sim_time": boolean,
-                    "autostart": boolean,
+                    "use_sim_time": optional(boolean),
+                    "autostart": optional(boolean),
                 }
             ),
-            node,
-            *lifecycle_bringup(node, condition=UnlessCondition(autostart)),
+            OpaqueFunction(function=_policy_node),
         ]
     )

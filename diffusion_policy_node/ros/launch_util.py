@@ -6,16 +6,27 @@
   argument, its value and what is allowed, before any node starts. Booleans are
   case-insensitive (`True`, `TRUE`) and rewritten to `true`/`false` for what reads them
   afterwards. What a value means (device names, modes) is the node's to check.
-- `package_node(executable, ...)`: a launch_ros Node of this package with `exit_policy`: when
-  it exits non-zero (a FATAL start-up error, a crash) the launch shuts down and `ros2 launch`
-  exits 1 ("Caught exception in launch: policy_node exited with code 1 ..."); when it exits 0
-  the launch shuts down normally (or keeps going, `shutdown_on_success=False`).
+- `optional(check)`: an argument whose default is "" ("not given": it changes nothing, see
+  `given_arguments`); `given_arguments` / `params_file_value` / `robot_parameters`: the
+  precedence of settings, command-line arguments > `params_file` > the checkpoint.
+- `package_node(executable, ...)`: a launch_ros Node of this package with `exit_policy`
+  (decided by `exit_decision`): a node that exits on its own with a non-zero code (a FATAL
+  start-up error, a crash) shuts the launch down and `ros2 launch` exits 1 with one line
+  ("Caught exception in launch ...: policy_node exited with code 1 ..."); one that exits 0
+  shuts the launch down normally (or not, `shutdown_on_success=False`); a process that exits
+  while the launch is shutting down (Ctrl-C, another node's exit) was stopped by the launch,
+  whatever its code, and is no failure.
+- `lifecycle_bringup(node)`: the managed bring-up (`BRINGUP_ACTIVATE`, `BRINGUP_FAILED`,
+  `bringup_step`): configure once the node is up, activate once on configuring -> inactive (a
+  later deactivate by an operator or `~/stop` stays), end the launch (exit 1) when that
+  configure fails.
 - `xacro_description(xacro_file, controllers_file)` and `gazebo_robot(...)`: the Gazebo
   bring-up both gazebo*.launch.py files share (gz sim, robot_state_publisher, the spawn, the
   bridge, then the controller spawners once the robot exists).
 
 `launch`/`launch_ros` (a full ROS 2 install) are imported only inside the functions that build
-launch actions; the checks and the exit policy are plain Python, tested without them.
+launch actions; the checks, the precedence, the exit policy and the bring-up's state filter are
+plain Python, tested without them.
 """
 
 from __future__ import annotations
@@ -23,22 +34,34 @@ from __future__ import annotations
 import math
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 __all__ = [
+    "BRINGUP_ACTIVATE",
+    "BRINGUP_FAILED",
+    "ExitDecision",
     "LaunchArgumentError",
     "NodeExitError",
     "boolean",
+    "bringup_step",
     "check_arguments",
     "checked_arguments",
     "existing_file",
     "existing_folder",
+    "exit_decision",
     "exit_policy",
     "gazebo_robot",
+    "given_arguments",
     "integer",
+    "lifecycle_bringup",
     "number",
+    "optional",
     "package_node",
+    "params_file_value",
     "xacro_description",
 ]
 
@@ -125,6 +148,75 @@ def _integer_words(low: int | None, high: int | None) -> str:
     return "an integer"
 
 
+def not_given(text: str) -> bool:
+    """An optional argument left out: its default "", or an explicitly empty value (`''` or
+    `""`: what `name:=''` gives on a shell that keeps the quotes)."""
+    return text.strip() in ("", "''", '""')
+
+
+def optional(check: Check) -> Check:
+    """`check` for an argument whose default "" means "not given" (left as "")."""
+
+    def check_given(name: str, text: str) -> str:
+        return "" if not_given(text) else check(name, text)
+
+    check_given.__name__ = f"optional({getattr(check, '__name__', 'check')})"
+    return check_given
+
+
+def given_arguments(values: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
+    """{name: value} of the arguments in `names` that were given a value (see `not_given`):
+    only those override the node's parameters; one not given changes nothing."""
+    return {
+        name: str(values[name])
+        for name in names
+        if name in values and not not_given(str(values[name]))
+    }
+
+
+def params_file_value(path: str, node_name: str, key: str) -> Any:
+    """The value a ROS parameters YAML gives `key` for `node_name` (sections `/**`, then
+    `node_name` / `/node_name`, the later winning as rcl applies them), or None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise LaunchArgumentError(f"params_file:={path!r}: cannot read it: {exc}") from exc
+    found = None
+    for section in ("/**", node_name, f"/{node_name}"):
+        params = ((doc or {}).get(section) or {}).get("ros__parameters") or {}
+        if isinstance(params, dict) and key in params:
+            found = params[key]
+    return found
+
+
+# robot.launch.py's arguments that override params_file when given (and only then).
+ROBOT_OVERRIDES = ("use_sim_time", "autostart", "device", "output_mode")
+
+
+def robot_parameters(
+    values: Mapping[str, str], *, node_name: str = "policy_node"
+) -> tuple[dict[str, Any], bool]:
+    """(the parameters robot.launch.py passes after `params_file`, autostart): the checkpoint,
+    and only the arguments given on the command line (`use_sim_time`, `autostart` as booleans,
+    `device`, `output_mode` as strings), so that the precedence is command line > `params_file`
+    > the checkpoint. `autostart` is the effective one: the argument, else the params file's,
+    else true (the node's default)."""
+    given = given_arguments(values, ROBOT_OVERRIDES)
+    params: dict[str, Any] = {"checkpoint": str(values["checkpoint"])}
+    for name in ("use_sim_time", "autostart"):
+        if name in given:
+            params[name] = boolean(name, given[name]) == "true"
+    for name in ("device", "output_mode"):
+        if name in given:
+            params[name] = given[name]
+    autostart = params.get("autostart")
+    if autostart is None:
+        from_file = params_file_value(str(values["params_file"]), node_name, "autostart")
+        autostart = True if from_file is None else bool(from_file)
+    return params, autostart
+
+
 def check_arguments(values: Mapping[str, str], checks: Mapping[str, Check]) -> dict[str, str]:
     """{name: normalised text} of the checked arguments present in `values`; raises
     LaunchArgumentError listing every bad one on one line."""
@@ -164,24 +256,53 @@ def describe_exit(name: str, returncode: int) -> str:
     return f"{name} exited with code {returncode}"
 
 
+@dataclass(frozen=True)
+class ExitDecision:
+    """What the launch does when a process exits: "ignore", "shutdown" (normally, exit 0) or
+    "fail" (shut down, `ros2 launch` exits 1 with `message`)."""
+
+    action: str
+    message: str
+
+
+def exit_decision(
+    name: str, returncode: int, *, launch_stopping: bool, shutdown_on_success: bool = True
+) -> ExitDecision:
+    """The exit policy. A process that exits while the launch is shutting down (Ctrl-C, or
+    after another node's exit) was stopped by the launch: no failure, whatever its code (a
+    talker's 130, a SIGTERM escalation), and no second shutdown. Otherwise it exited on its own:
+    non-zero fails the launch; zero ends it (`shutdown_on_success`) or not (a spawner done)."""
+    if launch_stopping:
+        return ExitDecision("ignore", f"{describe_exit(name, returncode)} (stopped by the launch)")
+    if returncode:
+        why = describe_exit(name, returncode)
+        return ExitDecision("fail", f"{why}; shutting the launch down (its log is above)")
+    if shutdown_on_success:
+        return ExitDecision("shutdown", f"{name} finished")
+    return ExitDecision("ignore", f"{name} finished")
+
+
 class _ExitPolicy:
     def __init__(self, name: str, shutdown_on_success: bool) -> None:
         self.name = name
         self.shutdown_on_success = shutdown_on_success
 
     def __call__(self, event: Any, context: Any) -> list[Any] | None:
-        code = event.returncode
-        if code:
+        decision = exit_decision(
+            self.name,
+            event.returncode,
+            launch_stopping=bool(getattr(context, "is_shutdown", False)),
+            shutdown_on_success=self.shutdown_on_success,
+        )
+        if decision.action == "fail":
             # Raised inside launch's event handling: launch logs it as one ERROR line, shuts
             # everything down and returns 1 (LaunchService.run_async).
-            raise NodeExitError(
-                f"{describe_exit(self.name, code)}; shutting the launch down (its log is above)"
-            )
-        if not self.shutdown_on_success:
+            raise NodeExitError(decision.message)
+        if decision.action == "ignore":
             return None
         from launch.actions import Shutdown
 
-        return [Shutdown(reason=f"{self.name} finished")]
+        return [Shutdown(reason=decision.message)]
 
 
 def exit_policy(name: str, shutdown_on_success: bool = True) -> Callable[[Any, Any], Any]:
@@ -210,10 +331,33 @@ def package_node(
     )
 
 
-def lifecycle_bringup(node: Any, condition: Any = None) -> list[Any]:
-    """Launch actions that configure the lifecycle `node` once it is up and activate it once
-    it is inactive (the managed bring-up); `condition` gates both (e.g. autostart off)."""
-    from launch.actions import EmitEvent, RegisterEventHandler
+# The managed bring-up's transitions (launch_ros StateTransition labels: start -> goal).
+BRINGUP_ACTIVATE = ("configuring", "inactive")  # configure succeeded: activate, once
+BRINGUP_FAILED = ("configuring", "unconfigured")  # configure failed: end the launch (exit 1)
+
+
+def bringup_step(start_state: str, goal_state: str) -> str | None:
+    """What the managed bring-up does on a transition event: "activate" when configure has
+    succeeded, "fail" when it failed, nothing otherwise (deactivating -> inactive: an operator's
+    deactivate or `~/stop` must stay; cleanup, shutdown: theirs too)."""
+    if (start_state, goal_state) == BRINGUP_ACTIVATE:
+        return "activate"
+    if (start_state, goal_state) == BRINGUP_FAILED:
+        return "fail"
+    return None
+
+
+def configure_failed_message(name: str) -> str:
+    """The launch's one line when the managed bring-up's configure fails."""
+    return f"{name}: configure failed (the reason is in its log above); shutting the launch down"
+
+
+def lifecycle_bringup(node: Any, name: str = "policy_node", condition: Any = None) -> list[Any]:
+    """Launch actions that configure the lifecycle `node` once it is up, activate it once when
+    that configure succeeds (configuring -> inactive, `BRINGUP_ACTIVATE`) and end the launch
+    with exit 1 when it fails (`BRINGUP_FAILED`); `condition` gates all of them. Both handlers
+    fire once: afterwards the lifecycle belongs to the operator."""
+    from launch.actions import EmitEvent, OpaqueFunction, RegisterEventHandler
     from launch.events import matches_action
     from launch_ros.event_handlers import OnStateTransition
     from launch_ros.events.lifecycle import ChangeState
@@ -227,15 +371,28 @@ def lifecycle_bringup(node: Any, condition: Any = None) -> list[Any]:
             **kwargs,
         )
 
-    activate = RegisterEventHandler(
-        OnStateTransition(
-            target_lifecycle_node=node,
-            goal_state="inactive",
-            entities=[change(Transition.TRANSITION_ACTIVATE)],
-        ),
-        condition=condition,
-    )
-    return [activate, change(Transition.TRANSITION_CONFIGURE, condition=condition)]
+    def fail(context: Any) -> None:
+        if not getattr(context, "is_shutdown", False):
+            raise NodeExitError(configure_failed_message(name))
+
+    def on(transition: tuple[str, str], entities: list[Any]) -> Any:
+        start_state, goal_state = transition
+        return RegisterEventHandler(
+            OnStateTransition(
+                target_lifecycle_node=node,
+                start_state=start_state,
+                goal_state=goal_state,
+                entities=entities,
+                handle_once=True,
+            ),
+            condition=condition,
+        )
+
+    return [
+        on(BRINGUP_ACTIVATE, [change(Transition.TRANSITION_ACTIVATE)]),
+        on(BRINGUP_FAILED, [OpaqueFunction(function=fail)]),
+        change(Transition.TRANSITION_CONFIGURE, condition=condition),
+    ]
 
 
 def xacro_description(xacro_file: Any, controllers_file: Any) -> Any:

@@ -268,6 +268,10 @@ def test_node_parameters_are_declared(launch_file: str) -> None:
         declared = NODE_PARAMS.get(executable, set)() | BUILTIN_PARAMETERS
         unknown = passed_parameters(call) - declared
         assert not unknown, f"{launch_file}:{call.lineno}: {executable} declares no {unknown}"
+    if _calls(tree, "robot_parameters"):  # the arguments robot_parameters passes on
+        unknown = {"checkpoint", *launch_util.ROBOT_OVERRIDES} - policy_param_keys()
+        unknown -= BUILTIN_PARAMETERS
+        assert not unknown, f"{launch_file}: policy_node declares no {unknown}"
 
 
 @pytest.mark.parametrize(
@@ -291,6 +295,13 @@ def test_launch_arguments_are_declared_with_descriptions(launch_file: str) -> No
     for name, description in declared.items():
         assert isinstance(description, str) and description, f"{launch_file}: {name} undescribed"
     used = {_const(c.args[0]) for c in _calls(tree, "LaunchConfiguration")}
+    # read in an OpaqueFunction: values["name"], and what robot_parameters(values) reads
+    used |= {
+        _const(n.slice) for n in ast.walk(tree) if isinstance(n, ast.Subscript) and
+        isinstance(n.value, ast.Name) and n.value.id == "values"
+    }  # fmt: skip
+    if _calls(tree, "robot_parameters"):
+        used |= {"checkpoint", "params_file", *launch_util.ROBOT_OVERRIDES}
     assert used <= set(declared), f"{launch_file}: undeclared {used - set(declared)}"
     assert set(declared) <= used, f"{launch_file}: unused {set(declared) - used}"
     tree_text = (REPO / "launch" / launch_file).read_text()
@@ -356,10 +367,13 @@ def _checks(tree: ast.Module) -> dict[str, str]:
     assert len(calls) == 1, "expected one checked_arguments({...}) call"
     table = calls[0].args[0]
     assert isinstance(table, ast.Dict)
-    return {
-        str(_const(k)): _name(v.func) if isinstance(v, ast.Call) else _name(v)
-        for k, v in zip(table.keys, table.values, strict=True)
-    }
+
+    def check_name(v: ast.AST) -> str:
+        if isinstance(v, ast.Call) and _name(v.func) == "optional":  # optional(boolean)
+            return check_name(v.args[0])
+        return _name(v.func) if isinstance(v, ast.Call) else _name(v)
+
+    return {str(_const(k)): check_name(v) for k, v in zip(table.keys, table.values, strict=True)}
 
 
 def _param_kinds(executable: str) -> dict[str, str]:
@@ -518,16 +532,154 @@ def test_exit_policy(launch_actions: type) -> None:
     def exited(code: int) -> types.SimpleNamespace:
         return types.SimpleNamespace(returncode=code)
 
+    running = types.SimpleNamespace(is_shutdown=False)
     policy = launch_util.exit_policy("sim_node")
     with pytest.raises(NodeExitError, match=r"^sim_node exited with code 1; shutting the launch"):
-        policy(exited(1), None)
+        policy(exited(1), running)
     with pytest.raises(NodeExitError, match=r"^sim_node was killed by SIGKILL"):
-        policy(exited(-9), None)
-    (shutdown,) = policy(exited(0), None)
+        policy(exited(-9), running)
+    (shutdown,) = policy(exited(0), running)
     assert isinstance(shutdown, launch_actions)
-    assert launch_util.exit_policy("talker", shutdown_on_success=False)(exited(0), None) is None
+    talker = launch_util.exit_policy("talker", shutdown_on_success=False)
+    assert talker(exited(0), running) is None
     with pytest.raises(NodeExitError, match=r"^talker exited with code 2"):
-        launch_util.exit_policy("talker", shutdown_on_success=False)(exited(2), None)
+        talker(exited(2), running)
+
+
+@pytest.mark.parametrize("code", [0, 1, 130, -2, -9, -15])
+def test_exit_policy_while_the_launch_stops(launch_actions: type, code: int) -> None:
+    """A process that exits while the launch shuts down (Ctrl-C; the listener of the selftest
+    finished and the talker got SIGINT, 130) was stopped by the launch: no failure, and no
+    second Shutdown (launch_ros: "Cannot shutdown a ROS adapter that is not running")."""
+    stopping = types.SimpleNamespace(is_shutdown=True)
+    for shutdown_on_success in (True, False):
+        policy = launch_util.exit_policy("policy_node", shutdown_on_success)
+        assert policy(types.SimpleNamespace(returncode=code), stopping) is None
+
+
+def test_exit_decision() -> None:
+    decide = launch_util.exit_decision
+    assert decide("n", 1, launch_stopping=False).action == "fail"
+    assert decide("n", 1, launch_stopping=False).message == (
+        "n exited with code 1; shutting the launch down (its log is above)"
+    )
+    assert decide("n", -11, launch_stopping=False).message.startswith("n was killed by SIGSEGV")
+    assert decide("n", 0, launch_stopping=False).action == "shutdown"
+    assert decide("n", 0, launch_stopping=False, shutdown_on_success=False).action == "ignore"
+    for code in (0, 1, 130, -9):
+        assert decide("n", code, launch_stopping=True).action == "ignore"
+
+
+# ----------------------------------------------------------------------------- bring-up
+@pytest.mark.parametrize(
+    "start, goal, step",
+    [("configuring", "inactive", "activate"), ("configuring", "unconfigured", "fail"),
+     ("deactivating", "inactive", None), ("activating", "active", None),
+     ("cleaningup", "unconfigured", None), ("shuttingdown", "finalized", None),
+     ("activating", "inactive", None), ("errorprocessing", "unconfigured", None)],
+)  # fmt: skip
+def test_bringup_step(start: str, goal: str, step: str | None) -> None:
+    """Activate once configure succeeds, never when an operator's deactivate or ~/stop lands
+    in inactive; end the launch when configure fails."""
+    assert launch_util.bringup_step(start, goal) == step
+
+
+@pytest.fixture
+def bringup_handlers(monkeypatch) -> list[dict]:
+    """Stand-ins for the launch/launch_ros classes lifecycle_bringup builds (whether or not
+    ROS launch is installed): every OnStateTransition's keyword arguments."""
+    handlers: list[dict] = []
+
+    class Recorded:
+        def __init__(self, *args, **kwargs) -> None:
+            self.args, self.kwargs = args, kwargs
+
+    class OnStateTransition(Recorded):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            handlers.append(kwargs)
+
+    modules = {
+        "launch": {},
+        "launch.actions": {"EmitEvent": Recorded, "OpaqueFunction": Recorded,
+                           "RegisterEventHandler": Recorded},
+        "launch.events": {"matches_action": lambda action: action},
+        "launch_ros": {},
+        "launch_ros.event_handlers": {"OnStateTransition": OnStateTransition},
+        "launch_ros.events": {},
+        "launch_ros.events.lifecycle": {"ChangeState": Recorded},
+    }  # fmt: skip
+    for name, attrs in modules.items():
+        module = types.ModuleType(name)
+        for key, value in attrs.items():
+            setattr(module, key, value)
+        monkeypatch.setitem(sys.modules, name, module)
+    return handlers
+
+
+def test_lifecycle_bringup_filters_on_start_and_goal_state(bringup_handlers: list) -> None:
+    """launch_ros's OnStateTransition matches every filter it is given: the start state must be
+    one of them, else deactivating -> inactive re-activates the node (the operator's stop is
+    undone within milliseconds)."""
+    actions = launch_util.lifecycle_bringup(object())
+    assert len(actions) == 3
+    by_goal = {h["goal_state"]: h for h in bringup_handlers}
+    assert set(by_goal) == {"inactive", "unconfigured"}
+    assert by_goal["inactive"]["start_state"] == "configuring"
+    assert by_goal["unconfigured"]["start_state"] == "configuring"
+    assert all(h["handle_once"] for h in bringup_handlers)
+    for handler in bringup_handlers:
+        assert launch_util.bringup_step(handler["start_state"], handler["goal_state"])
+    (fail,) = by_goal["unconfigured"]["entities"]
+    with pytest.raises(NodeExitError, match=r"^policy_node: configure failed"):
+        fail.kwargs["function"](types.SimpleNamespace(is_shutdown=False))
+    assert fail.kwargs["function"](types.SimpleNamespace(is_shutdown=True)) is None
+
+
+# ----------------------------------------------------------------------------- precedence
+def _params_file(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "policy_node.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_arguments_not_given_change_nothing(tmp_path: Path) -> None:
+    """robot.launch.py: command line > params_file > checkpoint; an argument not given (its
+    default "", or an explicit empty `''`) is not passed, so params_file's value stands."""
+    params_file = _params_file(
+        tmp_path, "policy_node:\n  ros__parameters:\n    device: cpu\n    output_mode: stream\n"
+    )
+    values = {"checkpoint": "/ckpt", "params_file": params_file, "use_sim_time": "",
+              "autostart": "", "device": "", "output_mode": "''"}  # fmt: skip
+    params, autostart = launch_util.robot_parameters(values)
+    assert params == {"checkpoint": "/ckpt"}
+    assert autostart is True
+    values.update(device="cuda", output_mode="chunk", use_sim_time="True", autostart="FALSE")
+    params, autostart = launch_util.robot_parameters(values)
+    assert params == {"checkpoint": "/ckpt", "device": "cuda", "output_mode": "chunk",
+                      "use_sim_time": True, "autostart": False}  # fmt: skip
+    assert autostart is False
+
+
+def test_managed_bringup_follows_the_params_file(tmp_path: Path) -> None:
+    wildcard = _params_file(tmp_path, "/**:\n  ros__parameters:\n    autostart: false\n")
+    values = {"checkpoint": "/ckpt", "params_file": wildcard, "autostart": ""}
+    assert launch_util.robot_parameters(values) == ({"checkpoint": "/ckpt"}, False)
+    assert launch_util.robot_parameters({**values, "autostart": "true"})[1] is True
+    assert launch_util.params_file_value(wildcard, "policy_node", "device") is None
+    package_file = str(REPO / "config" / "policy_node.yaml")
+    assert launch_util.robot_parameters({"checkpoint": "/c", "params_file": package_file}) == (
+        {"checkpoint": "/c"}, True)  # fmt: skip
+
+
+def test_optional_checks() -> None:
+    checks = {"use_sim_time": launch_util.optional(launch_util.boolean)}
+    assert launch_util.check_arguments({"use_sim_time": ""}, checks) == {"use_sim_time": ""}
+    assert launch_util.check_arguments({"use_sim_time": "True"}, checks) == {
+        "use_sim_time": "true"
+    }
+    with pytest.raises(LaunchArgumentError, match="use_sim_time:='maybe' is not a boolean"):
+        launch_util.check_arguments({"use_sim_time": "maybe"}, checks)
 
 
 # ----------------------------------------------------------------------------- description
@@ -607,20 +759,21 @@ def test_bridge_and_world() -> None:
 
 
 def test_robot_launch_drives_the_lifecycle_when_autostart_is_off() -> None:
-    # launch_ros is not installed here: check the structure statically (design.md §3: the
-    # node is managed; the launch emits configure + activate only when autostart is false).
+    # Checked statically (launch_ros is not installed here): the node is managed; the launch
+    # drives the bring-up only when robot_parameters says autostart is off.
     tree = _parse(REPO / "launch" / "robot.launch.py")
     (node,) = [c for c in _calls(tree, "package_node") if _const(c.args[0]) == "policy_node"]
     assert _const(_kwarg(node, "lifecycle")) is True
-    assert "autostart" in passed_parameters(node)
     (bringup,) = _calls(tree, "lifecycle_bringup")
-    condition = _kwarg(bringup, "condition")
-    assert isinstance(condition, ast.Call) and condition.func.id == "UnlessCondition"
-    assert condition.args[0].id == "autostart"
+    (ifexp,) = [
+        n for n in ast.walk(tree)
+        if isinstance(n, ast.IfExp) and isinstance(n.test, ast.Name) and n.test.id == "autostart"
+    ]  # fmt: skip
+    assert bringup in list(ast.walk(ifexp.orelse))
+    assert len(_calls(tree, "robot_parameters")) == 1
     declared = {_const(c.args[0]) for c in _calls(tree, "DeclareLaunchArgument")}
-    assert "autostart" in declared
-    # the helper emits configure and, on reaching inactive, activate
-    helper = _parse(REPO / PKG / "ros" / "launch_util.py")
-    text = ast.unparse(helper)
+    assert {"autostart", "checkpoint", "params_file"} <= declared
+    # the helper emits configure and, on configuring -> inactive, activate
+    text = ast.unparse(_parse(REPO / PKG / "ros" / "launch_util.py"))
     assert "TRANSITION_CONFIGURE" in text and "TRANSITION_ACTIVATE" in text
-    assert "goal_state='inactive'" in text
+    assert launch_util.BRINGUP_ACTIVATE == ("configuring", "inactive")
