@@ -60,7 +60,9 @@ def machine_line() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "avx512_bf16": "avx512_bf16" in flags,
         "amx_bf16": "amx_bf16" in flags,
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
         "load_avg_1min": round(os.getloadavg()[0], 2),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "python": platform.python_version(),
     }
 
@@ -84,6 +86,7 @@ def summary_ms(times_s: Sequence[float]) -> dict[str, float]:
     return {
         "p50_ms": round(statistics.median(times_s) * 1e3, 2),
         "p90_ms": round(percentile(times_s, 0.9) * 1e3, 2),
+        "p99_ms": round(percentile(times_s, 0.99) * 1e3, 2),
         "reps": len(times_s),
     }
 
@@ -91,14 +94,18 @@ def summary_ms(times_s: Sequence[float]) -> dict[str, float]:
 class Child:
     """A benchmark process answering one JSON line per JSON request line (see `serve`)."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, cmd: list[str], env: dict[str, str | None] | None = None
+    ) -> None:
+        """`env`: variables set (or, with value None, removed) for the child."""
         self.name = name
+        environ = {**os.environ, **(env or {})}
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={k: v for k, v in environ.items() if v is not None},
         )
         self.info = self._read()  # the child's first line: what it built
 
@@ -176,6 +183,44 @@ def interleave(
             times[child.name].extend(reply["times"])
             cpu[child.name].extend(reply.get("cpu", []))
     return times, cpu
+
+
+class Neighbours:
+    """`n` CPU-bound processes (a busy Python loop each, normal priority): the other work of a
+    busy robot computer (camera drivers, ros2_control, a recorder) at its worst, for as long
+    as the `with` block runs."""
+
+    def __init__(self, n: int) -> None:
+        if n < 0:
+            raise ValueError(f"neighbours: expected n >= 0, got {n}")
+        self.n = n
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Neighbours:
+        for _ in range(self.n):
+            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        time.sleep(0.5 if self.n else 0.0)  # let the scheduler see them
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.wait()
+        self.procs.clear()
+
+
+def busy_levels(text: str) -> list[int]:
+    """--busy: "N" -> [0, N] (idle and N neighbours in one run), "a,b,..." -> those levels."""
+    try:
+        levels = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--busy {text!r}: expected N or a comma list of ints") from None
+    if any(n < 0 for n in levels):
+        raise ValueError(f"--busy {text!r}: neighbour counts must be >= 0")
+    if len(levels) == 1 and levels[0] > 0:
+        levels = [0, levels[0]]
+    return levels
 
 
 # ------------------------------------------------------------------ receiver-side timing

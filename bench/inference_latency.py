@@ -47,6 +47,8 @@ try:  # run as a script: bench/ is on sys.path
         PEER_MISSING,
         PEER_SCRIPT,
         Child,
+        Neighbours,
+        busy_levels,
         interleave,
         machine_line,
         peer_python,
@@ -58,6 +60,8 @@ except ImportError:  # imported as bench.inference_latency
         PEER_MISSING,
         PEER_SCRIPT,
         Child,
+        Neighbours,
+        busy_levels,
         interleave,
         machine_line,
         peer_python,
@@ -65,15 +69,51 @@ except ImportError:  # imported as bench.inference_latency
         summary_ms,
     )
 
+from diffusion_policy_node.cpu_threads import added_to_environ, inference_threads
+
 REPO = Path(__file__).resolve().parents[1]
 # name -> (acceleration, precision, oneDNN budget MiB: None = kernels.ONEDNN_BUDGET_BYTES)
 OURS = {
     "ours-default": ("jit", "auto", None),
+    "ours-default-spin": ("jit", "auto", None),
+    "ours-default-spin10k": ("jit", "auto", None),
     "ours-default-mkl": ("jit", "auto", 0),
     "ours-fp32": ("none", "fp32", None),
     "ours-fp32-jit": ("jit", "fp32", None),
     "ours-bf16-jit": ("jit", "bf16", None),
 }
+# OpenMP variants of ours-default (bench only): libgomp's own default wait (spin ~300000
+# iterations after a parallel region, as torch runs out of the box) and a short spin.
+SPIN = {"ours-default-spin": "300000", "ours-default-spin10k": "10000"}
+
+
+DEFAULT_IMPLS = [n for n in OURS if n not in SPIN] + ["peer"]
+
+
+def child_env(name: str) -> dict[str, str | None]:
+    """The OpenMP environment of an implementation's child: ours as the package sets it
+    (diffusion_policy_node/cpu_threads.py: passive wait), the peer with the OpenMP runtime's
+    own defaults (idle threads spin), as torch runs out of the box."""
+    if name.startswith("ours") and name not in SPIN:
+        return {}
+    env: dict[str, str | None] = {key: None for key in added_to_environ()}
+    if name in SPIN:  # GOMP_SPINCOUNT wins over the wait policy our package adds
+        env["GOMP_SPINCOUNT"] = SPIN[name]
+    return env
+
+
+def parse_threads(text: str) -> list[int]:
+    """--threads: comma list of ints >= 1 or `default` (0 here): ours' rule, the peer's torch
+    default."""
+    out = []
+    for token in text.split(","):
+        if token == "default":
+            out.append(0)
+        elif token.isdigit() and int(token) >= 1:
+            out.append(int(token))
+        else:
+            raise SystemExit(f"--threads {text!r}: expected ints >= 1 or 'default'")
+    return out
 
 
 def _policy_config(name: str):
@@ -96,7 +136,7 @@ def child_ours(args: argparse.Namespace) -> None:
     from diffusion_policy_node.policy.modeling import DiffusionPolicy
     from diffusion_policy_node.policy.precision import apply_precision
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(inference_threads(args.threads or None))
     if args.onednn_budget_mib is not None:
         kernels.ONEDNN_BUDGET_BYTES = int(args.onednn_budget_mib * 2**20)
     device = torch.device(args.device)
@@ -164,35 +204,74 @@ def child_ours(args: argparse.Namespace) -> None:
 
 
 def start_children(config: str, scheduler: str, steps: int, args) -> list[Child]:
+    """One child per (implementation, thread setting); `child.impl`, `child.threads` (0: the
+    implementation's default) say which."""
     children = []
-    for name, (accel, precision, budget_mib) in OURS.items():
-        if name not in args.impls:
-            continue
-        cmd = [sys.executable, __file__, "--child", "--config", config]
-        cmd += ["--scheduler", scheduler, "--steps", str(steps), "--accel", accel]
-        cmd += ["--precision", precision, "--threads", str(args.threads)]
-        if budget_mib is not None:
-            cmd += ["--onednn-budget-mib", str(budget_mib)]
-        cmd += ["--device", args.device]
-        children.append(Child(name, cmd))
-    peer = peer_python()
-    if peer is not None and "peer" in args.impls:
-        data = _policy_config(config)
-        cmd = [str(peer), str(PEER_SCRIPT), "--mode", "infer", "--threads", str(args.threads)]
-        cmd += ["--down-dims", ",".join(map(str, data.down_dims)), "--scheduler", scheduler]
-        cmd += ["--steps", str(steps), "--state-dim", str(data.state_dim)]
-        cmd += ["--action-dim", str(data.action_dim)]
-        children.append(Child("peer", cmd))
+    several = len(args.threads) > 1
+    for threads in args.threads:
+        suffix = f"@{threads or 'default'}" if several else ""
+        for name, (accel, precision, budget_mib) in OURS.items():
+            if name not in args.impls:
+                continue
+            cmd = [sys.executable, __file__, "--child", "--config", config]
+            cmd += ["--scheduler", scheduler, "--steps", str(steps), "--accel", accel]
+            cmd += ["--precision", precision, "--threads", str(threads)]
+            if budget_mib is not None:
+                cmd += ["--onednn-budget-mib", str(budget_mib)]
+            cmd += ["--device", args.device]
+            child = Child(name + suffix, cmd, env=child_env(name))
+            child.impl, child.threads = name, threads
+            children.append(child)
+        peer = peer_python()
+        if peer is not None and "peer" in args.impls:
+            data = _policy_config(config)
+            cmd = [str(peer), str(PEER_SCRIPT), "--mode", "infer", "--threads", str(threads)]
+            cmd += ["--down-dims", ",".join(map(str, data.down_dims))]
+            cmd += ["--scheduler", scheduler, "--steps", str(steps)]
+            cmd += ["--state-dim", str(data.state_dim), "--action-dim", str(data.action_dim)]
+            child = Child("peer" + suffix, cmd, env=child_env("peer"))
+            child.impl, child.threads = "peer", threads
+            children.append(child)
     return children
+
+
+def ratio_row(base: dict, p50: dict, cpu50: dict) -> dict:
+    """The summary of one (config, case, busy, threads): peer p50 over each of ours."""
+    ratio = dict(base)
+    if "peer" in p50:
+        ratio["peer_p50_ms"] = p50["peer"]
+        for name in OURS:
+            if name in p50:
+                ratio[f"speedup_{name}"] = round(p50["peer"] / p50[name], 2)
+        # Process CPU seconds per chunk: the work, less sensitive to time slicing when
+        # other processes load the cores (all threads' CPU time, spin-waits included).
+        for name in OURS:
+            if name in cpu50 and "peer" in cpu50:
+                ratio[f"cpu_speedup_{name}"] = round(cpu50["peer"] / cpu50[name], 2)
+    else:
+        ratio["peer"] = PEER_MISSING
+    return ratio
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="small,paper")
     parser.add_argument("--cases", default="ddim10", help="e.g. ddim10,ddpm100")
-    parser.add_argument("--impls", default=",".join([*OURS, "peer"]))
+    parser.add_argument("--impls", default=",".join(DEFAULT_IMPLS))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument(
+        "--threads",
+        default=str(min(2, os.cpu_count() or 1)),
+        help="torch threads per child, a comma list (e.g. 1,2: every implementation at each, "
+        "plus a best-of row); 'default': ours' rule (runtime/cpu_threads.py), the peer's torch "
+        "default",
+    )
+    parser.add_argument(
+        "--busy",
+        default="0",
+        help="N: measure idle and then with N CPU-bound neighbour processes running, in one "
+        "run; or a comma list of neighbour counts",
+    )
     parser.add_argument("--reps", type=int, default=12)
     parser.add_argument("--settle-ms", type=float, default=50.0)
     # child mode
@@ -206,8 +285,11 @@ def main() -> None:
     args = parser.parse_args()
     args.impls = args.impls.split(",")
     if args.child:
+        args.threads = int(args.threads)
         child_ours(args)
         return
+    args.threads = parse_threads(args.threads)
+    levels = busy_levels(args.busy)
     print(json.dumps(machine_line()), flush=True)
     if peer_python() is None:
         print(json.dumps({"peer": PEER_MISSING, "why": "no peer venv; run make bench-peer"}))
@@ -215,36 +297,56 @@ def main() -> None:
         for case in args.cases.split(","):
             scheduler, steps = case[:4], int(case[4:])
             children = start_children(config, scheduler, steps, args)
+            lines: list[dict] = []
             try:
-                load0 = os.getloadavg()[0]
-                times, cpu = interleave(children, args.reps, settle_s=args.settle_ms / 1e3)
-                load1 = os.getloadavg()[0]
+                for busy in levels:
+                    lines += measure(children, config, case, busy, args)
             finally:
                 finals = {c.name: c.close() for c in children}
-            p50, cpu50 = {}, {}
-            for child in children:
-                row = {"config": config, "case": case, "name": child.name, **child.info}
-                row.update(summary_ms(times[child.name]), **finals[child.name])
-                row["cpu_p50_ms"] = round(statistics.median(cpu[child.name]) * 1e3, 2)
-                p50[child.name] = row["p50_ms"]
-                cpu50[child.name] = row["cpu_p50_ms"]
-                print(json.dumps(row), flush=True)
-            ratio: dict = {"config": config, "case": case, "threads": args.threads}
-            ratio["settle_ms"] = args.settle_ms
-            ratio["load_avg_1min"] = [round(load0, 2), round(load1, 2)]
-            if "peer" in p50:
-                ratio["peer_p50_ms"] = p50["peer"]
-                for name in OURS:
-                    if name in p50:
-                        ratio[f"speedup_{name}"] = round(p50["peer"] / p50[name], 2)
-                # Process CPU seconds per chunk: the work, less sensitive to time slicing when
-                # other processes load the cores (all threads' CPU time, spin-waits included).
-                for name in OURS:
-                    if name in cpu50:
-                        ratio[f"cpu_speedup_{name}"] = round(cpu50["peer"] / cpu50[name], 2)
-            else:
-                ratio["peer"] = PEER_MISSING
-            print(json.dumps(ratio), flush=True)
+            for line in lines:  # the children's peak RSS is known once they are closed
+                line.update(finals.get(line.pop("_child", None), {}))
+                print(json.dumps(line), flush=True)
+
+
+def measure(children: list[Child], config: str, case: str, busy: int, args) -> list[dict]:
+    """Interleaved chunks of every child with `busy` neighbours running: the JSON lines (one
+    per child, then the summaries)."""
+    out: list[dict] = []
+    with Neighbours(busy):
+        load0 = os.getloadavg()[0]
+        times, cpu = interleave(children, args.reps, settle_s=args.settle_ms / 1e3)
+        load1 = os.getloadavg()[0]
+    rows = {}
+    for child in children:
+        row = {"config": config, "case": case, "name": child.impl, "busy": busy, **child.info}
+        row["threads_setting"] = child.threads or "default"
+        row.update(summary_ms(times[child.name]))
+        row["cpu_p50_ms"] = round(statistics.median(cpu[child.name]) * 1e3, 2)
+        row["load_avg_1min"] = [round(load0, 2), round(load1, 2)]
+        rows[child.name] = row
+        out.append({**row, "_child": child.name})
+    base = {"config": config, "case": case, "busy": busy}
+    base.update(settle_ms=args.settle_ms, load_avg_1min=[round(load0, 2), round(load1, 2)])
+    for threads in args.threads:
+        mine = [r for c, r in zip(children, rows.values(), strict=True) if c.threads == threads]
+        p50 = {r["name"]: r["p50_ms"] for r in mine}
+        cpu50 = {r["name"]: r["cpu_p50_ms"] for r in mine}
+        ratio = ratio_row({**base, "threads": threads or "default"}, p50, cpu50)
+        for r in mine:
+            if r["name"] in ("ours-default", "peer"):
+                ratio[f"p99_ms_{r['name']}"] = r["p99_ms"]
+        out.append(ratio)
+    if len(args.threads) > 1:  # each implementation at its best thread setting
+        best: dict[str, dict] = {}
+        for r in rows.values():
+            if r["name"] not in best or r["p50_ms"] < best[r["name"]]["p50_ms"]:
+                best[r["name"]] = r
+        p50 = {n: r["p50_ms"] for n, r in best.items()}
+        cpu50 = {n: r["cpu_p50_ms"] for n, r in best.items()}
+        ratio = ratio_row({**base, "threads": "best"}, p50, cpu50)
+        ratio["best_threads"] = {n: r["threads_setting"] for n, r in best.items()}
+        out.append(ratio)
+    return out
 
 
 if __name__ == "__main__":

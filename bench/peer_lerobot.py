@@ -81,12 +81,13 @@ def main() -> None:
     parser.add_argument("--image-size", default="96,96")
     parser.add_argument("--scheduler", default="ddim", choices=["ddim", "ddpm"])
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="0: torch's default")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     args.down_dims = [int(d) for d in args.down_dims.split(",")]
     args.image_size = [int(s) for s in args.image_size.split(",")]
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config, policy = build_policy(args)
     params = sum(p.numel() for p in policy.parameters())
     gen = torch.Generator().manual_seed(0)

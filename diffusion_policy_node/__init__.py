@@ -5,3 +5,9 @@ Layers (imports point only downwards; only `ros/` imports rclpy or message packa
 """
 
 __version__ = "0.1.0"
+
+# OpenMP reads its wait policy once, when torch loads it: set it before anything imports torch
+# (cpu_threads.py says why; a value already in the environment wins).
+from .cpu_threads import apply_omp_defaults as _apply_omp_defaults
+
+_apply_omp_defaults()

@@ -257,8 +257,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "torch_threads",
         "int",
         0,
-        "torch.set_num_threads for inference; 0: torch's default (leave a core for control on "
-        "small CPUs).",
+        "torch.set_num_threads for inference; 0: one per available core (OpenMP threads wait "
+        "passively, so a busy neighbour process costs a core, not the pool; "
+        "docs/performance.md).",
         (0, 256),
     ),
     ParamSpec(

@@ -26,6 +26,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from ..cpu_threads import inference_threads
+
 DEVICES = ("auto", "cuda", "cpu")
 
 
@@ -194,8 +196,9 @@ class InferenceWorker(LatencyTracking):
     ) -> None:
         """`to_tensors` converts numpy observations to torch tensors on `device`; an
         `nn.Module` policy is moved there. `torch_threads` calls `torch.set_num_threads`
-        (process-wide). `delay_s` is slept after every inference (warm-up included): an
-        artificial delay for evaluating slow models (parameter `inference_delay_ms`)."""
+        (process-wide; None: one thread per available core, cpu_threads.inference_threads).
+        `delay_s` is slept after every inference (warm-up included): an artificial delay
+        for evaluating slow models (parameter `inference_delay_ms`)."""
         if not (math.isfinite(delay_s) and delay_s >= 0):
             raise ValueError(f"delay_s must be a finite number >= 0 s, got {delay_s!r}")
         self.delay_s = float(delay_s)
@@ -203,10 +206,9 @@ class InferenceWorker(LatencyTracking):
             if not callable(getattr(policy, method, None)):
                 raise ValueError(f"policy {type(policy).__name__} has no method {method}()")
         self._init_tracking(clock, ema_alpha, window)
-        if torch_threads is not None:
-            if not isinstance(torch_threads, int) or torch_threads < 1:
-                raise ValueError(f"torch_threads must be an int >= 1, got {torch_threads!r}")
-            torch.set_num_threads(torch_threads)
+        # One thread per available core unless told otherwise; with the passive OpenMP wait
+        # the package sets (cpu_threads.py) they do not collapse beside a busy neighbour.
+        torch.set_num_threads(inference_threads(torch_threads))
         self.device = resolve_device(device)
         if isinstance(policy, torch.nn.Module):
             policy.to(self.device)

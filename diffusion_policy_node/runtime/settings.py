@@ -178,7 +178,7 @@ class PolicyNodeParams:
         if not (math.isfinite(self.inference_delay_ms) and self.inference_delay_ms >= 0):
             raise _bad("inference_delay_ms", self.inference_delay_ms, "must be >= 0 ms")
         if self.torch_threads < 0:
-            raise _bad("torch_threads", self.torch_threads, "must be >= 0 (0: torch default)")
+            raise _bad("torch_threads", self.torch_threads, "must be >= 0 (0: one per core)")
         if self.warmup_runs < 0:
             raise _bad("warmup_runs", self.warmup_runs, "must be >= 0")
         if not 0 <= self.inference_nice <= 19:
@@ -192,7 +192,8 @@ class PolicyNodeParams:
 @dataclass(frozen=True)
 class InferenceSettings:
     """How the inference worker loads and runs the policy (sent whole to the child process).
-    `None` means the checkpoint's value (steps) or torch's default (threads) or unseeded."""
+    `None` means the checkpoint's value (steps), one thread per available core (threads) or
+    unseeded."""
 
     checkpoint: str
     device: str = "auto"
