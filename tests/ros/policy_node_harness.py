@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import rclpy
-import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
@@ -22,9 +21,7 @@ from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 from std_srvs.srv import Trigger
 
-from diffusion_policy_node.policy.checkpoint import save_checkpoint
-from diffusion_policy_node.policy.config import PolicyConfig
-from diffusion_policy_node.policy.modeling import DiffusionPolicy
+from tests.factories import tiny_checkpoint, tiny_config
 
 JOINTS = ["joint1", "joint2", "joint3"]
 ACTION_MIN = np.array([-1.0, -0.5, -2.0])
@@ -38,27 +35,7 @@ def make_tiny_checkpoint(folder: Path, dt: float = DT, joints: list[str] | None 
     joints = JOINTS if joints is None else list(joints)
     n = len(joints)
     lo, hi = (ACTION_MIN, ACTION_MAX) if joints == JOINTS else (-np.ones(n), np.ones(n))
-    config = PolicyConfig(
-        camera_topics=["/camera/image_raw"],
-        image_size=(40, 40),
-        crop_shape=(36, 36),
-        joint_names=joints,
-        state_dim=n,
-        action_dim=n,
-        dt=dt,
-        n_obs_steps=2,
-        horizon=16,
-        n_action_steps=8,
-        num_keypoints=8,
-        down_dims=(16, 32),
-        diffusion_step_embed_dim=16,
-        num_train_timesteps=100,
-        num_inference_steps=3,
-    )
-    torch.manual_seed(0)
-    policy = DiffusionPolicy(config)
-    policy.set_normalizer_stats([-1.0] * n, [1.0] * n, lo, hi)
-    return save_checkpoint(policy, folder)
+    return tiny_checkpoint(folder, tiny_config(joints, dt=dt), action_range=(lo, hi))
 
 
 class NodeProcess:

@@ -12,16 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from std_srvs.srv import Trigger
 
-from diffusion_policy_node.policy.checkpoint import save_checkpoint
-from diffusion_policy_node.policy.config import PolicyConfig
-from diffusion_policy_node.policy.modeling import DiffusionPolicy
 from diffusion_policy_node.train import evaluate
 from diffusion_policy_node.train.evaluate import bundled_checkpoint
+from tests.factories import tiny_checkpoint, tiny_config
 
 from .policy_node_harness import NodeProcess, Probe
 
@@ -91,17 +87,7 @@ def test_dp_eval_drives_a_running_robot_through_the_protocol(robot, tmp_path: Pa
 
 
 def _checkpoint(folder: Path, joints: list[str], cameras: list[str]) -> Path:
-    config = PolicyConfig(
-        camera_topics=cameras, image_size=(40, 40), crop_shape=(36, 36), joint_names=joints,
-        state_dim=len(joints), action_dim=len(joints), dt=0.1, n_obs_steps=2, horizon=16,
-        n_action_steps=8, num_keypoints=8, down_dims=(16, 32), diffusion_step_embed_dim=16,
-        num_train_timesteps=100, num_inference_steps=3,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    policy = DiffusionPolicy(config)
-    d = len(joints)
-    policy.set_normalizer_stats(-np.ones(d), np.ones(d), -np.ones(d), np.ones(d))
-    return save_checkpoint(policy, folder)
+    return tiny_checkpoint(folder, tiny_config(joints, cameras))
 
 
 def test_missing_joints_and_topics_are_named(robot, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffusion_policy_node.policy.config import PolicyConfig
 from diffusion_policy_node.runtime.limits import (
     DEMONSTRATIONS,
     PARAMETER,
@@ -17,6 +16,7 @@ from diffusion_policy_node.runtime.limits import (
     resolve_limits,
 )
 from diffusion_policy_node.runtime.settings import NodeSettings, PolicyNodeParams, resolve_settings
+from tests.factories import tiny_config
 
 JOINTS = ["a", "b", "c"]
 AMIN, AMAX = np.array([-1.0, 0.0, 2.0]), np.array([1.0, 0.5, 2.0])
@@ -34,15 +34,7 @@ ROBOT = """<?xml version="1.0"?>
 
 
 def _settings(**params: object) -> NodeSettings:
-    config = PolicyConfig(
-        camera_topics=["/cam"],
-        image_size=(16, 16),
-        crop_shape=None,
-        joint_names=JOINTS,
-        state_dim=3,
-        action_dim=3,
-        down_dims=(16, 32),
-    )
+    config = tiny_config(JOINTS, ["/cam"], image_size=(16, 16), crop_shape=None)
     return resolve_settings(PolicyNodeParams(checkpoint="/x", **params), config)
 
 

@@ -7,42 +7,36 @@ import pytest
 import torch
 
 from diffusion_policy_node.policy.config import PolicyConfig
-from diffusion_policy_node.policy.constants import ACTION, ACTION_IS_PAD, OBS_IMAGES, OBS_STATE
+from diffusion_policy_node.policy.constants import ACTION, ACTION_IS_PAD, OBS_STATE
 from diffusion_policy_node.policy.ema import EMAModel
-from diffusion_policy_node.policy.modeling import DiffusionPolicy, build_policy
+from diffusion_policy_node.policy.modeling import DiffusionPolicy
 from diffusion_policy_node.policy.normalizer import MinMaxNormalizer
+from tests.factories import tiny_config, tiny_observation
+from tests.factories import tiny_policy as tiny_policy_of
 
+# Two cameras, and an action narrower than the state (no joint names).
 TINY = {
-    "camera_topics": ["/cam_a", "/cam_b"],
-    "image_size": (40, 40),
-    "crop_shape": (36, 36),
+    "cameras": ["/cam_a", "/cam_b"],
+    "joints": (),
     "state_dim": 3,
     "action_dim": 2,
-    "n_obs_steps": 2,
     "horizon": 8,
     "n_action_steps": 4,
     "num_keypoints": 4,
-    "down_dims": (16, 32),
-    "diffusion_step_embed_dim": 16,
     "num_train_timesteps": 20,
     "num_inference_steps": 5,
 }
+STATE_RANGE = ([-1, -2, -3], [1, 2, 3])
+ACTION_RANGE = ([0.0, -5.0], [2.0, 5.0])
 
 
 def tiny_policy(**overrides) -> DiffusionPolicy:
-    torch.manual_seed(0)
-    policy = build_policy(PolicyConfig(**{**TINY, **overrides}))
-    policy.set_normalizer_stats([-1, -2, -3], [1, 2, 3], [0.0, -5.0], [2.0, 5.0])
-    return policy
+    config = tiny_config(**{**TINY, **overrides})
+    return tiny_policy_of(config, state_range=STATE_RANGE, action_range=ACTION_RANGE)
 
 
 def tiny_obs(batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    c = PolicyConfig(**TINY)
-    return {
-        OBS_IMAGES: rng.integers(0, 256, (batch, 2, c.n_cameras, 3, 40, 40), dtype=np.uint8),
-        OBS_STATE: rng.uniform(-1, 1, (batch, 2, 3)).astype(np.float32),
-    }
+    return tiny_observation(tiny_config(**TINY), batch=batch, seed=seed)
 
 
 def test_compute_loss_is_finite_and_trains_every_part() -> None:
@@ -148,11 +142,11 @@ def test_wrong_observation_shape_is_named() -> None:
 )
 def test_config_validation_names_the_field(field: str, value, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        PolicyConfig(**{**TINY, field: value})
+        tiny_config(**{**TINY, field: value})
 
 
 def test_config_dict_round_trip() -> None:
-    config = PolicyConfig(**TINY)
+    config = tiny_config(**TINY)
     assert PolicyConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match=r"unknown PolicyConfig field\(s\) \['horizn'\]"):
         PolicyConfig.from_dict({**config.to_dict(), "horizn": 3})

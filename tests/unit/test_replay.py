@@ -9,10 +9,10 @@ import yaml
 
 from diffusion_policy_node.data.bag_reader import read_bag
 from diffusion_policy_node.policy.checkpoint import load_checkpoint, read_config, save_checkpoint
-from diffusion_policy_node.policy.config import PolicyConfig
 from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
 from diffusion_policy_node.policy.modeling import build_policy
 from diffusion_policy_node.train.replay import main, observation_windows, replay
+from tests.factories import tiny_checkpoint, tiny_config
 
 from .data_fixtures import JOINTS, make_config
 
@@ -22,26 +22,15 @@ def regression_checkpoint(make_bag, tmp_path):
     """A deterministic (regression) policy checkpoint whose meta says how to read the bag."""
     truth = make_bag("demo", storage="sqlite3", duration_s=2.5)
     data = make_config(truth.spec, image_size=(40, 40))
-    torch.manual_seed(0)
-    config = PolicyConfig(
-        policy_type="regression",
-        camera_topics=data.camera_topics,
-        image_size=(40, 40),
-        crop_shape=(36, 36),
-        joint_names=JOINTS,
-        state_dim=4,
-        action_dim=4,
-        dt=0.1,
-        n_obs_steps=2,
-        horizon=8,
-        n_action_steps=4,
-        num_keypoints=4,
-        down_dims=(16, 32),
-        diffusion_step_embed_dim=16,
-    )
-    policy = build_policy(config)
-    policy.set_normalizer_stats(-np.ones(4), np.full(4, 3.0), -np.ones(4), np.full(4, 3.0))
-    ckpt = save_checkpoint(policy, tmp_path / "ckpt", meta={"data": data.to_dict()})
+    config = tiny_config(
+        JOINTS, data.camera_topics, policy_type="regression", horizon=8, n_action_steps=4,
+        num_keypoints=4, num_inference_steps=10,
+    )  # fmt: skip
+    ranges = (-np.ones(4), np.full(4, 3.0))
+    ckpt = tiny_checkpoint(
+        tmp_path / "ckpt", config, state_range=ranges, action_range=ranges,
+        meta={"data": data.to_dict()},
+    )  # fmt: skip
     return ckpt, truth.path, data
 
 

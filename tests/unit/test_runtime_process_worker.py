@@ -7,12 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from diffusion_policy_node.policy.checkpoint import load_checkpoint, save_checkpoint
-from diffusion_policy_node.policy.config import PolicyConfig
+from diffusion_policy_node.policy.checkpoint import load_checkpoint
 from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
-from diffusion_policy_node.policy.modeling import DiffusionPolicy
 from diffusion_policy_node.runtime.process_worker import (
     InferenceProcessError,
     InferenceWorker,
@@ -20,6 +17,7 @@ from diffusion_policy_node.runtime.process_worker import (
     start_worker,
 )
 from diffusion_policy_node.runtime.settings import InferenceSettings
+from tests.factories import tiny_checkpoint, tiny_config
 
 ACTION_MIN, ACTION_MAX = [-1.0, -0.5, -2.0], [1.0, 0.5, 2.0]
 
@@ -37,20 +35,11 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    config = PolicyConfig(
-        camera_topics=["/cam"],
-        image_size=(40, 40),
-        crop_shape=(36, 36),
-        joint_names=["a", "b", "c"],
-        num_keypoints=8,
-        down_dims=(16, 32),
-        diffusion_step_embed_dim=16,
-        num_inference_steps=3,
+    return tiny_checkpoint(
+        tmp_path_factory.mktemp("pw") / "ckpt",
+        tiny_config(["a", "b", "c"], ["/cam"], encoder_width=64),
+        action_range=(ACTION_MIN, ACTION_MAX),
     )
-    torch.manual_seed(0)
-    policy = DiffusionPolicy(config)
-    policy.set_normalizer_stats([-1.0] * 3, [1.0] * 3, ACTION_MIN, ACTION_MAX)
-    return save_checkpoint(policy, tmp_path_factory.mktemp("pw") / "ckpt")
 
 
 def _obs(seed: int) -> dict[str, np.ndarray]:
@@ -119,15 +108,11 @@ def test_submit_never_blocks_on_a_busy_child_with_large_observations(tmp_path: P
     # submit/reset must return at once (a thread that is still inside them after 20 s fails).
     import threading
 
-    config = PolicyConfig(
-        camera_topics=["/a", "/b"], image_size=(224, 224), crop_shape=None,
-        joint_names=["a", "b", "c"], num_keypoints=8, down_dims=(16, 32),
-        diffusion_step_embed_dim=16, num_inference_steps=1, encoder_width=16,
+    config = tiny_config(
+        ["a", "b", "c"], ["/a", "/b"], image_size=(224, 224), crop_shape=None,
+        num_inference_steps=1, encoder_width=16,
     )  # fmt: skip
-    torch.manual_seed(0)
-    policy = DiffusionPolicy(config)
-    policy.set_normalizer_stats([-1.0] * 3, [1.0] * 3, ACTION_MIN, ACTION_MAX)
-    ckpt = save_checkpoint(policy, tmp_path / "big")
+    ckpt = tiny_checkpoint(tmp_path / "big", config, action_range=(ACTION_MIN, ACTION_MAX))
     rng = np.random.default_rng(0)
     obs = {
         OBS_IMAGES: rng.integers(0, 256, (1, 2, 2, 3, 224, 224), dtype=np.uint8),

@@ -13,22 +13,14 @@ from diffusion_policy_node.runtime.settings import (
     resolve_settings,
 )
 from diffusion_policy_node.runtime.timing import TickTiming
+from tests.factories import tiny_config
 
 JOINTS = ["a", "b", "c"]
 
 
 def _config(**changes: object) -> PolicyConfig:
-    base = {
-        "camera_topics": ["/cam/front", "/cam/wrist/compressed"],
-        "image_size": (48, 64),
-        "crop_shape": None,
-        "joint_names": JOINTS,
-        "state_dim": 3,
-        "action_dim": 3,
-        "dt": 0.1,
-        "down_dims": (16, 32),
-    }
-    return PolicyConfig(**{**base, **changes})
+    cameras = ["/cam/front", "/cam/wrist/compressed"]
+    return tiny_config(JOINTS, cameras, image_size=(48, 64), crop_shape=None, **changes)
 
 
 def _settings(params: PolicyNodeParams | None = None) -> NodeSettings:
