@@ -4,6 +4,10 @@
 The fields both describe (camera topics, joint names, image size, dt, the three horizons) are
 taken from `data:` when `policy:` leaves them out and must agree when it gives them; state_dim
 and action_dim follow from the joint names. YAML only fills the dataclasses (no code in configs).
+
+`policy: {preset: NAME, ...}` starts from the model-size preset `config/policy/NAME.yaml` (the
+one definition of each size, shared with dp-config and the benchmarks; its shape fields are
+replaced by the data's) and lets the section's other keys override it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +38,12 @@ __all__ = [
     "apply_overrides",
     "check_agreement",
     "load_run_config",
+    "policy_preset",
+    "policy_presets",
     "run_config_from_dict",
 ]
+
+PACKAGE = "diffusion_policy_node"
 
 DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("cosine", "constant")
@@ -53,6 +62,43 @@ SHARED_FIELDS = (
 
 def _bad(name: str, value: Any, why: str) -> ValueError:
     return ValueError(f"TrainConfig.{name}={value!r}: {why}")
+
+
+def _preset_dirs() -> list[Path]:
+    """config/policy of this source tree, then of installed package shares (colcon)."""
+    dirs = [Path(__file__).resolve().parents[2] / "config" / "policy"]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            dirs.append(Path(prefix) / "share" / PACKAGE / "config" / "policy")
+    return dirs
+
+
+def policy_presets() -> dict[str, Path]:
+    """{name: file} of the model-size presets, config/policy/<name>.yaml."""
+    for folder in _preset_dirs():
+        found = {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+        if found:
+            return found
+    return {}
+
+
+def policy_preset(name: str) -> dict[str, Any]:
+    """The PolicyConfig fields of preset `name` without the shape fields the data decides
+    (camera topics, joints, image size, dt, horizons, state/action dims)."""
+    presets = policy_presets()
+    if name not in presets:
+        raise ValueError(
+            f"policy preset {name!r} not found; presets: {sorted(presets)} "
+            f"(looked in {', '.join(map(str, _preset_dirs()))})"
+        )
+    doc = load_yaml(presets[name], "policy preset")
+    if not isinstance(doc, dict):
+        raise ValueError(
+            f"policy preset {presets[name]}: expected a mapping of PolicyConfig fields"
+        )
+    for key in (*SHARED_FIELDS, "state_dim", "action_dim"):
+        doc.pop(key, None)
+    return doc
 
 
 def _is_int(value: Any) -> bool:
@@ -237,6 +283,12 @@ def run_config_from_dict(doc: Any, where: str = "train config") -> RunConfig:
     if not isinstance(raw, dict):
         raise ValueError(f"{where} [policy]: expected a mapping of PolicyConfig fields")
     raw = dict(raw)
+    if "preset" in raw:
+        preset = raw.pop("preset")
+        try:
+            raw = {**policy_preset(str(preset)), **raw}
+        except ValueError as exc:
+            raise ValueError(f"{where} [policy] preset: {exc}") from exc
     derived = {name: _plain(getattr(data, name)) for name in SHARED_FIELDS}
     derived["state_dim"] = data.state_dim
     derived["action_dim"] = data.action_dim

@@ -4,29 +4,48 @@ Reads the bags once (rosbags, no ROS needed) and writes a commented YAML that `d
 takes as is:
 
 - cameras: every sensor_msgs/Image and CompressedImage topic, with encoding, size and rate;
-- the state: every joint of the sensor_msgs/JointState topic (by name, first-seen order);
+- the state: every joint of the sensor_msgs/JointState topic (by name, first-seen order; a name
+  twice in one message is refused);
 - the action groups: one per recorded command topic, i.e. per controller —
   a trajectory_msgs/JointTrajectory topic (its joint_names) or a std_msgs/Float64MultiArray
   topic (its values are matched, in JointState order, to the joints no trajectory commands;
-  check that order) — and `source: next_state` for observed joints that no topic commands;
-- dt: the period of the command topics (median, rounded to 1 ms); without commands, 0.1 s.
+  check that order). Observed joints that no topic commands stay in the state only (nothing
+  commanded them in the demonstrations); without any command topic, one `source: next_state`
+  group commands every joint;
+- dt: the period of the fastest command topic; without commands, 0.1 s. Rates are message
+  counts over the header-stamp time span (record time only for topics without stamps): record
+  times bunch up when the recorder is busy, and their gaps mislead;
+- policy: `preset: NAME` of config/policy/NAME.yaml (`--preset`, the one definition of sizes);
+- train: threads and batch for this machine and the steps that fit `--minutes` (default 30) at
+  the steps/s measured here with that preset (train/cost.py), printed with the estimate.
 
 The file says where each value came from; edit it before training (drop a camera, rename a
-group, choose the policy size).
+group).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from diffusion_policy_node.action_groups import ActionGroup, check_groups
 from diffusion_policy_node.data.bag_sources import BagReadError, find_bags, open_bag
+
+from .config import policy_preset, policy_presets, run_config_from_dict
+from .cost import (
+    MIN_USEFUL_STEPS,
+    MachinePlan,
+    auto_preset,
+    machine_plan,
+    measure_steps_per_s,
+    steps_for_budget,
+)
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
@@ -35,8 +54,20 @@ TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
 ARRAY = "std_msgs/msg/Float64MultiArray"
 KINDS = (IMAGE, COMPRESSED, JOINT_STATE, TRAJECTORY, ARRAY)
 DEFAULT_DT = 0.1
-# Messages read per topic for rates and contents (enough for a rate, cheap on long bags).
+# Messages read per topic and bag for rates and contents (enough for a rate, cheap on long bags).
 SAMPLE = 400
+HEADER_FIRST = (IMAGE, COMPRESSED, JOINT_STATE, TRAJECTORY)  # std_msgs/Header is field 1
+
+
+def cdr_stamp_ns(raw: bytes) -> int:
+    """header.stamp (ns) of a CDR message whose first field is a std_msgs/Header: after the
+    4-byte encapsulation, int32 sec and uint32 nanosec (0 when unset or unreadable)."""
+    if len(raw) < 12:
+        return 0
+    order = "little" if raw[1] & 1 else "big"
+    sec = int.from_bytes(raw[4:8], order, signed=True)
+    nanosec = int.from_bytes(raw[8:12], order)
+    return sec * 1_000_000_000 + nanosec if sec > 0 else 0
 
 
 @dataclass
@@ -46,16 +77,17 @@ class TopicInfo:
     topic: str
     msgtype: str
     count: int = 0
-    gaps: list[int] = field(default_factory=list)  # ns between sampled messages of one bag
-    last: int | None = None  # record time of the previous message in the current bag
+    intervals: int = 0  # sampled messages - 1, summed over bags
+    span_ns: int = 0  # time from first to last sampled message, summed over bags
+    stamped: bool = False  # the span is measured on header stamps
     names: list[str] = field(default_factory=list)  # joints (JointState, JointTrajectory)
     width: int = 0  # values of a Float64MultiArray
     detail: str = ""  # camera encoding and size
 
     @property
     def rate_hz(self) -> float | None:
-        gaps = [g for g in self.gaps if g > 0]
-        return 1e9 / statistics.median(gaps) if gaps else None
+        """Messages per second: sampled message count over their time span."""
+        return self.intervals * 1e9 / self.span_ns if self.span_ns > 0 else None
 
 
 def inspect_bags(paths: list[str]) -> tuple[list[Path], dict[str, TopicInfo]]:
@@ -70,6 +102,7 @@ def inspect_bags(paths: list[str]) -> tuple[list[Path], dict[str, TopicInfo]]:
         try:
             wanted = {t for t, m in bag.topics.items() if m in KINDS}
             seen: Counter[str] = Counter()
+            times: dict[str, list[int]] = {}  # header stamps (record times if unstamped)
             for conn, record_ns, raw in bag.messages(wanted):
                 info = topics.setdefault(conn.topic, TopicInfo(conn.topic, conn.msgtype))
                 if info.msgtype != conn.msgtype:
@@ -81,21 +114,31 @@ def inspect_bags(paths: list[str]) -> tuple[list[Path], dict[str, TopicInfo]]:
                 seen[conn.topic] += 1
                 if seen[conn.topic] > SAMPLE:
                     continue
-                if info.last is not None:
-                    info.gaps.append(record_ns - info.last)
-                info.last = record_ns
+                stamp = cdr_stamp_ns(raw) if conn.msgtype in HEADER_FIRST else 0
+                times.setdefault(conn.topic, []).append(stamp or record_ns)
+                info.stamped = info.stamped or bool(stamp)
                 if seen[conn.topic] <= 20 or conn.msgtype == JOINT_STATE:
-                    _read_contents(info, store.deserialize_cdr(raw, conn.msgtype))
+                    where = f"bag {path} topic {conn.topic} message {seen[conn.topic] - 1}"
+                    _read_contents(info, store.deserialize_cdr(raw, conn.msgtype), where)
         finally:
             bag.close()
-        for info in topics.values():  # rates within one bag, not across bags
-            info.last = None
+        for topic, ts in times.items():  # rates within one bag, not across bags
+            if len(ts) > 1:
+                topics[topic].intervals += len(ts) - 1
+                topics[topic].span_ns += max(ts) - min(ts)
     return bags, topics
 
 
-def _read_contents(info: TopicInfo, msg: Any) -> None:
+def _read_contents(info: TopicInfo, msg: Any, where: str) -> None:
     if info.msgtype in (JOINT_STATE, TRAJECTORY):
         names = list(msg.name if info.msgtype == JOINT_STATE else msg.joint_names)
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            field_name = "name" if info.msgtype == JOINT_STATE else "joint_names"
+            raise BagReadError(
+                f"{where} field {field_name}: joint(s) {twice} appear more than once in one "
+                "message; fix the publisher (a joint has one position)"
+            )
         info.names += [n for n in names if n not in info.names]
     elif info.msgtype == ARRAY:
         info.width = max(info.width, len(msg.data))
@@ -185,7 +228,12 @@ def propose(bags: list[Path], topics: dict[str, TopicInfo]) -> Proposal:
             "JointState order: check that this is the controller's joint order"
         )
     rest = [j for j in joints if j not in covered]
-    if rest:
+    if rest and groups:
+        notes.append(
+            f"joints {rest} are observed but no recorded topic commands them: state only "
+            "(add an action group with their controller's topic to command them)"
+        )
+    elif rest:
         groups.append(
             ActionGroup(
                 _group_name("/rest", taken),
@@ -196,9 +244,8 @@ def propose(bags: list[Path], topics: dict[str, TopicInfo]) -> Proposal:
             )
         )
         notes.append(
-            f"joints {rest} are observed but no recorded topic commands them: a next_state "
-            "group (set its topic to that controller's command topic, or delete the group "
-            "and those joints if they are passive)"
+            f"no recorded command topic: the action is the next joint positions of {rest} "
+            "(set the group's topic to their controller's command topic)"
         )
     check_groups(groups, joints, where="dp-config")
     periods = [
@@ -219,10 +266,46 @@ def propose(bags: list[Path], topics: dict[str, TopicInfo]) -> Proposal:
 
 def _rate(info: TopicInfo) -> str:
     rate = info.rate_hz
-    return f"{rate:.1f} Hz" if rate else "rate unknown"
+    if not rate:
+        return "rate unknown"
+    return f"{rate:.1f} Hz" + ("" if info.stamped else " (record time: no header)")
 
 
-def render(p: Proposal, preset: str) -> str:
+@dataclass
+class TrainPlan:
+    """The train: section and what it costs here."""
+
+    plan: MachinePlan
+    steps: int
+    steps_per_s: float
+    how: str  # "measured here" or "given (--steps-per-s)"
+
+    @property
+    def minutes(self) -> float:
+        return self.steps / self.steps_per_s / 60
+
+    def lines(self) -> list[str]:
+        p = self.plan
+        every = max(100, self.steps // 10 // 100 * 100)
+        threads = (
+            f"  torch_threads: {p.torch_threads}"
+            f"               # {p.cores} usable core(s): one thread per two cores"
+        )
+        return [
+            f"  # {self.steps_per_s:.2f} steps/s {self.how} ({p.describe()}): "
+            f"{self.steps} steps take about {self.minutes:.0f} min",
+            f"  steps: {self.steps}",
+            f"  batch_size: {p.batch_size}",
+            f"  device: {p.device}",
+            threads,
+            f"  warmup_steps: {min(500, self.steps // 10)}",
+            "  val_fraction: 0.1",
+            f"  val_every: {every}",
+            f"  checkpoint_every: {every}",
+        ]
+
+
+def render(p: Proposal, preset: str, train: TrainPlan) -> str:
     """The YAML text (hand-written so it can carry comments)."""
     lines = [
         f"# Written by dp-config from {len(p.bags)} bag(s) ({p.bags[0]}"
@@ -234,7 +317,8 @@ def render(p: Proposal, preset: str) -> str:
         "# Notes:",
         *[f"#   - {n}" for n in p.notes],
         "policy:",
-        *_POLICY[preset],
+        f"  preset: {preset}   # config/policy/{preset}.yaml; fields added here override it:",
+        *[f"  #   {k}: {_flow(v)}" for k, v in policy_preset(preset).items()],
         "data:",
         "  camera_topics:",
         *[
@@ -250,6 +334,7 @@ def render(p: Proposal, preset: str) -> str:
         "  n_obs_steps: 2",
         "  horizon: 16",
         "  n_action_steps: 8",
+        "  window_end: hold              # every step an observation, hold after the end",
         "  # One group per controller: the action vector is their joints concatenated;",
         "  # policy_node publishes each group to its topic (JointTrajectory: chunks for a",
         "  # joint_trajectory_controller; Float64MultiArray: one command per tick).",
@@ -264,7 +349,7 @@ def render(p: Proposal, preset: str) -> str:
             f"      source: {g.source}"
             + ("   # recorded commands" if g.source == "command" else "   # state one step later"),
         ]
-    lines += ["train:", *_TRAIN]
+    lines += ["train:", *train.lines()]
     return "\n".join(lines) + "\n"
 
 
@@ -280,30 +365,27 @@ def _timestamp_line(p: Proposal) -> str:
     return "  timestamp_source: header      # message header stamps (record time: the receipt)"
 
 
-_POLICY = {
-    "small": [
-        "  policy_type: diffusion",
-        "  crop_shape: [84, 84]",
-        "  encoder_width: 32            # ResNet-18 stem width (64: the standard ResNet-18)",
-        "  down_dims: [64, 128, 256]    # U-Net width (paper: [512, 1024, 2048])",
-        "  num_inference_steps: 10       # DDIM steps per chunk",
-    ],
-    "paper": [
-        "  policy_type: diffusion",
-        "  crop_shape: [84, 84]",
-        "  encoder_width: 64",
-        "  down_dims: [512, 1024, 2048]",
-        "  num_inference_steps: 10",
-    ],
-}
-_TRAIN = [
-    "  steps: 20000",
-    "  batch_size: 64",
-    "  device: auto",
-    "  torch_threads: null            # null: torch's default (all cores); set it on a shared CPU",
-    "  val_fraction: 0.1",
-    "  checkpoint_every: 2000",
-]
+def _flow(value: Any) -> str:
+    return "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
+
+
+def plan_training(
+    p: Proposal,
+    preset: str,
+    minutes: float,
+    steps_per_s: float | None = None,
+    machine: MachinePlan | None = None,
+) -> TrainPlan:
+    """Threads and batch for this machine and the steps that fit `minutes`, at `steps_per_s`
+    or at the rate measured here for the preset and the bags' shapes."""
+    machine = machine or machine_plan()
+    if steps_per_s is None:
+        doc = yaml.safe_load(render(p, preset, TrainPlan(machine, 1000, 1.0, "")))
+        run = run_config_from_dict(doc, where="dp-config")
+        steps_per_s, how = measure_steps_per_s(run.policy, machine), "measured here"
+    else:
+        how = "given (--steps-per-s)"
+    return TrainPlan(machine, steps_for_budget(steps_per_s, minutes), steps_per_s, how)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,7 +398,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("bags", nargs="+", help="bag folders, storage files or folders of bags")
     parser.add_argument("--out", required=True, help="YAML file to write")
     parser.add_argument(
-        "--preset", choices=sorted(_POLICY), default="small", help="policy size (default small)"
+        "--preset",
+        choices=["auto", *sorted(policy_presets())],
+        default="auto",
+        help="model size: a preset of config/policy/; auto (default): small on CUDA, demo on "
+        "a CPU (the bundled checkpoints' size, trains in about 30 min on 2 cores)",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=30.0,
+        help="training time to plan for on this machine (default 30): steps = measured "
+        "steps/s x minutes",
+    )
+    parser.add_argument(
+        "--steps-per-s",
+        type=float,
+        help="skip the measurement (a few training steps, ~10-60 s on a CPU) and plan with "
+        "this rate",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     return parser
@@ -331,14 +430,34 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bags, topics = inspect_bags(args.bags)
         proposal = propose(bags, topics)
+        machine = machine_plan()
+        if args.preset == "auto":
+            args.preset = auto_preset(machine)
+        if args.steps_per_s is None:
+            print(f"dp-config: measuring training steps/s of preset {args.preset} ...",
+                  file=sys.stderr)  # fmt: skip
+        train = plan_training(proposal, args.preset, args.minutes, args.steps_per_s, machine)
     except ValueError as exc:  # BagReadError included
         print(f"dp-config: error: {exc}", file=sys.stderr)
         return 1
-    text = render(proposal, args.preset)
+    text = render(proposal, args.preset, train)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text, end="")
     print(f"dp-config: wrote {out} ({len(proposal.groups)} action group(s))", file=sys.stderr)
+    print(
+        f"dp-config: expected {train.steps_per_s:.2f} training steps/s ({train.how}; "
+        f"{train.plan.describe()}): {train.steps} steps, about {train.minutes:.0f} min",
+        file=sys.stderr,
+    )
+    if train.steps_per_s * args.minutes * 60 < MIN_USEFUL_STEPS:
+        print(
+            f"dp-config: warning: fewer than {MIN_USEFUL_STEPS} steps fit {args.minutes:g} min "
+            f"with preset {args.preset} here; a policy rarely works with so few. Use "
+            + ("" if args.preset == "demo" else "a smaller preset (--preset demo), ")
+            + "more --minutes, a less busy machine, or a GPU.",
+            file=sys.stderr,
+        )
     return 0
 
 
