@@ -158,6 +158,7 @@ def scan_bag(path: str | Path, config: DataConfig, frames: FrameStore) -> BagSca
     path = Path(path)
     bag = open_bag(path)
     try:
+        _check_crc(bag, path, config)
         _check_topics(bag, path, config)
         return _BagPass(bag, path, config, frames).run()
     finally:
@@ -179,6 +180,20 @@ def _group_fields(config: DataConfig, group: ActionGroup) -> tuple[str, str]:
     if config.action_groups is None:
         return "command_topic", "joint_names"
     return f"action_groups[{group.name}].topic", f"action_groups[{group.name}].joints"
+
+
+def _check_crc(bag: OpenBag, path: Path, config: DataConfig) -> None:
+    """Refuse a bag without verified chunk CRCs under `require_crc`; else warn (once per bag
+    read) when its mcap chunks carry none."""
+    verified = bag.crc_note.startswith("verified")
+    if config.require_crc and not verified:
+        raise BagReadError(
+            f"bag {path}: chunk CRCs {bag.crc_note}; require_crc (dp-train --require-crc) "
+            "refuses it. Re-record with recorder_node (it writes chunk CRCs), or train "
+            "without --require-crc."
+        )
+    if bag.crc_note.startswith("absent"):
+        log.warning("bag %s: chunk CRCs %s", path, bag.crc_note)
 
 
 def _check_topics(bag: OpenBag, path: Path, config: DataConfig) -> None:

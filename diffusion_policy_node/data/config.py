@@ -76,6 +76,9 @@ class DataConfig:
       n_action_steps - 1`, padded targets left out of the loss; the last steps of each episode
       are then never an observation (record a hold of about `n_action_steps * dt` after the
       last event, e.g. a gripper close). It changes the windows only, not the cache.
+    - `require_crc`: refuse a bag unless every mcap chunk carries its CRC (`dp-train
+      --require-crc`); without it a bag whose chunks lack CRCs is read with one warning, since
+      damage inside those chunks cannot be detected. sqlite3 bags have no chunk CRCs.
     """
 
     camera_topics: list[str] = field(default_factory=lambda: ["/camera/image_raw"])
@@ -94,6 +97,7 @@ class DataConfig:
     n_action_steps: int = 8
     action_groups: list[dict[str, Any]] | None = None
     window_end: str = "hold"
+    require_crc: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.camera_topics, str):
@@ -176,6 +180,8 @@ class DataConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise _bad(name, value, "must be an integer >= 1")
+        if not isinstance(self.require_crc, bool):
+            raise _bad("require_crc", self.require_crc, "must be true or false")
         if self.window_end not in WINDOW_ENDS:
             raise _bad("window_end", self.window_end, f"expected one of {WINDOW_ENDS}")
         if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:

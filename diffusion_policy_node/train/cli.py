@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STEP",
         help="checkpoint and stop after this step (the LR schedule still runs to train.steps)",
     )
+    parser.add_argument(
+        "--require-crc",
+        action="store_true",
+        help="refuse any bag whose mcap chunks lack CRCs (damage inside them would go unseen); "
+        "same as --set data.require_crc=true",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
 
@@ -70,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out_existed = out.exists()
     try:
-        run = load_run_config(args.config, args.overrides)
+        overrides = [*args.overrides, *(["data.require_crc=true"] if args.require_crc else [])]
+        run = load_run_config(args.config, overrides)
         if resolve_device(run.train.device, info.local_rank).type == "cpu":
             tune_cpu_malloc()
         trainer = Trainer(

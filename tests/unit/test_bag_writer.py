@@ -184,3 +184,39 @@ def test_mcap_chunks_carry_crcs_and_damage_is_reported(make_bag, tmp_path: Path)
     plain = read_bag(truth.path, make_config())
     assert plain.summary["chunk_crc"].startswith(f"absent in {len(crcs)} of {len(crcs)} mcap")
     assert CAMERA in plain.summary["clock_offsets_ms"]
+
+
+def test_a_crc_less_mcap_warns_once_and_require_crc_refuses_it(
+    make_bag, tmp_path: Path, caplog
+) -> None:
+    import logging
+
+    from diffusion_policy_node.data.bag_reader import BagReadError, read_bag
+    from diffusion_policy_node.train.cli import main as dp_train
+
+    from .data_fixtures import make_config
+
+    truth = make_bag()  # rosbags' own writer: chunks without CRCs
+    with caplog.at_level(logging.WARNING):
+        read_bag(truth.path, make_config())
+    warnings = [r for r in caplog.records if "chunk CRCs absent" in r.getMessage()]
+    assert len(warnings) == 1 and str(truth.path) in warnings[0].getMessage()
+    with pytest.raises(BagReadError, match=r"require_crc .* refuses it") as err:
+        read_bag(truth.path, make_config(require_crc=True))
+    assert f"bag {truth.path}" in str(err.value)
+    # Written with chunk CRCs (recorder_node's writer): read without a warning, accepted.
+    bag = tmp_path / "recorded"
+    rewrite_with_bag_writer(truth.path, bag)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert read_bag(bag, make_config(require_crc=True)).episodes
+    assert not [r for r in caplog.records if "chunk CRCs" in r.getMessage()]
+    # dp-train --require-crc: exit 2 with the reason, nothing trained.
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        yaml.safe_dump({"policy": {"preset": "demo"}, "data": make_config().to_dict()})
+    )
+    out = tmp_path / "run"
+    rc = dp_train(["--config", str(config), "--data", str(truth.path), "--out", str(out),
+                   "--require-crc", "--quiet"])  # fmt: skip
+    assert rc == 2 and not out.exists()
