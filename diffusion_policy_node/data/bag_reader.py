@@ -437,6 +437,7 @@ class _BagPass:
         summary = {
             "bag": str(self.path),
             "files": self.bag.files,
+            "camera_types": {t: self.bag.topics[t] for t in self.config.camera_topics},
             "time_base": self.base.source,
             "time_base_note": self.base.note,
             "mapped_topics": list(self.base.mapped),

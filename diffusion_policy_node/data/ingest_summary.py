@@ -48,3 +48,26 @@ def _bag_line(bag: dict[str, Any]) -> str:
         parts.append("gaps > max_gap: none")
     parts.append(f"chunk CRCs {bag['chunk_crc']}")
     return " | ".join(parts)
+
+
+def recorded_camera_types(ingest: list[dict[str, Any]], topics: list[str]) -> list[str]:
+    """The message type of each camera topic in the bags (`summary["camera_types"]`), in
+    `topics` order, for the checkpoint; [] when a summary predates the field (the node then
+    goes by the topic name). ValueError when bags disagree on a topic's type, naming both."""
+    seen: dict[str, tuple[str, str]] = {}
+    for bag in ingest:
+        types = bag.get("camera_types")
+        if not isinstance(types, dict):
+            return []
+        for topic in topics:
+            msgtype = types.get(topic)
+            if msgtype is None:
+                return []
+            first = seen.setdefault(topic, (msgtype, bag["bag"]))
+            if first[0] != msgtype:
+                raise ValueError(
+                    f"camera topic {topic} is {first[0]} in bag {first[1]} but {msgtype} in bag "
+                    f"{bag['bag']}: a checkpoint subscribes to one type; re-record or split the "
+                    "bags into two trainings"
+                )
+    return [seen[t][0] for t in topics] if seen else []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from .networks import NETWORKS
 from .schedulers import BETA_SCHEDULES, SCHEDULER_NAMES, VARIANCE_TYPES
 
 POLICY_TYPES = ("diffusion", "regression")
+CAMERA_MSG_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 # Where one group of all joints goes when nothing else is known (a joint_trajectory_controller
 # named arm_controller).
 DEFAULT_COMMAND_TOPIC = "/arm_controller/joint_trajectory"
@@ -44,6 +46,10 @@ class PolicyConfig:
     policy_type: str = "diffusion"
     # Observation and action spaces.
     camera_topics: list[str] = field(default_factory=lambda: ["/camera/image_raw"])
+    # The message type of each camera topic as recorded in the training bags
+    # (CAMERA_MSG_TYPES). Empty: not recorded (checkpoints from before the field, or no bag):
+    # `camera_types_of` falls back to the topic name (".../compressed": CompressedImage).
+    camera_types: list[str] = field(default_factory=list)
     image_size: tuple[int, int] = (96, 96)
     crop_shape: tuple[int, int] | None = (84, 84)
     joint_names: list[str] = field(default_factory=list)
@@ -93,6 +99,7 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         self.camera_topics = [str(t) for t in self.camera_topics]
+        self.camera_types = [str(t) for t in self.camera_types]
         self.joint_names = [str(j) for j in self.joint_names]
         self.image_size = tuple(int(v) for v in self.image_size)  # type: ignore[assignment]
         if self.crop_shape is not None:
@@ -111,6 +118,17 @@ class PolicyConfig:
             raise _bad("camera_topics", self.camera_topics, "need at least one camera")
         if len(set(self.camera_topics)) != len(self.camera_topics):
             raise _bad("camera_topics", self.camera_topics, "duplicate topic")
+        if self.camera_types and len(self.camera_types) != len(self.camera_topics):
+            raise _bad(
+                "camera_types",
+                self.camera_types,
+                f"needs one type per camera topic {self.camera_topics}, or none",
+            )
+        for t in self.camera_types:
+            if t not in CAMERA_MSG_TYPES:
+                raise _bad(
+                    "camera_types", self.camera_types, f"{t!r} is not one of {CAMERA_MSG_TYPES}"
+                )
         if len(self.image_size) != 2 or min(self.image_size) < 8:
             raise _bad("image_size", self.image_size, "expected (height, width), each >= 8")
         if self.crop_shape is not None and (
@@ -236,6 +254,22 @@ class PolicyConfig:
 
     def replace(self, **changes: Any) -> PolicyConfig:
         return dataclasses.replace(self, **changes)
+
+
+def camera_type_by_name(topic: str) -> str:
+    """The name rule for a camera topic whose type was not recorded: a topic ending in
+    "/compressed" (image_transport's convention) is CompressedImage, any other Image."""
+    return (
+        CAMERA_MSG_TYPES[1] if topic.rstrip("/").endswith("/compressed") else CAMERA_MSG_TYPES[0]
+    )
+
+
+def camera_types_of(config: PolicyConfig, topics: Sequence[str] | None = None) -> list[str]:
+    """The message type of each camera (in the checkpoint's camera order): as recorded, else by
+    the name rule on `topics` (default: the checkpoint's topics; the node may remap them)."""
+    if config.camera_types:
+        return list(config.camera_types)
+    return [camera_type_by_name(t) for t in (topics or config.camera_topics)]
 
 
 def action_lead_of(action_source: str, command_type: str | None, dt: float) -> float:

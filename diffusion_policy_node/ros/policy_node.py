@@ -71,6 +71,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from diffusion_policy_node.action_groups import ActionGroup, indices_in
 from diffusion_policy_node.policy.checkpoint import read_config
+from diffusion_policy_node.policy.config import CAMERA_MSG_TYPES
 from diffusion_policy_node.runtime.controller import STREAM, TRAJECTORY, Command, Controller
 from diffusion_policy_node.runtime.limits import parse_urdf, read_urdf_file, resolve_limits
 from diffusion_policy_node.runtime.process_worker import start_worker
@@ -136,6 +137,7 @@ class PolicyNode(LifecycleNode):
         # per output kind: [(group, publisher, its columns in that kind's Command)]
         self._group_pubs: dict[str, list[tuple[ActionGroup, Any, Any]]] = {}
         self._unheard_since: dict[str, float] = {}
+        self._type_warned: set[tuple[str, tuple[str, ...]]] = set()
         self._given_params: list[Parameter] = []  # values before configure set the effective
         self._setting_effective = False
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -300,8 +302,8 @@ class PolicyNode(LifecycleNode):
 
     def _wire(self, s: NodeSettings) -> None:
         """Subscriptions and the managed command publisher."""
-        for topic in s.camera_topics:
-            msg_type = CompressedImage if topic.rstrip("/").endswith("/compressed") else Image
+        for topic, type_name in zip(s.camera_topics, s.camera_types, strict=True):
+            msg_type = CompressedImage if type_name == CAMERA_MSG_TYPES[1] else Image
             self._entities.append(
                 self.create_subscription(
                     msg_type,
@@ -533,7 +535,39 @@ class PolicyNode(LifecycleNode):
                     out.append(group.topic)
         return out
 
+    def _check_camera_types(self) -> None:
+        """A publisher of another message type on a camera topic never reaches the node (DDS
+        matches by type): WARN once naming the topic and both types, and say it in the hold
+        reason while no image arrived."""
+        s, controller = self.settings, self.controller
+        if s is None or controller is None:
+            return
+        for topic, want in zip(s.camera_topics, s.camera_types, strict=True):
+            try:
+                infos = self.get_publishers_info_by_topic(topic)
+            except Exception:  # a shutting-down context: nothing to check
+                return
+            others = sorted({i.topic_type for i in infos} - {want})
+            if not others:
+                controller.note_input(topic, None)
+                continue
+            source = (
+                "recorded in the checkpoint"
+                if s.camera_types_recorded
+                else ("taken from the topic name (the checkpoint does not record it)")
+            )
+            text = (
+                f"camera topic {topic} has a publisher of {', '.join(others)} but the node "
+                f"subscribes with {want} ({source}); those messages never arrive. Publish "
+                f"{want} there, or remap camera_topics to a topic of that type"
+            )
+            controller.note_input(topic, text)
+            if (topic, tuple(others)) not in self._type_warned:
+                self._type_warned.add((topic, tuple(others)))
+                self.get_logger().warning(text)
+
     def _publish_diagnostics(self) -> None:
+        self._check_camera_types()
         state, reason, values = self.diagnostics_values()
         if reason.startswith("nobody subscribes"):
             self.get_logger().warning(reason, throttle_duration_sec=30.0)

@@ -34,8 +34,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "camera_topics",
         "string_array",
         [],
-        "Camera topics in the checkpoint's camera order; empty: the checkpoint's. Topics ending "
-        "in /compressed are sensor_msgs/CompressedImage, others sensor_msgs/Image.",
+        "Camera topics in the checkpoint's camera order; empty: the checkpoint's. Each is "
+        "subscribed with the message type the checkpoint recorded from the training bags "
+        "(sensor_msgs/Image or CompressedImage); checkpoints that do not record it: topics "
+        "ending in /compressed are CompressedImage, others Image.",
     ),
     ParamSpec("joint_state_topic", "string", "/joint_states", "sensor_msgs/JointState topic."),
     ParamSpec(

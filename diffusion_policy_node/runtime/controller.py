@@ -196,6 +196,7 @@ class Controller:
         self._measured: np.ndarray | None = None  # newest joint positions
         self.joints = JointStateMerger(s.joint_names)  # newest of each joint, own stamps
         self._rejected: dict[str, str] = {}  # input -> why its newest message was refused
+        self._notes: dict[str, str] = {}  # input -> why it may never arrive (graph checks)
         self._warned_duplicates: set[str] = set()
         self._prev_cmd: np.ndarray | None = None  # last stream command
         self._published_version = self.schedule.version
@@ -286,6 +287,15 @@ class Controller:
             if name is not None:
                 self._rejected[name] = text
         self._log("warning", text, True)
+
+    def note_input(self, name: str, text: str | None) -> None:
+        """Why input `name` may never arrive (e.g. a publisher of another message type on the
+        camera topic), told in the hold reason while nothing was received; None clears it."""
+        with self._input_lock:
+            if text is None:
+                self._notes.pop(name, None)
+            else:
+                self._notes[name] = text
 
     def _offer(self, name: str, value: Any, stamp: float) -> bool:
         now = self.clock()
@@ -395,6 +405,7 @@ class Controller:
         max_age = self.settings.params.max_obs_age
         with self._input_lock:
             rejected = dict(self._rejected)
+            notes = dict(self._notes)
             missing, received = self.joints.missing(), self.joints.received()
             old = self.joints.stale_joints(now, max_age)
         parts = []
@@ -403,6 +414,8 @@ class Controller:
             never = self.history.ages(now)[name] is None
             if never and name in rejected:
                 text = f"{what} received but rejected: {rejected[name]}"
+            elif never and name in notes:
+                text = f"{text}: {notes[name]}"
             elif never and name == STATE_INPUT and received:
                 text = (
                     f"joint state incomplete: joint(s) {missing} never received (received "

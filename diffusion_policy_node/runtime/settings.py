@@ -24,7 +24,11 @@ from diffusion_policy_node.action_groups import (
     check_groups,
     single_group,
 )
-from diffusion_policy_node.policy.config import DEFAULT_COMMAND_TOPIC, PolicyConfig
+from diffusion_policy_node.policy.config import (
+    DEFAULT_COMMAND_TOPIC,
+    PolicyConfig,
+    camera_types_of,
+)
 
 from .action_schedule import MODES as SCHEDULE_MODES
 from .inference_worker import DEVICES
@@ -281,6 +285,10 @@ class NodeSettings:
 
     params: PolicyNodeParams
     camera_topics: tuple[str, ...]
+    # per camera: sensor_msgs/msg/Image or CompressedImage, as recorded in the checkpoint
+    # (older checkpoints: by the topic name); `camera_types_recorded` says which
+    camera_types: tuple[str, ...]
+    camera_types_recorded: bool
     joint_names: tuple[str, ...]
     groups: tuple[ActionGroup, ...]
     dt: float
@@ -377,6 +385,8 @@ def resolve_settings(params: PolicyNodeParams, config: PolicyConfig) -> NodeSett
     return NodeSettings(
         params=params,
         camera_topics=tuple(cams),
+        camera_types=tuple(camera_types_of(config, cams)),
+        camera_types_recorded=bool(config.camera_types),
         joint_names=tuple(joints),
         groups=groups,
         dt=dt,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..action_groups import ActionGroup, single_group
+from ..policy.config import camera_type_by_name
 
 DEFAULT_COMMAND_TOPIC = "/arm_controller/joint_trajectory"
 DEFAULT_JOINT_STATE_TOPIC = "/joint_states"
@@ -43,6 +44,13 @@ class GraphRequirements:
     joint_state_topic: str
     joints: tuple[str, ...]
     groups: tuple[ActionGroup, ...]
+    # the message type of each camera (recorded in the checkpoint); () : by the topic name
+    camera_types: tuple[str, ...] = ()
+
+    def camera_type(self, index: int) -> str:
+        if self.camera_types:
+            return self.camera_types[index]
+        return camera_type_by_name(self.cameras[index])
 
     def to_json(self) -> str:
         return json.dumps(
@@ -51,6 +59,7 @@ class GraphRequirements:
                 "joint_state_topic": self.joint_state_topic,
                 "joints": list(self.joints),
                 "groups": [g.to_dict() for g in self.groups],
+                "camera_types": list(self.camera_types),
             }
         )
 
@@ -62,6 +71,7 @@ class GraphRequirements:
             joint_state_topic=str(data["joint_state_topic"]),
             joints=tuple(data["joints"]),
             groups=tuple(ActionGroup.from_dict(g) for g in data["groups"]),
+            camera_types=tuple(data.get("camera_types", ())),
         )
 
 
@@ -77,6 +87,7 @@ def requirements_of(config: Any, meta: Mapping[str, Any] | None = None) -> Graph
         joint_state_topic=topic,
         joints=tuple(config.joint_names),
         groups=command_groups(config),
+        camera_types=tuple(getattr(config, "camera_types", None) or ()),
     )
 
 
@@ -93,9 +104,9 @@ class GraphSnapshot:
 def missing_on_graph(req: GraphRequirements, snap: GraphSnapshot) -> list[str]:
     """One line per missing or mismatched item; [] when the robot offers everything."""
     missing: list[str] = []
-    for topic in req.cameras:
+    for i, topic in enumerate(req.cameras):
         types = snap.publishers.get(topic, [])
-        want = IMAGE_TYPES[1] if topic.rstrip("/").endswith("/compressed") else IMAGE_TYPES[0]
+        want = req.camera_type(i)
         if not types:
             missing.append(f"camera topic {topic}: no publisher")
         elif want not in types:

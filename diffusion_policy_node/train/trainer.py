@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.cache import EpisodeCache, ensure_cache, normalizer_stats, open_cache
+from ..data.ingest_summary import recorded_camera_types
 from ..data.sampler import WindowDataset
 from ..policy.constants import ACTION, OBS_STATE
 from ..policy.ema import EMAModel
@@ -196,6 +197,11 @@ class Trainer:
                 f"cache {self.cache_dir} was built with other data settings; delete it or "
                 "point train.cache_dir elsewhere"
             )
+        # The checkpoint records each camera's message type as the bags have it (the node
+        # subscribes with it; a topic's name says nothing reliable about its type).
+        types = recorded_camera_types(cache.meta.get("ingest", []), self.run.data.camera_topics)
+        if types:
+            self.run.policy = self.run.policy.replace(camera_types=types)
         p = self.run.policy
         window_end = self.run.data.window_end
         dataset = WindowDataset(cache, p.n_obs_steps, p.horizon, p.n_action_steps, window_end)

@@ -29,13 +29,26 @@ ACTION_MAX = np.array([1.0, 0.5, 2.0])
 DT = 0.05
 
 
-def make_tiny_checkpoint(folder: Path, dt: float = DT, joints: list[str] | None = None) -> Path:
+def make_tiny_checkpoint(
+    folder: Path,
+    dt: float = DT,
+    joints: list[str] | None = None,
+    cameras: list[str] | None = None,
+    camera_types: list[str] | None = None,
+) -> Path:
     """Random-weight checkpoint small enough for fast CPU inference (~15 ms per chunk). With
-    `joints` (other than JOINTS) every joint's state and action range is [-1, 1]."""
+    `joints` (other than JOINTS) every joint's state and action range is [-1, 1]; `cameras`
+    and their recorded `camera_types` (default: /camera/image_raw, type not recorded)."""
     joints = JOINTS if joints is None else list(joints)
     n = len(joints)
     lo, hi = (ACTION_MIN, ACTION_MAX) if joints == JOINTS else (-np.ones(n), np.ones(n))
-    return tiny_checkpoint(folder, tiny_config(joints, dt=dt), action_range=(lo, hi))
+    config = tiny_config(
+        joints,
+        cameras=cameras or ["/camera/image_raw"],
+        camera_types=camera_types or [],
+        dt=dt,
+    )
+    return tiny_checkpoint(folder, config, action_range=(lo, hi))
 
 
 class NodeProcess:

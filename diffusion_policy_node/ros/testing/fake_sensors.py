@@ -29,12 +29,13 @@ import json
 import math
 import sys
 
+import cv2
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_srvs.srv import Trigger
 
 from diffusion_policy_node.ros.conversions import rgb_to_image_msg, sec_to_stamp
@@ -60,6 +61,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("image_height", "int", 40, "Image height (px)."),
     ParamSpec("rate_hz", "double", 30.0, "Camera rate."),
     ParamSpec("encoding", "string", "rgb8", "Encoding of good images: rgb8 | bgr8 | mono8."),
+    ParamSpec(
+        "image_format",
+        "string",
+        "raw",
+        "raw (sensor_msgs/Image) | jpeg (sensor_msgs/CompressedImage, on any topic name).",
+    ),
     ParamSpec("joint_state_topic", "string", "/joint_states", "JointState topic."),
     ParamSpec("joint_names", "string_array", ["joint1", "joint2", "joint3"], "Joints to publish."),
     ParamSpec("joint_rate_hz", "double", 100.0, "JointState rate."),
@@ -109,7 +116,13 @@ class FakeSensors(Node):
         self._seq = 0
         self._js_seq = 0
         self._rng = np.random.default_rng(0)
-        self._img_pubs = [self.create_publisher(Image, t, IMAGE_QOS) for t in g["camera_topics"]]
+        if g["image_format"] not in ("raw", "jpeg"):
+            raise ValueError(f"parameter image_format={g['image_format']!r}: raw or jpeg")
+        self.jpeg = g["image_format"] == "jpeg"
+        img_type = CompressedImage if self.jpeg else Image
+        self._img_pubs = [
+            self.create_publisher(img_type, t, IMAGE_QOS) for t in g["camera_topics"]
+        ]
         self._js_pub = self.create_publisher(JointState, g["joint_state_topic"], 10)
         flood = rgb_to_image_msg(
             pattern(int(g["flood_height"]), int(g["flood_width"]), 0), sec_to_stamp(0.0)
@@ -181,6 +194,12 @@ class FakeSensors(Node):
             msg.data = rgb[:, :, 1].tobytes()
             msg.step = w
         msg.encoding = encoding
+        if self.jpeg:
+            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]))
+            if not ok:
+                raise RuntimeError("cv2.imencode failed")
+            msg = CompressedImage(header=msg.header, format="rgb8; jpeg compressed bgr8")
+            msg.data = buf.tobytes()
         for pub in self._img_pubs:
             pub.publish(msg)
         self.counts["images"] += 1
