@@ -49,26 +49,22 @@ from diffusion_policy_node.ros.service_driver import (
     run_driver_node,
 )
 from diffusion_policy_node.sim.smoothness import MOTION_KEYS
-from diffusion_policy_node.train.eval_media import EpisodeVideo, outcome
+from diffusion_policy_node.train.eval_media import (
+    EpisodeVideo,
+    episode_counters,
+    outcome,
+)
 from diffusion_policy_node.train.graph_requirements import GraphRequirements
 
-# Policy diagnostics copied into each episode record (cumulative since the node started).
+# Policy diagnostics copied into each episode record: percentiles since the node started;
+# the counters (COUNTER_KEYS) as their increase over the episode.
 STATUS_KEYS = (
     "inference_latency_p50_ms",
     "inference_latency_p90_ms",
-    "inference_count",
-    "inference_errors",
     "jitter_p50_ms",
     "jitter_p99_ms",
     "jitter_max_ms",
-    "timed_ticks",
-    "missed_ticks",
     "obs_to_cmd_p50_ms",
-    "position_clamps",
-    "velocity_clamps",
-    "nonfinite_commands",
-    "overruns",
-    "dry_ticks",
 )
 
 
@@ -223,6 +219,7 @@ class EvalDriver(ServiceDriver):
             return self.operator_episode(index, episode_timeout, capture)
         if self.policy:
             self.trigger(self._policy("stop"), must_succeed=False)
+            before = self.trigger_json(self._policy("status"))
         if self._sim_pause:
             self.trigger(f"/{self.sim}/pause")
         seeded = self._set_seed(seed)
@@ -254,14 +251,17 @@ class EvalDriver(ServiceDriver):
             self.trigger(self._policy("stop"))
             status = self.trigger_json(self._policy("status"))
             record.update({k: status.get(k) for k in STATUS_KEYS})
+            record.update(episode_counters(before, status))
         return record, self._take_frames()
 
     def operator_episode(self, index: int, episode_time: float, capture: bool) -> tuple:
         """The operator resets the scene, the policy runs for `episode_time` wall seconds (or
         until the operator ends it), the operator says whether it succeeded."""
         ask = self.ask
+        before: dict[str, Any] = {}
         if self.policy:
             self.trigger(self._policy("stop"), must_succeed=False)
+            before = self.trigger_json(self._policy("status"))
         answer = ask(
             "reset", f"episode {index}: reset the scene, then press Enter (q: quit)", None
         )
@@ -295,6 +295,7 @@ class EvalDriver(ServiceDriver):
         if self.policy:
             status = self.trigger_json(self._policy("status"))
             record.update({k: status.get(k) for k in STATUS_KEYS})
+            record.update(episode_counters(before, status))
         return record, self._take_frames()
 
 

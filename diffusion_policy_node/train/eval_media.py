@@ -18,6 +18,20 @@ import numpy as np
 
 from diffusion_policy_node.train.plots import pyplot, save_figure
 
+# The policy node's running totals (~/status): an episode record carries their increase over
+# the episode (status after it minus status before it); the summary sums them.
+COUNTER_KEYS = (
+    "inference_count",
+    "inference_errors",
+    "timed_ticks",
+    "missed_ticks",
+    "position_clamps",
+    "velocity_clamps",
+    "nonfinite_commands",
+    "overruns",
+    "dry_ticks",
+)
+
 OUTCOME_COLOURS = {"success": (40, 160, 40), "collision": (200, 40, 40), "timeout": (200, 140, 0)}
 
 
@@ -26,6 +40,21 @@ def outcome(record: dict[str, Any]) -> str:
     if record.get("success"):
         return "success"
     return "collision" if record.get("collided") else "timeout"
+
+
+def episode_counters(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int | None]:
+    """Per-episode values of the node's running totals (COUNTER_KEYS): `after - before`; a
+    total that went down (the node restarted) counts from zero; None where a status lacks it."""
+    out: dict[str, int | None] = {}
+    for key in COUNTER_KEYS:
+        a, b = after.get(key), before.get(key)
+        if not isinstance(a, (int, float)):
+            out[key] = None
+        elif not isinstance(b, (int, float)) or a < b:
+            out[key] = int(a)
+        else:
+            out[key] = int(a - b)
+    return out
 
 
 class EpisodeVideo:

@@ -47,7 +47,7 @@ import numpy as np
 
 from diffusion_policy_node.policy.checkpoint import CheckpointError, read_config
 from diffusion_policy_node.train.collect import TASK_TOPICS, fill_task_defaults
-from diffusion_policy_node.train.eval_media import plot_eval_summary
+from diffusion_policy_node.train.eval_media import COUNTER_KEYS, plot_eval_summary
 from diffusion_policy_node.train.graph_requirements import GraphRequirements, requirements_of
 from diffusion_policy_node.train.operator import Ask, run_operator_driver, terminal_ask
 from diffusion_policy_node.train.processes import (
@@ -256,22 +256,24 @@ def summarize(records: list[dict[str, Any]], policy: str, wall_s: float) -> dict
         **_smoothness(records),
         "wall_s": round(wall_s, 1),
     }
-    # The policy node's own figures (cumulative over the run). Its tick lateness is measured on
-    # its clock, the sim clock here, which moves in /clock steps (5 ms at 200 Hz): read it as
-    # "ticks ran within one /clock step"; wall-clock jitter is bench/control_jitter.py's job.
+    # The policy node's own figures: percentiles over its life (the last record's), counters
+    # summed over the episodes (each record holds its episode's increase). Its tick lateness is
+    # measured on its clock, the sim clock here, which moves in /clock steps (5 ms at 200 Hz):
+    # read it as "ticks ran within one /clock step"; wall-clock jitter is
+    # bench/control_jitter.py's job.
     for key, name in (
         ("jitter_p50_ms", "sim_clock_jitter_p50_ms"),
         ("jitter_p99_ms", "sim_clock_jitter_p99_ms"),
         ("jitter_max_ms", "sim_clock_jitter_max_ms"),
-        ("missed_ticks", "missed_ticks"),
         ("inference_latency_p50_ms", "inference_latency_p50_ms"),
         ("inference_latency_p90_ms", "inference_latency_p90_ms"),
-        ("nonfinite_commands", "nonfinite_commands"),
-        ("overruns", "overruns"),
-        ("dry_ticks", "dry_ticks"),
     ):
-        if key in last:
+        if last.get(key) is not None:
             summary[name] = last[key]
+    for key in COUNTER_KEYS:
+        values = [r[key] for r in records if r.get(key) is not None]
+        if values:
+            summary[key] = int(sum(values))
     return summary
 
 
@@ -437,6 +439,7 @@ def evaluate(args: argparse.Namespace, ask: Ask | None = None) -> dict[str, Any]
         summary["wall_s"] = round(time.monotonic() - t0, 1)
     if error is not None:
         summary["error"] = error
+    out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -456,11 +459,12 @@ def headline(summary: dict[str, Any]) -> str:
     if summary.get("inference_latency_p50_ms") is not None:
         parts.append(f"inference p50 {summary['inference_latency_p50_ms']:.0f} ms")
     if summary.get("command_delay_p50_ms") is not None:
-        parts.append(
-            f"command delay p50 {summary['command_delay_p50_ms']:.0f} ms "
-            f"(max {summary['command_delay_max_ms']:.0f})"
-        )
-    parts.append(f"wall {summary['wall_s']:.0f} s")
+        delay = f"command delay p50 {summary['command_delay_p50_ms']:.0f} ms"
+        if summary.get("command_delay_max_ms") is not None:
+            delay += f" (max {summary['command_delay_max_ms']:.0f})"
+        parts.append(delay)
+    if summary.get("wall_s") is not None:
+        parts.append(f"wall {summary['wall_s']:.0f} s")
     if summary.get("video"):
         parts.append(f"video {summary['video']}")
     return "dp-eval: " + " | ".join(parts)
@@ -475,9 +479,17 @@ def main(argv: list[str] | None = None, ask: Ask | None = None) -> int:
     except ValueError as exc:  # CheckpointError included
         print(f"dp-eval: {exc}", file=sys.stderr)
         return 2
-    print(headline(summary), file=sys.stderr, flush=True)
+    error = summary.get("error")
+    if error is not None and not summary.get("episodes"):
+        # Nothing ran (e.g. the graph check failed): the reason, not "success 0/0".
+        print(f"dp-eval: error: {error}", file=sys.stderr, flush=True)
+    else:
+        print(headline(summary), file=sys.stderr, flush=True)
+        if error is not None:
+            print(f"dp-eval: error after {summary['episodes']} episode(s): {error}",
+                  file=sys.stderr, flush=True)  # fmt: skip
     print(json.dumps(summary), flush=True)
-    return 1 if "error" in summary else 0
+    return 1 if error is not None else 0
 
 
 if __name__ == "__main__":

@@ -224,3 +224,44 @@ def test_each_task_defaults_to_its_own_bundled_checkpoint():
         spec = TASKS[task]
         assert set(config.camera_topics) <= set(spec.camera_topics), task
         assert set(spec.task.joint_names) <= set(config.joint_names), task
+
+
+def test_headline_takes_a_robot_that_reports_only_some_optional_keys():
+    records = [dict(r) for r in RECORDS]
+    for r in records:
+        del r["command_delay_max_ms"]  # a robot reporting the p50 only
+    s = evaluate.summarize(records, "ckpt", wall_s=3.0)
+    assert s["command_delay_max_ms"] is None
+    line = evaluate.headline(s)
+    assert "command delay p50 4 ms" in line and "max" not in line
+
+
+def test_episode_records_carry_per_episode_counters_and_the_summary_sums_them():
+    from diffusion_policy_node.train.eval_media import episode_counters
+
+    totals = [
+        {"inference_count": 16, "velocity_clamps": 23, "overruns": 0},
+        {"inference_count": 32, "velocity_clamps": 56, "overruns": 1},
+        {"inference_count": 48, "velocity_clamps": 83, "overruns": 1},
+    ]
+    before = {"inference_count": 0, "velocity_clamps": 0, "overruns": 0}
+    records = []
+    for rec, after in zip(RECORDS, totals, strict=False):
+        records.append({**rec, **episode_counters(before, after)})
+        before = after
+    assert [r["inference_count"] for r in records] == [16, 16, 16]
+    assert [r["velocity_clamps"] for r in records] == [23, 33, 27]
+    assert records[0]["dry_ticks"] is None  # not reported by this node
+    s = evaluate.summarize(records, "ckpt", 1.0)
+    assert (s["inference_count"], s["velocity_clamps"], s["overruns"]) == (48, 83, 1)
+    assert "dry_ticks" not in s
+    # A node restarted between episodes: its totals start again from zero.
+    assert episode_counters({"overruns": 5}, {"overruns": 2})["overruns"] == 2
+
+
+def test_a_failed_graph_check_exits_non_zero_with_the_reason(tmp_path, monkeypatch, capsys):
+    reason = "the robot does not offer what the checkpoint needs: /camera/image_raw: no publisher"
+    monkeypatch.setattr(evaluate, "run_episodes", lambda *a, **k: ([], None, reason))
+    assert evaluate.main(["--expert", "--out", str(tmp_path / "eval")]) == 1
+    err = capsys.readouterr().err
+    assert f"dp-eval: error: {reason}" in err and "success 0/0" not in err
