@@ -1,7 +1,19 @@
-"""`dp-collect`: record scripted-expert demonstrations from a bundled MuJoCo robot as rosbag2 bags.
+"""`dp-collect`: record demonstrations as rosbag2 bags, one per episode.
 
     dp-collect --episodes 50 --out demos --seed 0 --format mcap --real-time-factor 4
     dp-collect --task pick_place --episodes 100 --out runs/pick_place_demos
+    dp-collect --robot my_robot --expert-cmd "python3 my_expert.py --seed {seed}" \
+        --topics /camera/image_raw /joint_states /arm_controller/joint_trajectory \
+        --episodes 40 --out demos
+
+`--robot NODE`: your own robot or simulator, a running node that speaks the episode protocol
+(docs/episode_protocol.md: `~/reset`, `~/unpause`, `~/report`, optional `seed` and `~/pause`).
+dp-collect starts only `recorder_node` (recording `--topics`; `--sim-time` if the robot
+publishes /clock) and the episode driver; per episode it starts `--expert-cmd` (your scripted
+expert or teleoperation bridge, `{seed}` and `{episode}` replaced, DP_SEED / DP_EPISODE /
+DP_ROBOT in its environment, output in logs/expert_NNNN.log) after the recorder started and
+before `~/unpause`, and stops it (SIGINT) when the robot reports `done`. Without `--robot` it
+records the bundled MuJoCo sim's scripted expert:
 
 `--task` picks the sim_node task (`sim.engine.TASKS`): reach (default; the 3-joint arm, one
 camera, JointTrajectory actions) or pick_place (UR5e + gripper: both cameras, the arm's
@@ -78,8 +90,27 @@ TASK_DEFAULTS: dict[str, dict[str, float]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dp-collect",
-        description="Record scripted-expert demonstrations of the MuJoCo arm as rosbag2 bags.",
+        description="Record demonstrations as rosbag2 bags: the bundled MuJoCo sim's scripted "
+        "expert, or your robot (--robot) driven by your expert or teleoperation (--expert-cmd).",
         epilog="Example: dp-collect --episodes 50 --out demos --real-time-factor 4",
+    )
+    parser.add_argument(
+        "--robot",
+        default="",
+        help="a running robot/sim node speaking the episode protocol (docs/episode_protocol.md)"
+        "; dp-collect then starts no sim",
+    )
+    parser.add_argument(
+        "--expert-cmd",
+        default="",
+        help="command run per episode that demonstrates (publishes the commands); {seed} and "
+        "{episode} are replaced",
+    )
+    parser.add_argument(
+        "--topics", nargs="+", default=None, help="topics to record (required with --robot)"
+    )
+    parser.add_argument(
+        "--sim-time", action="store_true", help="record on the robot's /clock (use_sim_time)"
     )
     parser.add_argument(
         "--task",
@@ -116,6 +147,12 @@ def fill_task_defaults(args: argparse.Namespace, keys: tuple[str, ...] | None = 
 
 def _check_args(args: argparse.Namespace) -> None:
     fill_task_defaults(args)
+    if args.robot and not args.topics:
+        raise ValueError(
+            "--robot needs --topics: the cameras, /joint_states and every command topic to record"
+        )
+    if args.topics and any(not t.startswith("/") for t in args.topics):
+        raise ValueError(f"--topics {args.topics}: fully qualified names such as /joint_states")
     check_episode_args(args, max_real_time_factor=1000)
     if min(args.image_size) < 8:
         raise ValueError(f"--image-size {args.image_size}: each side must be >= 8")
@@ -141,44 +178,57 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     (out / "bags").mkdir(exist_ok=True)
-    sim = start_node(
-        "sim_node",
-        [
-            *sim_node_args(
-                SIM_NODE,
-                expert=True,
-                real_time_factor=args.real_time_factor,
-                camera_rate=args.camera_rate,
-                image_size=args.image_size,
-                time_limit=args.time_limit,
-                seed=args.seed,
-            ),
-            "-p", f"qos_depth:={QOS_DEPTH}",
-            "-p", f"task:={args.task}",
-        ],
-        logs / "sim_node.log",
+    procs = []
+    robot = args.robot.strip("/")
+    if not robot:
+        procs.append(
+            start_node(
+                "sim_node",
+                [
+                    *sim_node_args(
+                        SIM_NODE,
+                        expert=True,
+                        real_time_factor=args.real_time_factor,
+                        camera_rate=args.camera_rate,
+                        image_size=args.image_size,
+                        time_limit=args.time_limit,
+                        seed=args.seed,
+                    ),
+                    "-p", f"qos_depth:={QOS_DEPTH}",
+                    "-p", f"task:={args.task}",
+                ],
+                logs / "sim_node.log",
+            )
+        )  # fmt: skip
+    topics = dict.fromkeys(args.topics, "") if args.topics else TASK_TOPICS[args.task]
+    types = [] if any(not t for t in topics.values()) else list(topics.values())
+    procs.append(
+        start_node(
+            "recorder_node",
+            [
+                "-r", f"__node:={RECORDER_NODE}",
+                "-p", f"use_sim_time:={'true' if args.sim_time or not robot else 'false'}",
+                "-p", f"output_dir:={(out / 'bags').resolve()}",
+                "-p", f"storage:={args.format}",
+                "-p", f"queue_depth:={QOS_DEPTH}",
+                "-p", f"topics:={ros_list(list(topics))}",
+                *(["-p", f"types:={ros_list(types)}"] if types else []),
+            ],
+            logs / "recorder_node.log",
+        )
     )  # fmt: skip
-    topics = TASK_TOPICS[args.task]
-    recorder = start_node(
-        "recorder_node",
-        [
-            "-r", f"__node:={RECORDER_NODE}",
-            "-p", "use_sim_time:=true",
-            "-p", f"output_dir:={(out / 'bags').resolve()}",
-            "-p", f"storage:={args.format}",
-            "-p", f"queue_depth:={QOS_DEPTH}",
-            "-p", f"topics:={ros_list(list(topics))}",
-            "-p", f"types:={ros_list(list(topics.values()))}",
-        ],
-        logs / "recorder_node.log",
+    driver_cmd = driver_command(
+        "collect_driver", args, robot or SIM_NODE,
+        "--recorder", RECORDER_NODE,
+        f"--expert-cmd={args.expert_cmd}",
+        "--log-dir", str(logs),
     )  # fmt: skip
-    driver_cmd = driver_command("collect_driver", args, SIM_NODE, "--recorder", RECORDER_NODE)
 
     def settle(record: dict[str, Any]) -> dict[str, Any]:
         record["kept_bag"] = _settle_bag(record, out, args.keep_failed)
         print(
             f"episode {record['episode']} seed {record['seed']}: "
-            f"{'success' if record['success'] else 'failure'} ({record['side']}, "
+            f"{'success' if record['success'] else 'failure'} ({record['side'] or '-'}, "
             f"{record['time']:.2f} s)",
             file=sys.stderr,
             flush=True,
@@ -190,8 +240,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             driver_cmd, logs, out / "episodes.jsonl", settle, append=True
         )
     finally:
-        stop_node(sim)
-        stop_node(recorder)
+        for proc in procs:
+            stop_node(proc)
     summary = {
         "episodes": len(records),
         "successes": sum(r["success"] for r in records),
@@ -200,6 +250,9 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         "out": str(out),
         "task": args.task,
     }
+    if robot:
+        summary["robot"] = robot
+        del summary["task"]
     if error is not None:
         summary["error"] = f"{error} (node logs in {logs})"
     return summary
