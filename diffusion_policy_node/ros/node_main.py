@@ -24,6 +24,7 @@ from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 
+from diffusion_policy_node.ros.entry import restore_default_handlers
 from diffusion_policy_node.ros.parameters import (
     ParamSpec,
     describe_parameter_exception,
@@ -59,12 +60,15 @@ def _fatal(name: str, text: str) -> None:
 
 
 def _note_interrupts() -> threading.Event:
-    """An Event set by every SIGINT, which still raises KeyboardInterrupt as Python's default
-    handler does (in the main thread; elsewhere the Event is never set): an exception that
-    escapes the executor after a Ctrl-C is the interrupt, not a bug."""
+    """An Event set by every SIGINT and SIGTERM, which then raise KeyboardInterrupt as
+    Python's default SIGINT handler does (in the main thread; elsewhere the Event is never
+    set): an exception that escapes the executor after a Ctrl-C is the interrupt, not a bug,
+    and a SIGTERM (`ros2 launch`'s escalation, a supervisor) interrupts a start-up that waits
+    (configure's warm-up) as Ctrl-C does, instead of only shutting the context down."""
     interrupted = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         return interrupted
+    restore_default_handlers()  # the console script's exit-at-once handlers (ros/entry.py)
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         return interrupted  # SIG_IGN, or the embedding program's own handler: leave it alone
 
@@ -73,6 +77,8 @@ def _note_interrupts() -> threading.Event:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_sigint)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, on_sigint)
     return interrupted
 
 
@@ -82,8 +88,6 @@ def _ignore_further_interrupts(name: str) -> None:
     process wait). `ros2 launch` escalates to SIGTERM/SIGKILL when the clean-up hangs."""
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        return
     told = False
 
     def already_stopping(signum: int, frame: object) -> None:
@@ -92,7 +96,9 @@ def _ignore_further_interrupts(name: str) -> None:
             told = True
             print(f"[{name}]: already shutting down", file=sys.stderr, flush=True)
 
-    signal.signal(signal.SIGINT, already_stopping)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) not in (signal.SIG_IGN, signal.SIG_DFL):
+            signal.signal(sig, already_stopping)
 
 
 def run_node(
@@ -137,7 +143,9 @@ def run_node(
         rclpy.logging.get_logger(name).fatal(f"cannot start: {describe_parameter_exception(exc)}")
         code = 1
     except fatal as exc:
-        if node is not None:
+        if node is None and (interrupted.is_set() or not rclpy.ok()):
+            pass  # Ctrl-C / SIGTERM while the node was starting (configure): a clean exit
+        elif node is not None:
             # Not a start-up error: raised while spinning. SIGTERM shuts the context down under
             # the executor's feet and rclpy may raise RCLError (a RuntimeError) from the wait
             # set: a clean exit; anything else is a bug and is raised.
@@ -165,4 +173,6 @@ def run_node(
             # Python's own teardown resets a handler function to SIG_DFL (a late Ctrl-C would
             # then kill the process with -SIGINT), but keeps SIG_IGN.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return code

@@ -55,6 +55,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -140,6 +141,7 @@ class PolicyNode(LifecycleNode):
         self._type_warned: set[tuple[str, tuple[str, ...]]] = set()
         self._given_params: list[Parameter] = []  # values before configure set the effective
         self._setting_effective = False
+        self._starting = False  # autostart's configure: a failure is node_main's FATAL line
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         for name, handler in (
             ("start", self._srv_start),
@@ -166,7 +168,11 @@ class PolicyNode(LifecycleNode):
         except Exception as exc:
             self._release()
             self.last_error = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
-            self.get_logger().error(f"configure failed: {self.last_error}")
+            if not self.context.ok():
+                # Ctrl-C / SIGTERM during configure: shutting down, not a failure to report
+                self.last_error = "interrupted by shutdown"
+            elif not self._starting:  # at start-up the one FATAL line says it (node_main)
+                self.get_logger().error(f"configure failed: {self.last_error}")
             return TransitionCallbackReturn.FAILURE
         self.last_error = ""
         return TransitionCallbackReturn.SUCCESS
@@ -213,7 +219,11 @@ class PolicyNode(LifecycleNode):
         )
         self._loop.start()
         info = self.policy_info
-        self._set_effective(effective_values(s, limits, info.num_inference_steps, info.precision))
+        self._set_effective(
+            effective_values(
+                s, limits, info.num_inference_steps, info.precision, device=str(info.device)
+            )
+        )
         outputs = ", ".join(f"{g.name} {list(g.joints)} -> {g.topic} ({g.type})" for g in s.groups)
         self.get_logger().info(
             f"policy_node configured: {params.checkpoint} on {info.device} ({info.precision}) "
@@ -283,16 +293,21 @@ class PolicyNode(LifecycleNode):
         given, self._given_params = self._given_params, []
         if given:
             self._set_internal(given)
+        self.get_logger().info(
+            "cleanup: checkpoint unloaded, parameters back to their given values"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Hold and release. SUCCESS -> finalized."""
         self._hold_and_release()
+        self.get_logger().info(f"shutdown (from {state.label}): released, finalized")
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """A transition raised: hold and release. SUCCESS -> unconfigured."""
         self._hold_and_release()
+        self.get_logger().error("error processing: a transition raised; held, released")
         return TransitionCallbackReturn.SUCCESS
 
     def _hold_and_release(self) -> None:
@@ -599,7 +614,14 @@ def _make_node() -> PolicyNode:
     if not node.autostart:
         return node
     try:
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        node._starting = True
+        try:
+            configured = node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        finally:
+            node._starting = False
+        if not configured:
+            if not node.context.ok():  # SIGTERM / Ctrl-C during configure: a clean exit
+                raise ExternalShutdownException()
             raise RuntimeError(node.last_error)
         if node.start_active:
             node.trigger_activate()

@@ -341,11 +341,15 @@ def current_parameters(node: Node, names: Iterable[str] | None = None) -> list[A
 
 
 def effective_values(
-    settings: NodeSettings, limits: SafetyLimits, steps: int, precision: str
+    settings: NodeSettings,
+    limits: SafetyLimits,
+    steps: int,
+    precision: str,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """The effective value of each parameter whose default means "from the checkpoint" (or
-    the robot description, or the hardware: `precision` auto -> fp32 | bf16 | bf16-encoder): what
-    `ros2 param get` should show while configured."""
+    the robot description, or the hardware: `precision` auto -> fp32 | bf16 | bf16-encoder,
+    `device` auto -> cpu | cuda:0): what `ros2 param get` should show while configured."""
     values: dict[str, Any] = {
         "camera_topics": list(settings.camera_topics),
         "joint_names": list(settings.joint_names),
@@ -360,4 +364,6 @@ def effective_values(
     }
     if settings.output_mode != "mixed":
         values["output_mode"] = settings.output_mode
+    if device is not None:
+        values["device"] = str(device)
     return values

@@ -16,9 +16,12 @@ import time
 
 import numpy as np
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
+
+from diffusion_policy_node.ros.entry import restore_default_handlers
 
 IMAGE_TOPIC = "selftest/image_raw"
 JOINT_TOPIC = "selftest/joint_states"
@@ -144,13 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=30.0, help="talker rate in Hz")
     parser.add_argument("--timeout", type=float, default=30.0, help="listener timeout in s")
     args, ros_args = parser.parse_known_args(argv)
+    restore_default_handlers()  # the console script's exit-at-once handlers (ros/entry.py)
     rclpy.init(args=[sys.argv[0], *ros_args])
     try:
         if args.role == "talk":
             return talk(args.count, args.rate)
         return listen(args.count, args.timeout)
-    except KeyboardInterrupt:
-        return 130
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0  # Ctrl-C, or `ros2 launch` stopping the talker once the listener is done
     finally:
         if rclpy.ok():
             rclpy.shutdown()

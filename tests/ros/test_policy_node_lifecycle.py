@@ -193,6 +193,28 @@ def test_ctrl_c_during_the_autostart_warm_up_exits_cleanly(system, tmp_path: Pat
     assert not any(Path(f"/proc/{p}").exists() for p in children), "inference process left"
 
 
+def test_sigterm_during_configure_is_a_clean_exit(system, tmp_path: Path) -> None:
+    """`ros2 launch` (or a supervisor) stopping the node while it configures: exit 0, no
+    ERROR "configure failed" and no FATAL "cannot start"."""
+    _, _, ckpt, _ = system
+    proc = NodeProcess(
+        "diffusion_policy_node.ros.policy_node",
+        [
+            "-r", "__node:=pn_sigterm_configure", "-p", f"checkpoint:={ckpt}",
+            "-p", "warmup_runs:=1", "-p", "inference_delay_ms:=20000",  # a 20 s warm-up
+        ],
+        tmp_path / "sigterm.log",
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not proc.children():
+        time.sleep(0.1)  # the inference process is up: configure is warming up
+    assert proc.children(), proc.log()
+    time.sleep(1.0)
+    assert proc.stop(signal.SIGTERM, timeout=15) == 0, proc.log()
+    log = proc.log()
+    assert "Traceback" not in log and "[FATAL]" not in log and "[ERROR]" not in log, log
+
+
 def _kids(proc: NodeProcess) -> str:
     return "inference process" if proc.children() else ""
 

@@ -37,6 +37,10 @@ def test_missing_checkpoint_is_a_clear_startup_error(tmp_path: Path) -> None:
     assert proc.returncode == 1, out
     assert f"checkpoint folder {missing} does not exist" in out
     assert "Traceback" not in out
+    # one line: the FATAL that names the reason (no "ERROR configure failed" before it)
+    (line,) = [line for line in out.splitlines() if "does not exist" in line]
+    assert "[FATAL]" in line and "cannot start" in line, out
+    assert "[ERROR]" not in out, out
 
 
 def test_control_rate_must_match_the_checkpoint(tmp_path: Path) -> None:
