@@ -6,8 +6,9 @@ description (and range), and the values come back as a plain dict that the node 
 its own frozen settings. `parameters_help(specs)` formats the same table for `--help`.
 
 Two rclpy pitfalls are handled here, once: an integer given for a floating-point parameter
-(`-p rate:=30`, a YAML `30`, `[1, 2]` for a double array) is taken as that number instead of
-failing, and an array parameter with an empty default is declared by type (rclpy would type an
+(`-p rate:=30`, a YAML `30`, `[1, 2]` for a double array, and at run time
+`ros2 param set /node rate 30`) is taken as that number instead of failing, and an array
+parameter with an empty default is declared by type (rclpy would type an
 empty list BYTE_ARRAY and then reject every override).
 """
 
@@ -150,7 +151,28 @@ def declare_parameters(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]
             if given is None:
                 raise ValueError(f"parameter {spec.name}: {exc}; {allowed(spec)}") from exc
             raise ValueError(bad_value_message(spec, given.value)) from exc
+    doubles = {spec.name: spec.kind for spec in specs if spec.kind in ("double", "double_array")}
+    if doubles and hasattr(node, "add_pre_set_parameters_callback"):  # rclpy >= Iron
+        node.add_pre_set_parameters_callback(lambda params: integers_as_doubles(params, doubles))
     return values
+
+
+def integers_as_doubles(params: list[Any], kinds: dict[str, str]) -> list[Any]:
+    """`params` with an integer (array) given for a double (array) parameter in `kinds`
+    ({name: "double" | "double_array"}) turned into that number, as `-p` overrides are:
+    `ros2 param set /policy_node control_rate_hz 10` sends an INTEGER."""
+    from rclpy.parameter import Parameter
+
+    out = []
+    for param in params:
+        kind = kinds.get(param.name)
+        if kind == "double" and param.type_ == Parameter.Type.INTEGER:
+            param = Parameter(param.name, Parameter.Type.DOUBLE, float(param.value))
+        elif kind == "double_array" and param.type_ == Parameter.Type.INTEGER_ARRAY:
+            values = [float(v) for v in param.value]
+            param = Parameter(param.name, Parameter.Type.DOUBLE_ARRAY, values)
+        out.append(param)
+    return out
 
 
 _KIND_WORDS = {

@@ -110,6 +110,24 @@ def test_overrides_with_integers_for_doubles_and_arrays_by_type(make_node) -> No
     assert node.get_parameter("gains").type_ == T.DOUBLE_ARRAY
 
 
+def test_set_parameters_takes_integers_for_doubles(make_node) -> None:
+    """What `ros2 param set /node rate 30` sends (an INTEGER) is taken as -p takes it; a value
+    of another type is still refused."""
+    T = Parameter.Type
+    node = make_node()
+    declare_parameters(node, SPECS)
+    (result,) = node.set_parameters([Parameter("rate", T.INTEGER, 30)])
+    assert result.successful, result.reason
+    assert node.get_parameter("rate").value == 30.0
+    assert node.get_parameter("rate").type_ == T.DOUBLE
+    assert node.set_parameters_atomically([Parameter("gains", T.INTEGER_ARRAY, [1, 2])]).successful
+    assert list(node.get_parameter("gains").value) == [1.0, 2.0]
+    (refused,) = node.set_parameters([Parameter("rate", T.STRING, "fast")])
+    assert not refused.successful
+    (refused,) = node.set_parameters([Parameter("count", T.DOUBLE, 3.0)])  # int stays int
+    assert not refused.successful
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
