@@ -62,6 +62,9 @@ __all__ = [
     "optional",
     "package_node",
     "params_file_value",
+    "recorder_fallback",
+    "rosbag2_available",
+    "sim_task_files",
     "xacro_description",
 ]
 
@@ -215,6 +218,59 @@ def robot_parameters(
         from_file = params_file_value(str(values["params_file"]), node_name, "autostart")
         autostart = True if from_file is None else bool(from_file)
     return params, autostart
+
+
+# sim.launch.py: each task's checkpoint and sim_node parameters (paths in the package share).
+SIM_TASK_FILES = {
+    "reach": {"checkpoint": "models/sim_arm_diffusion", "sim_params_file": "config/sim_node.yaml"},
+    "pick_place": {
+        "checkpoint": "models/ur5e_pick_place",
+        "sim_params_file": "config/robots/ur5e_gripper/sim_node.yaml",
+    },
+}
+
+
+def sim_task_files(values: Mapping[str, str], share: str) -> dict[str, str]:
+    """{checkpoint, sim_params_file} for sim.launch.py: each as given on the command line,
+    else the `task`'s own (SIM_TASK_FILES) in the package share `share`."""
+    task = str(values.get("task", "reach"))
+    if task not in SIM_TASK_FILES:
+        raise LaunchArgumentError(f"task:={task!r}: allowed: {' | '.join(SIM_TASK_FILES)}")
+    given = given_arguments(values, ("checkpoint", "sim_params_file"))
+    return {
+        name: given.get(name, os.path.join(share, relative))
+        for name, relative in SIM_TASK_FILES[task].items()
+    }
+
+
+def rosbag2_available(find_spec: Callable[[str], Any] | None = None) -> bool:
+    """Whether `ros2 bag` exists: rosbag2's ros2cli verb (the `ros2bag` package) is installed
+    (a full ROS 2 install has it; the PyPI wheels do not)."""
+    import importlib.util
+
+    return (find_spec or importlib.util.find_spec)("ros2bag") is not None
+
+
+def recorder_fallback(values: Mapping[str, str]) -> tuple[dict[str, Any], str]:
+    """record.launch.py without rosbag2: (recorder_node's parameters, the one line saying so).
+    `output` demos/episode_0000 -> the bag demos/episode_0000_0000 (recorder_node numbers its
+    bags), recording at once; Ctrl-C closes it."""
+    output = os.path.normpath(str(values["output"]))
+    folder, prefix = os.path.dirname(output) or ".", os.path.basename(output)
+    params = {
+        "topics": str(values["topics"]).split(),
+        "output_dir": folder,
+        "bag_prefix": prefix,
+        "storage": str(values.get("storage", "mcap")),
+        "use_sim_time": str(values.get("use_sim_time", "false")) == "true",
+        "start_on_launch": True,
+    }
+    bag = os.path.join(folder, f"{prefix}_0000")
+    line = (
+        "rosbag2 is not installed (no `ros2 bag`): recording with recorder_node instead, into "
+        f"{bag} (the next free index) once every topic has a publisher; Ctrl-C closes the bag"
+    )
+    return params, line
 
 
 def check_arguments(values: Mapping[str, str], checks: Mapping[str, Check]) -> dict[str, str]:

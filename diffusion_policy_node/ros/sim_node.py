@@ -68,7 +68,10 @@ from typing import Any
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from lifecycle_msgs.srv import GetState
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock as RosClock
+from rclpy.clock import ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
@@ -140,6 +143,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("pause_on_done", "bool", False, "Pause when an episode ends."),
     ParamSpec("start_paused", "bool", False, "Start paused (~/unpause to run)."),
+    ParamSpec(
+        "start_when_active",
+        "string",
+        "",
+        "A lifecycle node (e.g. /policy_node): paused until it is active, so the first "
+        "episode starts when the policy does (or at ~/unpause); empty: start at once.",
+    ),
     ParamSpec("joint_state_topic", "string", "/joint_states", "JointState output topic."),
     ParamSpec("camera_topic", "string", "/camera/image_raw", "Image output topic (reach)."),
     ParamSpec(
@@ -191,6 +201,9 @@ class SimNode(Node):
     def __init__(self, node_name: str = "sim_node") -> None:
         super().__init__(node_name)
         g = declare_parameters(self, PARAMS)
+        self._start_when_active = str(g["start_when_active"]).strip()
+        if self._start_when_active:
+            g = {**g, "start_paused": True}
         self.settings, self.task_config = configs_from_parameters(g)
         self._seed = int(g["seed"])
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -270,13 +283,54 @@ class SimNode(Node):
             ("unpause", self._pause_handler("unpause")),
         ):
             self.create_service(Trigger, f"~/{name}", handler)
+        self._watch_timer = None
+        if self._start_when_active:
+            self._watch_start(self._start_when_active)
         s = self.settings
         self.get_logger().info(
             f"sim_node: task {task}, {self.task_config.image_width}x"
             f"{self.task_config.image_height} camera(s) {list(cameras)} "
             f"at {s.camera_rate_hz:g} Hz, joint states at {s.joint_state_rate_hz:g} Hz, "
             f"real_time_factor={s.real_time_factor:g}, expert={s.expert}, paused={s.start_paused}"
+            + (
+                f" until {self._start_when_active} is active (or ~/unpause)"
+                if self._start_when_active
+                else ""
+            )
         )
+
+    def _watch_start(self, node_name: str) -> None:
+        """Poll `node_name`'s lifecycle state (GetState, every 0.5 s wall time) and unpause
+        once it is active: the first episode's time starts with the policy, not with its
+        ~20 s start-up. Stops watching once the sim runs (also after an ~/unpause)."""
+        client = self.create_client(GetState, f"{node_name.rstrip('/')}/get_state")
+        pending: list[Any] = []
+
+        def poll() -> None:
+            engine = self.engine
+            if engine is None or not engine.paused:
+                self._watch_timer.cancel()
+                return
+            if pending and not pending[0].done():
+                return
+            pending.clear()
+            if client.service_is_ready():
+                future = client.call_async(GetState.Request())
+                future.add_done_callback(on_state)
+                pending.append(future)
+
+        def on_state(future: Any) -> None:
+            result = future.result()
+            engine = self.engine
+            if result is None or engine is None or result.current_state.label != "active":
+                return
+            if engine.paused:
+                engine.submit("unpause")
+                self.get_logger().info(f"{node_name} is active: the first episode starts")
+            self._watch_timer.cancel()
+
+        steady = RosClock(clock_type=ClockType.STEADY_TIME)
+        self._watch_timer = self.create_timer(0.5, poll, clock=steady)
 
     # ---------------------------------------------------------------- sim thread
     def _sim_thread(self) -> None:

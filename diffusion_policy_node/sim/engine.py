@@ -198,6 +198,7 @@ class SimEngine:
         self.expert: ScriptedExpert | PickPlaceExpert | None = None
         self.steps = 0  # physics steps since start; sim time = steps * physics_ns
         self.episode_start_ns = 0
+        self.episode_end_ns: int | None = None  # when the episode ended (report time stops)
         self.episodes = 0
         self.side: str | None = None
         self.paused = settings.start_paused
@@ -342,6 +343,7 @@ class SimEngine:
             self.expert.reset()
             self.side = self.expert.side
         self.episode_start_ns = self.now_ns
+        self.episode_end_ns = None
         self.motion_due = self.now_ns
         self.episodes += 1
         # Publish the initial state at the episode start, before the first physics step.
@@ -377,6 +379,7 @@ class SimEngine:
         task.step_physics(task.config.physics_dt)
         self.steps += 1
         if task.done and not was_done:
+            self.episode_end_ns = self.now_ns
             if self.settings.pause_on_done:
                 self._publish_due(self.now_ns, force=True)  # the terminal observation
                 self.paused = True
@@ -445,7 +448,8 @@ class SimEngine:
                 success=task.success,
                 collided=task.collided,
                 done=task.done,
-                time=(self.now_ns - self.episode_start_ns) / NS,
+                # the episode's length once it has ended (the sim may run on)
+                time=((self.episode_end_ns or self.now_ns) - self.episode_start_ns) / NS,
                 episode_seed=task.episode_seed,
                 sim_time=self.now_ns / NS,
                 paused=self.paused,

@@ -219,11 +219,14 @@ def test_referenced_package_files_exist_and_are_installed(launch_file: str) -> N
 def test_launch_files_reference_what_they_should() -> None:
     refs = {f: set(package_paths(_parse(REPO / "launch" / f))) for f in LAUNCH_FILES}
     assert "config/policy_node.yaml" in refs["robot.launch.py"]
-    assert {
-        "config/policy_node.yaml",
-        "config/sim_node.yaml",
-        "models/sim_arm_diffusion",
-    } <= refs["sim.launch.py"]
+    assert "config/policy_node.yaml" in refs["sim.launch.py"]
+    # each sim task's own checkpoint and sim_node parameters, chosen by sim_task_files
+    assert _calls(_parse(REPO / "launch" / "sim.launch.py"), "sim_task_files")
+    assert set(launch_util.SIM_TASK_FILES) == {"reach", "pick_place"}
+    for files in launch_util.SIM_TASK_FILES.values():
+        for rel in files.values():
+            assert (REPO / rel).is_file() or (REPO / rel / "config.yaml").is_file(), rel
+            assert rel.split("/")[0] in installed_folders(), rel
     assert {
         "description/urdf/dp_arm.urdf.xacro",
         "description/config/dp_arm_controllers.yaml",
@@ -302,6 +305,11 @@ def test_launch_arguments_are_declared_with_descriptions(launch_file: str) -> No
     }  # fmt: skip
     if _calls(tree, "robot_parameters"):
         used |= {"checkpoint", "params_file", *launch_util.ROBOT_OVERRIDES}
+    if _calls(tree, "sim_task_files"):
+        used |= {"task", "checkpoint", "sim_params_file"}
+    for call in _calls(tree, "given_arguments"):  # given_arguments(values, ["device"])
+        if isinstance(call.args[1], ast.List):
+            used |= {_const(e) for e in call.args[1].elts}
     assert used <= set(declared), f"{launch_file}: undeclared {used - set(declared)}"
     assert set(declared) <= used, f"{launch_file}: unused {set(declared) - used}"
     tree_text = (REPO / "launch" / launch_file).read_text()
@@ -659,6 +667,36 @@ def test_arguments_not_given_change_nothing(tmp_path: Path) -> None:
     assert params == {"checkpoint": "/ckpt", "device": "cuda", "output_mode": "chunk",
                       "use_sim_time": True, "autostart": False}  # fmt: skip
     assert autostart is False
+
+
+def test_sim_task_picks_its_own_files() -> None:
+    """sim.launch.py task:=pick_place alone runs the pick-place checkpoint and sim parameters;
+    a checkpoint or sim_params_file given on the command line wins."""
+    files = launch_util.sim_task_files({"task": "pick_place", "checkpoint": ""}, "/share")
+    assert files == {
+        "checkpoint": "/share/models/ur5e_pick_place",
+        "sim_params_file": "/share/config/robots/ur5e_gripper/sim_node.yaml",
+    }
+    assert launch_util.sim_task_files({}, "/s")["checkpoint"] == "/s/models/sim_arm_diffusion"
+    given = {"task": "pick_place", "checkpoint": "/mine", "sim_params_file": ""}
+    assert launch_util.sim_task_files(given, "/s")["checkpoint"] == "/mine"
+    with pytest.raises(LaunchArgumentError, match="task:='fly'"):
+        launch_util.sim_task_files({"task": "fly"}, "/s")
+
+
+def test_record_without_rosbag2_uses_recorder_node() -> None:
+    assert launch_util.rosbag2_available(lambda name: None) is False
+    assert launch_util.rosbag2_available(lambda name: object()) is True
+    values = {"output": "demos/episode_0000", "topics": "/a /b", "storage": "mcap",
+              "use_sim_time": "true"}  # fmt: skip
+    params, line = launch_util.recorder_fallback(values)
+    assert params == {"topics": ["/a", "/b"], "output_dir": "demos",
+                      "bag_prefix": "episode_0000", "storage": "mcap", "use_sim_time": True,
+                      "start_on_launch": True}  # fmt: skip
+    assert "\n" not in line and line.startswith("rosbag2 is not installed")
+    assert "recorder_node" in line and "demos/episode_0000_0000" in line
+    declared = module_param_keys("ros/recorder_node.py") | BUILTIN_PARAMETERS
+    assert set(params) <= declared
 
 
 def test_managed_bringup_follows_the_params_file(tmp_path: Path) -> None:

@@ -243,6 +243,24 @@ def test_expert_episode_publishes_its_commands_and_pauses_when_done(
     assert engine.steps == steps + 1
 
 
+def test_report_time_stops_when_the_episode_ends(make_engine) -> None:
+    engine, _ = make_engine(task={"time_limit": 0.5})
+    ticks(engine, 0.3)
+    engine._update_snapshot()
+    assert engine.report()["time"] == pytest.approx(0.3, abs=0.01)
+    while not engine.task.done:
+        engine.tick()
+        assert engine.now_ns < START_TIME_NS + 2 * NS, "the episode did not end"
+    ticks(engine, 1.0)  # the sim runs on (no pause_on_done)
+    engine._update_snapshot()
+    report = engine.report()
+    assert report["done"] and report["time"] == pytest.approx(0.5, abs=0.01)
+    assert report["sim_time"] > START_TIME_NS / NS + 1.4
+    engine.submit("reset", 1)
+    engine.handle_requests()
+    assert engine.report()["time"] == 0.0
+
+
 @pytest.mark.parametrize("rtf", [1.0, 4.0])
 def test_run_keeps_simulation_time_at_real_time_factor_x_wall_time(make_engine, rtf) -> None:
     clock = FakeClock()
