@@ -1,5 +1,7 @@
 """Closed loop over ROS 2: `dp-eval` runs sim_node + policy_node (a tiny random-weight
-checkpoint) + the episode driver as separate processes talking over DDS."""
+checkpoint) + the episode driver as separate processes talking over DDS, in real time. It
+asserts that commands flow and episodes complete, not success rates: the floors on success
+run on simulated time (tests/e2e/test_bundled_floor.py)."""
 
 from __future__ import annotations
 
@@ -35,11 +37,18 @@ def test_policy_drives_the_sim_arm_over_ros(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 2 and summary["checkpoint"] == str(ckpt)
-    assert 0.0 <= summary["success_rate"] <= 1.0
     assert summary["nonfinite_commands"] == 0
     assert summary["expert_episodes"] == 2 and summary["expert_success_rate"] == 1.0
     records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     assert [r["seed"] for r in records] == [1000, 1001]
+    # Both episodes ran to an end the sim reported: a success or a collision within the 4 s
+    # limit, or the limit itself (real time, random weights: any outcome may happen).
+    for rec in records:
+        if rec["outcome"] == "timeout":
+            assert rec["time"] >= 4.0 - 0.2, rec
+        else:
+            assert 0.0 < rec["time"] <= 4.0 + 0.2, rec
+    assert summary["successes"] == sum(r["outcome"] == "success" for r in records)
     for rec in records:
         # Commands flowed: the sim applied trajectories from the policy node, stamped at the
         # node's ticks on the shared /clock (a random policy may hit the obstacle after its

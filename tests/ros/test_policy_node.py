@@ -243,8 +243,8 @@ def test_diagnostics_report_health(system: System) -> None:
         assert 0 <= float(d["obs_age_ms[/camera/image_raw]"]) < MAX_OBS_AGE * 1e3
         assert 0 <= float(d["obs_age_ms[joint_state]"]) < MAX_OBS_AGE * 1e3
         assert float(d["obs_to_cmd_p50_ms"]) > 0
-        for key in ("dropped_actions", "dry_ticks", "bad_images", "bad_joint_states"):
-            assert int(d[key]) >= 0
+        # fake_sensors publish well-formed images and joint states: nothing is refused
+        assert int(d["bad_images"]) == 0 and int(d["bad_joint_states"]) == 0, d
         assert d["control_rate_hz"] == "20"
     # The stream node's overridden limits bind (joint3's band is 0.3 of its action range);
     # the chunk node's velocity limit binds (random-weight actions jump).
