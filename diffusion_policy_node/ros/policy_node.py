@@ -89,6 +89,7 @@ from .conversions import (
     stamp_to_sec,
     trajectory_msg,
 )
+from .lifecycle_guard import GuardedTransitions
 from .node_main import run_node
 from .policy_node_params import (
     PARAMETERS,
@@ -120,7 +121,7 @@ DESCRIPTION_QOS = QoSProfile(
 )
 
 
-class PolicyNode(LifecycleNode):
+class PolicyNode(GuardedTransitions, LifecycleNode):
     """The closed-loop policy node; see the module docstring."""
 
     def __init__(self, node_name: str = "policy_node", **kwargs: object) -> None:
@@ -153,6 +154,7 @@ class PolicyNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(1.0, self._publish_diagnostics, clock=self._steady)
+        self._guard_transitions()  # an invalid transition fails with a reason, never raises
 
     @property
     def lifecycle_state(self) -> str:
@@ -532,6 +534,7 @@ class PolicyNode(LifecycleNode):
             }
         values["lifecycle"] = lifecycle
         values["last_error"] = self.last_error
+        values["last_transition_error"] = self.last_transition_error
         return state, reason, values
 
     def _unheard_topics(self) -> list[str]:
