@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..action_groups import single_group
@@ -143,6 +143,42 @@ def _check_against(
         if got.is_floating_point() and not torch.isfinite(got).all():
             bad = int((~torch.isfinite(got)).sum())
             raise CheckpointError(f"{path}: tensor '{key}' has {bad} non-finite values (NaN/inf)")
+
+
+def check_action_width(folder: str | os.PathLike, config: PolicyConfig) -> None:
+    """The width of the action vector the weights were trained for (the action normalizer's
+    and the network's output layer's shapes, read from the safetensors headers without loading
+    them) against `config.action_dim`; CheckpointError naming those shapes when they differ.
+    Run before anything interprets the action vector (joint names, action groups), so a
+    config.yaml that does not belong to its weights is reported as that, not as a joint problem."""
+    folder = Path(folder)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, wanted in (
+        (NORMALIZER_FILE, lambda k: k.startswith("action_normalizer.")),
+        (
+            MODEL_FILE,
+            lambda k: k.endswith("final_conv.1.weight") or k.endswith("final_conv.1.bias"),
+        ),
+    ):
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing; re-export the checkpoint")
+        try:
+            with safe_open(str(path), "pt") as fh:
+                for key in fh.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                    if wanted(key):
+                        shapes[f"{name}:{key}"] = tuple(fh.get_slice(key).get_shape())
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    widths = {shape[0] for shape in shapes.values() if shape}
+    if widths and widths != {config.action_dim}:
+        listed = ", ".join(f"'{k}' {list(v)}" for k, v in sorted(shapes.items()))
+        raise CheckpointError(
+            f"{folder}: the weights are for {sorted(widths)} action(s) ({listed}) but "
+            f"{CONFIG_FILE} says action_dim={config.action_dim} (joint_names "
+            f"{config.joint_names}): {CONFIG_FILE} does not belong to these "
+            "weights; re-export the checkpoint (joint_names cannot fix this)"
+        )
 
 
 def load_checkpoint(

@@ -71,7 +71,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from diffusion_policy_node.action_groups import ActionGroup, indices_in
-from diffusion_policy_node.policy.checkpoint import read_config
+from diffusion_policy_node.policy.checkpoint import check_action_width, read_config
 from diffusion_policy_node.policy.config import CAMERA_MSG_TYPES
 from diffusion_policy_node.runtime.controller import STREAM, TRAJECTORY, Command, Controller
 from diffusion_policy_node.runtime.limits import parse_urdf, read_urdf_file, resolve_limits
@@ -182,6 +182,7 @@ class PolicyNode(GuardedTransitions, LifecycleNode):
     def _configure(self) -> None:
         params = read_params(self)
         config, _ = read_config(params.checkpoint)  # clear CheckpointError, before loading
+        check_action_width(params.checkpoint, config)  # before joints interpret the actions
         s = self.settings = resolve_settings(params, config)
         urdf, urdf_where = self._robot_description(params)
         self.worker, self.policy_info = start_worker(s.inference, clock=self.now_s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import rclpy
+import yaml
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.lifecycle import TransitionCallbackReturn
@@ -174,3 +175,22 @@ def test_every_pair_was_tested() -> None:
             state,
             tid,
         )
+
+
+def test_a_checkpoint_with_a_wrong_action_width_names_the_weight_shapes(
+    make_node, tmp_path
+) -> None:
+    """config.yaml says 4 actions, the weights were trained for 3: configure fails naming the
+    weight shapes (it used to say "set joint_names", which cannot fix it)."""
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
+    doc = yaml.safe_load((ckpt / "config.yaml").read_text())
+    doc["policy"]["action_dim"] = 4
+    (ckpt / "config.yaml").write_text(yaml.safe_dump(doc))
+    node = make_node("pairs_width")
+    node.set_parameters([rclpy.parameter.Parameter("checkpoint", value=str(ckpt))])
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert "the weights are for [3] action(s)" in node.last_error
+    assert "'normalizer.safetensors:action_normalizer.min' [3]" in node.last_error
+    assert "'model.safetensors:network.final_conv.1.weight' [3, " in node.last_error
+    assert "action_dim=4" in node.last_error
+    assert "set joint_names" not in node.last_error
