@@ -53,7 +53,7 @@ setup(
     entry_points={
         "console_scripts": [
             "ros_selftest = diffusion_policy_node.ros.entry:ros_selftest",
-            "dp-info = diffusion_policy_node.policy.cli:main",
+            "dp-info = diffusion_policy_node.runtime.info:main",
             "dp-train = diffusion_policy_node.train.cli:main",
             "dp-replay = diffusion_policy_node.train.replay:main",
             "policy_node = diffusion_policy_node.ros.entry:policy_node",
@@ -61,8 +61,8 @@ setup(
             "fake_sensors = diffusion_policy_node.ros.testing.fake_sensors:main",
             "sim_node = diffusion_policy_node.ros.entry:sim_node",
             "recorder_node = diffusion_policy_node.ros.entry:recorder_node",
-            "dp-collect = diffusion_policy_node.train.collect:main",
-            "dp-eval = diffusion_policy_node.train.evaluate:main",
+            "dp-collect = diffusion_policy_node.eval.collect:main",
+            "dp-eval = diffusion_policy_node.eval.evaluate:main",
             "dp-play = diffusion_policy_node.ros.play_node:main",
             "dp-config = diffusion_policy_node.train.robot_config:main",
         ],

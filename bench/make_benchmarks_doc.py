@@ -34,7 +34,7 @@ COMMANDS = {
     "smoothness_sim": ".venv/bin/python bench/smoothness.py --sim-time --latency-ms 120 "
     "--episodes 20",
     "smoothness_dds": ".venv/bin/python bench/smoothness.py --episodes 10",
-    "rollout": ".venv/bin/python -m diffusion_policy_node.sim.rollout --episodes 20 "
+    "rollout": ".venv/bin/python -m diffusion_policy_node.eval.rollout --episodes 20 "
     "--latency-ms 120",
 }
 
@@ -202,7 +202,7 @@ def rollout_table() -> list[str]:
     return [
         "## Closed loop on simulated time (seeded)",
         "",
-        "`sim/rollout.py` runs the node's controller and the simulation in one loop with the",
+        "`eval/rollout.py` runs the node's controller and the simulation in one loop with the",
         "inference latency simulated, so these figures do not depend on the CPU's speed (float",
         f"rounding can differ between CPU models). Command: `{COMMANDS['rollout']}` (pick-place:",
         "`--task pick_place --latency-ms 100`).",

@@ -12,7 +12,7 @@ table and a PNG (`--out`/smoothness.png).
     .venv/bin/python bench/smoothness.py --modes inpaint --delays 0,300 --episodes 5
     .venv/bin/python bench/smoothness.py --sim-time --latency-ms 120 --episodes 20
 
-With --sim-time every case runs on simulated time instead (sim/rollout.py: the node's
+With --sim-time every case runs on simulated time instead (eval/rollout.py: the node's
 controller and the simulation in one loop, each inference taking --latency-ms + the delay):
 seeded and repeatable whatever the CPU's speed, without DDS or CPU contention.
 
@@ -51,10 +51,10 @@ KEYS = (
 
 
 def _rollout_command(args: argparse.Namespace, mode: str, delay: int, out: Path) -> list[str]:
-    """The same case on simulated time (sim/rollout.py): no DDS, latency simulated."""
+    """The same case on simulated time (eval/rollout.py): no DDS, latency simulated."""
     out.mkdir(parents=True, exist_ok=True)
     return [
-        sys.executable, "-m", "diffusion_policy_node.sim.rollout",
+        sys.executable, "-m", "diffusion_policy_node.eval.rollout",
         "--episodes", str(args.episodes), "--seed", str(args.seed),
         "--inference-delay-ms", str(delay), "--jsonl", str(out / "episodes.jsonl"),
         "--param", f"blend_mode={mode}", "--task", args.task,
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sim-time",
         action="store_true",
-        help="run each case with sim/rollout.py (controller + sim on simulated time, the "
+        help="run each case with eval/rollout.py (controller + sim on simulated time, the "
         "latency simulated: seeded, repeatable, no DDS) instead of dp-eval",
     )
     parser.add_argument(

@@ -1,7 +1,7 @@
 """Success vs DDIM steps for the bundled checkpoints, on the seeded sim-time rollout.
 
 For each task (reach: models/sim_arm_diffusion, pick_place: models/ur5e_pick_place) and each
-step count, one `python -m diffusion_policy_node.sim.rollout` run on the same held-out layout
+step count, one `python -m diffusion_policy_node.eval.rollout` run on the same held-out layout
 seeds (`--seed`, `--episodes`; the demonstrations used seeds 0-199), sampling seeded per episode,
 the node's default parameters otherwise (`num_inference_steps` is the only change). The
 simulated inference latency is fixed per task (`--latency-ms`, by default what the node measured
@@ -43,10 +43,10 @@ def chunk_latency(task: str, steps: int, threads: int, reps: int) -> dict:
     import numpy as np
     import torch
 
+    from diffusion_policy_node.eval.evaluate import BUNDLED_MODELS, bundled_checkpoint
     from diffusion_policy_node.policy.checkpoint import load_checkpoint
     from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
     from diffusion_policy_node.runtime.settings import PolicyNodeParams
-    from diffusion_policy_node.train.evaluate import BUNDLED_MODELS, bundled_checkpoint
 
     torch.set_num_threads(threads)
     defaults = PolicyNodeParams(checkpoint="unused")
@@ -101,7 +101,7 @@ def main() -> None:
         latency_ms = args.latency_ms if args.latency_ms is not None else LATENCY_MS[task]
         for steps in (int(s) for s in args.steps.split(",")):
             jsonl = out / f"{task}_ddim{steps}.jsonl"
-            cmd = [sys.executable, "-m", "diffusion_policy_node.sim.rollout", "--task", task]
+            cmd = [sys.executable, "-m", "diffusion_policy_node.eval.rollout", "--task", task]
             cmd += ["--episodes", str(args.episodes), "--seed", str(args.seed)]
             cmd += ["--latency-ms", str(latency_ms), "--param", f"num_inference_steps={steps}"]
             cmd += ["--jsonl", str(jsonl.relative_to(REPO))]

@@ -18,14 +18,24 @@ so a network can move all the work that depends only on the observation and the 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, dtype, nn
 
 from .unet1d import ConditionalUnet1D
 
-if TYPE_CHECKING:
-    from .config import PolicyConfig
+
+class NetworkConfig(Protocol):
+    """The fields of `policy.config.PolicyConfig` a network builder reads (config.py imports
+    this module to validate `network`, so this one does not import config.py)."""
+
+    network: str
+    action_dim: int
+    diffusion_step_embed_dim: int
+    down_dims: Sequence[int]
+    kernel_size: int
+    n_groups: int
+
 
 __all__ = ["NETWORKS", "EpsilonNetwork", "PreparedStep", "build_network"]
 
@@ -83,7 +93,7 @@ class EpsilonNetwork(Protocol):
         ...
 
 
-def _build_unet(config: PolicyConfig, global_cond_dim: int) -> ConditionalUnet1D:
+def _build_unet(config: NetworkConfig, global_cond_dim: int) -> ConditionalUnet1D:
     return ConditionalUnet1D(
         input_dim=config.action_dim,
         global_cond_dim=global_cond_dim,
@@ -95,10 +105,10 @@ def _build_unet(config: PolicyConfig, global_cond_dim: int) -> ConditionalUnet1D
 
 
 # name (PolicyConfig.network) -> builder(config, global_cond_dim).
-NETWORKS: dict[str, Callable[[PolicyConfig, int], EpsilonNetwork]] = {"unet": _build_unet}
+NETWORKS: dict[str, Callable[[NetworkConfig, int], EpsilonNetwork]] = {"unet": _build_unet}
 
 
-def build_network(config: PolicyConfig, global_cond_dim: int) -> EpsilonNetwork:
+def build_network(config: NetworkConfig, global_cond_dim: int) -> EpsilonNetwork:
     """The ε-network named by ``config.network`` over (B, horizon, action_dim) action sequences,
     conditioned on (B, global_cond_dim) observation features."""
     builder = NETWORKS.get(config.network)

@@ -9,7 +9,7 @@ parameter (if declared), `~/reset` (nothing moves until `~/unpause`), recorder `
 expert's process (`--expert-cmd`, if given), robot `~/unpause`, poll robot `~/report` until
 `done`, stop the expert's process (SIGINT, then SIGTERM), wait until the recorder's message
 counts stop changing (the last messages are in flight), recorder `~/stop`.
-`train/collect.py` starts the processes and decides which bags to keep.
+`eval/collect.py` starts the processes and decides which bags to keep.
 
 `--expert-cmd` is a shell-like command line (no shell) run once per episode: `{seed}` and
 `{episode}` in it are replaced, and its environment has DP_SEED, DP_EPISODE and DP_ROBOT (the

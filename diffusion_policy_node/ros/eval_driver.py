@@ -11,7 +11,7 @@ policy `~/reset` and `~/start`; sim `~/unpause`; poll sim `~/report` until `done
 pauses itself: `pause_on_done`); policy `~/stop` and `~/status` (its diagnostics as JSON).
 The sim's `seed` parameter is set only when the node declares one (a robot that implements
 the episode protocol, docs/episode_protocol.md, need not). Camera frames of the first
-`--video-episodes` episodes go into one mp4. `train/evaluate.py` starts the processes and
+`--video-episodes` episodes go into one mp4. `eval/evaluate.py` starts the processes and
 writes the summary.
 
 Before the first episode (after the sim's services answer) `--require` (a checkpoint's
@@ -21,7 +21,7 @@ missing ends the run with `{"error": ...}` naming it.
 `--operator`: no sim services; a person resets the scene and judges success. The driver asks
 through its stdin/stdout: it prints `{"prompt": KIND, "text": ..., "timeout": s|null}` (KIND
 reset, running, success) and reads one JSON line `{"answer": str|null}` (null: timed out) or
-`{"quit": true}`; `train/evaluate.py` shows the prompts on the terminal.
+`{"quit": true}`; `eval/evaluate.py` shows the prompts on the terminal.
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
+from diffusion_policy_node.eval.graph_requirements import GraphRequirements
+from diffusion_policy_node.eval.media import (
+    EpisodeVideo,
+    episode_counters,
+    outcome,
+)
 from diffusion_policy_node.ros.conversions import image_msg_to_rgb
 from diffusion_policy_node.ros.graph_check import check_graph
 from diffusion_policy_node.ros.service_driver import (
@@ -49,12 +55,6 @@ from diffusion_policy_node.ros.service_driver import (
     run_driver_node,
 )
 from diffusion_policy_node.sim.smoothness import MOTION_KEYS
-from diffusion_policy_node.train.eval_media import (
-    EpisodeVideo,
-    episode_counters,
-    outcome,
-)
-from diffusion_policy_node.train.graph_requirements import GraphRequirements
 
 # Policy diagnostics copied into each episode record: percentiles since the node started;
 # the counters (COUNTER_KEYS) as their increase over the episode.

@@ -1,4 +1,4 @@
-"""Check the ROS graph against what a checkpoint needs (train/graph_requirements.py), before any
+"""Check the ROS graph against what a checkpoint needs (eval/graph_requirements.py), before any
 episode: publishers of the camera topics, a JointState naming every observed joint, a controller
 subscribed to each action group's command topic. Stops with a message naming what is missing.
 """
@@ -12,7 +12,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import JointState
 
-from diffusion_policy_node.train.graph_requirements import (
+from diffusion_policy_node.eval.graph_requirements import (
     GraphRequirements,
     GraphSnapshot,
     missing_on_graph,

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from rclpy.node import Node
@@ -30,9 +30,9 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from diffusion_policy_node.action_groups import ActionGroup
+from diffusion_policy_node.eval.graph_requirements import requirements_of
 from diffusion_policy_node.policy.checkpoint import read_config
 from diffusion_policy_node.ros.conversions import is_zero_stamp, stamp_to_sec
-from diffusion_policy_node.train.graph_requirements import requirements_of
 from diffusion_policy_node.train.replay import (
     NodeCommand,
     _data_config,
@@ -40,8 +40,20 @@ from diffusion_policy_node.train.replay import (
     plot_comparison,
 )
 
-if TYPE_CHECKING:
-    from diffusion_policy_node.ros.play_node import BagPlayer
+
+class BagPlayer(Protocol):
+    """What the comparison needs of `ros.play_node.BagPlayer` (which imports this module)."""
+
+    bag_topics: dict[str, str]
+    counts: dict[str, int]
+    publishers: dict[str, Any]
+    start_ns: int | None
+    topics: list[str]
+
+    def now_ns(self) -> int: ...
+
+    def hold(self, t_ns: int, seconds: float | None, until: Any = None) -> bool: ...
+
 
 NS = 1_000_000_000
 POLICY_NODE = "dp_play_policy"

@@ -22,7 +22,7 @@ import numpy as np
 JERK_EPS = 1e-6
 
 
-# The keys of `smoothness` that an episode record carries (dp-eval's driver, sim/rollout.py).
+# The keys of `smoothness` that an episode record carries (dp-eval's driver, eval/rollout.py).
 MOTION_KEYS = (
     "chunk_boundaries",
     "max_acc",

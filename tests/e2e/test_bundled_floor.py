@@ -1,4 +1,4 @@
-"""Closed-loop floors for the bundled checkpoints, on simulated time (`sim/rollout.py`).
+"""Closed-loop floors for the bundled checkpoints, on simulated time (`eval/rollout.py`).
 
 The rollout runs the node's controller and the MuJoCo simulation in one loop with the inference
 latency simulated and the sampling seeded per episode, so each episode's outcome depends on the
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import pytest
 
-from diffusion_policy_node.sim.rollout import Rollout
-from diffusion_policy_node.train.evaluate import bundled_checkpoint
+from diffusion_policy_node.eval.evaluate import bundled_checkpoint
+from diffusion_policy_node.eval.rollout import Rollout
 
 pytestmark = pytest.mark.slow
 

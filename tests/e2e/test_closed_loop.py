@@ -20,7 +20,7 @@ pytestmark = pytest.mark.ros
 
 def _dp_eval(*argv: str, timeout: float = 240.0) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "diffusion_policy_node.train.evaluate", *argv],
+        [sys.executable, "-m", "diffusion_policy_node.eval.evaluate", *argv],
         capture_output=True,
         text=True,
         timeout=timeout,

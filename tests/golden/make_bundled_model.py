@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from diffusion_policy_node.eval.evaluate import bundled_checkpoint
 from diffusion_policy_node.policy.checkpoint import load_checkpoint
 from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
 from diffusion_policy_node.policy.modeling import DiffusionPolicy
-from diffusion_policy_node.train.evaluate import bundled_checkpoint
 
 GOLDEN_FILE = Path(__file__).with_name("bundled_model.json")
 EPS_TIMESTEP = 5  # the ε-network is evaluated at this timestep, for a fixed x_t

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from std_srvs.srv import Trigger
 
-from diffusion_policy_node.train import evaluate
-from diffusion_policy_node.train.evaluate import bundled_checkpoint
+from diffusion_policy_node.eval import evaluate
+from diffusion_policy_node.eval.evaluate import bundled_checkpoint
 from tests.factories import tiny_checkpoint, tiny_config
 
 from .policy_node_harness import NodeProcess, Probe
@@ -61,7 +61,7 @@ def robot(tmp_path_factory: pytest.TempPathFactory):
 
 def _dp_eval(args: list[str], timeout: float = 150) -> tuple[int, dict, str]:
     run = subprocess.run(
-        [sys.executable, "-m", "diffusion_policy_node.train.evaluate", *args],
+        [sys.executable, "-m", "diffusion_policy_node.eval.evaluate", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -20,8 +20,8 @@ from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
 from diffusion_policy_node.data.bag_sources import open_bag
+from diffusion_policy_node.eval.evaluate import bundled_checkpoint
 from diffusion_policy_node.ros.conversions import stamp_to_sec
-from diffusion_policy_node.train.evaluate import bundled_checkpoint
 
 from .play_bags import CAMERA, COMMANDS, JOINTS, T0, write_expert_bag
 from .policy_node_harness import Probe

@@ -56,7 +56,7 @@ def collected(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]
     out = tmp_path_factory.mktemp("collect") / "demos"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "diffusion_policy_node.train.collect",
+            sys.executable, "-m", "diffusion_policy_node.eval.collect",
             "--episodes", str(EPISODES), "--out", str(out), "--seed", str(SEED),
             "--real-time-factor", "3", "--camera-rate", str(CAMERA_HZ), "--timeout", "60",
         ],

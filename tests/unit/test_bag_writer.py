@@ -12,7 +12,7 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
 from diffusion_policy_node.data.bag_writer import BagWriter, BagWriterError, msgtype_dependencies
-from diffusion_policy_node.train import collect
+from diffusion_policy_node.eval import collect
 
 STORE = get_typestore(Stores.ROS2_JAZZY)
 T = STORE.types

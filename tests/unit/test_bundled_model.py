@@ -12,6 +12,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from diffusion_policy_node.eval.evaluate import BUNDLED_MODEL, bundled_checkpoint
 from diffusion_policy_node.policy.checkpoint import MODEL_FILE, load_checkpoint, read_config
 from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
 from diffusion_policy_node.policy.modeling import DiffusionPolicy, build_policy
@@ -22,7 +23,6 @@ from diffusion_policy_node.sim.arm_task import (
     planar_forward_kinematics,
 )
 from diffusion_policy_node.sim.expert import SIDES, ScriptedExpert
-from diffusion_policy_node.train.evaluate import BUNDLED_MODEL, bundled_checkpoint
 from tests.golden.make_bundled_model import GOLDEN_FILE, golden_outputs
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,16 +10,16 @@ import pytest
 
 from diffusion_policy_node.data.bag_reader import read_bag
 from diffusion_policy_node.data.ingest_summary import recorded_camera_types
-from diffusion_policy_node.policy.checkpoint import read_config
-from diffusion_policy_node.policy.config import PolicyConfig, camera_types_of
-from diffusion_policy_node.runtime.settings import PolicyNodeParams, resolve_settings
-from diffusion_policy_node.train.config import run_config_from_dict
-from diffusion_policy_node.train.graph_requirements import (
+from diffusion_policy_node.eval.graph_requirements import (
     GraphRequirements,
     GraphSnapshot,
     missing_on_graph,
     requirements_of,
 )
+from diffusion_policy_node.policy.checkpoint import read_config
+from diffusion_policy_node.policy.config import PolicyConfig, camera_types_of
+from diffusion_policy_node.runtime.settings import PolicyNodeParams, resolve_settings
+from diffusion_policy_node.train.config import run_config_from_dict
 from diffusion_policy_node.train.trainer import Trainer
 
 from .data_fixtures import JOINT_TOPIC, JOINTS, JT_TOPIC, BagSpec, make_config, write_bag

@@ -177,7 +177,7 @@ def test_pickle_is_never_loaded(saved, tmp_path: Path) -> None:
 
 def test_dp_info_reports_and_fails_cleanly(saved, tmp_path: Path) -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "diffusion_policy_node.policy.cli", str(saved[0])],
+        [sys.executable, "-m", "diffusion_policy_node.runtime.info", str(saved[0])],
         capture_output=True,
         text=True,
         timeout=120,
@@ -186,7 +186,7 @@ def test_dp_info_reports_and_fails_cleanly(saved, tmp_path: Path) -> None:
     assert '"joint_names": [' in ok.stdout and '"control_rate_hz": 10.0' in ok.stdout
     assert '"network": "unet"' in ok.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "diffusion_policy_node.policy.cli", str(tmp_path / "none")],
+        [sys.executable, "-m", "diffusion_policy_node.runtime.info", str(tmp_path / "none")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from diffusion_policy_node.eval import evaluate
+from diffusion_policy_node.eval.media import EpisodeVideo, outcome, plot_eval_summary
 from diffusion_policy_node.policy.checkpoint import CheckpointError
-from diffusion_policy_node.train import evaluate
-from diffusion_policy_node.train.eval_media import EpisodeVideo, outcome, plot_eval_summary
 
 
 def _record(seed: int, success: bool, collided: bool, time: float, side: str | None) -> dict:
@@ -119,13 +119,13 @@ def test_bundled_checkpoint_lookup(tmp_path, monkeypatch):
 
 
 def test_graph_requirements_name_what_is_missing():
-    from diffusion_policy_node.policy.checkpoint import read_config
-    from diffusion_policy_node.train.graph_requirements import (
+    from diffusion_policy_node.eval.graph_requirements import (
         GraphRequirements,
         GraphSnapshot,
         missing_on_graph,
         requirements_of,
     )
+    from diffusion_policy_node.policy.checkpoint import read_config
 
     req = requirements_of(*read_config(evaluate.bundled_checkpoint()))
     assert GraphRequirements.from_json(req.to_json()) == req
@@ -156,7 +156,7 @@ def test_graph_requirements_name_what_is_missing():
 def test_command_groups_default_for_configs_without_groups():
     from types import SimpleNamespace
 
-    from diffusion_policy_node.train.graph_requirements import command_groups
+    from diffusion_policy_node.eval.graph_requirements import command_groups
 
     (group,) = command_groups(SimpleNamespace(joint_names=["a", "b"], action_groups=None))
     assert (group.joints, group.topic) == (("a", "b"), "/arm_controller/joint_trajectory")
@@ -166,7 +166,7 @@ def test_terminal_ask_reads_a_line_times_out_and_sees_eof(tmp_path: Path):
     import io
     import os
 
-    from diffusion_policy_node.train.operator import terminal_ask
+    from diffusion_policy_node.eval.operator import terminal_ask
 
     r, w = os.pipe()
     with os.fdopen(r) as stdin, os.fdopen(w, "w") as writer:
@@ -237,7 +237,7 @@ def test_headline_takes_a_robot_that_reports_only_some_optional_keys():
 
 
 def test_episode_records_carry_per_episode_counters_and_the_summary_sums_them():
-    from diffusion_policy_node.train.eval_media import episode_counters
+    from diffusion_policy_node.eval.media import episode_counters
 
     totals = [
         {"inference_count": 16, "velocity_clamps": 23, "overruns": 0},

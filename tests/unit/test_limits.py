@@ -98,7 +98,7 @@ def test_dp_info_prints_the_limits_a_checkpoint_would_get(
 ) -> None:
     import json
 
-    from diffusion_policy_node.policy.cli import main
+    from diffusion_policy_node.runtime.info import main
 
     ckpt = Path(__file__).resolve().parents[2] / "models" / "sim_arm_diffusion"
     assert main([str(ckpt)]) == 0

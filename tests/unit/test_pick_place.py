@@ -394,8 +394,8 @@ def _rpy(text: str) -> np.ndarray:
 
 
 def test_gazebo_description_matches_the_mujoco_robot_and_cameras(task: PickPlaceTask) -> None:
+    from diffusion_policy_node.eval.collect import TASK_TOPICS
     from diffusion_policy_node.sim.ur5e_description import TCP_Z
-    from diffusion_policy_node.train.collect import TASK_TOPICS
 
     root = ET.parse(DESCRIPTION / "urdf" / "ur5e_gripper_gazebo.urdf.xacro").getroot()
     (include,) = root.findall(f"{XACRO_NS}include")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffusion_policy_node.eval.evaluate import bundled_checkpoint
 from diffusion_policy_node.policy.checkpoint import CheckpointError, load_checkpoint
 from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
 from diffusion_policy_node.policy.precision import (
@@ -25,7 +26,6 @@ from diffusion_policy_node.runtime import settings
 from diffusion_policy_node.runtime.process_worker import load_policy
 from diffusion_policy_node.runtime.settings import InferenceSettings
 from diffusion_policy_node.sim.arm_task import ArmTask
-from diffusion_policy_node.train.evaluate import bundled_checkpoint
 
 XEON_BF16 = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"
 SAPPHIRE = "flags\t\t: fpu avx2 avx512f amx_tile amx_bf16 amx_int8\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from diffusion_policy_node.sim.rollout import Rollout, _parse_param, main
-from diffusion_policy_node.train.evaluate import bundled_checkpoint
+from diffusion_policy_node.eval.evaluate import bundled_checkpoint
+from diffusion_policy_node.eval.rollout import Rollout, _parse_param, main
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diffusion_policy_node.train.processes import (
+from diffusion_policy_node.eval.processes import (
     add_episode_args,
     check_episode_args,
     driver_command,

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..action_groups import ActionGroup, single_group
+from diffusion_policy_node.action_groups import ActionGroup, single_group
+
 from ..policy.config import camera_type_by_name
 
 DEFAULT_COMMAND_TOPIC = "/arm_controller/joint_trajectory"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from diffusion_policy_node.train.processes import run_driver
+from diffusion_policy_node.eval.processes import run_driver
 
 Ask = Callable[[str, "float | None"], "str | None"]
 

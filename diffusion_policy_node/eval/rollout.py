@@ -12,8 +12,8 @@ the latency, not on how fast or loaded the CPU is (another CPU model may still r
 floats differently): a way to ask "what does 300 ms of latency do to this policy?" in seconds,
 repeatably.
 
-    python -m diffusion_policy_node.sim.rollout --episodes 20 --seed 1000
-    python -m diffusion_policy_node.sim.rollout --latency-ms 120 --inference-delay-ms 300 \\
+    python -m diffusion_policy_node.eval.rollout --episodes 20 --seed 1000
+    python -m diffusion_policy_node.eval.rollout --latency-ms 120 --inference-delay-ms 300 \\
         --param blend_mode=inpaint --param inpaint_overlap=6
 
 One JSON line per episode (`--jsonl`), the last stdout line is the summary (the keys of
@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from diffusion_policy_node.eval.evaluate import BUNDLED_MODELS, bundled_checkpoint, summarize
+from diffusion_policy_node.eval.media import outcome
 from diffusion_policy_node.policy.checkpoint import read_config
 from diffusion_policy_node.runtime.controller import STREAM, TRAJECTORY, Command, Controller
 from diffusion_policy_node.runtime.inference_worker import (
@@ -47,8 +49,6 @@ from diffusion_policy_node.runtime.process_worker import load_policy
 from diffusion_policy_node.runtime.settings import NodeSettings, PolicyNodeParams, resolve_settings
 from diffusion_policy_node.sim.engine import NS, TASKS, SimEngine, SimSettings
 from diffusion_policy_node.sim.smoothness import MOTION_KEYS
-from diffusion_policy_node.train.eval_media import outcome
-from diffusion_policy_node.train.evaluate import BUNDLED_MODELS, bundled_checkpoint, summarize
 
 # Controller counters copied into each episode record (and the last one into the summary).
 COUNTERS = ("overruns", "dry_ticks", "chunks", "dropped_actions", "holds", "inference_timeouts")
@@ -327,7 +327,7 @@ class Rollout:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m diffusion_policy_node.sim.rollout",
+        prog="python -m diffusion_policy_node.eval.rollout",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .checkpoint import CheckpointError, load_checkpoint, read_config
+from diffusion_policy_node.policy.checkpoint import CheckpointError, load_checkpoint, read_config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,12 +45,11 @@ from typing import Any
 
 import numpy as np
 
-from diffusion_policy_node.policy.checkpoint import CheckpointError, read_config
-from diffusion_policy_node.train.collect import TASK_TOPICS, fill_task_defaults
-from diffusion_policy_node.train.eval_media import COUNTER_KEYS, plot_eval_summary
-from diffusion_policy_node.train.graph_requirements import GraphRequirements, requirements_of
-from diffusion_policy_node.train.operator import Ask, run_operator_driver, terminal_ask
-from diffusion_policy_node.train.processes import (
+from diffusion_policy_node.eval.collect import TASK_TOPICS, fill_task_defaults
+from diffusion_policy_node.eval.graph_requirements import GraphRequirements, requirements_of
+from diffusion_policy_node.eval.media import COUNTER_KEYS, plot_eval_summary
+from diffusion_policy_node.eval.operator import Ask, run_operator_driver, terminal_ask
+from diffusion_policy_node.eval.processes import (
     add_episode_args,
     check_episode_args,
     driver_command,
@@ -59,6 +58,7 @@ from diffusion_policy_node.train.processes import (
     start_node,
     stop_node,
 )
+from diffusion_policy_node.policy.checkpoint import CheckpointError, read_config
 
 SIM_NODE = "dp_eval_sim"
 POLICY_NODE = "dp_eval_policy"
