@@ -115,7 +115,7 @@ def run_driver(
     Every episode record goes through `on_record` (which may add fields and report progress)
     and is written to `episodes_path`; a `{"error": ...}` line or a non-zero exit becomes the
     error. With `on_prompt`, the driver's stdin is a pipe and every `{"prompt": ...}` line it
-    writes is answered with the JSON line `on_prompt(line)` returns (`train.operator`).
+    writes is answered with the JSON line `on_prompt(line)` returns (`eval.operator`).
     Returns (records, the final `{"done": ...}` line or None, error or None).
     """
     records: list[dict[str, Any]] = []

@@ -1,4 +1,4 @@
-"""`sim.rollout`: the node's controller and the simulation in one loop on simulated time, with
+"""`eval.rollout`: the node's controller and the simulation in one loop on simulated time, with
 the inference latency simulated, so an episode depends only on checkpoint, seed and latency."""
 
 from __future__ import annotations
