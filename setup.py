@@ -65,6 +65,7 @@ setup(
             "dp-eval = diffusion_policy_node.eval.evaluate:main",
             "dp-play = diffusion_policy_node.ros.play_node:main",
             "dp-config = diffusion_policy_node.train.robot_config:main",
+            "dp-node = diffusion_policy_node.ros.node_cli:main",
         ],
     },
 )

@@ -11,8 +11,9 @@
 dp-collect starts only `recorder_node` (recording `--topics`; `--sim-time` if the robot
 publishes /clock) and the episode driver; per episode it starts `--expert-cmd` (your scripted
 expert or teleoperation bridge, `{seed}` and `{episode}` replaced, DP_SEED / DP_EPISODE /
-DP_ROBOT in its environment, output in logs/expert_NNNN.log) after the recorder started and
-before `~/unpause`, and stops it (SIGINT) when the robot reports `done`. Without `--robot` it
+DP_ROBOT in its environment, output in logs/expert_NNNN.log) after `~/reset` and before the
+recorder starts (which waits for its command topics) and `~/unpause`, and stops it (SIGINT)
+when the robot reports `done`. Without `--robot` it
 records the bundled MuJoCo sim's scripted expert:
 
 `--task` picks the sim_node task (`sim.engine.TASKS`): reach (default; the 3-joint arm, one

@@ -5,10 +5,12 @@ their services, one recorded episode at a time. Prints one JSON line per episode
         --sim dp_collect_sim --recorder dp_collect_recorder
 
 Per episode (docs/episode_protocol.md): `~/pause` (if the robot has it), set the robot's `seed`
-parameter (if declared), `~/reset` (nothing moves until `~/unpause`), recorder `~/start`, the
-expert's process (`--expert-cmd`, if given), robot `~/unpause`, poll robot `~/report` until
-`done`, stop the expert's process (SIGINT, then SIGTERM), wait until the recorder's message
-counts stop changing (the last messages are in flight), recorder `~/stop`.
+parameter (if declared), `~/reset` (nothing moves until `~/unpause`), the expert's process
+(`--expert-cmd`, if given), recorder `~/start` (retried until every topic has a publisher, the
+expert's command topics included), robot `~/unpause`, poll robot `~/report` until
+`done`, stop the expert's process (SIGINT, then SIGTERM), `~/pause` (if it has one), wait until
+the recorder's message counts stop changing (the last messages are in flight; at most
+SETTLE_MAX_S, as a robot's sensors publish on), recorder `~/stop`.
 `eval/collect.py` starts the processes and decides which bags to keep.
 
 `--expert-cmd` is a shell-like command line (no shell) run once per episode: `{seed}` and
@@ -43,7 +45,9 @@ from diffusion_policy_node.ros.service_driver import (
 )
 
 SETTLE_S = 0.15
+SETTLE_MAX_S = 1.0
 PAUSE_PROBE_S = 1.0  # once the robot answered, its other services are discovered
+EXPERT_SETTLE_S = 1.0  # between recorder ~/start and ~/unpause: the expert's topics connect
 EXPERT_STOP_S = 5.0  # after SIGINT, then SIGTERM, then SIGKILL
 
 
@@ -103,8 +107,10 @@ class Driver(ServiceDriver):
             time.sleep(0.2)
 
     def wait_settled(self) -> None:
-        """Until the recorder's message counts are the same in two polls SETTLE_S apart."""
-        deadline = time.monotonic() + self.timeout
+        """Until the recorder's message counts are the same in two polls SETTLE_S apart (the
+        last messages in flight are written), or SETTLE_MAX_S: a robot's sensors may publish
+        on after the episode (a paused sim publishes nothing)."""
+        deadline = time.monotonic() + SETTLE_MAX_S
         last = None
         while time.monotonic() < deadline:
             counts = self.trigger_json(f"/{self.recorder}/status")["messages"]
@@ -112,7 +118,6 @@ class Driver(ServiceDriver):
                 return
             last = counts
             time.sleep(SETTLE_S)
-        raise DriverError(f"/{self.recorder} kept receiving messages for {self.timeout} s")
 
     def start_expert(self, index: int, seed: int) -> subprocess.Popen | None:
         if not self.expert_cmd:
@@ -143,14 +148,18 @@ class Driver(ServiceDriver):
             self.set_parameter(self.sim, "seed", int(seed))
         reset_text = self.trigger(f"/{self.sim}/reset")[1]
         reset = json.loads(reset_text) if reset_text.startswith("{") else {}
-        bag = self.start_recording()
-        expert = self.start_expert(index, seed)
+        expert = self.start_expert(index, seed)  # before ~/start: its topics must exist
         t0 = time.monotonic()
         try:
+            bag = self.start_recording()
+            if expert is not None:
+                time.sleep(EXPERT_SETTLE_S)  # its subscriptions match while nothing moves
             self.trigger(f"/{self.sim}/unpause")
             report = self.wait_episode_done(self.sim, episode_timeout)
         finally:
             expert_rc = None if expert is None else stop_process(expert)
+        if self._has_pause:
+            self.trigger(f"/{self.sim}/pause")  # nothing moves (or publishes) until the next
         self.wait_settled()
         stopped = self.trigger_json(f"/{self.recorder}/stop")
         return {
