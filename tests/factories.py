@@ -100,3 +100,43 @@ def tiny_observation(config: PolicyConfig, batch: int = 1, seed: int = 0) -> dic
             np.float32
         ),
     }
+
+
+def tiny_run_doc(
+    cameras: Sequence[str],
+    cache_dir: Path,
+    policy: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A dp-train YAML document (as a dict) for the synthetic bags of tests/unit/data_fixtures:
+    a tiny policy on CPU, `cameras` at 40x40, the fixture's joints and JointTrajectory
+    commands at dt 0.1; `policy` and `train` entries override the tiny defaults."""
+    from tests.unit.data_fixtures import JOINT_TOPIC, JOINTS, JT_TOPIC
+
+    return {
+        "policy": {
+            "crop_shape": [36, 36],
+            "down_dims": [16, 32],
+            "num_keypoints": 8,
+            "diffusion_step_embed_dim": 16,
+            **(policy or {}),
+        },
+        "data": {
+            "camera_topics": list(cameras),
+            "image_size": [40, 40],
+            "joint_state_topic": JOINT_TOPIC,
+            "joint_names": JOINTS,
+            "command_topic": JT_TOPIC,
+            "command_type": "JointTrajectory",
+            "dt": 0.1,
+            "n_obs_steps": 2,
+            "horizon": 8,
+            "n_action_steps": 4,
+        },
+        "train": {
+            "device": "cpu",
+            "num_workers": 0,
+            "cache_dir": str(cache_dir),
+            **(train or {}),
+        },
+    }

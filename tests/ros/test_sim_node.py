@@ -9,15 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from diffusion_policy_node.ros.conversions import sec_to_duration, sec_to_stamp, stamp_to_sec
 from diffusion_policy_node.sim.arm_task import HOME_QPOS, JOINT_NAMES
 
-from .policy_node_harness import NodeProcess, Probe
+from .sim_node_harness import SimSystem
 
 pytestmark = pytest.mark.ros
 
@@ -27,43 +26,20 @@ CAMERA_HZ = 30.0
 PHYSICS_DT = 0.002
 
 
-class System:
+class System(SimSystem):
     def __init__(self, tmp: Path) -> None:
-        self.probe = Probe("sim_test_probe")
-        self.probe.subscribe("/joint_states", JointState)
-        self.probe.subscribe("/camera/image_raw", Image)
-        self.probe.subscribe("/clock", Clock)
-        self.sim = NodeProcess(
-            "diffusion_policy_node.ros.sim_node",
-            ["-r", f"__node:={SIM}", "-p", f"image_width:={WIDTH}",
-             "-p", f"image_height:={HEIGHT}", "-p", f"camera_rate_hz:={CAMERA_HZ}",
-             "-p", "qos_depth:=1000"],  # a starved probe thread must not lose messages
-            tmp / "sim.log",
-        )  # fmt: skip
-        self.traj_pub = self.probe.node.create_publisher(
-            JointTrajectory, "/arm_controller/joint_trajectory", 10
-        )
+        params = ["-p", f"image_width:={WIDTH}", "-p", f"image_height:={HEIGHT}",
+                  "-p", f"camera_rate_hz:={CAMERA_HZ}"]  # fmt: skip
+        super().__init__(tmp, SIM, "sim_test_probe", ["/camera/image_raw"], params)
         self.stream_pub = self.probe.node.create_publisher(
             Float64MultiArray, "/forward_position_controller/commands", 10
         )
-        try:
-            self.probe.wait_for(
-                lambda: len(self.probe.records["/camera/image_raw"]) >= 3, 90.0, "sim images"
-            )
-        except TimeoutError:
-            self.close()
-            raise
 
     def sim_time(self) -> float:
         return stamp_to_sec(self.probe.records["/clock"][-1][2].clock)
 
     def joints_after(self, t_mono: float) -> list[tuple[float, np.ndarray]]:
-        """(stamp, positions in JOINT_NAMES order) of joint states received after t_mono."""
-        out = []
-        for msg in self.probe.since("/joint_states", t_mono):
-            pos = dict(zip(msg.name, msg.position, strict=True))
-            out.append((stamp_to_sec(msg.header.stamp), np.array([pos[n] for n in JOINT_NAMES])))
-        return out
+        return super().joints_after(t_mono, JOINT_NAMES)
 
     def wait_converged(self, target: np.ndarray, t_mono: float, what: str) -> float:
         """Stamp of the first joint state after t_mono within 2e-3 rad of `target`."""
@@ -78,12 +54,6 @@ class System:
 
         self.probe.wait_for(close, 30.0, what)
         return found[0]
-
-    def close(self) -> None:
-        rc = self.sim.stop()
-        self.probe.close()
-        if rc != 0:
-            raise AssertionError(f"sim_node exited with {rc}:\n{self.sim.log()[-3000:]}")
 
 
 @pytest.fixture(scope="module")

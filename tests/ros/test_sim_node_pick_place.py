@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
-from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -20,7 +18,7 @@ from diffusion_policy_node.ros.conversions import sec_to_duration, stamp_to_sec
 from diffusion_policy_node.sim.pick_place import HOME_QPOS, STATE_JOINT_NAMES
 from diffusion_policy_node.sim.ur5e_description import ARM_JOINTS
 
-from .policy_node_harness import NodeProcess, Probe
+from .sim_node_harness import SimSystem
 
 pytestmark = pytest.mark.ros
 
@@ -30,50 +28,20 @@ CAMERAS = {"/scene_camera/image_raw": "scene_camera", "/wrist_camera/image_raw":
 URDF = Path(__file__).resolve().parents[2] / "description" / "urdf" / "ur5e_gripper.urdf"
 
 
-class System:
+class System(SimSystem):
     def __init__(self, tmp: Path) -> None:
-        self.probe = Probe("sim_pick_place_probe")
-        self.probe.subscribe("/joint_states", JointState)
-        self.probe.subscribe("/clock", Clock)
-        for topic in CAMERAS:
-            self.probe.subscribe(topic, Image)
-        self.sim = NodeProcess(
-            "diffusion_policy_node.ros.sim_node",
-            ["-r", f"__node:={SIM}", "-p", "task:=pick_place",
-             "-p", f"image_width:={WIDTH}", "-p", f"image_height:={HEIGHT}",
-             "-p", "camera_rate_hz:=10.0", "-p", "qos_depth:=1000"],
-            tmp / "sim.log",
-        )  # fmt: skip
-        node = self.probe.node
-        self.traj_pub = node.create_publisher(
-            JointTrajectory, "/arm_controller/joint_trajectory", 10
-        )
-        self.grip_pub = node.create_publisher(
+        params = ["-p", "task:=pick_place", "-p", f"image_width:={WIDTH}",
+                  "-p", f"image_height:={HEIGHT}", "-p", "camera_rate_hz:=10.0"]  # fmt: skip
+        super().__init__(tmp, SIM, "sim_pick_place_probe", list(CAMERAS), params)
+        self.grip_pub = self.probe.node.create_publisher(
             Float64MultiArray, "/gripper_controller/commands", 10
         )
-        try:
-            self.probe.wait_for(
-                lambda: all(len(self.probe.records[t]) >= 3 for t in CAMERAS), 90.0, "images"
-            )
-        except TimeoutError:
-            self.close()
-            raise
 
     def states_after(self, t_mono: float) -> list[np.ndarray]:
-        out = []
-        for msg in self.probe.since("/joint_states", t_mono):
-            pos = dict(zip(msg.name, msg.position, strict=True))
-            out.append(np.array([pos[n] for n in STATE_JOINT_NAMES]))
-        return out
+        return [q for _, q in self.joints_after(t_mono, STATE_JOINT_NAMES)]
 
     def wait_state(self, check, t_mono: float, what: str) -> None:
         self.probe.wait_for(lambda: any(check(q) for q in self.states_after(t_mono)), 30.0, what)
-
-    def close(self) -> None:
-        rc = self.sim.stop()
-        self.probe.close()
-        if rc != 0:
-            raise AssertionError(f"sim_node exited with {rc}:\n{self.sim.log()[-3000:]}")
 
 
 @pytest.fixture(scope="module")

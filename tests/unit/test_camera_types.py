@@ -21,8 +21,9 @@ from diffusion_policy_node.policy.config import PolicyConfig, camera_types_of
 from diffusion_policy_node.runtime.settings import PolicyNodeParams, resolve_settings
 from diffusion_policy_node.train.config import run_config_from_dict
 from diffusion_policy_node.train.trainer import Trainer
+from tests.factories import tiny_run_doc
 
-from .data_fixtures import JOINT_TOPIC, JOINTS, JT_TOPIC, BagSpec, make_config, write_bag
+from .data_fixtures import JOINT_TOPIC, BagSpec, make_config, write_bag
 
 IMAGE, COMPRESSED = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
 JPEG_TOPIC = "/camera/jpeg"  # a CompressedImage topic whose name does not say so
@@ -75,37 +76,13 @@ def test_dp_train_records_the_bags_camera_type_in_the_checkpoint(tmp_path: Path)
     for i in range(2):
         spec = BagSpec(cameras=(JPEG_TOPIC,), encoding="jpeg", duration_s=2.0, seed=i)
         bags.append(write_bag(tmp_path / f"demo{i}", spec).path)
-    doc = {
-        "policy": {
-            "crop_shape": [36, 36],
-            "down_dims": [16, 32],
-            "encoder_width": 16,
-            "num_keypoints": 8,
-            "diffusion_step_embed_dim": 16,
-        },
-        "data": {
-            "camera_topics": [JPEG_TOPIC],
-            "image_size": [40, 40],
-            "joint_state_topic": JOINT_TOPIC,
-            "joint_names": JOINTS,
-            "command_topic": JT_TOPIC,
-            "command_type": "JointTrajectory",
-            "dt": 0.1,
-            "n_obs_steps": 2,
-            "horizon": 8,
-            "n_action_steps": 4,
-        },
-        "train": {
-            "steps": 2,
-            "batch_size": 2,
-            "device": "cpu",
-            "num_workers": 0,
-            "torch_threads": 1,
-            "val_fraction": 0.0,
-            "checkpoint_every": 2,
-            "cache_dir": str(tmp_path / "cache"),
-        },
-    }
+    doc = tiny_run_doc(
+        [JPEG_TOPIC],
+        tmp_path / "cache",
+        policy={"encoder_width": 16},
+        train={"steps": 2, "batch_size": 2, "torch_threads": 1, "val_fraction": 0.0,
+               "checkpoint_every": 2},
+    )  # fmt: skip
     out = tmp_path / "run"
     Trainer(run_config_from_dict(doc), bags, out, progress=False).fit()
     config, meta = read_config(out / "latest")

@@ -24,51 +24,30 @@ from diffusion_policy_node.train.config import run_config_from_dict
 from diffusion_policy_node.train.plots import read_metrics
 from diffusion_policy_node.train.replay import main as replay_main
 from diffusion_policy_node.train.trainer import Trainer
+from tests.factories import tiny_run_doc
 
-from .data_fixtures import CAMERA, JOINT_TOPIC, JOINTS, JT_TOPIC, BagSpec, write_bag
+from .data_fixtures import CAMERA, JOINTS, JT_TOPIC, BagSpec, write_bag
 
 STEPS = 300
 REPO = Path(__file__).resolve().parents[2]
 
 
 def config_doc(cache_dir: Path) -> dict:
-    return {
-        "policy": {
-            "crop_shape": [36, 36],
-            "down_dims": [64, 128],
-            "num_keypoints": 8,
-            "diffusion_step_embed_dim": 64,
-            "num_inference_steps": 4,
-        },
-        "data": {
-            "camera_topics": [CAMERA],
-            "image_size": [40, 40],
-            "joint_state_topic": JOINT_TOPIC,
-            "joint_names": JOINTS,
-            "command_topic": JT_TOPIC,
-            "command_type": "JointTrajectory",
-            "dt": 0.1,
-            "n_obs_steps": 2,
-            "horizon": 8,
-            "n_action_steps": 4,
-        },
-        "train": {
-            "steps": STEPS,
-            "batch_size": 5,
-            "lr": 1e-3,
-            "warmup_steps": 10,
-            "seed": 0,
-            "device": "cpu",
-            "num_workers": 0,
-            "torch_threads": 2,
-            "val_fraction": 0.34,
-            "val_every": 150,
-            "val_max_batches": 4,
-            "checkpoint_every": STEPS,
-            "log_every": 10,
-            "cache_dir": str(cache_dir),
-        },
+    policy = {"down_dims": [64, 128], "diffusion_step_embed_dim": 64, "num_inference_steps": 4}
+    train = {
+        "steps": STEPS,
+        "batch_size": 5,
+        "lr": 1e-3,
+        "warmup_steps": 10,
+        "seed": 0,
+        "torch_threads": 2,
+        "val_fraction": 0.34,
+        "val_every": 150,
+        "val_max_batches": 4,
+        "checkpoint_every": STEPS,
+        "log_every": 10,
     }
+    return tiny_run_doc([CAMERA], cache_dir, policy=policy, train=train)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,61 @@
+"""One sim_node process under test and a probe node that reads its topics: what the sim_node
+tests of both tasks share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from trajectory_msgs.msg import JointTrajectory
+
+from diffusion_policy_node.ros.conversions import stamp_to_sec
+
+from .policy_node_harness import NodeProcess, Probe
+
+
+class SimSystem:
+    """sim_node named `name` started with `params` (`-p` pairs etc.), a probe subscribed to
+    /joint_states, /clock and `cameras`, and a JointTrajectory publisher on the arm's topic.
+    Ready once every camera has published 3 images; `close()` fails if the sim exited with an
+    error."""
+
+    def __init__(
+        self, tmp: Path, name: str, probe: str, cameras: Sequence[str], params: Sequence[str]
+    ) -> None:
+        self.probe = Probe(probe)
+        self.probe.subscribe("/joint_states", JointState)
+        self.probe.subscribe("/clock", Clock)
+        for topic in cameras:
+            self.probe.subscribe(topic, Image)
+        self.sim = NodeProcess(
+            "diffusion_policy_node.ros.sim_node",
+            ["-r", f"__node:={name}", *params, "-p", "qos_depth:=1000"],  # a starved probe
+            tmp / "sim.log",  # thread must not lose messages
+        )
+        self.traj_pub = self.probe.node.create_publisher(
+            JointTrajectory, "/arm_controller/joint_trajectory", 10
+        )
+        try:
+            self.probe.wait_for(
+                lambda: all(len(self.probe.records[t]) >= 3 for t in cameras), 90.0, "images"
+            )
+        except TimeoutError:
+            self.close()
+            raise
+
+    def joints_after(self, t_mono: float, names: Sequence[str]) -> list[tuple[float, np.ndarray]]:
+        """(stamp, positions in `names` order) of the joint states received after t_mono."""
+        out = []
+        for msg in self.probe.since("/joint_states", t_mono):
+            pos = dict(zip(msg.name, msg.position, strict=True))
+            out.append((stamp_to_sec(msg.header.stamp), np.array([pos[n] for n in names])))
+        return out
+
+    def close(self) -> None:
+        rc = self.sim.stop()
+        self.probe.close()
+        if rc != 0:
+            raise AssertionError(f"sim_node exited with {rc}:\n{self.sim.log()[-3000:]}")
