@@ -82,84 +82,70 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def inference_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+Row = tuple[str, str]  # (what was measured, the figure)
+
+
+def inference_rows(rows: list[dict[str, Any]]) -> list[Row]:
     peers = {
         r["config"]: r["p50_ms"] for r in rows if r.get("impl") == "lerobot" and "p50_ms" in r
     }
-    out = []
-    for r in rows:
-        if r.get("impl") != "ours" or "p50_ms" not in r:
-            continue
+
+    def row(r: dict[str, Any]) -> Row:
         what = f"inference {r['config']}, {r['name']} ({r.get('accel')}, {r.get('dtype')}, "
-        what += f"{r.get('threads')} threads)"
         figure = f"p50 {fmt(r['p50_ms'])} ms"
         peer = peers.get(r["config"])
         if peer:
             figure += f"; peer {fmt(peer)} ms (**{peer / r['p50_ms']:.2f}×**)"
-        out.append((what, figure))
-    return out
+        return what + f"{r.get('threads')} threads)", figure
+
+    return [row(r) for r in rows if r.get("impl") == "ours" and "p50_ms" in r]
 
 
-def train_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    out = []
-    for r in rows:
-        if r.get("bench") != "train_throughput":
-            continue
-        what = f"training {r['config']}, {r['mode']}, batch {r['batch_size']}, "
-        what += f"{r.get('mixed_precision')}, {r.get('threads')} threads"
-        figure = f"{fmt(r['samples_per_s'])} samples/s"
-        if r.get("peer_samples_per_s"):
-            figure += f"; peer {fmt(r['peer_samples_per_s'])} (**{r['ratio_to_peer']:.2f}×**)"
-        out.append((what, figure))
-    return out
+def train_row(r: dict[str, Any]) -> Row:
+    what = f"training {r['config']}, {r['mode']}, batch {r['batch_size']}, "
+    what += f"{r.get('mixed_precision')}, {r.get('threads')} threads"
+    figure = f"{fmt(r['samples_per_s'])} samples/s"
+    if r.get("peer_samples_per_s"):
+        figure += f"; peer {fmt(r['peer_samples_per_s'])} (**{r['ratio_to_peer']:.2f}×**)"
+    return what, figure
 
 
-def jitter_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    out = []
-    for r in rows:
-        if "rate_hz" not in r:
-            continue
-        what = f"control jitter {r['config']}, {fmt(r['rate_hz'], 0)} Hz, {r['output_mode']}"
-        if r.get("horizon"):
-            what += f", horizon {r['horizon']}"
-        if r.get("receiver_priority"):
-            what += ", node + receiver SCHED_FIFO"
-        figure = f"receiver p99 {fmt(r.get('rx_p99_ms'), 2)} ms, missed {r.get('rx_missed_ticks')}"
-        figure += f", inference p50 {fmt(r.get('inference_p50_ms'), 0)} ms"
-        out.append((what, figure))
-    return out
+def jitter_row(r: dict[str, Any]) -> Row:
+    what = f"control jitter {r['config']}, {fmt(r['rate_hz'], 0)} Hz, {r['output_mode']}"
+    what += f", horizon {r['horizon']}" if r.get("horizon") else ""
+    what += ", node + receiver SCHED_FIFO" if r.get("receiver_priority") else ""
+    figure = f"receiver p99 {fmt(r.get('rx_p99_ms'), 2)} ms, missed {r.get('rx_missed_ticks')}"
+    return what, figure + f", inference p50 {fmt(r.get('inference_p50_ms'), 0)} ms"
 
 
-def probe_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    out = []
-    for r in rows:
-        if "chunk_ms" not in r:
-            continue
-        what = f"chunk parts {r['config']}, {r['case']}"
-        figure = f"chunk {fmt(r['chunk_ms'])} ms (encode {fmt(r.get('encode_ms'))}, "
-        figure += f"denoise {fmt(r.get('denoise_ms'))})"
-        out.append((what, figure))
-    return out
+def probe_row(r: dict[str, Any]) -> Row:
+    figure = f"chunk {fmt(r['chunk_ms'])} ms (encode {fmt(r.get('encode_ms'))}, "
+    figure += f"denoise {fmt(r.get('denoise_ms'))})"
+    return f"chunk parts {r['config']}, {r['case']}", figure
 
 
-def smoothness_rows(rows: list[dict[str, Any]], task: str) -> list[tuple[str, str]]:
-    out = []
-    for r in rows:
-        if "mode" not in r:
-            continue
-        what = f"closed loop {task}, {r['mode']}, +{r['delay_ms']} ms, {r['episodes']} episodes"
-        figure = f"success {fmt(r['success_rate'], 2)}, jerk boundary/within "
-        figure += f"{fmt(r.get('jerk_ratio'), 2)}, overruns {r.get('overruns')}"
-        out.append((what, figure))
-    return out
+def smoothness_row(r: dict[str, Any], task: str) -> Row:
+    what = f"closed loop {task}, {r['mode']}, +{r['delay_ms']} ms, {r['episodes']} episodes"
+    figure = f"success {fmt(r['success_rate'], 2)}, jerk boundary/within "
+    return what, figure + f"{fmt(r.get('jerk_ratio'), 2)}, overruns {r.get('overruns')}"
 
 
+# kind -> (the key a data row has, its row function)
 ROWS = {
-    "inference_latency": inference_rows,
-    "train_throughput": train_rows,
-    "control_jitter": jitter_rows,
-    "acceleration_probe": probe_rows,
+    "train_throughput": ("samples_per_s", train_row),
+    "control_jitter": ("rate_hz", jitter_row),
+    "acceleration_probe": ("chunk_ms", probe_row),
 }
+
+
+def rows_of(kind: str, rows: list[dict[str, Any]], task: str) -> list[Row]:
+    if kind == "inference_latency":
+        return inference_rows(rows)
+    if kind.startswith("smoothness"):
+        where = "simulated time" if kind == "smoothness_sim" else "DDS, real time"
+        return [smoothness_row(r, f"{task} ({where})") for r in rows if "mode" in r]
+    key, row = ROWS[kind]
+    return [row(r) for r in rows if key in r]
 
 
 def collect() -> tuple[dict[str, list[tuple[str, str, str, str]]], dict[str, set[str]]]:
@@ -175,12 +161,7 @@ def collect() -> tuple[dict[str, list[tuple[str, str, str, str]]], dict[str, set
         if machine is None:
             raise SystemExit(f"{path}: the first line must name the machine (a 'cpu' key)")
         task = "pick_place" if "pick_place" in path.name else "reach"
-        if kind == "smoothness_sim":
-            made = smoothness_rows(rows, task + " (simulated time)")
-        elif kind == "smoothness_dds":
-            made = smoothness_rows(rows, task + " (DDS, real time)")
-        else:
-            made = ROWS[kind](rows)
+        made = rows_of(kind, rows, task)
         cpu = f"{machine['cpu']}, {machine.get('cores', '?')} cores"
         kinds[cpu].add(kind)
         link = f"[{path.name}](../bench/results/{path.name})"
