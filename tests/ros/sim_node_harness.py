@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from diffusion_policy_node.ros.conversions import stamp_to_sec
@@ -18,14 +19,19 @@ from .policy_node_harness import NodeProcess, Probe
 
 class SimSystem:
     """sim_node named `name` started with `params` (`-p` pairs etc.), a probe subscribed to
-    /joint_states, /clock and `cameras`, and a JointTrajectory publisher on the arm's topic.
-    Ready once every camera has published 3 images; `close()` fails if the sim exited with an
-    error."""
+    /joint_states, /clock and `cameras`, a JointTrajectory publisher on the arm's topic and a
+    Float64MultiArray publisher on `float_topic` (a forward controller's). Ready once every
+    camera has published 3 images; `close()` fails if the sim exited with an error."""
 
     def __init__(
-        self, tmp: Path, name: str, probe: str, cameras: Sequence[str], params: Sequence[str]
+        self,
+        tmp: Path,
+        name: str,
+        cameras: Sequence[str],
+        params: Sequence[str],
+        float_topic: str,
     ) -> None:
-        self.probe = Probe(probe)
+        self.probe = Probe(f"{name}_probe")
         self.probe.subscribe("/joint_states", JointState)
         self.probe.subscribe("/clock", Clock)
         for topic in cameras:
@@ -35,9 +41,11 @@ class SimSystem:
             ["-r", f"__node:={name}", *params, "-p", "qos_depth:=1000"],  # a starved probe
             tmp / "sim.log",  # thread must not lose messages
         )
-        self.traj_pub = self.probe.node.create_publisher(
+        node = self.probe.node
+        self.traj_pub = node.create_publisher(
             JointTrajectory, "/arm_controller/joint_trajectory", 10
         )
+        self.float_pub = node.create_publisher(Float64MultiArray, float_topic, 10)
         try:
             self.probe.wait_for(
                 lambda: all(len(self.probe.records[t]) >= 3 for t in cameras), 90.0, "images"
@@ -53,6 +61,15 @@ class SimSystem:
             pos = dict(zip(msg.name, msg.position, strict=True))
             out.append((stamp_to_sec(msg.header.stamp), np.array([pos[n] for n in names])))
         return out
+
+    def wait_joint_states(self, t_mono: float, count: int) -> list[JointState]:
+        """At least `count` joint-state messages received after t_mono (waits up to 30 s)."""
+        self.probe.wait_for(
+            lambda: len(self.probe.since("/joint_states", t_mono)) >= count,
+            30.0,
+            f"{count} joint states",
+        )
+        return self.probe.since("/joint_states", t_mono)
 
     def close(self) -> None:
         rc = self.sim.stop()

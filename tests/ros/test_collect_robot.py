@@ -14,8 +14,8 @@ import pytest
 
 from diffusion_policy_node.data.bag_reader import find_bags, read_bag
 from diffusion_policy_node.data.config import load_data_config
-from diffusion_policy_node.sim.arm_task import HOME_QPOS
 from diffusion_policy_node.eval.processes import start_node, stop_node
+from diffusion_policy_node.sim.arm_task import HOME_QPOS
 
 pytestmark = pytest.mark.ros
 

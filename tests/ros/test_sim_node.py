@@ -30,10 +30,8 @@ class System(SimSystem):
     def __init__(self, tmp: Path) -> None:
         params = ["-p", f"image_width:={WIDTH}", "-p", f"image_height:={HEIGHT}",
                   "-p", f"camera_rate_hz:={CAMERA_HZ}"]  # fmt: skip
-        super().__init__(tmp, SIM, "sim_test_probe", ["/camera/image_raw"], params)
-        self.stream_pub = self.probe.node.create_publisher(
-            Float64MultiArray, "/forward_position_controller/commands", 10
-        )
+        stream = "/forward_position_controller/commands"
+        super().__init__(tmp, SIM, ["/camera/image_raw"], params, float_topic=stream)
 
     def sim_time(self) -> float:
         return stamp_to_sec(self.probe.records["/clock"][-1][2].clock)
@@ -65,10 +63,7 @@ def system(tmp_path_factory: pytest.TempPathFactory):
 
 def test_joint_states_camera_and_clock(system: System) -> None:
     t0 = time.monotonic()
-    system.probe.wait_for(
-        lambda: len(system.probe.since("/joint_states", t0)) >= 60, 30.0, "60 joint states"
-    )
-    msgs = system.probe.since("/joint_states", t0)
+    msgs = system.wait_joint_states(t0, 60)
     assert all(list(m.name) == list(JOINT_NAMES) for m in msgs)
     assert all(len(m.position) == 3 and len(m.velocity) == 3 for m in msgs)
     # 100 Hz in simulation time, none lost (reliable): consecutive stamps exactly 10 ms apart.
@@ -120,7 +115,7 @@ def test_trajectory_and_stream_commands_move_the_arm(system: System) -> None:
     # Stream mode (forward_position_controller): the newest command wins at once.
     target = HOME_QPOS + np.array([-0.2, 0.1, -0.15])
     t_send = time.monotonic()
-    system.stream_pub.publish(Float64MultiArray(data=[float(v) for v in target]))
+    system.float_pub.publish(Float64MultiArray(data=[float(v) for v in target]))
     system.wait_converged(target, t_send, "the arm to reach the stream command")
 
 

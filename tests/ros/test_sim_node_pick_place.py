@@ -29,13 +29,13 @@ URDF = Path(__file__).resolve().parents[2] / "description" / "urdf" / "ur5e_grip
 
 
 class System(SimSystem):
+    """Gripper commands go through `float_pub` (/gripper_controller/commands)."""
+
     def __init__(self, tmp: Path) -> None:
         params = ["-p", "task:=pick_place", "-p", f"image_width:={WIDTH}",
                   "-p", f"image_height:={HEIGHT}", "-p", "camera_rate_hz:=10.0"]  # fmt: skip
-        super().__init__(tmp, SIM, "sim_pick_place_probe", list(CAMERAS), params)
-        self.grip_pub = self.probe.node.create_publisher(
-            Float64MultiArray, "/gripper_controller/commands", 10
-        )
+        gripper = "/gripper_controller/commands"
+        super().__init__(tmp, SIM, list(CAMERAS), params, float_topic=gripper)
 
     def states_after(self, t_mono: float) -> list[np.ndarray]:
         return [q for _, q in self.joints_after(t_mono, STATE_JOINT_NAMES)]
@@ -53,10 +53,7 @@ def system(tmp_path_factory: pytest.TempPathFactory):
 
 def test_joint_states_both_cameras_and_clock(system: System) -> None:
     t0 = time.monotonic()
-    system.probe.wait_for(
-        lambda: len(system.probe.since("/joint_states", t0)) >= 30, 30.0, "30 joint states"
-    )
-    msgs = system.probe.since("/joint_states", t0)
+    msgs = system.wait_joint_states(t0, 30)
     assert all(tuple(m.name) == STATE_JOINT_NAMES for m in msgs)
     assert (*ARM_JOINTS, "gripper_finger_joint") == STATE_JOINT_NAMES
     assert all(len(m.position) == 7 and len(m.velocity) == 7 for m in msgs)
@@ -111,13 +108,13 @@ def test_arm_follows_a_joint_trajectory_and_the_gripper_its_commands(system: Sys
     )
     for width in (0.015, 0.04):
         t_send = time.monotonic()
-        system.grip_pub.publish(Float64MultiArray(data=[width]))
+        system.float_pub.publish(Float64MultiArray(data=[width]))
         system.wait_state(
             lambda q, w=width: abs(q[6] - w) < 1e-3, t_send, f"the gripper at {width} m"
         )
     # A command with the wrong length is rejected, not applied.
     t_send = time.monotonic()
-    system.grip_pub.publish(Float64MultiArray(data=[0.0, 0.0]))
+    system.float_pub.publish(Float64MultiArray(data=[0.0, 0.0]))
     time.sleep(0.5)
     assert all(abs(q[6] - 0.04) < 1e-3 for q in system.states_after(t_send))
 
