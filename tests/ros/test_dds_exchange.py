@@ -4,6 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.ros
+
 
 def _spawn(*args: str) -> subprocess.Popen:
     return subprocess.Popen(

@@ -23,6 +23,8 @@ from diffusion_policy_node.ros.conversions import (
 )
 from diffusion_policy_node.ros.policy_node_params import declare, read_params
 
+pytestmark = pytest.mark.ros
+
 JOINTS = ["a", "b", "c"]
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,8 +3,11 @@
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from diffusion_policy_node.ros import selftest
+
+pytestmark = pytest.mark.ros
 
 
 def _image(seq: int, data: bytes) -> SimpleNamespace:
