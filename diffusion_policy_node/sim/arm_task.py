@@ -29,12 +29,11 @@ import mujoco
 import numpy as np
 
 from diffusion_policy_node.sim.task_common import (
+    MujocoTask,
     Renderers,
     check_range,
     check_render_and_seed,
     check_timing,
-    episode_seed,
-    step_physics,
 )
 
 JOINT_NAMES: tuple[str, ...] = ("joint1", "joint2", "joint3")
@@ -164,11 +163,6 @@ class ArmTaskConfig:
                 raise ValueError(f"ArmTaskConfig.{name}={value!r}: must be a finite number > 0")
         check_render_and_seed(self, "ArmTaskConfig")
 
-    @property
-    def substeps(self) -> int:
-        """Physics steps per control step."""
-        return round(self.control_dt / self.physics_dt)
-
 
 @dataclass(frozen=True)
 class StepResult:
@@ -228,7 +222,7 @@ _IK_BENDS, _IK_RADII = _ik_table()
 HOME_QPOS: np.ndarray = equal_bend_ik(HOME_EE_XY)
 
 
-class ArmTask:
+class ArmTask(MujocoTask):
     """The reach task: `reset(seed)`, then `step(joint_targets)` at control_dt (or
     `set_joint_targets` + `step_physics` for asynchronous drivers), `render()` for the camera."""
 
@@ -277,24 +271,21 @@ class ArmTask:
         self._target_mocap = m.body_mocapid[mujoco.mj_name2id(m, body, "target")]
         self._obstacle_mocap = m.body_mocapid[mujoco.mj_name2id(m, body, "obstacle")]
         self._renderers = Renderers(m, "ArmTask", "ArmTaskConfig")
-        self._seed_stream = np.random.default_rng(cfg.seed)
-        self._episode_seed: int | None = None
+        self._arm_ctrl = slice(None)
+        self._arm_qpos, self._arm_dof = self._qpos_adr, self._dof_adr
+        self._limits = np.array([[-JOINT_LIMIT, JOINT_LIMIT]] * len(JOINT_NAMES))
         self._done = False
         self._success = False
         self._collided = False
         self._passed_side: str | None = None
-        self.reset(cfg.seed)
+        self._start_episodes()
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int | None = None) -> None:
-        """Start an episode: home pose, zero velocity, time 0, layout drawn from `seed`.
-
-        The same seed always gives the same layout (and, with the same commands, the same
-        trajectory and images). Without a seed, one is drawn from the config's seed stream.
-        """
-        self._episode_seed = episode_seed("ArmTask", seed, self._seed_stream)
+        """Start an episode: home pose, zero velocity, time 0, target and obstacle placed from
+        `seed` (see `MujocoTask.reset`)."""
+        rng = self._next_episode_seed(seed)
         cfg = self.config
-        rng = np.random.default_rng(self._episode_seed)
         distance = rng.uniform(*cfg.target_distance_range)
         angle = rng.uniform(*cfg.target_angle_range)
         fraction = rng.uniform(*cfg.obstacle_fraction_range)
@@ -311,35 +302,10 @@ class ArmTask:
         self._done = self._success = self._collided = False
         self._passed_side = None
 
-    def set_joint_targets(self, joint_targets: np.ndarray) -> None:
-        """Set the position-servo targets (3,) in rad, clipped to the joint limits."""
-        q = np.asarray(joint_targets, dtype=float)
-        if q.shape != (3,):
-            raise ValueError(
-                f"ArmTask: joint_targets has shape {q.shape}, expected (3,) for {JOINT_NAMES}"
-            )
-        if not np.all(np.isfinite(q)):
-            raise ValueError(f"ArmTask: joint_targets {q.tolist()} contain NaN or inf")
-        self.data.ctrl[:] = np.clip(q, -JOINT_LIMIT, JOINT_LIMIT)
-
     def step(self, joint_targets: np.ndarray) -> StepResult:
         """Apply `joint_targets` (3,) and simulate one control step of `control_dt`."""
         self.set_joint_targets(joint_targets)
         return self.step_physics(self.config.control_dt)
-
-    def step_physics(self, duration: float) -> StepResult:
-        """Simulate `duration` seconds (rounded to whole physics steps, at least one) with the
-        current joint targets, checking contact, success and the time limit every physics step."""
-        step_physics(
-            "ArmTask",
-            self.model,
-            self.data,
-            duration,
-            self.config.physics_dt,
-            lambda: self._done,
-            self._update_outcome,
-        )
-        return self.result
 
     def _update_outcome(self) -> None:
         if self._passed_side is None:
@@ -387,50 +353,15 @@ class ArmTask:
         return self._done
 
     @property
-    def success(self) -> bool:
-        return self._success
-
-    @property
-    def collided(self) -> bool:
-        return self._collided
-
-    @property
     def passed_side(self) -> str | None:
         """Side on which the fingertip passed the obstacle ("left"/"right", as the expert's
         `side`), decided when it first drew level with it; None before that."""
         return self._passed_side
 
     @property
-    def time(self) -> float:
-        """Simulated seconds since `reset`."""
-        return float(self.data.time)
-
-    @property
-    def episode_seed(self) -> int | None:
-        """Seed of the current layout."""
-        return self._episode_seed
-
-    @property
-    def joint_limits(self) -> np.ndarray:
-        """(3, 2) lower/upper limit per joint, rad."""
-        return np.array([[-JOINT_LIMIT, JOINT_LIMIT]] * 3)
-
-    @property
     def home_joint_positions(self) -> np.ndarray:
         """(3,) joint positions every episode starts from."""
         return HOME_QPOS.copy()
-
-    def joint_positions(self) -> np.ndarray:
-        """(3,) joint angles, rad, in `joint_names` order."""
-        return self.data.qpos[self._qpos_adr].copy()
-
-    def joint_velocities(self) -> np.ndarray:
-        """(3,) joint velocities, rad/s, in `joint_names` order."""
-        return self.data.qvel[self._dof_adr].copy()
-
-    def joint_targets(self) -> np.ndarray:
-        """(3,) current position-servo targets, rad."""
-        return self.data.ctrl.copy()
 
     def ee_position(self) -> np.ndarray:
         """(3,) world position of the fingertip's lowest point (evaluation/expert only)."""
@@ -474,13 +405,3 @@ class ArmTask:
         u = 0.5 * width + focal * local[0] / depth
         v = 0.5 * height - focal * local[1] / depth
         return float(u), float(v)
-
-    def close(self) -> None:
-        """Release the offscreen rendering contexts."""
-        self._renderers.close()
-
-    def __enter__(self) -> ArmTask:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -46,12 +46,11 @@ from diffusion_policy_node.sim.robot_model import (
     build_model,
 )
 from diffusion_policy_node.sim.task_common import (
+    MujocoTask,
     Renderers,
     check_range,
     check_render_and_seed,
     check_timing,
-    episode_seed,
-    step_physics,
 )
 from diffusion_policy_node.sim.ur5e_description import (
     ARM_JOINTS,
@@ -116,11 +115,6 @@ class PickPlaceConfig:
         _check_range("cube_yaw_range", self.cube_yaw_range, -math.pi, math.pi)
         check_render_and_seed(self, "PickPlaceConfig")
 
-    @property
-    def substeps(self) -> int:
-        """Physics steps per control step."""
-        return round(self.control_dt / self.physics_dt)
-
 
 @dataclass(frozen=True)
 class PickPlaceResult:
@@ -134,7 +128,7 @@ class PickPlaceResult:
     dropped: bool = False
 
 
-class PickPlaceTask:
+class PickPlaceTask(MujocoTask):
     """See the module docstring."""
 
     joint_names: tuple[str, ...] = JOINT_NAMES
@@ -180,22 +174,18 @@ class PickPlaceTask:
         )
         self._cameras = {n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, n) for n in CAMERAS}
         self._renderers = Renderers(m, "PickPlaceTask", "PickPlaceConfig")
-        self._seed_stream = np.random.default_rng(cfg.seed)
-        self._episode_seed: int | None = None
+        self._arm_ctrl = self._arm_act
+        self._arm_qpos, self._arm_dof = self._qpos_adr[:6], self._dof_adr[:6]
         self._target_bin = BINS[0]
         self._result = PickPlaceResult(False, False, False)
-        self.reset(cfg.seed)
+        self._start_episodes()
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int | None = None) -> None:
-        """Start an episode: home pose, gripper open, time 0, cube pose and cue from `seed`.
-
-        The same seed always gives the same layout (and, with the same commands, the same
-        trajectory and images). Without a seed, one is drawn from the config's seed stream.
-        """
-        self._episode_seed = episode_seed("PickPlaceTask", seed, self._seed_stream)
+        """Start an episode: home pose, gripper open, time 0, cube pose and cue from `seed`
+        (see `MujocoTask.reset`)."""
+        rng = self._next_episode_seed(seed)
         cfg = self.config
-        rng = np.random.default_rng(self._episode_seed)
         x = rng.uniform(*cfg.cube_x_range)
         y = rng.uniform(*cfg.cube_y_range)
         yaw = rng.uniform(*cfg.cube_yaw_range)
@@ -216,18 +206,6 @@ class PickPlaceTask:
         mujoco.mj_forward(self.model, d)
         self._result = PickPlaceResult(False, False, False)
 
-    def set_joint_targets(self, joint_targets: np.ndarray) -> None:
-        """Set the arm's position-servo targets (6,) in rad, clipped to the URDF limits."""
-        q = np.asarray(joint_targets, dtype=float)
-        if q.shape != (6,):
-            raise ValueError(
-                f"PickPlaceTask: joint_targets has shape {q.shape}, expected (6,) for "
-                f"{JOINT_NAMES}"
-            )
-        if not np.all(np.isfinite(q)):
-            raise ValueError(f"PickPlaceTask: joint_targets {q.tolist()} contain NaN or inf")
-        self.data.ctrl[self._arm_act] = np.clip(q, self._limits[:, 0], self._limits[:, 1])
-
     def set_gripper_target(self, width: float) -> None:
         """Set `gripper_finger_joint`'s target (m per finger, clipped to [0, 0.04])."""
         value = float(np.asarray(width, dtype=float).reshape(-1)[0])
@@ -241,20 +219,6 @@ class PickPlaceTask:
         if gripper is not None:
             self.set_gripper_target(gripper)
         return self.step_physics(self.config.control_dt)
-
-    def step_physics(self, duration: float) -> PickPlaceResult:
-        """Simulate `duration` seconds (whole physics steps, at least one) with the current
-        targets, checking the outcome every physics step."""
-        step_physics(
-            "PickPlaceTask",
-            self.model,
-            self.data,
-            duration,
-            self.config.physics_dt,
-            lambda: self._result.done,
-            self._update_outcome,
-        )
-        return self._result
 
     def _update_outcome(self) -> None:
         touching_fingers = False
@@ -315,18 +279,6 @@ class PickPlaceTask:
         return self._result
 
     @property
-    def done(self) -> bool:
-        return self._result.done
-
-    @property
-    def success(self) -> bool:
-        return self._result.success
-
-    @property
-    def collided(self) -> bool:
-        return self._result.collided
-
-    @property
     def passed_side(self) -> str | None:
         """The bin the cube came to rest in once the episode ended there, else None (the
         counterpart of the reach task's side, for the engine's report)."""
@@ -335,19 +287,6 @@ class PickPlaceTask:
         if self._result.wrong_bin:
             return BINS[1 - BINS.index(self._target_bin)]
         return None
-
-    @property
-    def time(self) -> float:
-        return float(self.data.time)
-
-    @property
-    def episode_seed(self) -> int | None:
-        return self._episode_seed
-
-    @property
-    def joint_limits(self) -> np.ndarray:
-        """(6, 2) lower/upper limit per arm joint, rad (the URDF's)."""
-        return self._limits.copy()
 
     @property
     def home_joint_positions(self) -> np.ndarray:
@@ -361,23 +300,12 @@ class PickPlaceTask:
         """(2,) table-plane centre of bin `name`."""
         return np.asarray(DEFAULT_LAYOUT.bin_centers[name], dtype=float)
 
-    def joint_positions(self) -> np.ndarray:
-        """(6,) arm joint angles, rad, in `joint_names` order."""
-        return self.data.qpos[self._qpos_adr[:6]].copy()
-
-    def joint_velocities(self) -> np.ndarray:
-        return self.data.qvel[self._dof_adr[:6]].copy()
-
     def state_positions(self) -> np.ndarray:
         """(7,) positions in `state_joint_names` order (the six arm joints, then the gripper)."""
         return self.data.qpos[self._qpos_adr].copy()
 
     def state_velocities(self) -> np.ndarray:
         return self.data.qvel[self._dof_adr].copy()
-
-    def joint_targets(self) -> np.ndarray:
-        """(6,) current arm servo targets, rad."""
-        return self.data.ctrl[self._arm_act].copy()
 
     def gripper_target(self) -> float:
         return float(self.data.ctrl[self._grip_act])
@@ -421,12 +349,3 @@ class PickPlaceTask:
     def render_all(self) -> dict[str, np.ndarray]:
         """{camera: image} for every camera, config size."""
         return {name: self.render(camera=name) for name in CAMERAS}
-
-    def close(self) -> None:
-        self._renderers.close()
-
-    def __enter__(self) -> PickPlaceTask:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

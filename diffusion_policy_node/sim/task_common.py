@@ -145,3 +145,122 @@ def expert_rng(
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{owner}: {name}={value!r} must be finite and > 0")
     return rng if rng is not None else np.random.default_rng(0 if seed is None else seed)
+
+
+class MujocoTask:
+    """What both tasks share once their model is built: the episode seed stream, validated arm
+    targets, physics stepping with outcome checks every physics step, the status properties
+    and the context manager. A task sets `model`, `data`, `config`, `_renderers`,
+    `_arm_ctrl` (actuator indices of the arm's servos), `_arm_qpos` / `_arm_dof` (the arm
+    joints' qpos / dof addresses, `joint_names` order) and `_limits` ((n, 2) rad), then calls
+    `_start_episodes()`, which starts the first episode; it implements `reset`, `result` and
+    `_update_outcome`."""
+
+    joint_names: tuple[str, ...] = ()
+    model: mujoco.MjModel
+    data: mujoco.MjData
+    config: Any
+    _renderers: Renderers
+    _arm_ctrl: Any
+    _arm_qpos: Any
+    _arm_dof: Any
+    _limits: np.ndarray
+
+    def _start_episodes(self) -> None:
+        self._seed_stream = np.random.default_rng(self.config.seed)
+        self._episode_seed: int | None = None
+        self.reset(self.config.seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode whose layout is drawn from `seed`. The same seed always gives the
+        same layout (and, with the same commands, the same trajectory and images). Without a
+        seed, one is drawn from the config's seed stream."""
+        raise NotImplementedError
+
+    def _next_episode_seed(self, seed: int | None) -> np.random.Generator:
+        """Record the seed of the new episode (drawn from the stream when None); its rng."""
+        self._episode_seed = episode_seed(type(self).__name__, seed, self._seed_stream)
+        return np.random.default_rng(self._episode_seed)
+
+    def set_joint_targets(self, joint_targets: np.ndarray) -> None:
+        """Set the arm's position-servo targets (n,) in rad, clipped to the joint limits."""
+        owner, n = type(self).__name__, len(self.joint_names)
+        q = np.asarray(joint_targets, dtype=float)
+        if q.shape != (n,):
+            raise ValueError(
+                f"{owner}: joint_targets has shape {q.shape}, expected ({n},) for "
+                f"{self.joint_names}"
+            )
+        if not np.all(np.isfinite(q)):
+            raise ValueError(f"{owner}: joint_targets {q.tolist()} contain NaN or inf")
+        self.data.ctrl[self._arm_ctrl] = np.clip(q, self._limits[:, 0], self._limits[:, 1])
+
+    def joint_positions(self) -> np.ndarray:
+        """(n,) arm joint angles, rad, in `joint_names` order."""
+        return self.data.qpos[self._arm_qpos].copy()
+
+    def joint_velocities(self) -> np.ndarray:
+        """(n,) arm joint velocities, rad/s, in `joint_names` order."""
+        return self.data.qvel[self._arm_dof].copy()
+
+    def joint_targets(self) -> np.ndarray:
+        """(n,) current arm position-servo targets, rad."""
+        return self.data.ctrl[self._arm_ctrl].copy()
+
+    def step_physics(self, duration: float) -> Any:
+        """Simulate `duration` seconds (whole physics steps, at least one) with the current
+        targets, checking the outcome every physics step; returns `result`."""
+        step_physics(
+            type(self).__name__,
+            self.model,
+            self.data,
+            duration,
+            self.config.physics_dt,
+            lambda: self.done,
+            self._update_outcome,
+        )
+        return self.result
+
+    def _update_outcome(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def result(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def done(self) -> bool:
+        return self.result.done
+
+    @property
+    def success(self) -> bool:
+        return self.result.success
+
+    @property
+    def collided(self) -> bool:
+        return self.result.collided
+
+    @property
+    def time(self) -> float:
+        """Simulated seconds since `reset`."""
+        return float(self.data.time)
+
+    @property
+    def episode_seed(self) -> int | None:
+        """Seed of the current layout."""
+        return self._episode_seed
+
+    @property
+    def joint_limits(self) -> np.ndarray:
+        """(n, 2) lower/upper limit per arm joint, rad."""
+        return self._limits.copy()
+
+    def close(self) -> None:
+        """Release the offscreen rendering contexts."""
+        self._renderers.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
