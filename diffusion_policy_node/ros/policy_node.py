@@ -113,6 +113,7 @@ checkpoint's control rate. Services ~/start ~/stop ~/reset ~/status; health on /
     policy_node --ros-args -p checkpoint:=/path/to/ckpt [--params-file config/policy_node.yaml]
 """
 WARN_THROTTLE_S = 5.0
+SHUTDOWN_WORKER_WAIT_S = 0.2  # Ctrl-C/SIGTERM: the inference process is killed after this
 UNHEARD_S = 2.0  # active without a subscriber on a command topic this long: WARN
 DESCRIPTION_QOS = QoSProfile(
     depth=1,
@@ -313,10 +314,10 @@ class PolicyNode(GuardedTransitions, LifecycleNode):
         self.get_logger().error("error processing: a transition raised; held, released")
         return TransitionCallbackReturn.SUCCESS
 
-    def _hold_and_release(self) -> None:
+    def _hold_and_release(self, worker_wait: float = 5.0) -> None:
         if self.controller is not None and self.controller.active:
             self.controller.stop(self.now_s())
-        self._release()
+        self._release(worker_wait)
 
     def _wire(self, s: NodeSettings) -> None:
         """Subscriptions and the managed command publisher."""
@@ -349,14 +350,15 @@ class PolicyNode(GuardedTransitions, LifecycleNode):
                 cols = indices_in(g.joints, joints, "the command")
                 self._group_pubs[kind].append((g, pub, cols))
 
-    def _release(self) -> None:
-        """Stop the control thread, close the worker, drop subscriptions and the publisher."""
+    def _release(self, worker_wait: float = 5.0) -> None:
+        """Stop the control thread, close the worker (killed after `worker_wait` s if its
+        inference is still running), drop subscriptions and the publisher."""
         self._running = False
         if self._loop is not None:
             self._loop.stop()
             self._loop = None
         if self.worker is not None:
-            self.worker.close(timeout=5.0)
+            self.worker.close(timeout=worker_wait)
             self.worker = None
         for sub in self._entities:
             self.destroy_subscription(sub)
@@ -606,8 +608,10 @@ class PolicyNode(GuardedTransitions, LifecycleNode):
         self._diag_pub.publish(msg)
 
     def close(self) -> None:
-        """Hold and release (Ctrl-C/SIGTERM in any state; bounded waits)."""
-        self._hold_and_release()
+        """Hold and release (Ctrl-C/SIGTERM in any state). The process is exiting: an inference
+        in progress is not waited for (the child is killed after 0.2 s), so the node is gone
+        well within `ros2 launch`'s patience and the 2 s an operator expects."""
+        self._hold_and_release(worker_wait=SHUTDOWN_WORKER_WAIT_S)
 
 
 def _make_node() -> PolicyNode:
