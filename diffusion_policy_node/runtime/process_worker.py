@@ -162,7 +162,15 @@ class ProcessInferenceWorker(LatencyTracking):
             name="dp-inference",
             daemon=True,
         )
-        self._proc.start()
+        # The child starts with SIGINT blocked (the mask survives its fork + exec): a Ctrl-C
+        # reaches the whole process group, and the child, busy importing torch or inferring,
+        # must not print a KeyboardInterrupt traceback; its parent stops it (close / kill).
+        # Blocked, not ignored, in this thread: a SIGINT meanwhile is delivered afterwards.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
         if not self._conn.poll(start_timeout):
             self._kill()
