@@ -28,6 +28,8 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.executors import SingleThreadedExecutor
 from std_srvs.srv import Trigger
 
+from .service_driver import call_service
+
 TRIGGERS = ("status", "start", "stop", "reset", "pause", "unpause", "report")
 TRANSITIONS = {
     "configure": Transition.TRANSITION_CONFIGURE,
@@ -46,15 +48,7 @@ class ServiceUnavailableError(RuntimeError):
 def call(node: Any, srv_type: type, name: str, request: Any, timeout: float) -> Any:
     """Call `name` and wait for the response (ServiceUnavailableError on a timeout)."""
     client = node.create_client(srv_type, name)
-    if not client.wait_for_service(timeout_sec=timeout):
-        raise ServiceUnavailableError(f"service {name} not available within {timeout:g} s")
-    future = client.call_async(request)
-    done = threading.Event()
-    future.add_done_callback(lambda _f: done.set())
-    done.wait(timeout)
-    if not future.done() or future.result() is None:
-        raise ServiceUnavailableError(f"service {name} did not answer within {timeout:g} s")
-    return future.result()
+    return call_service(client, name, request, timeout, ServiceUnavailableError)
 
 
 def run_command(node: Any, command: str, target: str, timeout: float) -> tuple[bool, str]:

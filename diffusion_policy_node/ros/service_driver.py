@@ -31,6 +31,23 @@ class DriverError(RuntimeError):
     """A service did not answer or refused; the message names it."""
 
 
+def call_service(
+    client: Any, name: str, request: Any, timeout: float, error: type[Exception] = DriverError
+) -> Any:
+    """Send `request` through `client` (of service `name`, spun elsewhere) and wait for the
+    response; `error(text)` naming the service when it is not there or does not answer within
+    `timeout` seconds."""
+    if not client.wait_for_service(timeout_sec=timeout):
+        raise error(f"service {name} not available within {timeout:g} s; is it running?")
+    future = client.call_async(request)
+    done = threading.Event()
+    future.add_done_callback(lambda _f: done.set())
+    done.wait(timeout)
+    if not future.done() or future.result() is None:
+        raise error(f"service {name} did not answer within {timeout:g} s")
+    return future.result()
+
+
 class ServiceDriver:
     """Calls services of other nodes from `node`; see the module docstring."""
 
@@ -49,16 +66,7 @@ class ServiceDriver:
 
     def call(self, srv_type: type, name: str, request: Any, timeout: float | None = None) -> Any:
         timeout = self.timeout if timeout is None else timeout
-        client = self._client(srv_type, name)
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise DriverError(f"service {name} not available within {timeout} s; is it running?")
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _f: done.set())
-        done.wait(timeout)
-        if not future.done() or future.result() is None:
-            raise DriverError(f"service {name} did not answer within {timeout} s")
-        return future.result()
+        return call_service(self._client(srv_type, name), name, request, timeout)
 
     def trigger(
         self, name: str, must_succeed: bool = True, timeout: float | None = None
