@@ -18,13 +18,14 @@ same meaning as with `InferenceWorker` (submit → result available, node clock)
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -127,6 +128,26 @@ class InferenceProcessError(RuntimeError):
     """The inference child process failed (start-up error, crash, or a policy exception)."""
 
 
+@contextlib.contextmanager
+def _child_ignores_sigint() -> Iterator[None]:
+    """Processes started inside ignore SIGINT (an ignored disposition survives fork + exec,
+    and Python keeps it at start-up): a Ctrl-C reaches the whole process group, and the
+    inference process, busy importing torch or inferring, must not print a KeyboardInterrupt
+    traceback; its parent stops it (close, kill). In this process SIGINT is blocked
+    meanwhile, so one arriving then is delivered afterwards rather than lost (Linux keeps a
+    blocked signal pending even while it is ignored). Main thread only (elsewhere: as is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 class ProcessInferenceWorker(LatencyTracking):
     """`InferenceWorker` API (submit/poll/busy/reset/warm_up/latency_*/close) with the policy
     in a child process loaded as `settings` say (`load_policy`)."""
@@ -162,15 +183,8 @@ class ProcessInferenceWorker(LatencyTracking):
             name="dp-inference",
             daemon=True,
         )
-        # The child starts with SIGINT blocked (the mask survives its fork + exec): a Ctrl-C
-        # reaches the whole process group, and the child, busy importing torch or inferring,
-        # must not print a KeyboardInterrupt traceback; its parent stops it (close / kill).
-        # Blocked, not ignored, in this thread: a SIGINT meanwhile is delivered afterwards.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
+        with _child_ignores_sigint():
             self._proc.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
         if not self._conn.poll(start_timeout):
             self._kill()

@@ -135,3 +135,32 @@ def test_submit_never_blocks_on_a_busy_child_with_large_observations(tmp_path: P
         t.join(20.0)
         assert calls_done.is_set(), "submit/reset blocked on the busy inference process"
         assert worker.busy and worker.poll() is None  # nothing has come back yet
+
+
+def _sigint_disposition(queue) -> None:
+    import signal
+
+    queue.put(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+
+
+def test_the_inference_process_ignores_the_terminals_ctrl_c() -> None:
+    """A Ctrl-C reaches the whole process group: the child (importing torch, inferring) must
+    not print a KeyboardInterrupt traceback; a SIGINT to the parent meanwhile is not lost."""
+    import multiprocessing as mp
+    import os
+    import signal
+
+    from diffusion_policy_node.runtime.process_worker import _child_ignores_sigint
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_sigint_disposition, args=(queue,))
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with _child_ignores_sigint():
+            child.start()
+            os.kill(os.getpid(), signal.SIGINT)  # pending until the block ends
+        pytest.fail("the SIGINT sent meanwhile was lost")
+    assert queue.get(timeout=60) is True
+    child.join(10)
+    assert signal.getsignal(signal.SIGINT) is before
