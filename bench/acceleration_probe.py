@@ -38,10 +38,10 @@ except ImportError:  # imported as bench.acceleration_probe
     from bench._common import machine_line
     from bench.inference_latency import _policy_config
 
+from diffusion_policy_node.policy.accel.kernels import median_s
+from diffusion_policy_node.policy.accel.trace import TrunkModule, tracing_warnings_filtered
 from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
-from diffusion_policy_node.policy.kernels import median_s
 from diffusion_policy_node.policy.modeling import DiffusionPolicy
-from diffusion_policy_node.policy.unet1d import _TrunkModule, tracing_warnings_filtered
 
 
 def _median_ms(fn: Callable[[], object], reps: int) -> float:
@@ -67,7 +67,7 @@ def _compile(policy: DiffusionPolicy) -> None:
     inductor.freezing = True
     inductor.cpp.weight_prepack = True
     policy.enable_acceleration("jit")  # the packed (matrix-product) trunk layout
-    trunk = torch.compile(_TrunkModule(policy.network).eval(), dynamic=False)
+    trunk = torch.compile(TrunkModule(policy.network).eval(), dynamic=False)
 
     def step(sample, cache, k):
         return trunk(sample, [t for pair in cache.per_step[k] for t in pair])

@@ -13,7 +13,7 @@ back-to-back requests. Implementations:
                  or AMX, bf16 camera encoders, and a bf16 ε-network when it is beyond the
                  caches, e.g. paper; else fp32)
   ours-default-mkl  the same without the oneDNN matrix products the trace picks per layer
-                 (policy/kernels.py: budget 0, every product on PyTorch's default kernel)
+                 (policy/accel/kernels.py: budget 0, every product on PyTorch's default kernel)
   ours-fp32      eager fp32 (acceleration none, precision fp32)
   ours-fp32-jit  fp32 with `jit`
   ours-bf16-jit  bf16 encoders and ε-network with `jit`
@@ -131,7 +131,7 @@ def child_ours(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from diffusion_policy_node.policy import kernels
+    from diffusion_policy_node.policy.accel import kernels
     from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
     from diffusion_policy_node.policy.modeling import DiffusionPolicy
     from diffusion_policy_node.policy.precision import apply_precision

@@ -15,18 +15,19 @@ evaluates all FiLM parameters for every timestep of a sampling run once per chun
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kernels import TORCHSCRIPT_DEPRECATED, PackedLinear, tuning
+from .accel.kernels import PackedLinear
+from .accel.packing import pack_conv1d, packed_conv1d
+from .accel.trace import TracedTrunk
+from .accel.trace import tracing_warnings_filtered as tracing_warnings_filtered  # modeling.py
 
 # One res block's FiLM parameters: (scale, bias), each (B, C, 1).
 Film = tuple[Tensor, Tensor]
@@ -47,32 +48,6 @@ class SinusoidalPosEmb(nn.Module):
         freqs = torch.exp(torch.arange(half_dim, device=x.device) * -scale)
         emb = x.float()[:, None] * freqs[None, :]
         return torch.cat((emb.sin(), emb.cos()), dim=-1)
-
-
-def pack_conv1d(conv: nn.Conv1d) -> Tensor:
-    """Conv1d weight (C_out, C_in, k) as the (C_out, C_in·k) matrix of `packed_conv1d`: a view
-    of the weight (same storage, no copy), so packing costs no memory."""
-    c_out = conv.weight.shape[0]
-    return conv.weight.detach().view(c_out, -1)
-
-
-def packed_conv1d(x: Tensor, packed: PackedLinear, k: int, stride: int, pad: int) -> Tensor:
-    """Conv1d as unfold + one matrix product: (B, C_in, T) -> (B, C_out, T_out), same math.
-
-    At batch 1 and a short horizon a Conv1d is a skinny matrix product dominated by reading the
-    weights; PyTorch's CPU conv paths read them at a fraction of the speed of a plain GEMM
-    (bench: 1.5-5x slower for the paper's 1024-4096 channel convolutions). The columns are
-    laid out [channel][tap] to match the weight's own memory order (`pack_conv1d`); `packed`
-    holds that matrix and the bias, and runs the product with the faster kernel (kernels.py).
-    """
-    B, C, _ = x.shape
-    if pad:
-        x = F.pad(x, (pad, pad))
-    cols = x.unfold(2, k, stride)  # (B, C_in, T_out, k)
-    T_out = cols.shape[2]
-    cols = cols.transpose(1, 2).reshape(B * T_out, C * k)  # rows: [channel][tap]
-    y = packed(cols)  # (B·T_out, C_out)
-    return y.reshape(B, T_out, -1).transpose(1, 2)
 
 
 class Downsample1d(nn.Module):
@@ -453,7 +428,7 @@ class ConditionalUnet1D(nn.Module):
             )
         return self._run(sample, film_cache.per_step[k])
 
-    def freeze_prepared_step(self, horizon: int | None = None) -> _FrozenTrunk:
+    def freeze_prepared_step(self, horizon: int | None = None) -> TracedTrunk:
         """The trunk traced by TorchScript (one graph per step instead of ~30 Python module calls
         per res block), with the signature and numbers of :meth:`forward_prepared`; for the
         current device, dtype and packing (see :meth:`pack_for_inference`). Not frozen: freezing
@@ -464,7 +439,7 @@ class ConditionalUnet1D(nn.Module):
         sample of `horizon` steps (default: the shortest valid horizon x 2), the shape the
         node runs; any other batch or horizon gives the same numbers.
         """
-        return _FrozenTrunk(self, horizon)
+        return TracedTrunk(self, horizon)
 
     # ------------------------------------------------------------------ internals
 
@@ -554,80 +529,3 @@ def _validate_args(
         )
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"ConditionalUnet1D: kernel_size must be odd, got {kernel_size}")
-
-
-class _TrunkModule(nn.Module):
-    """The U-Net trunk with FiLM parameters as a flat tensor list, so it can be traced. The
-    oneDNN weight copies (kernels.PackedLinear.onednn) are registered as buffers: a trace
-    reads module state through its attributes, and cannot hold such tensors as constants."""
-
-    def __init__(self, unet: ConditionalUnet1D) -> None:
-        super().__init__()
-        self.unet = unet
-        self.onednn_weights = nn.Module()
-        for i, kernel in enumerate(unet.packed_kernels()):
-            if kernel.onednn is not None:
-                self.onednn_weights.register_buffer(f"w{i}", kernel.onednn, persistent=False)
-
-    def forward(self, sample: Tensor, films: list[Tensor]) -> Tensor:
-        pairs = [(films[i], films[i + 1]) for i in range(0, len(films), 2)]
-        return self.unet._run(sample, pairs)
-
-
-class _FrozenTrunk:
-    """TorchScript-traced U-Net trunk with the signature of `forward_prepared`. The trace holds
-    the module's own weight tensors (packed views, no copies)."""
-
-    def __init__(self, unet: ConditionalUnet1D, horizon: int | None = None) -> None:
-        self.unet = unet
-        weight = unet.final_conv[1].weight
-        device, dtype = weight.device, weight.dtype
-        cache = unet.prepare_conditioning(
-            torch.tensor([1], device=device),
-            torch.zeros(1, unet.global_cond_dim, device=device, dtype=dtype),
-        )
-        horizon = unet.horizon_multiple * 2 if horizon is None else horizon
-        sample = torch.randn(1, horizon, unet.input_dim, device=device, dtype=dtype)
-        unet._check_sample(sample)
-        flat = [t for pair in cache.per_step[0] for t in pair]
-        with torch.no_grad(), tuning(unet.packed_kernels()):
-            unet._run(sample, cache.per_step[0])
-        # check_trace=False: the check re-traces and keeps a second graph whose constants copy
-        # the packed weights (+600 MiB at the peak for the paper config); the trace's numbers
-        # are checked against forward_prepared by the tests instead.
-        with torch.no_grad(), tracing_warnings_filtered():
-            trunk = _TrunkModule(unet).eval()
-            self.module = torch.jit.trace(trunk, (sample, flat), check_trace=False)
-
-    def __call__(self, sample: Tensor, film_cache: FilmCache, k: int) -> Tensor:
-        self.unet._check_sample(sample)
-        films = [t for pair in film_cache.per_step[k] for t in pair]
-        return self.module(sample, films)
-
-
-@contextlib.contextmanager
-def tracing_warnings_filtered() -> Iterator[None]:
-    """Silence exactly the warnings a trace of our inference modules raises, and only those:
-
-    - DeprecationWarning "`torch.jit.trace` / `trace_method` / `freeze` is deprecated. Please
-      switch to `torch.compile` or `torch.export`" (torch >= 2.10). TorchScript still works in
-      the torch we pin and is what `jit` measures; the replacement is `torch.export` + AOT
-      Inductor (compiled once per checkpoint, not at node start: torch.compile takes 17-30 s
-      per start on a 2-core CPU and, in the interleaved bench, is no faster than the trace
-      per chunk: bench/acceleration_probe.py).
-    - TracerWarning "Converting a tensor to a Python boolean ...": GroupNorm's batch-size check
-      (torch.nn.functional) and SpatialSoftmax's shape check are recorded as constants. The
-      shapes are fixed at inference, and the callers check them before every traced call
-      (`_FrozenTrunk.__call__`, `ObservationEncoder.forward`).
-    Any other warning still shows.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=TORCHSCRIPT_DEPRECATED, category=DeprecationWarning
-        )
-        warnings.filterwarnings(
-            "ignore",
-            message="Converting a tensor to a Python boolean",
-            category=torch.jit.TracerWarning,
-        )
-        yield

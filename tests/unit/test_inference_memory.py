@@ -85,7 +85,10 @@ def test_tracing_the_trunk_does_not_copy_the_weights_even_transiently():
     import subprocess
     import sys
 
-    from diffusion_policy_node.policy.kernels import ONEDNN_BUDGET_BYTES, ONEDNN_MAX_WEIGHT_BYTES
+    from diffusion_policy_node.policy.accel.kernels import (
+        ONEDNN_BUDGET_BYTES,
+        ONEDNN_MAX_WEIGHT_BYTES,
+    )
 
     out = subprocess.run(
         [sys.executable, "-c", _PEAK_SCRIPT], capture_output=True, text=True, check=True

@@ -1,4 +1,4 @@
-"""The matrix-product kernels of the packed trunk (policy/kernels.py): oneDNN and the default
+"""The matrix-product kernels of the packed trunk (policy/accel/kernels.py): oneDNN and the default
 kernel compute the same product, the choice stays within its memory budget, and a trace that
 uses oneDNN gives the numbers of the plain network."""
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusion_policy_node.policy import kernels
-from diffusion_policy_node.policy.kernels import PackedLinear, allocate_onednn, tuning
+from diffusion_policy_node.policy.accel import kernels
+from diffusion_policy_node.policy.accel.kernels import PackedLinear, allocate_onednn, tuning
 from diffusion_policy_node.policy.unet1d import ConditionalUnet1D
 
 needs_onednn = pytest.mark.skipif(

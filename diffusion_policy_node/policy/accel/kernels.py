@@ -1,7 +1,7 @@
 """Matrix-product kernels of the U-Net's packed inference layout (acceleration `jit`).
 
 Every packed convolution of the trunk is one matrix product ``y = x·Wᵀ + b`` with a fixed
-weight (`unet1d.packed_conv1d`). On a CPU, PyTorch runs an fp32 ``F.linear`` through MKL, and
+weight (`packing.packed_conv1d`). On a CPU, PyTorch runs an fp32 ``F.linear`` through MKL, and
 which library is fastest for these skinny shapes depends on the CPU. Measured on an AMD EPYC
 (Zen 5, AVX-512, 2 threads), per call: MKL 52 µs for the small preset's (4 x 1280)·(1280 x 256)
 product against 22 µs for oneDNN with the weight reordered once; but oneDNN costs ~12 µs even
@@ -41,7 +41,7 @@ TUNE_WARMUP = 3
 TUNE_REPS = 15
 TUNE_MARGIN = 0.9
 # The DeprecationWarning torch >= 2.10 raises for torch.jit.script / trace / freeze; what it
-# means for us: unet1d.tracing_warnings_filtered.
+# means for us: trace.tracing_warnings_filtered.
 TORCHSCRIPT_DEPRECATED = r"`torch\.jit\.\w+` is deprecated"
 
 

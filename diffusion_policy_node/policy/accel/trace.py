@@ -1,0 +1,96 @@
+"""TorchScript traces of the U-Net trunk for inference (`acceleration: jit`).
+
+`TracedTrunk(unet, horizon)` traces one denoising step of a packed `ConditionalUnet1D` with the
+signature of its `forward_prepared`; `tracing_warnings_filtered()` silences exactly the warnings
+such traces raise. The network is used only through its own methods (`prepare_conditioning`,
+`_run`, `packed_kernels`, `_check_sample`), so this module does not import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .kernels import TORCHSCRIPT_DEPRECATED, tuning
+
+
+class TrunkModule(nn.Module):
+    """The U-Net trunk with FiLM parameters as a flat tensor list, so it can be traced. The
+    oneDNN weight copies (kernels.PackedLinear.onednn) are registered as buffers: a trace
+    reads module state through its attributes, and cannot hold such tensors as constants."""
+
+    def __init__(self, unet: Any) -> None:
+        super().__init__()
+        self.unet = unet
+        self.onednn_weights = nn.Module()
+        for i, kernel in enumerate(unet.packed_kernels()):
+            if kernel.onednn is not None:
+                self.onednn_weights.register_buffer(f"w{i}", kernel.onednn, persistent=False)
+
+    def forward(self, sample: Tensor, films: list[Tensor]) -> Tensor:
+        pairs = [(films[i], films[i + 1]) for i in range(0, len(films), 2)]
+        return self.unet._run(sample, pairs)
+
+
+class TracedTrunk:
+    """TorchScript-traced U-Net trunk with the signature of `forward_prepared`. The trace holds
+    the module's own weight tensors (packed views, no copies)."""
+
+    def __init__(self, unet: Any, horizon: int | None = None) -> None:
+        self.unet = unet
+        weight = unet.final_conv[1].weight
+        device, dtype = weight.device, weight.dtype
+        cache = unet.prepare_conditioning(
+            torch.tensor([1], device=device),
+            torch.zeros(1, unet.global_cond_dim, device=device, dtype=dtype),
+        )
+        horizon = unet.horizon_multiple * 2 if horizon is None else horizon
+        sample = torch.randn(1, horizon, unet.input_dim, device=device, dtype=dtype)
+        unet._check_sample(sample)
+        flat = [t for pair in cache.per_step[0] for t in pair]
+        with torch.no_grad(), tuning(unet.packed_kernels()):
+            unet._run(sample, cache.per_step[0])
+        # check_trace=False: the check re-traces and keeps a second graph whose constants copy
+        # the packed weights (+600 MiB at the peak for the paper config); the trace's numbers
+        # are checked against forward_prepared by the tests instead.
+        with torch.no_grad(), tracing_warnings_filtered():
+            trunk = TrunkModule(unet).eval()
+            self.module = torch.jit.trace(trunk, (sample, flat), check_trace=False)
+
+    def __call__(self, sample: Tensor, film_cache: Any, k: int) -> Tensor:
+        self.unet._check_sample(sample)
+        films = [t for pair in film_cache.per_step[k] for t in pair]
+        return self.module(sample, films)
+
+
+@contextlib.contextmanager
+def tracing_warnings_filtered() -> Iterator[None]:
+    """Silence exactly the warnings a trace of our inference modules raises, and only those:
+
+    - DeprecationWarning "`torch.jit.trace` / `trace_method` / `freeze` is deprecated. Please
+      switch to `torch.compile` or `torch.export`" (torch >= 2.10). TorchScript still works in
+      the torch we pin and is what `jit` measures; the replacement is `torch.export` + AOT
+      Inductor (compiled once per checkpoint, not at node start: torch.compile takes 17-30 s
+      per start on a 2-core CPU and, in the interleaved bench, is no faster than the trace
+      per chunk: bench/acceleration_probe.py).
+    - TracerWarning "Converting a tensor to a Python boolean ...": GroupNorm's batch-size check
+      (torch.nn.functional) and SpatialSoftmax's shape check are recorded as constants. The
+      shapes are fixed at inference, and the callers check them before every traced call
+      (`TracedTrunk.__call__`, `ObservationEncoder.forward`).
+    Any other warning still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=TORCHSCRIPT_DEPRECATED, category=DeprecationWarning
+        )
+        warnings.filterwarnings(
+            "ignore",
+            message="Converting a tensor to a Python boolean",
+            category=torch.jit.TracerWarning,
+        )
+        yield
