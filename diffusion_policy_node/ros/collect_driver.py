@@ -7,7 +7,8 @@ their services, one recorded episode at a time. Prints one JSON line per episode
 Per episode (docs/episode_protocol.md): `~/pause` (if the robot has it), set the robot's `seed`
 parameter (if declared), `~/reset` (nothing moves until `~/unpause`), the expert's process
 (`--expert-cmd`, if given), recorder `~/start` (retried until every topic has a publisher, the
-expert's command topics included), robot `~/unpause`, poll robot `~/report` until
+expert's command topics included) and until the recorder is connected to a publisher of each
+topic (what an expert sends before that is lost), robot `~/unpause`, poll robot `~/report` until
 `done`, stop the expert's process (SIGINT, then SIGTERM), `~/pause` (if it has one), wait until
 the recorder's message counts stop changing (the last messages are in flight; at most
 SETTLE_MAX_S, as a robot's sensors publish on), recorder `~/stop`.
@@ -47,7 +48,7 @@ from diffusion_policy_node.ros.service_driver import (
 SETTLE_S = 0.15
 SETTLE_MAX_S = 1.0
 PAUSE_PROBE_S = 1.0  # once the robot answered, its other services are discovered
-EXPERT_SETTLE_S = 1.0  # between recorder ~/start and ~/unpause: the expert's topics connect
+EXPERT_SETTLE_S = 0.5  # after the recorder connected to it: the expert's other connections
 EXPERT_STOP_S = 5.0  # after SIGINT, then SIGTERM, then SIGKILL
 
 
@@ -119,6 +120,26 @@ class Driver(ServiceDriver):
             last = counts
             time.sleep(SETTLE_S)
 
+    def wait_connected(self, expert: subprocess.Popen) -> None:
+        """Until every recorded topic has a publisher connected to the recorder (the expert's
+        new publishers take a moment to connect after they appear on the graph; what they
+        send before is lost), then EXPERT_SETTLE_S for its other connections (the robot)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            matched = self.trigger_json(f"/{self.recorder}/status").get("matched", {})
+            waiting = sorted(t for t, n in matched.items() if n < 1)
+            if not waiting:
+                break
+            if expert.poll() is not None:
+                raise DriverError(f"the expert's process exited ({expert.returncode}) early")
+            if time.monotonic() > deadline:
+                raise DriverError(
+                    f"/{self.recorder}: no publisher connected on {waiting} within "
+                    f"{self.timeout} s of starting the expert"
+                )
+            time.sleep(0.05)
+        time.sleep(EXPERT_SETTLE_S)
+
     def start_expert(self, index: int, seed: int) -> subprocess.Popen | None:
         if not self.expert_cmd:
             return None
@@ -153,7 +174,7 @@ class Driver(ServiceDriver):
         try:
             bag = self.start_recording()
             if expert is not None:
-                time.sleep(EXPERT_SETTLE_S)  # its subscriptions match while nothing moves
+                self.wait_connected(expert)
             self.trigger(f"/{self.sim}/unpause")
             report = self.wait_episode_done(self.sim, episode_timeout)
         finally:

@@ -21,7 +21,8 @@ Services (std_srvs/Trigger, replies are JSON):
             `start_index`) and record into it. Refused while some topic has no subscription yet
             (no publisher seen) unless `allow_missing_topics:=true`.
   ~/stop    close the bag (writes metadata.yaml); reply: bag, messages per topic.
-  ~/status  recording, bag, messages per topic so far, subscribed / missing topics.
+  ~/status  recording, bag, messages per topic so far, subscribed / missing topics, and per
+            topic how many publishers are connected (`matched`).
 With `start_on_launch:=true` the first bag starts as soon as every topic is subscribed.
 """
 
@@ -152,7 +153,7 @@ class RecorderNode(Node):
         for msgtype in self.declared_types.values():
             import_msg_class(msgtype)  # fail at start-up, not on first message
         self.types: dict[str, str] = {}  # subscribed topic -> type
-        self._subs: list[Any] = []
+        self._subs: dict[str, Any] = {}  # topic -> subscription
         self.writer: BagWriter | None = None
         self.opened_wall_ns = 0  # system time at which the current bag was asked for
         self.definitions: dict[str, dict[str, str]] = {}  # msgtype -> .msg texts it needs
@@ -204,10 +205,8 @@ class RecorderNode(Node):
                 else QoSReliabilityPolicy.RELIABLE,
                 durability=QoSDurabilityPolicy.VOLATILE,
             )
-            self._subs.append(
-                self.create_subscription(
-                    import_msg_class(msgtype), topic, self._callback(topic), qos, raw=True
-                )
+            self._subs[topic] = self.create_subscription(
+                import_msg_class(msgtype), topic, self._callback(topic), qos, raw=True
             )
             self.types[topic] = msgtype
             self.get_logger().info(
@@ -330,6 +329,8 @@ class RecorderNode(Node):
                 "bag": None if writer is None else str(writer.path),
                 "messages": {} if writer is None else dict(writer.message_counts),
                 "subscribed": dict(self.types),
+                # publishers connected to each subscription (not only seen on the graph)
+                "matched": {t: sub.get_publisher_count() for t, sub in self._subs.items()},
                 "missing": self.missing_topics(),
                 "bags": list(self.bags),
             }
