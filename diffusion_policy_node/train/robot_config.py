@@ -312,7 +312,7 @@ def render(p: Proposal, preset: str, train: TrainPlan) -> str:
         + (", ..." if len(p.bags) > 1 else "")
         + "). Edit it, then:",
         "#   dp-train --config <this file> --data <bags...> --out runs/my_robot",
-        "# policy: PolicyConfig fields (the size); data: which topics of the bags, on what time",
+        "# policy: a size preset of config/policy/; data: which topics of the bags, on what time",
         "# grid; train: TrainConfig fields. Override any value with --set SECTION.FIELD=VALUE.",
         "# Notes:",
         *[f"#   - {n}" for n in p.notes],
