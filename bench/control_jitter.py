@@ -24,11 +24,13 @@ slots with nothing new (missed). One JSON line for the machine, then one per cas
     inference_p50_ms, chunks, dry_ticks, overruns (the plan used up before the next chunk:
     the rest of the horizon executes), recv_jitter_p99_ms (stream mode: |interval - dt| of
     the commands as received by this process, DDS included), cpu_node_pct (% of one core),
-    cpu_sensors_pct, loadavg (1 min, at the end: other work on the machine shows up here)
+    cpu_sensors_pct, loadavg (1 min, at the end: other work on the machine shows up here),
+    busy (CPU-bound neighbour processes running during the case, `--busy`)
 
     .venv/bin/python bench/control_jitter.py                       # small+paper, 10/30/50 Hz
     .venv/bin/python bench/control_jitter.py --configs small --rates 30 --modes stream,chunk
     .venv/bin/python bench/control_jitter.py --rates 30 --param control_priority:=50
+    .venv/bin/python bench/control_jitter.py --configs small --rates 10 --modes chunk --busy 1
     .venv/bin/python bench/control_jitter.py --param control_priority:=50 --receiver-priority 60
 
 What limits the figures (measured on the 2-core dev machine, see the issue report): the Python
@@ -65,9 +67,9 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 try:  # run as a script: bench/ is on sys.path
-    from _common import Child, machine_line
+    from _common import Child, Neighbours, busy_levels, machine_line
 except ImportError:  # imported as bench.control_jitter
-    from bench._common import Child, machine_line
+    from bench._common import Child, Neighbours, busy_levels, machine_line
 
 from diffusion_policy_node.policy.checkpoint import save_checkpoint
 from diffusion_policy_node.policy.config import PolicyConfig
@@ -262,7 +264,15 @@ def main() -> None:
     parser.add_argument("--modes", default="stream,chunk")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per case")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds before the window")
-    parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument(
+        "--torch-threads", type=int, default=0, help="node parameter torch_threads (0: default)"
+    )
+    parser.add_argument(
+        "--busy",
+        default="0",
+        help="N: each case idle and then with N CPU-bound neighbour processes running; or a "
+        "comma list of neighbour counts",
+    )
     parser.add_argument(
         "--horizon", type=int, default=None, help="override the config's horizon (steps)"
     )
@@ -277,6 +287,7 @@ def main() -> None:
         "--param", action="append", default=[], help="extra node parameter name:=value"
     )
     args = parser.parse_args()
+    levels = busy_levels(args.busy)
     os.environ.setdefault("ROS_DOMAIN_ID", str(60 + os.getpid() % 30))  # e.g. ROS_DOMAIN_ID=41
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     print(json.dumps(machine_line()), flush=True)
@@ -284,8 +295,10 @@ def main() -> None:
         for config in args.configs.split(","):
             for rate in (float(r) for r in args.rates.split(",")):
                 for mode in args.modes.split(","):
-                    row = run_case(args, config, rate, mode, Path(tmp))
-                    print(json.dumps(row), flush=True)
+                    for busy in levels:
+                        with Neighbours(busy):
+                            row = {"busy": busy, **run_case(args, config, rate, mode, Path(tmp))}
+                        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

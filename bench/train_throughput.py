@@ -17,11 +17,13 @@ One JSON line for the machine (CPU model), then one per (preset, mode): samples/
 over all timed steps of all runs (`--runs` x `--steps`), per-run medians, the peer's figure and
 the ratio from this run (or "peer not measured" without the peer venv), the 1-minute load
 average before/after (the machine may be shared), the CPU seconds per step and the samples/s
-that CPU work allows on idle cores (`cpu_bound_samples_per_s`).
+that CPU work allows on idle cores (`cpu_bound_samples_per_s`), and `busy`: the CPU-bound
+neighbour processes running meanwhile (`--busy`).
 
     .venv/bin/python bench/train_throughput.py                        # small + paper, CPU
     .venv/bin/python bench/train_throughput.py --configs small --device cuda --runs 3
     .venv/bin/python bench/train_throughput.py --configs small --profile  # one step's op table
+    .venv/bin/python bench/train_throughput.py --configs small --modes model --busy 1 --threads 1
 """
 
 from __future__ import annotations
@@ -36,9 +38,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+# The package sets OpenMP's passive wait (cpu_threads.py), which must be in the environment
+# before torch loads the OpenMP runtime, as in dp-train.
+import diffusion_policy_node  # noqa: F401
+
+# isort: split
 import torch
 import yaml
 
+from diffusion_policy_node.cpu_threads import added_to_environ, train_threads
 from diffusion_policy_node.data.cache import ensure_cache, open_cache
 from diffusion_policy_node.data.sampler import WindowDataset
 from diffusion_policy_node.policy.config import PolicyConfig
@@ -48,10 +56,26 @@ from diffusion_policy_node.train.plots import read_metrics
 from diffusion_policy_node.train.trainer import Trainer
 
 try:  # run as a script: bench/ is on sys.path
-    from _common import PEER_MISSING, PEER_SCRIPT, Child, machine_line, peer_python
+    from _common import (
+        PEER_MISSING,
+        PEER_SCRIPT,
+        Child,
+        Neighbours,
+        busy_levels,
+        machine_line,
+        peer_python,
+    )
     from ingest import data_config, write_demo_bag
 except ImportError:  # imported as bench.train_throughput
-    from bench._common import PEER_MISSING, PEER_SCRIPT, Child, machine_line, peer_python
+    from bench._common import (
+        PEER_MISSING,
+        PEER_SCRIPT,
+        Child,
+        Neighbours,
+        busy_levels,
+        machine_line,
+        peer_python,
+    )
     from bench.ingest import data_config, write_demo_bag
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,7 +214,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)  # x steps: >= 10 timed steps
     parser.add_argument("--num-workers", type=int, default=None, help="default: auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: dp-train's rule)"
+    )
+    parser.add_argument(
+        "--busy",
+        default="0",
+        help="N: idle and then with N CPU-bound neighbour processes running, in one run; or a "
+        "comma list of neighbour counts",
+    )
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16"])
     parser.add_argument("--bag-seconds", type=float, default=30.0)
@@ -201,8 +233,8 @@ def main() -> None:
     args = parser.parse_args()
     if resolve_device(args.device).type == "cpu" and not args.default_malloc:
         tune_cpu_malloc()  # as dp-train does on CPU
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(train_threads(args.threads))  # as dp-train does
+    levels = busy_levels(args.busy)
     print(json.dumps(machine_line()), flush=True)
     steps_arg = args.steps
     with tempfile.TemporaryDirectory(prefix="dp_train_bench_") as tmp:
@@ -219,8 +251,11 @@ def main() -> None:
             device_is_cpu = resolve_device(args.device).type == "cpu"
             peer = start_peer(cfg, args) if device_is_cpu else None
             try:
-                for mode in args.modes:
-                    print(json.dumps(measure(preset, mode, args, bag, peer)), flush=True)
+                for busy in levels:
+                    for mode in args.modes:
+                        with Neighbours(busy):
+                            row = measure(preset, mode, args, bag, peer)
+                        print(json.dumps({**row, "busy": busy}), flush=True)
             finally:
                 if peer is not None:
                     peer.close()
@@ -234,7 +269,9 @@ def start_peer(cfg: RunConfig, args: argparse.Namespace) -> Child | None:
     cmd = [str(exe), str(PEER_SCRIPT), "--mode", "train", "--batch-size", str(args.batch_size)]
     cmd += ["--down-dims", ",".join(map(str, p.down_dims)), "--state-dim", str(p.state_dim)]
     cmd += ["--action-dim", str(p.action_dim), "--threads", str(torch.get_num_threads())]
-    return Child("peer", cmd)
+    # The peer runs as LeRobot does out of the box: without the OpenMP settings our package
+    # adds to the environment (cpu_threads.py).
+    return Child("peer", cmd, env={key: None for key in added_to_environ()})
 
 
 def measure(

@@ -72,3 +72,13 @@ def inference_threads(requested: int | None = None) -> int:
             raise ValueError(f"torch_threads must be an int >= 1, got {requested!r}")
         return requested
     return available_cores()
+
+
+def train_threads(requested: int | None = None) -> int:
+    """torch threads for dp-train: `requested` (train.torch_threads, >= 1), else one per
+    available core."""
+    if requested is not None:
+        if not isinstance(requested, int) or requested < 1:
+            raise ValueError(f"train.torch_threads must be an int >= 1, got {requested!r}")
+        return requested
+    return available_cores()

@@ -4,6 +4,9 @@
 OBS_STATE = "observation.state"
 # (B, n_obs_steps, n_cameras, 3, H, W) uint8 RGB (or float in [0, 1]), cameras in config order.
 OBS_IMAGES = "observation.images"
+# (B, n_obs_steps, n_cameras * 2 * num_keypoints) camera features already computed by the
+# streaming encoder (runtime/frame_features.py); used instead of OBS_IMAGES when present.
+OBS_IMAGE_FEATURES = "observation.image_features"
 # (B, horizon, action_dim) float32, the action window starting at the first observation step.
 ACTION = "action"
 # (B, horizon) bool, True where the action is padding past the episode end (not in the loss).

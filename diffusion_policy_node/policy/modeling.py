@@ -16,6 +16,7 @@ from .constants import (
     ACTION_IS_PAD,
     INPAINT_ACTIONS,
     INPAINT_WEIGHTS,
+    OBS_IMAGE_FEATURES,
     OBS_IMAGES,
     OBS_STATE,
 )
@@ -154,13 +155,25 @@ class DiffusionPolicy(nn.Module):
         """(B, global_cond_dim) from OBS_IMAGES (B, To, N, 3, H, W) and OBS_STATE (B, To, D)."""
         device = self.device
         c = self.config
-        images = _as_tensor(batch[OBS_IMAGES], device, OBS_IMAGES)
         state = _as_tensor(batch[OBS_STATE], device, OBS_STATE).float()
         if state.ndim != 3 or state.shape[1] < c.n_obs_steps or state.shape[2] != c.state_dim:
             raise ValueError(
                 f"{OBS_STATE}: expected (B, {c.n_obs_steps}, {c.state_dim}), "
                 f"got {tuple(state.shape)}"
             )
+        if OBS_IMAGE_FEATURES in batch:  # encoded as the frames arrived (streaming encoder)
+            feats = _as_tensor(batch[OBS_IMAGE_FEATURES], device, OBS_IMAGE_FEATURES)
+            width = c.n_cameras * 2 * self.obs_encoder.num_keypoints
+            if feats.ndim != 3 or feats.shape[1] < c.n_obs_steps or feats.shape[2] != width:
+                raise ValueError(
+                    f"{OBS_IMAGE_FEATURES}: expected (B, {c.n_obs_steps}, {width}), "
+                    f"got {tuple(feats.shape)}"
+                )
+            nstate = self.state_normalizer.normalize(state[:, -c.n_obs_steps :])
+            return self.obs_encoder.combine(
+                feats[:, -c.n_obs_steps :], nstate.to(self.network.dtype)
+            )
+        images = _as_tensor(batch[OBS_IMAGES], device, OBS_IMAGES)
         if images.ndim != 6 or images.shape[1] < c.n_obs_steps:
             raise ValueError(
                 f"{OBS_IMAGES}: expected (B, {c.n_obs_steps}, {c.n_cameras}, 3, "
@@ -172,6 +185,15 @@ class DiffusionPolicy(nn.Module):
         nstate = self.state_normalizer.normalize(state)
         # The features come out in the ε-network's dtype (the encoder may run in another).
         return self.obs_encoder(images, nstate.to(self.network.dtype))
+
+    @torch.inference_mode()
+    def encode_frame(self, camera: int, image: Any) -> torch.Tensor:
+        """One camera frame (3, H, W) uint8 -> its (2K,) keypoint features, as
+        `encode_observations` computes them for that frame (the streaming encoder's step)."""
+        x = _as_tensor(image, self.device, OBS_IMAGES)
+        if x.ndim != 3:
+            raise ValueError(f"{OBS_IMAGES}: expected one frame (3, H, W), got {tuple(x.shape)}")
+        return self.obs_encoder.camera_features(camera, x[None])[0]
 
     # ----------------------------------------------------------------------------- training
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:

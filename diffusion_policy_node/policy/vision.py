@@ -11,7 +11,7 @@ ResNet (``conv1``, ``bn1``, ``layer1``..``layer4``, ``downsample.0/1``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -278,7 +278,10 @@ class ObservationEncoder(nn.Module):
     def preprocess(self, images: Tensor) -> Tensor:
         """(B, T, N, 3, H, W) -> (B·T·N, 3, h, w) float in [0, 1], cropped for the current mode."""
         self._check_images(images)
-        x = images.flatten(0, 2)
+        return self._prepare(images.flatten(0, 2))
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        """(M, 3, H, W) uint8 or float -> (M, 3, h, w) in the encoder's dtype, cropped."""
         # Compute in the encoder's parameter dtype (float32, or bf16/fp16 for reduced precision).
         dtype = self.encoders[0].backbone.conv1.weight.dtype
         x = x.to(dtype) / 255.0 if x.dtype == torch.uint8 else x.to(dtype)
@@ -287,24 +290,50 @@ class ObservationEncoder(nn.Module):
     def forward(self, images: Tensor, state: Tensor) -> Tensor:
         """images (B, T, N, 3, H, W), state (B, T, state_dim) -> (B, T·(N·2K + state_dim))."""
         self._check_images(images)
-        B, T, N = images.shape[:3]
+        B, T = images.shape[:2]
         expected_state = (B, T, self.state_dim)
         if tuple(state.shape) != expected_state:
             raise ValueError(
                 f"ObservationEncoder: state must have shape {expected_state} (batch and steps of "
                 f"the images, state_dim={self.state_dim}), got {tuple(state.shape)}"
             )
+        return self.combine(self.image_features(images), state)
+
+    def _runners(self) -> Sequence[Callable[[Tensor], Tensor]]:
+        return self.encoders if self.training or not self.camera_runners else self.camera_runners
+
+    def image_features(self, images: Tensor) -> Tensor:
+        """images (B, T, N, 3, H, W) -> (B, T, N·2K) keypoint features, cameras in order."""
+        self._check_images(images)
+        B, T, N = images.shape[:3]
         x = self.preprocess(images)  # (B·T·N, 3, h, w)
-        runners = (
-            self.encoders if self.training or not self.camera_runners else self.camera_runners
-        )
+        runners = self._runners()
         if self.share_encoder:
             feats = runners[0](x).reshape(B * T, N * 2 * self.num_keypoints)
         else:
             x = x.unflatten(0, (B * T, N))
             feats = torch.cat([run(x[:, i]) for i, run in enumerate(runners)], dim=-1)
-        # In the state's dtype (the ε-network's; the encoders may compute in another).
-        feats = torch.cat([feats.to(state.dtype), state.reshape(B * T, -1)], dim=-1)
+        return feats.reshape(B, T, N * 2 * self.num_keypoints)
+
+    def camera_features(self, camera: int, images: Tensor) -> Tensor:
+        """images (M, 3, H, W) of camera `camera` -> (M, 2K): what `image_features` computes
+        for that camera's slice (the streaming encoder's per-frame step, eval mode)."""
+        if not 0 <= camera < self.n_cameras:
+            raise ValueError(f"camera index {camera} out of range (n_cameras {self.n_cameras})")
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"ObservationEncoder: camera frames must have shape (M, "
+                f"{', '.join(map(str, self.image_shape))}), got {tuple(images.shape)}"
+            )
+        x = self._prepare(images)  # (M, 3, h, w)
+        runners = self._runners()
+        return runners[0 if self.share_encoder else camera](x)
+
+    def combine(self, features: Tensor, state: Tensor) -> Tensor:
+        """features (B, T, N·2K), state (B, T, state_dim) -> (B, T·(N·2K + state_dim)) in the
+        state's dtype (the ε-network's; the encoders may compute in another)."""
+        B, T = features.shape[:2]
+        feats = torch.cat([features.to(state.dtype), state], dim=-1)
         return feats.reshape(B, T * self.feature_dim_per_step)
 
     def _check_images(self, images: Tensor) -> None:

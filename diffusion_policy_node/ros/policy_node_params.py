@@ -287,6 +287,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         (0, 19),
     ),
     ParamSpec(
+        "stream_encoder",
+        "bool",
+        False,
+        "Encode each camera frame as it arrives (on the inference worker, between chunks) and "
+        "keep the features for the observation window, so a chunk request runs only the "
+        "denoising trunk; costs the encoder's CPU time per camera frame (docs/performance.md).",
+    ),
+    ParamSpec(
         "control_priority",
         "int",
         0,

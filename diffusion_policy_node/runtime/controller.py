@@ -217,8 +217,23 @@ class Controller:
     # ------------------------------------------------------------------ inputs (any thread)
     def offer_image(self, topic: str, raw: Any, stamp: float) -> bool:
         """Keep `raw` as the newest message of camera `topic` (decoded on the next tick);
-        False when its stamp is in the future or older than the newest (counted, warned)."""
-        return self._offer(topic, raw, stamp)
+        False when its stamp is in the future or older than the newest (counted, warned).
+        With the streaming encoder on (`worker.streams_frames`) the frame is also decoded here,
+        in the caller's thread (a subscription callback, never the control thread), and handed
+        to the worker, which encodes it before the chunk request that will use it."""
+        ok = self._offer(topic, raw, stamp)
+        worker = self.worker
+        if (
+            ok
+            and getattr(worker, "streams_frames", False)
+            and topic in self.settings.camera_topics
+        ):
+            try:
+                rgb = self._decode(topic, raw)
+            except ValueError:
+                return ok  # the tick's decode rejects it and counts it
+            worker.offer_frame(self.settings.camera_topics.index(topic), rgb)
+        return ok
 
     def offer_state(self, positions: np.ndarray, stamp: float) -> bool:
         """Keep the joint positions (D,), in `settings.joint_names` order, stamped `stamp`."""

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..cpu_threads import inference_threads
+from .frame_features import FrameFeatureCache
 
 DEVICES = ("auto", "cuda", "cpu")
 
@@ -193,12 +194,15 @@ class InferenceWorker(LatencyTracking):
         torch_threads: int | None = None,
         name: str = "dp-inference",
         delay_s: float = 0.0,
+        stream_encoder: bool = False,
     ) -> None:
         """`to_tensors` converts numpy observations to torch tensors on `device`; an
         `nn.Module` policy is moved there. `torch_threads` calls `torch.set_num_threads`
         (process-wide; None: one thread per available core, cpu_threads.inference_threads).
         `delay_s` is slept after every inference (warm-up included): an artificial delay
-        for evaluating slow models (parameter `inference_delay_ms`)."""
+        for evaluating slow models (parameter `inference_delay_ms`). `stream_encoder`: encode
+        the frames given to `offer_frame` as they come, between requests (frame_features.py;
+        the policy needs `encode_frame` and `config.n_cameras`)."""
         if not (math.isfinite(delay_s) and delay_s >= 0):
             raise ValueError(f"delay_s must be a finite number >= 0 s, got {delay_s!r}")
         self.delay_s = float(delay_s)
@@ -214,6 +218,13 @@ class InferenceWorker(LatencyTracking):
             policy.to(self.device)
         self.policy = policy
         self.to_tensors = to_tensors
+        self.frames: FrameFeatureCache | None = None
+        if stream_encoder:
+            n_cameras = int(policy.config.n_cameras)
+            # The window's frames plus a few that arrive while a chunk is computed.
+            capacity = int(getattr(policy.config, "n_obs_steps", 2)) + 6
+            self.frames = FrameFeatureCache(policy, n_cameras, capacity)
+        self._offered: dict[int, np.ndarray] = {}  # newest frame per camera, not encoded yet
         self._request: tuple[Mapping[str, Any], float, float, int] | None = None
         self._running = False
         self._result: InferenceResult | None = None
@@ -241,6 +252,21 @@ class InferenceWorker(LatencyTracking):
             self._cond.notify_all()
             return True
 
+    @property
+    def streams_frames(self) -> bool:
+        """True when `offer_frame` is worth calling (the streaming encoder is on)."""
+        return self.frames is not None
+
+    def offer_frame(self, camera: int, image: np.ndarray) -> None:
+        """A decoded camera frame (H, W, 3) uint8 as it arrives: encoded on the worker thread
+        when no request is waiting (an older frame of the same camera not encoded yet is
+        dropped). Never blocks; ignored when the streaming encoder is off."""
+        if self.frames is None:
+            return
+        with self._cond:
+            self._offered[int(camera)] = image
+            self._cond.notify_all()
+
     def wait(self, timeout: float) -> bool:
         """Block (real time) until no request or reset is pending or running; False on timeout.
         For tests and shutdown, never on the control thread."""
@@ -256,6 +282,7 @@ class InferenceWorker(LatencyTracking):
             self._request = None
             self._result = None
             self._reset_pending = True
+            self._offered.clear()
             self._cond.notify_all()
 
     def warm_up(self, obs: Mapping[str, Any], n: int = 2) -> InferenceResult:
@@ -318,6 +345,8 @@ class InferenceWorker(LatencyTracking):
 
     def _infer(self, obs: Mapping[str, Any]) -> np.ndarray:
         with torch.inference_mode():
+            if self.frames is not None:
+                obs = self.frames.replace_images(dict(obs))
             batch = {k: self._to_device(v) for k, v in obs.items()} if self.to_tensors else obs
             out = self.policy.predict_action_chunk(batch)
             if isinstance(out, torch.Tensor):
@@ -332,13 +361,35 @@ class InferenceWorker(LatencyTracking):
             )
         return np.array(out[0], dtype=np.float64)
 
+    def _encode_offered(self, camera: int, frame: np.ndarray) -> None:
+        try:
+            assert self.frames is not None
+            self.frames.add(camera, frame)
+        except Exception:  # a bad frame: the request that uses it encodes it and reports
+            pass
+
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while self._request is None and not self._reset_pending and not self._closed:
+                while not (
+                    self._request is not None
+                    or self._reset_pending
+                    or self._closed
+                    or (self._offered and not self._running)  # not during warm_up
+                ):
                     self._cond.wait()
                 if self._closed:
                     return
+                frame = None
+                if self._request is None and not self._reset_pending:
+                    # Between requests: encode a frame (a request submitted meanwhile waits
+                    # for this one frame, then finds it encoded).
+                    camera = next(iter(self._offered))
+                    frame = self._offered.pop(camera)
+            if frame is not None:
+                self._encode_offered(camera, frame)
+                continue
+            with self._cond:
                 request, self._request = self._request, None
                 do_reset, self._reset_pending = self._reset_pending, False
                 self._running = True

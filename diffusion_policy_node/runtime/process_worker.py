@@ -73,6 +73,7 @@ def _thread_worker(
         device=info.device,
         torch_threads=settings.torch_threads,
         delay_s=settings.delay_s,
+        stream_encoder=settings.stream_encoder,
     )
 
 
@@ -101,6 +102,8 @@ def _serve(conn: Connection, settings: InferenceSettings) -> None:
         if kind == "reset":
             worker.reset()
             worker.wait(60.0)
+        elif kind == "frame":
+            worker.offer_frame(msg[1], msg[2])
         elif kind == "infer":
             _, generation, obs = msg
             worker.submit(obs, 0.0)
@@ -171,6 +174,7 @@ class ProcessInferenceWorker(LatencyTracking):
         self._warm: tuple[Any, str | None, float] | None = None
         self._closed = False
         self._dead: str | None = None
+        self._stream = bool(settings.stream_encoder)
         # Everything for the child goes through one sender thread: a pipe write blocks while the
         # child is busy and the payload exceeds the pipe buffer (two 224x224 cameras x 2 steps
         # are ~600 KiB), and the control thread must never wait for that.
@@ -229,6 +233,18 @@ class ProcessInferenceWorker(LatencyTracking):
             generation = self._generation
         self._send(("infer", generation, {k: np.asarray(v) for k, v in obs.items()}))
         return True
+
+    @property
+    def streams_frames(self) -> bool:
+        """True when `offer_frame` is worth calling (the streaming encoder is on)."""
+        return self._stream
+
+    def offer_frame(self, camera: int, image: np.ndarray) -> None:
+        """Send a decoded camera frame (H, W, 3) uint8 to the child's streaming encoder
+        (`InferenceWorker.offer_frame`). Never blocks; ignored when streaming is off or the
+        child is gone."""
+        if self._stream and self._dead is None and not self._closed:
+            self._outbox.put(("frame", int(camera), np.asarray(image)))
 
     def wait(self, timeout: float) -> bool:
         """Block until no request is in flight; False on timeout."""

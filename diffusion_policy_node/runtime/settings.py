@@ -99,6 +99,7 @@ class PolicyNodeParams:
     seed: int = -1
     inference_process: bool = True
     inference_nice: int = 0
+    stream_encoder: bool = False
     control_priority: int = 0
     spin_lead_ms: float = 1.0
 
@@ -210,6 +211,7 @@ class InferenceSettings:
     in_process: bool = True
     warmup_runs: int = 2
     delay_s: float = 0.0
+    stream_encoder: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint", str(self.checkpoint))
@@ -347,6 +349,7 @@ class NodeSettings:
             in_process=p.inference_process,
             warmup_runs=p.warmup_runs,
             delay_s=p.inference_delay_ms * 1e-3,
+            stream_encoder=p.stream_encoder,
         )
 
 

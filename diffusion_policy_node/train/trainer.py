@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..cpu_threads import train_threads
 from ..data.cache import EpisodeCache, ensure_cache, normalizer_stats, open_cache
 from ..data.ingest_summary import recorded_camera_types
 from ..data.sampler import WindowDataset
@@ -253,8 +254,9 @@ class Trainer:
     # ----------------------------------------------------------------------------- the loop
     def _fit(self, stop_after: int | None) -> TrainResult:
         device = self._device()
-        if self.tc.torch_threads:
-            torch.set_num_threads(self.tc.torch_threads)
+        # One thread per available core unless train.torch_threads says otherwise; the OpenMP
+        # threads wait passively (cpu_threads.py), so a busy neighbour costs a core, not the pool.
+        torch.set_num_threads(train_threads(self.tc.torch_threads))
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.files.check()
