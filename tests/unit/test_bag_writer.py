@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +128,9 @@ def test_collect_keeps_only_successful_bags(tmp_path: Path) -> None:
 def test_collect_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert collect.main(["--episodes", "0", "--out", "x"]) == 2
     assert "--episodes 0" in capsys.readouterr().err
-    args = argparse.Namespace(episodes=1, seed=0, real_time_factor=-1.0, image_size=[96, 96])
+    args = collect.build_parser().parse_args(
+        ["--episodes", "1", "--out", "x", "--real-time-factor", "-1"]
+    )
     with pytest.raises(ValueError, match="real-time-factor"):
         collect._check_args(args)
 
