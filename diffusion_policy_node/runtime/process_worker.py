@@ -190,7 +190,12 @@ class ProcessInferenceWorker(LatencyTracking):
         with _child_ignores_sigint():
             self._proc.start()
         child.close()
-        if not self._conn.poll(start_timeout):
+        try:
+            started = self._conn.poll(start_timeout)
+        except BaseException:  # Ctrl-C / SIGTERM while the child loads: do not leave it behind
+            self._kill()
+            raise
+        if not started:
             self._kill()
             raise InferenceProcessError(
                 f"inference process did not start within {start_timeout:.0f} s"
