@@ -66,6 +66,9 @@ def _nodes(context) -> list:
                     "checkpoint": ParameterValue(files["checkpoint"], value_type=str),
                     "use_sim_time": True,
                 },
+                # reach's sim publishes no URDF: its limits are the demonstrated range (the
+                # node would otherwise wait for /robot_description and fail)
+                {"robot_description_topic": ""} if values.get("task", "reach") == "reach" else {},
                 # only when given: params_file's device otherwise (command line > params_file)
                 {
                     name: ParameterValue(value, value_type=str)

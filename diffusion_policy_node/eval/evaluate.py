@@ -150,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="no reset/success services: ask on the terminal (Enter to reset, y/n for success)",
     )
     robot.add_argument(
+        "--urdf",
+        metavar="FILE",
+        help="the robot's URDF for the started policy_node's joint limits (its "
+        "robot_description_file); not given: the node waits for /robot_description "
+        "(robot_description_timeout) and fails naming it if it does not come",
+    )
+    robot.add_argument(
         "--policy-node",
         metavar="NODE",
         default="",
@@ -278,10 +285,10 @@ def summarize(records: list[dict[str, Any]], policy: str, wall_s: float) -> dict
 
 
 # Tasks whose sim_node publishes the robot's URDF on /robot_description (ros/sim_node.py
-# ROBOT_DESCRIPTIONS). The policy node dp-eval starts beside its own sim waits this long for it:
-# the sim may take longer to come up than the node's default 2 s, and without the URDF the joint
-# limits fall back to the demonstrated range (seen: every pick-place episode clamped hundreds
-# of points and timed out).
+# ROBOT_DESCRIPTIONS). The policy node dp-eval starts beside its own sim waits this long for it
+# (the sim may take longer to come up than the node's default); the other tasks have no URDF:
+# the node runs on the demonstrated range (robot_description_topic ''). A --robot's URDF: --urdf
+# FILE, else the node waits for its robot_description_topic and fails naming it.
 TASKS_WITH_URDF = ("pick_place",)
 OWN_SIM_DESCRIPTION_WAIT_S = 30.0
 
@@ -289,6 +296,14 @@ OWN_SIM_DESCRIPTION_WAIT_S = 30.0
 def _policy_node_args(args: argparse.Namespace, checkpoint: Path, sim_time: bool) -> list[str]:
     own_sim = not (args.robot or args.operator)
     wait = own_sim and args.task in TASKS_WITH_URDF
+    if args.urdf:
+        urdf = ["-p", f"robot_description_file:={Path(args.urdf).resolve()}"]
+    elif wait:
+        urdf = ["-p", f"robot_description_timeout:={OWN_SIM_DESCRIPTION_WAIT_S}"]
+    elif own_sim:
+        urdf = ["-p", "robot_description_topic:=''"]
+    else:
+        urdf = []
     return [
         "-r", f"__node:={POLICY_NODE}",
         "-p", f"checkpoint:={checkpoint.resolve()}",
@@ -297,7 +312,7 @@ def _policy_node_args(args: argparse.Namespace, checkpoint: Path, sim_time: bool
         *(["-p", f"output_mode:={args.output_mode}"] if args.output_mode else []),
         "-p", f"num_inference_steps:={args.num_inference_steps}",
         "-p", f"device:={args.device}",
-        *(["-p", f"robot_description_timeout:={OWN_SIM_DESCRIPTION_WAIT_S}"] if wait else []),
+        *urdf,
         *(a for item in args.policy_param for a in ("-p", item)),
     ]  # fmt: skip
 

@@ -158,6 +158,8 @@ class Comparison:
             "-r", f"__node:={self.policy_name}",
             "-p", f"checkpoint:={self.checkpoint.resolve()}",
             "-p", "use_sim_time:=true",
+            *(["-p", f"robot_description_file:={Path(self.args.urdf).resolve()}"]
+              if getattr(self.args, "urdf", None) else []),
             *(a for item in self.args.policy_param for a in ("-p", item)),
         ]  # fmt: skip
         with open(self.out / "policy_node.log", "w") as log:

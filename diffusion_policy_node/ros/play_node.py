@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME:=VALUE",
         help="a parameter of the started policy_node (repeatable)",
     )
+    cmp.add_argument(
+        "--urdf",
+        metavar="FILE",
+        help="the robot's URDF for the started policy_node's joint limits (its "
+        "robot_description_file); not given: the node waits for /robot_description (played "
+        "from the bag or published beside it) and fails naming it if it does not come",
+    )
     cmp.add_argument("--data-config", help="DataConfig YAML (default: the checkpoint's meta.data)")
     cmp.add_argument("--out", help="output folder (default: runs/play-<time>)")
     cmp.add_argument(
@@ -106,8 +113,12 @@ def check_args(args: argparse.Namespace) -> None:
     if args.compare and args.start_paused:
         raise ValueError("--compare starts playing once the policy node is ready; drop "
                          "--start-paused")  # fmt: skip
-    if (args.attach or args.policy_param or args.data_config or args.out) and not args.compare:
-        raise ValueError("--attach, --policy-param, --data-config and --out need --compare")
+    if (
+        args.attach or args.policy_param or args.data_config or args.out or args.urdf
+    ) and not args.compare:
+        raise ValueError(
+            "--attach, --policy-param, --urdf, --data-config and --out need --compare"
+        )
     for item in args.policy_param:
         name, sep, value = item.partition(":=")
         if not sep or not name or not value:

@@ -27,6 +27,8 @@ JOINTS = ["joint1", "joint2", "joint3"]
 ACTION_MIN = np.array([-1.0, -0.5, -2.0])
 ACTION_MAX = np.array([1.0, 0.5, 2.0])
 DT = 0.05
+# policy_node arguments for a robot without a URDF (the demonstrated range, warned per joint)
+NO_URDF = ("-p", "robot_description_topic:=''")
 
 
 def make_tiny_checkpoint(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from std_msgs.msg import Float64MultiArray
 
-from .policy_node_harness import NodeProcess, Probe, make_tiny_checkpoint
+from .policy_node_harness import NO_URDF, NodeProcess, Probe, make_tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -42,7 +42,7 @@ class Graph:
             self.nodes[name] = NodeProcess(
                 MOD + "policy_node",
                 [
-                    "-r", f"__node:={name}", "-p", f"checkpoint:={ckpt}",
+                    "-r", f"__node:={name}", "-p", f"checkpoint:={ckpt}", *NO_URDF,
                     "-p", "torch_threads:=1", "-p", "warmup_runs:=1",
                     "-p", "max_obs_age:=0.8", "-p", "inference_process:=false",
                     "-p", "output_mode:=stream", "-p", f"output_topic:={out}",

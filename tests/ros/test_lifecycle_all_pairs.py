@@ -60,6 +60,7 @@ def make_node(tmp_path_factory: pytest.TempPathFactory):
             parameter_overrides=[
                 rclpy.parameter.Parameter("checkpoint", value=str(ckpt)),
                 rclpy.parameter.Parameter("autostart", value=False),
+                rclpy.parameter.Parameter("robot_description_topic", value=""),
                 rclpy.parameter.Parameter("inference_process", value=False),
                 rclpy.parameter.Parameter("warmup_runs", value=1),
                 rclpy.parameter.Parameter("torch_threads", value=1),

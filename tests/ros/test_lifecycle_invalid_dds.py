@@ -12,7 +12,7 @@ import pytest
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 
-from .policy_node_harness import NodeProcess, Probe, make_tiny_checkpoint
+from .policy_node_harness import NO_URDF, NodeProcess, Probe, make_tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -40,7 +40,7 @@ def test_invalid_requests_fail_with_a_reason_and_the_process_lives(tmp_path, ros
     node = NodeProcess(
         "diffusion_policy_node.ros.policy_node",
         [
-            "-r", f"__node:={NODE}", "-p", "checkpoint:=/no/such/checkpoint",
+            "-r", f"__node:={NODE}", "-p", "checkpoint:=/no/such/checkpoint", *NO_URDF,
             "-p", "autostart:=false", "-p", "torch_threads:=1", "-p", "warmup_runs:=1",
             "-p", "inference_process:=false",
         ],

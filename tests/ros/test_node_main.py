@@ -114,6 +114,7 @@ def test_real_nodes_exit_quietly_on_two_sigints(tmp_path: Path, executable: str)
     if executable == "policy_node":
         ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
         args += ["-p", f"checkpoint:={ckpt}", "-p", "control_rate_hz:=20.0"]
+        args += ["-p", "robot_description_topic:=''"]  # no URDF: demonstrated limits
     else:
         args += ["-p", "real_time_factor:=1.0", "-p", "image_width:=32", "-p", "image_height:=32"]
     with _running(args) as proc:

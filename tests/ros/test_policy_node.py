@@ -26,6 +26,7 @@ from .policy_node_harness import (
     ACTION_MAX,
     ACTION_MIN,
     DT,
+    NO_URDF,
     NodeProcess,
     Probe,
     make_tiny_checkpoint,
@@ -51,7 +52,7 @@ class System:
     def __init__(self, tmp: Path) -> None:
         ckpt = make_tiny_checkpoint(tmp / "ckpt")
         common = [
-            "-p", f"checkpoint:={ckpt}",
+            "-p", f"checkpoint:={ckpt}", *NO_URDF,
             "-p", "torch_threads:=1",
             "-p", f"max_obs_age:={MAX_OBS_AGE}",
             "-p", "warmup_runs:=1",

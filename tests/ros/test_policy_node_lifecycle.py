@@ -13,7 +13,7 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from trajectory_msgs.msg import JointTrajectory
 
-from .policy_node_harness import DT, NodeProcess, Probe, make_tiny_checkpoint
+from .policy_node_harness import DT, NO_URDF, NodeProcess, Probe, make_tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -39,7 +39,7 @@ def _policy_node(name: str, checkpoint: Path, log: Path, *extra: str) -> NodePro
     return NodeProcess(
         "diffusion_policy_node.ros.policy_node",
         [
-            "-r", f"__node:={name}", "-p", f"checkpoint:={checkpoint}",
+            "-r", f"__node:={name}", "-p", f"checkpoint:={checkpoint}", *NO_URDF,
             "-p", "autostart:=false", "-p", "torch_threads:=1", "-p", "warmup_runs:=1",
             "-p", "max_obs_age:=0.8", "-p", f"output_topic:={TOPIC}", *extra,
         ],
@@ -174,7 +174,7 @@ def test_ctrl_c_during_the_autostart_warm_up_exits_cleanly(system, tmp_path: Pat
     proc = NodeProcess(
         "diffusion_policy_node.ros.policy_node",
         [
-            "-r", "__node:=pn_slow_warmup", "-p", f"checkpoint:={ckpt}",
+            "-r", "__node:=pn_slow_warmup", "-p", f"checkpoint:={ckpt}", *NO_URDF,
             "-p", "warmup_runs:=1", "-p", "inference_delay_ms:=20000",  # a 20 s warm-up
         ],
         tmp_path / "slow.log",
@@ -200,7 +200,7 @@ def test_sigterm_during_configure_is_a_clean_exit(system, tmp_path: Path) -> Non
     proc = NodeProcess(
         "diffusion_policy_node.ros.policy_node",
         [
-            "-r", "__node:=pn_sigterm_configure", "-p", f"checkpoint:={ckpt}",
+            "-r", "__node:=pn_sigterm_configure", "-p", f"checkpoint:={ckpt}", *NO_URDF,
             "-p", "warmup_runs:=1", "-p", "inference_delay_ms:=20000",  # a 20 s warm-up
         ],
         tmp_path / "sigterm.log",
@@ -224,7 +224,8 @@ def test_commanding_a_topic_nobody_listens_to_is_a_warning(system, tmp_path: Pat
     name, topic = "pn_unheard", "/nobody/listens/joint_trajectory"
     proc = NodeProcess(
         "diffusion_policy_node.ros.policy_node",
-        ["-r", f"__node:={name}", "-p", f"checkpoint:={ckpt}", "-p", f"output_topic:={topic}",
+        ["-r", f"__node:={name}", "-p", f"checkpoint:={ckpt}", *NO_URDF,
+         "-p", f"output_topic:={topic}",
          "-p", "warmup_runs:=1", "-p", "max_obs_age:=0.8"],
         tmp_path / "unheard.log",
     )  # fmt: skip

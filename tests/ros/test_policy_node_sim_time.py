@@ -14,7 +14,7 @@ from std_msgs.msg import Float64MultiArray
 
 from diffusion_policy_node.ros.conversions import sec_to_stamp
 
-from .policy_node_harness import DT, NodeProcess, Probe, make_tiny_checkpoint
+from .policy_node_harness import DT, NO_URDF, NodeProcess, Probe, make_tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -69,7 +69,7 @@ def test_control_loop_follows_sim_time(tmp_path: Path, ros_domain_id: int) -> No
     node = NodeProcess(
         "diffusion_policy_node.ros.policy_node",
         [
-            "-r", f"__node:={NODE}", *sim, "-p", f"checkpoint:={ckpt}",
+            "-r", f"__node:={NODE}", *sim, "-p", f"checkpoint:={ckpt}", *NO_URDF,
             "-p", "output_mode:=stream", "-p", f"output_topic:={TOPIC}",
             "-p", "inference_process:=false", "-p", "torch_threads:=1",
             "-p", "max_obs_age:=0.8", "-p", "warmup_runs:=1",

@@ -204,9 +204,13 @@ def test_the_policy_node_beside_dp_evals_own_pick_place_sim_waits_for_its_urdf()
     assert set(evaluate.TASKS_WITH_URDF) == set(ROBOT_DESCRIPTIONS)  # the sim's own list
     wait = f"robot_description_timeout:={evaluate.OWN_SIM_DESCRIPTION_WAIT_S}"
     assert wait in node_args("--task", "pick_place")
-    assert not any("robot_description" in a for a in node_args("--task", "reach"))  # no URDF
-    # another robot: its own robot_state_publisher (or none); the node's default applies
+    # reach has no URDF: the demonstrated range, not a wait that would fail configure
+    assert "robot_description_topic:=''" in node_args("--task", "reach")
+    # another robot: its own robot_state_publisher, waited for (the node's default) ...
     assert not any("robot_description" in a for a in node_args("--robot", "arm"))
+    # ... or its URDF file
+    urdf = node_args("--robot", "arm", "--urdf", "/robots/arm.urdf")
+    assert "robot_description_file:=/robots/arm.urdf" in urdf
     # a --policy-param comes later on the command line, so it wins
     args = node_args("--task", "pick_place", "--policy-param", "robot_description_timeout:=5.0")
     assert args.index("robot_description_timeout:=5.0") > args.index(wait)
