@@ -1,16 +1,20 @@
 """Smoothness and success of the closed loop for each chunk blend mode under inference delay.
 
-For every (blend mode, injected delay) the bench runs `dp-eval` on the same held-out seeds (the
-bundled checkpoint unless --checkpoint) with `blend_mode:=MODE` and `inference_delay_ms:=D` (an
-artificial delay added to every inference, on top of the real latency), and reads from its
-summary what the simulated controller actually executed (sim/smoothness.py): the mean |jerk| at
-chunk boundaries and within chunks, their ratio, the largest joint acceleration, and the success
-rate, plus the policy node's overruns and dry ticks. One JSON line per case, then a Markdown
-table and a PNG (`--out`/smoothness.png).
+For every (trajectory points, blend mode, injected delay) the bench runs `dp-eval` on the same
+held-out seeds (the bundled checkpoint unless --checkpoint) with
+`trajectory_derivatives:=POINTS`, `blend_mode:=MODE` and `inference_delay_ms:=D` (an artificial
+delay added to every inference, on top of the real latency), and reads from its summary what
+the simulated joint_trajectory_controller actually executed (runtime/trajectory_follower.py,
+sampled at 100 Hz, sim/smoothness.py): the mean |jerk| at chunk boundaries and within chunks,
+their ratio, the largest joint acceleration, and the success rate, plus the policy node's
+overruns and dry ticks. POINTS: accelerations (quintic splines in the controller), velocities
+(cubic) or none (positions only: linear). One JSON line per case, then a Markdown table and a
+PNG (`--out`/smoothness.png).
 
     .venv/bin/python bench/smoothness.py                                # 3 modes x 4 delays
     .venv/bin/python bench/smoothness.py --modes inpaint --delays 0,300 --episodes 5
     .venv/bin/python bench/smoothness.py --sim-time --latency-ms 120 --episodes 20
+    .venv/bin/python bench/smoothness.py --points accelerations,none --modes inpaint --delays 0
 
 With --sim-time every case runs on simulated time instead (eval/rollout.py: the node's
 controller and the simulation in one loop, each inference taking --latency-ms + the delay):
@@ -50,7 +54,9 @@ KEYS = (
 )
 
 
-def _rollout_command(args: argparse.Namespace, mode: str, delay: int, out: Path) -> list[str]:
+def _rollout_command(
+    args: argparse.Namespace, mode: str, delay: int, out: Path, points: str
+) -> list[str]:
     """The same case on simulated time (eval/rollout.py): no DDS, latency simulated."""
     out.mkdir(parents=True, exist_ok=True)
     return [
@@ -58,17 +64,20 @@ def _rollout_command(args: argparse.Namespace, mode: str, delay: int, out: Path)
         "--episodes", str(args.episodes), "--seed", str(args.seed),
         "--inference-delay-ms", str(delay), "--jsonl", str(out / "episodes.jsonl"),
         "--param", f"blend_mode={mode}", "--task", args.task,
+        "--param", f"trajectory_derivatives={points}",
         *(["--latency-ms", str(args.latency_ms)] if args.latency_ms is not None else []),
         *(["--checkpoint", args.checkpoint] if args.checkpoint else []),
         *(a for p in args.param for a in ("--param", p)),
     ]  # fmt: skip
 
 
-def run_case(args: argparse.Namespace, mode: str, delay: int, out: Path) -> dict[str, Any]:
+def run_case(
+    args: argparse.Namespace, mode: str, delay: int, out: Path, points: str
+) -> dict[str, Any]:
     if args.sim_time:
-        cmd = _rollout_command(args, mode, delay, out)
+        cmd = _rollout_command(args, mode, delay, out, points)
     else:
-        cmd = _dp_eval_command(args, mode, delay, out)
+        cmd = _dp_eval_command(args, mode, delay, out, points)
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env.setdefault("ROS_DOMAIN_ID", "88")
@@ -78,19 +87,22 @@ def run_case(args: argparse.Namespace, mode: str, delay: int, out: Path) -> dict
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     summary = json.loads(lines[-1])
-    row = {"mode": mode, "delay_ms": delay, "episodes": summary["episodes"]}
+    row = {"points": points, "mode": mode, "delay_ms": delay, "episodes": summary["episodes"]}
     row.update({k: summary.get(k) for k in KEYS})
     row["wall_s"] = round(time.monotonic() - t0, 1)
     return row
 
 
-def _dp_eval_command(args: argparse.Namespace, mode: str, delay: int, out: Path) -> list[str]:
+def _dp_eval_command(
+    args: argparse.Namespace, mode: str, delay: int, out: Path, points: str
+) -> list[str]:
     return [
         str(Path(sys.executable).with_name("dp-eval")),
         "--episodes", str(args.episodes), "--seed", str(args.seed),
         "--video-episodes", "0", "--out", str(out), "--task", args.task,
         "--policy-param", f"blend_mode:={mode}",
         "--policy-param", f"inference_delay_ms:={delay}",
+        "--policy-param", f"trajectory_derivatives:={points}",
         *(["--checkpoint", args.checkpoint] if args.checkpoint else []),
         *(a for p in args.param for a in ("--policy-param", p)),
     ]  # fmt: skip
@@ -101,13 +113,14 @@ def table(rows: list[dict[str, Any]]) -> str:
         return "—" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
     lines = [
-        "| blend | delay ms | success | jerk boundary/within | boundary | within | max acc "
-        "| overruns |",
-        "|---|---|---|---|---|---|---|---|",
+        "| points | blend | delay ms | success | jerk boundary/within | boundary | within "
+        "| max acc | overruns |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['mode']} | {r['delay_ms']} | {f(r['success_rate'])} | {f(r['jerk_ratio'])} "
+            f"| {r['points']} | {r['mode']} | {r['delay_ms']} | {f(r['success_rate'])} "
+            f"| {f(r['jerk_ratio'])} "
             f"| {f(r['jerk_boundary_mean'], 1)} | {f(r['jerk_within_mean'], 1)} "
             f"| {f(r['max_acc'], 1)} | {f(r['overruns'])} |"
         )
@@ -119,11 +132,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for mode in dict.fromkeys(r["mode"] for r in rows):
-        mine = [r for r in rows if r["mode"] == mode]
+    for key in dict.fromkeys((r["points"], r["mode"]) for r in rows):
+        mine = [r for r in rows if (r["points"], r["mode"]) == key]
         delays = [r["delay_ms"] for r in mine]
-        axes[0].plot(delays, [r["jerk_ratio"] or float("nan") for r in mine], "o-", label=mode)
-        axes[1].plot(delays, [r["success_rate"] for r in mine], "o-", label=mode)
+        label = f"{key[1]}, points: {key[0]}"
+        axes[0].plot(delays, [r["jerk_ratio"] or float("nan") for r in mine], "o-", label=label)
+        axes[1].plot(delays, [r["success_rate"] for r in mine], "o-", label=label)
     axes[0].axhline(1.0, color="grey", lw=0.5)
     axes[0].set(xlabel="injected inference delay (ms)", ylabel="jerk at boundaries / within")
     axes[1].set(xlabel="injected inference delay (ms)", ylabel="success rate", ylim=(0, 1.05))
@@ -140,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", help="checkpoint folder (default: the bundled one)")
     parser.add_argument("--task", choices=("reach", "pick_place"), default="reach")
     parser.add_argument("--modes", default="replace,ensemble,inpaint")
+    parser.add_argument(
+        "--points",
+        default="accelerations",
+        help="what the JointTrajectory points carry (policy_node trajectory_derivatives), "
+        "comma-separated: accelerations,velocities,none",
+    )
     parser.add_argument("--delays", default="0,100,300,600", help="injected delays, ms")
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1000)
@@ -165,12 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     backend = "sim-time rollout" if args.sim_time else "dp-eval over DDS, real time"
     print(json.dumps({"cpu": cpu_model(), "cores": os.cpu_count(), "backend": backend}))
     rows = []
-    for delay in (int(d) for d in args.delays.split(",")):
-        for mode in args.modes.split(","):
-            row = run_case(args, mode, delay, out / f"{mode}_{delay}ms")
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    rows.sort(key=lambda r: (args.modes.split(",").index(r["mode"]), r["delay_ms"]))
+    points_list = args.points.split(",")
+    for points in points_list:
+        for delay in (int(d) for d in args.delays.split(",")):
+            for mode in args.modes.split(","):
+                row = run_case(args, mode, delay, out / f"{points}_{mode}_{delay}ms", points)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    rows.sort(
+        key=lambda r: (
+            points_list.index(r["points"]),
+            args.modes.split(",").index(r["mode"]),
+            r["delay_ms"],
+        )
+    )
     print(table(rows))
     plot(rows, out / "smoothness.png")
     print(json.dumps({"png": str(out / "smoothness.png")}))

@@ -251,7 +251,11 @@ class Rollout:
         if command.kind == TRAJECTORY:
             order = [command.joints.index(j) for j in engine.names] if command.joints else []
             positions = command.positions[:, order] if order else command.positions
-            engine.submit("trajectory", (list(command.times), positions, command.stamp))
+            vel, acc = command.velocities, command.accelerations
+            if order:
+                vel = None if vel is None else vel[:, order]
+                acc = None if acc is None else acc[:, order]
+            engine.submit("trajectory", (list(command.times), positions, command.stamp, vel, acc))
         elif command.kind == STREAM:
             values = dict(zip(command.joints, command.positions, strict=True))
             arm = [values[j] for j in engine.names if j in values]

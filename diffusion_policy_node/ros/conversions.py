@@ -116,18 +116,28 @@ def trajectory_msg(
     stamp: Time,
     times_from_start: Sequence[float],
     positions: np.ndarray,
+    velocities: np.ndarray | None = None,
+    accelerations: np.ndarray | None = None,
 ) -> JointTrajectory:
     """`JointTrajectory` with one point per row of `positions` (K, D) at `times_from_start`
-    (K,) seconds; K = 0 gives the empty trajectory that makes JTC hold its position."""
-    positions = np.asarray(positions, dtype=np.float64).reshape(
-        len(times_from_start), len(joint_names)
-    )
+    (K,) seconds, with `velocities`/`accelerations` (K, D) when given (JTC then interpolates
+    cubic/quintic); K = 0 gives the empty trajectory that makes JTC hold its position."""
+    shape = (len(times_from_start), len(joint_names))
+    positions = np.asarray(positions, dtype=np.float64).reshape(shape)
+    extra = [
+        None if v is None else np.asarray(v, dtype=np.float64).reshape(shape)
+        for v in (velocities, accelerations)
+    ]
     msg = JointTrajectory()
     msg.header.stamp = stamp
     msg.joint_names = list(joint_names)
-    for t, row in zip(times_from_start, positions, strict=True):
+    for j, (t, row) in enumerate(zip(times_from_start, positions, strict=True)):
         point = JointTrajectoryPoint()
         point.positions = row.tolist()
+        if extra[0] is not None:
+            point.velocities = extra[0][j].tolist()
+        if extra[1] is not None:
+            point.accelerations = extra[1][j].tolist()
         point.time_from_start = sec_to_duration(float(t))
         msg.points.append(point)
     return msg
@@ -138,6 +148,15 @@ def trajectory_from_msg(
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(joint_names, times_from_start (P,), positions (P, D)) of a JointTrajectory, columns
     reordered to `joint_names` when given. ValueError for missing joints or ragged points."""
+    names, times, positions, _, _ = trajectory_points_from_msg(msg, joint_names)
+    return names, times, positions
+
+
+def trajectory_points_from_msg(
+    msg: JointTrajectory, joint_names: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """`trajectory_from_msg` plus the points' velocities and accelerations (P, D), each None
+    when no point carries it. ValueError when some points carry them and others do not."""
     names = list(msg.joint_names)
     if len(set(names)) != len(names):
         raise ValueError(f"trajectory joint_names contain duplicates: {names}")
@@ -163,7 +182,20 @@ def trajectory_from_msg(
             )
         rows.append(np.asarray(point.positions, dtype=np.float64)[order])
     positions = np.stack(rows) if rows else np.zeros((0, len(names)))
-    return names, times, positions
+    derivatives = []
+    for field in ("velocities", "accelerations"):
+        counts = {len(getattr(p, field)) for p in msg.points}
+        if counts <= {0}:
+            derivatives.append(None)
+            continue
+        if counts != {len(msg.joint_names)}:
+            raise ValueError(
+                f"trajectory points carry {sorted(counts)} {field} for "
+                f"{len(msg.joint_names)} joints (each point needs all or none)"
+            )
+        values = np.array([list(getattr(p, field)) for p in msg.points], dtype=np.float64)
+        derivatives.append(values[:, order])
+    return names, times, positions, derivatives[0], derivatives[1]
 
 
 def float64_array_msg(values: np.ndarray) -> Float64MultiArray:

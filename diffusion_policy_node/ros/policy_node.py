@@ -192,6 +192,8 @@ class PolicyNode(GuardedTransitions, LifecycleNode):
         )
         origin = f"URDF from {urdf_where}" if urdf is not None else "no URDF"
         self.get_logger().info(f"joint limits ({origin}): {sources.describe()}")
+        for text in sources.warnings:  # one per joint with limits weaker than a URDF's
+            self.get_logger().warning(f"joint limits: {text}")
         self.controller = Controller(
             s,
             self.policy_info,
@@ -238,27 +240,42 @@ class PolicyNode(GuardedTransitions, LifecycleNode):
 
     def _robot_description(self, params: Any) -> tuple[dict[str, Any] | None, str]:
         """(joints of the URDF, where it came from): robot_description_file, else the
-        robot_description_topic (waited for up to robot_description_timeout), else None."""
+        robot_description_topic, waited for up to robot_description_timeout seconds of wall
+        time (sim time or not: /clock may not run yet) — ValueError naming the topic when it
+        never comes —, else (both empty) None: the demonstrated range, warned per joint."""
         if params.robot_description_file:
             return read_urdf_file(params.robot_description_file), params.robot_description_file
         topic = params.robot_description_topic
         if not topic:
             return None, ""
-        ok, msg = wait_for_message(
-            String,
-            self,
-            topic,
-            qos_profile=DESCRIPTION_QOS,
-            time_to_wait=params.robot_description_timeout,
-        )
-        if not ok:
-            self.get_logger().warning(
-                f"no robot description on {topic} within {params.robot_description_timeout:g} "
-                "s: joint limits fall back to the demonstrated range (set "
-                "robot_description_file, or run robot_state_publisher)"
+        timeout = params.robot_description_timeout
+        deadline = time.monotonic() + timeout
+        self.get_logger().info(f"waiting up to {timeout:g} s for the robot description on {topic}")
+        while True:
+            left = deadline - time.monotonic()
+            ok, msg = wait_for_message(
+                String,
+                self,
+                topic,
+                qos_profile=DESCRIPTION_QOS,
+                time_to_wait=max(min(left, 0.5), 0.0),
             )
-            return None, ""
-        return parse_urdf(msg.data, f"topic {topic}"), f"topic {topic}"
+            if ok:
+                return parse_urdf(msg.data, f"topic {topic}"), f"topic {topic}"
+            if left <= 0 or not self.context.ok():
+                break
+        publishers = [i.node_name for i in self.get_publishers_info_by_topic(topic)]
+        seen = (
+            f"publisher(s) {publishers} sent nothing latched (transient local)"
+            if publishers
+            else "no publisher"
+        )
+        raise ValueError(
+            f"no robot description on topic {topic} within robot_description_timeout="
+            f"{timeout:g} s ({seen}): run robot_state_publisher, give robot_description_file, "
+            "raise robot_description_timeout, or set robot_description_topic:='' to run on the "
+            "demonstrated range"
+        )
 
     def _set_effective(self, values: dict[str, Any]) -> None:
         """Set parameters to their effective values (remembering the given ones for cleanup)."""
@@ -456,13 +473,32 @@ class PolicyNode(GuardedTransitions, LifecycleNode):
         if not self._running or not self.context.ok() or not pubs:
             return  # shutting down (Ctrl-C/SIGTERM) or cleaned up: no publisher
         if command.times is None:
-            for _, pub, cols in pubs:
-                pub.publish(float64_array_msg(command.positions[cols]))
-            return
-        stamp = sec_to_stamp(command.stamp)
-        times = command.times.tolist()
-        for group, pub, cols in pubs:
-            pub.publish(trajectory_msg(group.joints, stamp, times, command.positions[:, cols]))
+            msgs = [(pub, float64_array_msg(command.positions[cols])) for _, pub, cols in pubs]
+        else:
+            stamp = sec_to_stamp(command.stamp)
+            times = command.times.tolist()
+            vel, acc = command.velocities, command.accelerations
+            msgs = [
+                (
+                    pub,
+                    trajectory_msg(
+                        group.joints,
+                        stamp,
+                        times,
+                        command.positions[:, cols],
+                        None if vel is None else vel[:, cols],
+                        None if acc is None else acc[:, cols],
+                    ),
+                )
+                for group, pub, cols in pubs
+            ]
+        for pub, msg in msgs:
+            try:
+                pub.publish(msg)
+            except Exception:
+                if self.context.ok():
+                    raise
+                return  # the context shut down (SIGINT/SIGTERM) while this tick ran
 
     # ------------------------------------------------------------------------------ services
     def _transition(self, name: str) -> bool:

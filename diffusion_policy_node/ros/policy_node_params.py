@@ -109,6 +109,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "default), replace (newest wins) or ensemble (weighted mean).",
     ),
     ParamSpec(
+        "trajectory_derivatives",
+        "string",
+        "accelerations",
+        "What JointTrajectory points carry besides positions: accelerations (velocities and "
+        "accelerations: JTC runs quintic splines, acceleration continuous), velocities (cubic) "
+        "or none (positions only: JTC interpolates linearly, or fits splines itself with its "
+        "positions_upsampling). The velocities come from one C2 spline through the chunk, "
+        "starting from what executes when it lands; the last point is at rest.",
+    ),
+    ParamSpec(
         "ensemble_m",
         "double",
         0.1,
@@ -192,14 +202,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "string",
         "/robot_description",
         "std_msgs/String topic (transient local, as robot_state_publisher latches it) with "
-        "the URDF; empty: none (limits from the demonstrations).",
+        "the URDF, waited for at configure; empty: no URDF (limits from the demonstrations, "
+        "a warning per joint).",
     ),
     ParamSpec(
         "robot_description_timeout",
         "double",
-        2.0,
-        "Seconds configure waits for the robot_description_topic before falling back to the "
-        "demonstrated range (logged).",
+        10.0,
+        "Seconds (wall time) configure waits for the robot_description_topic; configure fails "
+        "naming the topic if it does not come.",
         (0.0, 600.0),
     ),
     ParamSpec(

@@ -85,8 +85,8 @@ from diffusion_policy_node.ros.conversions import (
     float64_array_msg,
     rgb_to_image_msg,
     stamp_to_sec,
-    trajectory_from_msg,
     trajectory_msg,
+    trajectory_points_from_msg,
 )
 from diffusion_policy_node.ros.node_main import run_node
 from diffusion_policy_node.ros.parameters import ParamSpec, declare_parameters
@@ -421,10 +421,10 @@ class SimNode(Node):
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         want = list(self.arm_joints)
         if not msg.points and not msg.joint_names:  # an empty message (hold) needs no names
-            times, positions = np.zeros(0), np.zeros((0, len(want)))
+            times, positions, vel, acc = np.zeros(0), np.zeros((0, len(want))), None, None
         else:
             try:
-                _, times, positions = trajectory_from_msg(msg, want)
+                _, times, positions, vel, acc = trajectory_points_from_msg(msg, want)
             except ValueError as exc:
                 self.get_logger().warning(f"{self.trajectory_topic}: {exc}; trajectory rejected")
                 return
@@ -439,7 +439,9 @@ class SimNode(Node):
                 throttle_duration_sec=5.0,
             )
         try:
-            engine.submit("trajectory", (times.tolist(), positions, stamp or None), wait=5.0)
+            engine.submit(
+                "trajectory", (times.tolist(), positions, stamp or None, vel, acc), wait=5.0
+            )
         except (ValueError, TimeoutError) as exc:
             self.get_logger().warning(f"{self.trajectory_topic}: trajectory rejected: {exc}")
 

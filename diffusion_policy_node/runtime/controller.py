@@ -69,6 +69,7 @@ from .safety import SafetyFilter, SafetyLimits
 from .settings import NodeSettings, PolicyInfo
 from .timing import TickTiming
 from .trajectory_follower import TrajectoryFollower
+from .trajectory_shape import point_derivatives
 
 TRAJECTORY = "trajectory"
 STREAM = "stream"
@@ -106,6 +107,9 @@ class Command:
     positions: np.ndarray
     times: np.ndarray | None = None
     joints: tuple[str, ...] = ()
+    # TRAJECTORY: per point (N, D), or None when the points carry positions only
+    velocities: np.ndarray | None = None
+    accelerations: np.ndarray | None = None
 
     @property
     def is_stop(self) -> bool:
@@ -607,18 +611,37 @@ class Controller:
         if times.size == 0:
             return None
         path = self.paths[TRAJECTORY]
-        if self.mirror.has_trajectory:
-            start = self.mirror.sample(now)
+        if self.mirror.has_trajectory:  # what the trajectory controller executes now
+            start, start_vel, _ = self.mirror.sample_state(now)
         else:
             start = path.measured(self._measured)
+            start_vel = None if start is None else np.zeros_like(start)
         if start is None:
             return None
         safe = path.safety.filter_trajectory(actions[:, path.columns], start)
         if safe is None:
             return None
         rel = times - now
-        self.mirror.set_trajectory(rel, safe, start_time=now, now=now, current_position=start)
-        return Command(TRAJECTORY, now, safe, rel, path.joints)
+        vel = acc = None
+        derivatives = self.settings.params.trajectory_derivatives
+        if derivatives != "none":
+            lim = path.safety.limits
+            vel, acc = point_derivatives(
+                rel, safe, start, start_vel, lim.lower, lim.upper, lim.max_velocity
+            )
+            if derivatives == "velocities":
+                acc = None
+        self.mirror.set_trajectory(
+            rel,
+            safe,
+            start_time=now,
+            now=now,
+            current_position=start,
+            velocities=vel,
+            accelerations=acc,
+            from_desired=True,
+        )
+        return Command(TRAJECTORY, now, safe, rel, path.joints, vel, acc)
 
     def _maybe_start_inference(self, now: float) -> None:
         if self.worker.busy:

@@ -32,6 +32,7 @@ from diffusion_policy_node.policy.config import (
 
 from .action_schedule import MODES as SCHEDULE_MODES
 from .inference_worker import DEVICES
+from .trajectory_shape import DERIVATIVES
 
 # "" (default): each action group as recorded (JointTrajectory -> chunk, Float64MultiArray ->
 # stream); chunk/stream: every group as that message type.
@@ -74,6 +75,7 @@ class PolicyNodeParams:
     acceleration: str = "jit"
     precision: str = "auto"
     blend_mode: str = "inpaint"
+    trajectory_derivatives: str = "accelerations"
     inpaint_overlap: int = 4
     inpaint_decay: float = 0.5
     inpaint_guidance: float = 1.0
@@ -86,7 +88,7 @@ class PolicyNodeParams:
     min_limit_span: float = 0.2
     robot_description_file: str = ""
     robot_description_topic: str = "/robot_description"
-    robot_description_timeout: float = 2.0
+    robot_description_timeout: float = 10.0
     autostart: bool = True
     start_active: bool = True
     action_lead: float = -1.0
@@ -149,6 +151,12 @@ class PolicyNodeParams:
             raise _bad("precision", self.precision, f"expected one of {PRECISIONS}")
         if self.blend_mode not in BLEND_MODES:
             raise _bad("blend_mode", self.blend_mode, f"expected one of {BLEND_MODES}")
+        if self.trajectory_derivatives not in DERIVATIVES:
+            raise _bad(
+                "trajectory_derivatives",
+                self.trajectory_derivatives,
+                f"expected one of {DERIVATIVES}",
+            )
         if self.inpaint_overlap < 0:
             raise _bad("inpaint_overlap", self.inpaint_overlap, "must be >= 0 steps")
         if not (math.isfinite(self.inpaint_decay) and self.inpaint_decay >= 0):

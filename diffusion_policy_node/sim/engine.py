@@ -37,6 +37,10 @@ MAX_LAG_S = 0.1
 # Simulation time starts here, not at 0: a zero header.stamp means "unset / now" in ROS
 # (joint_trajectory_controller, bag readers), so no message may carry it.
 START_TIME_NS = NS
+# The executed motion is recorded at a trajectory controller's update rate (ros2_control's
+# default update_rate, 100 Hz): fine enough to see the acceleration steps of linear
+# interpolation between points a control step apart.
+MOTION_DT = 0.01
 # While paused, "clock" is still published (unchanged) this often (wall seconds), like Gazebo.
 PAUSED_CLOCK_PERIOD_S = 0.1
 
@@ -216,8 +220,12 @@ class SimEngine:
         # Largest |joint position - start position| this episode (rad): did the arm move?
         self.max_excursion = 0.0
         self._episode_q0 = np.zeros(len(self.names))
-        # The executed joint targets once per control step, chunk boundaries marked.
-        self.motion = MotionRecorder(cfg.control_dt)
+        # The executed joint targets at a trajectory controller's update rate (MOTION_DT),
+        # chunk boundaries marked.
+        self.motion_ns = max(
+            self.physics_ns, round(MOTION_DT * NS) // self.physics_ns * self.physics_ns
+        )
+        self.motion = MotionRecorder(self.motion_ns / NS)
         self.motion_due = 0
         self._reset(seed)
 
@@ -299,7 +307,8 @@ class SimEngine:
             self._log("warn", f"expert mode: ignoring an external {kind} command")
             return {}
         if kind == "trajectory":
-            times, positions, start = payload
+            times, positions, start, *derivatives = payload
+            vel, acc = (*derivatives, None, None)[:2]
             if start is not None:
                 self.command_delays.append(now - start)
             current = self.follower.sample(now)
@@ -310,7 +319,18 @@ class SimEngine:
             # A chunk boundary: a new plan replaces one still being executed (not the first
             # plan of an episode or after a hold, which starts from rest).
             replacing = self.follower.has_trajectory and (self.follower.end_time() or 0) > now
-            self.follower.set_trajectory(times, positions, start, now, current)
+            # the state before a message: what the controller commands now (JTC with
+            # interpolate_from_desired_state; the sim's servos track it closely)
+            self.follower.set_trajectory(
+                times,
+                positions,
+                start,
+                now,
+                current,
+                velocities=vel,
+                accelerations=acc,
+                from_desired=True,
+            )
             self.stream_target = None
             if len(times) and replacing:
                 self.motion.new_chunk()
@@ -374,7 +394,7 @@ class SimEngine:
             task.set_gripper_target(self.gripper_target)
         if now_ns >= self.motion_due and not task.done:
             self.motion.record(task.joint_targets())
-            self.motion_due += self.control_ns
+            self.motion_due += self.motion_ns
         was_done = task.done
         task.step_physics(task.config.physics_dt)
         self.steps += 1

@@ -20,6 +20,7 @@ from diffusion_policy_node.ros.conversions import (
     stamp_to_sec,
     trajectory_from_msg,
     trajectory_msg,
+    trajectory_points_from_msg,
 )
 from diffusion_policy_node.ros.policy_node_params import declare, read_params
 
@@ -61,6 +62,21 @@ def test_declare_then_read_parses_overrides_and_keeps_unset_lists_empty() -> Non
 
 
 # ---------------------------------------------------------------------------------- conversions
+def test_trajectory_velocities_and_accelerations_round_trip() -> None:
+    pos = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
+    vel, acc = pos * 2, pos * 3
+    msg = trajectory_msg(["c", "a", "b"], sec_to_stamp(1.0), [0.1, 0.2], pos, vel, acc)
+    assert list(msg.points[0].velocities) == [0.2, 0.4, 0.6]
+    _, _, _, v, a = trajectory_points_from_msg(msg, ["a", "b", "c"])
+    np.testing.assert_allclose(v, vel[:, [1, 2, 0]])
+    np.testing.assert_allclose(a, acc[:, [1, 2, 0]])
+    plain = trajectory_msg(["a"], sec_to_stamp(1.0), [0.1], np.zeros((1, 1)))
+    assert trajectory_points_from_msg(plain)[3:] == (None, None)
+    msg.points[1].velocities = []
+    with pytest.raises(ValueError, match="each point needs all or none"):
+        trajectory_points_from_msg(msg)
+
+
 def test_trajectory_round_trip_and_reordering() -> None:
     pos = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
     msg = trajectory_msg(["c", "a", "b"], sec_to_stamp(12.5), [0.05, 0.1], pos)

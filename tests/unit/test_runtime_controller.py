@@ -719,3 +719,47 @@ def test_hold_reason_tells_never_received_from_received_but_rejected() -> None:
     rig = Rig()
     rig.tick(feed=False)
     assert "no joint state received yet" in rig.ctl.state()[1]
+
+
+# ------------------------------------------------------------------------------ JTC points
+def test_trajectory_points_carry_velocities_continuous_across_chunks() -> None:
+    rig = started(Rig())
+    rig.worker.deliver(ramp(0.0, 0.05))  # 0.5 rad/s on every joint
+    (cmd,) = rig.tick()
+    assert cmd.velocities.shape == cmd.accelerations.shape == cmd.positions.shape
+    np.testing.assert_allclose(cmd.velocities[-1], 0.0)  # the last point at rest
+    np.testing.assert_allclose(cmd.accelerations[-1], 0.0)
+    assert cmd.velocities[3, 0] == pytest.approx(0.5, abs=0.05)  # the ramp's speed
+    for _ in range(20):  # until the next inference is submitted
+        n = len(rig.worker.submitted)
+        rig.tick()
+        if len(rig.worker.submitted) > n:
+            break
+    else:
+        pytest.fail("no second inference")
+    rig.worker.deliver(ramp(0.2, 0.02))
+    rig.k += 1
+    rig.feed()
+    now = rig.now()
+    executing = rig.ctl.mirror.sample_state(now)
+    before = len(rig.sent)
+    rig.ctl.tick(now, now, 0)
+    (cmd,) = [c for c in rig.sent[before:] if c.kind == TRAJECTORY]
+    replaced = rig.ctl.mirror.sample_state(now)
+    for x, y in zip(executing, replaced, strict=True):  # no step in position or velocity
+        np.testing.assert_allclose(x, y, atol=1e-12)
+    assert abs(executing[1][0]) > 0.1  # it was moving when the chunk landed
+
+
+def test_positions_only_on_request() -> None:
+    rig = started(Rig(trajectory_derivatives="none"))
+    rig.worker.deliver(ramp())
+    (cmd,) = rig.tick()
+    assert cmd.velocities is None and cmd.accelerations is None
+    assert rig.ctl.mirror.kind == "positions"
+    rig = started(Rig(trajectory_derivatives="velocities"))
+    rig.worker.deliver(ramp())
+    (cmd,) = rig.tick()
+    assert cmd.velocities is not None and cmd.accelerations is None
+    with pytest.raises(ValueError, match="trajectory_derivatives"):
+        Rig(trajectory_derivatives="jerk")

@@ -66,3 +66,87 @@ def test_invalid_trajectories() -> None:
     with pytest.raises(ValueError, match="finite"):
         f.set_trajectory([0.1], [[np.nan]], None, 0.0, [0.0])
     assert not f.has_trajectory
+
+
+# ------------------------------------------------------------------------------ JTC's splines
+# Golden samples from the coefficient formulas of ros2_controllers' joint_trajectory_controller
+# (trajectory.cpp, interpolate_between_points), worked out by hand for unit segments.
+def _state(f: TrajectoryFollower, t: float) -> tuple[float, float, float]:
+    p, v, a = f.sample_state(t)
+    return float(p[0]), float(v[0]), float(a[0])
+
+
+def test_positions_only_is_linear_with_velocity_steps() -> None:
+    f = TrajectoryFollower()
+    f.set_trajectory([1.0, 2.0], [[1.0], [1.5]], None, now=0.0, current_position=[0.0])
+    assert _state(f, 0.25) == pytest.approx((0.25, 1.0, 0.0))
+    assert _state(f, 1.5) == pytest.approx((1.25, 0.5, 0.0))  # the velocity stepped at 1.0
+    assert f.kind == "positions"
+
+
+def test_velocities_give_cubic_hermite_segments() -> None:
+    f = TrajectoryFollower()
+    f.set_trajectory(
+        [1.0, 3.0], [[1.0], [1.75]], None, now=0.0, current_position=[0.0],
+        velocities=[[0.0], [0.0]], current_velocity=[0.0],
+    )  # fmt: skip
+    # 0 -> 1 in 1 s, v 0 -> 0: p = 3s^2 - 2s^3
+    assert _state(f, 0.25) == pytest.approx((0.15625, 1.125, 3.0))
+    assert _state(f, 0.5) == pytest.approx((0.5, 1.5, 0.0))
+    f.set_trajectory(
+        [2.0], [[1.0]], None, now=0.0, current_position=[0.0],
+        velocities=[[0.0]], current_velocity=[1.0],
+    )  # fmt: skip
+    # 0 -> 1 in 2 s, v 1 -> 0: c2 = -1/4, c3 = 0
+    assert _state(f, 1.0) == pytest.approx((0.75, 0.5, -0.5))
+    assert f.kind == "velocities"
+
+
+def test_accelerations_give_quintic_segments() -> None:
+    f = TrajectoryFollower()
+    f.set_trajectory(
+        [1.0], [[1.0]], None, now=0.0, current_position=[0.0],
+        velocities=[[0.0]], accelerations=[[0.0]],
+    )  # fmt: skip
+    # 0 -> 1 in 1 s at rest at both ends: p = 10s^3 - 15s^4 + 6s^5
+    assert _state(f, 0.25) == pytest.approx((0.103515625, 1.0546875, 5.625))
+    assert _state(f, 0.5) == pytest.approx((0.5, 1.875, 0.0))
+    assert _state(f, 2.0) == pytest.approx((1.0, 0.0, 0.0))  # after the last point: hold it
+    assert f.kind == "accelerations"
+
+
+def test_start_now_and_a_state_without_velocity() -> None:
+    f = TrajectoryFollower()
+    # header.stamp 0: points timed from the receive time; a measured state without velocity
+    # meets points with velocities: zeros (newer JTC), so the first segment is cubic
+    f.set_trajectory([1.0], [[1.0]], 0.0, now=5.0, current_position=[0.0], velocities=[[0.0]])
+    assert _state(f, 5.5) == pytest.approx((0.5, 1.5, 0.0))
+    # positions-only points: linear even from a moving state
+    f.set_trajectory([1.0], [[1.0]], None, now=0.0, current_position=[0.0], current_velocity=[3.0])
+    assert _state(f, 0.5) == pytest.approx((0.5, 1.0, 0.0))
+    with pytest.raises(ValueError, match="accelerations need velocities"):
+        f.set_trajectory([1.0], [[1.0]], None, 0.0, [0.0], accelerations=[[0.0]])
+
+
+def test_a_replacement_starts_from_what_executes_then() -> None:
+    """from_desired (interpolate_from_desired_state / open_loop_control): the new message's
+    first segment starts at the old trajectory's position, velocity and acceleration, so the
+    commanded velocity does not jump at the chunk boundary."""
+    f = TrajectoryFollower()
+    f.set_trajectory(
+        [1.0, 2.0], [[1.0], [2.0]], None, now=0.0, current_position=[0.0],
+        velocities=[[1.0], [0.0]], accelerations=[[0.0], [0.0]],
+    )  # fmt: skip
+    before = f.sample_state(0.6)
+    f.set_trajectory(
+        [0.4, 1.4], [[1.2], [1.5]], None, now=0.6, velocities=[[0.5], [0.0]],
+        accelerations=[[0.0], [0.0]], from_desired=True,
+    )  # fmt: skip
+    after = f.sample_state(0.6)
+    for x, y in zip(before, after, strict=True):
+        np.testing.assert_allclose(x, y)
+    # and the next instant continues smoothly (no step in velocity)
+    assert abs(f.sample_state(0.61)[1][0] - before[1][0]) < 0.05
+    # a measured-state replacement of a positions-only message: linear from the state
+    f.set_trajectory([0.5], [[2.0]], None, now=1.0, current_position=[1.0])
+    assert _state(f, 1.25) == pytest.approx((1.5, 2.0, 0.0))

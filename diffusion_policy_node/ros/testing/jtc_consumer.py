@@ -28,7 +28,7 @@ from diffusion_policy_node.ros.conversions import (
     is_zero_stamp,
     joint_state_msg,
     stamp_to_sec,
-    trajectory_from_msg,
+    trajectory_points_from_msg,
 )
 from diffusion_policy_node.ros.node_main import run_node
 from diffusion_policy_node.ros.parameters import ParamSpec, declare_parameters
@@ -100,13 +100,20 @@ class JtcConsumer(Node):
         now = self._now()
         stamp = None if is_zero_stamp(msg.header.stamp) else stamp_to_sec(msg.header.stamp)
         try:
-            names, times, positions = trajectory_from_msg(msg, self.joint_names)
+            names, times, positions, vel, acc = trajectory_points_from_msg(msg, self.joint_names)
             if self.joint_names is None and names:
                 self.joint_names = names
             dof = len(self.joint_names) if self.joint_names else positions.shape[1]
             current = self._current(now, dof)
             self.follower.set_trajectory(
-                times, positions, start_time=stamp, now=now, current_position=current
+                times,
+                positions,
+                start_time=stamp,
+                now=now,
+                current_position=current,
+                velocities=vel,
+                accelerations=acc,
+                from_desired=True,
             )
         except ValueError as exc:
             self.rejected += 1
