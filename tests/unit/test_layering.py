@@ -181,7 +181,11 @@ def test_only_ros_layer_imports_ros() -> None:
 
 
 def test_every_subpackage_has_a_place_in_the_layer_order() -> None:
-    assert unknown_layers(module_names(PACKAGE_DIR, PACKAGE), LAYERS) == []
+    unknown = unknown_layers(module_names(PACKAGE_DIR, PACKAGE), LAYERS)
+    assert unknown == [], (
+        f"subpackage(s) {unknown} have no place in LAYERS: add each where its imports put it "
+        "(above what it imports, below what imports it) here and in docs/design.md#layers"
+    )
 
 
 def test_imports_point_only_downwards() -> None:
