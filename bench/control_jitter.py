@@ -33,7 +33,7 @@ slots with nothing new (missed). One JSON line for the machine, then one per cas
     .venv/bin/python bench/control_jitter.py --configs small --rates 10 --modes chunk --busy 1
     .venv/bin/python bench/control_jitter.py --param control_priority:=50 --receiver-priority 60
 
-What limits the figures (measured on the 2-core dev machine, see the issue report): the Python
+What limits the figures (measured on a 2-core CPU; docs/benchmarks.md has the runs): the Python
 work of a tick is ~0.5 ms, most of it in rclpy's `publish` (Fast DDS serialises and sends in the
 calling thread); the rest is OS scheduling. When other processes load the machine, the control
 thread waits for a core: p99 then grows to 5-30 ms unless the control thread runs with
