@@ -38,6 +38,9 @@ Per tick (`tick(ideal, t_start, skipped)`):
 Threads: `offer_*` and `reject_input` are called from subscription callbacks (any thread);
 `tick`, the services (`start`, `stop`, `reset`, `restart`) and `diagnostics_values` take the
 controller's lock, so a stop can never be overtaken by a trajectory computed before it.
+
+The input side lives in controller_inputs.py, the reports in controller_diagnostics.py (base
+classes of `Controller`), each output path's columns and safety filter in output_path.py.
 """
 
 from __future__ import annotations
@@ -51,8 +54,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from diffusion_policy_node.action_groups import indices_in
-from diffusion_policy_node.joint_states import JointStateError, JointStateMerger
+from diffusion_policy_node.joint_states import JointStateMerger
 from diffusion_policy_node.policy.constants import (
     INPAINT_ACTIONS,
     INPAINT_WEIGHTS,
@@ -61,11 +63,14 @@ from diffusion_policy_node.policy.constants import (
 )
 
 from .action_schedule import ActionSchedule
+from .controller_diagnostics import ControllerDiagnostics
+from .controller_inputs import ControllerInputs
 from .inference_worker import InferenceResult, LatencyStats, should_start_inference
 from .inpaint import inpaint_request
 from .limits import resolve_limits
 from .observation_history import STATE_INPUT, ObservationHistory
-from .safety import SafetyFilter, SafetyLimits
+from .output_path import OutputPath
+from .safety import SafetyLimits
 from .settings import NodeSettings, PolicyInfo
 from .timing import TickTiming
 from .trajectory_follower import TrajectoryFollower
@@ -140,7 +145,7 @@ def _default_log(level: str, text: str, throttle: bool) -> None:
     getattr(logging.getLogger("diffusion_policy_node"), level)(text)
 
 
-class Controller:
+class Controller(ControllerInputs, ControllerDiagnostics):
     """The control tick; see the module docstring."""
 
     def __init__(
@@ -183,7 +188,7 @@ class Controller:
         self.limits = limits
         # Columns of the action vector per output path, and the state column of each action.
         self.paths = {
-            kind: _Path(s, limits, want_trajectory=kind == TRAJECTORY)
+            kind: OutputPath(s, limits, want_trajectory=kind == TRAJECTORY)
             for kind in (TRAJECTORY, STREAM)
             if (s.has_trajectory if kind == TRAJECTORY else s.has_stream)
         }
@@ -217,148 +222,6 @@ class Controller:
         self._plan_end: float | None = None  # grid step of the newest chunk's n_action_steps
         self._last_chunk: tuple[float, np.ndarray] | None = None  # (t_obs, (H, D)) merged
         self.overrun = False  # the schedule ran dry while inference was still running
-
-    # ------------------------------------------------------------------ inputs (any thread)
-    def offer_image(self, topic: str, raw: Any, stamp: float) -> bool:
-        """Keep `raw` as the newest message of camera `topic` (decoded on the next tick);
-        False when its stamp is in the future or older than the newest (counted, warned).
-        With the streaming encoder on (`worker.streams_frames`) the frame is also decoded here,
-        in the caller's thread (a subscription callback, never the control thread), and handed
-        to the worker, which encodes it before the chunk request that will use it."""
-        ok = self._offer(topic, raw, stamp)
-        worker = self.worker
-        if (
-            ok
-            and getattr(worker, "streams_frames", False)
-            and topic in self.settings.camera_topics
-        ):
-            try:
-                rgb = self._decode(topic, raw)
-            except ValueError:
-                return ok  # the tick's decode rejects it and counts it
-            worker.offer_frame(self.settings.camera_topics.index(topic), rgb)
-        return ok
-
-    def offer_state(self, positions: np.ndarray, stamp: float) -> bool:
-        """Keep the joint positions (D,), in `settings.joint_names` order, stamped `stamp`."""
-        names = self.joints.joint_names
-        return self.offer_joint_state(names, positions, stamp)
-
-    def offer_joint_state(
-        self, names: Any, positions: Any, stamp: float, where: str = "joint state"
-    ) -> bool:
-        """Merge one JointState's `names`/`positions` stamped `stamp` (any subset of the
-        joints, any order, extra joints ignored). False when refused: a repeated joint name
-        (one unthrottled WARN per joint), inconsistent lengths or NaN/inf in a wanted joint
-        (counted in `bad_joint_states`, throttled WARN), a stamp in the future or older than
-        the joints' newest (`bad_stamps`, `out_of_order`)."""
-        now = self.clock()
-        max_age = self.settings.params.max_obs_age
-        if stamp > now + max_age:
-            with self._input_lock:
-                self.counters["bad_stamps"] += 1
-            self._log(
-                "warning",
-                f"{STATE_INPUT}: message stamped {stamp - now:.3f} s in the future, ignored "
-                "(clock mismatch? check use_sim_time and the publisher's clock)",
-                True,
-            )
-            return False
-        with self._input_lock:
-            try:
-                merged = self.joints.offer(names, positions, stamp, where)
-            except JointStateError as exc:
-                self.counters["bad_joint_states"] += 1
-                self._rejected[STATE_INPUT] = str(exc)
-                new = [j for j in exc.joints if j not in self._warned_duplicates]
-                self._warned_duplicates.update(exc.joints if exc.kind == "duplicate" else ())
-                error = exc
-            else:
-                error = None
-                if merged.out_of_order:
-                    self.counters["out_of_order"] += 1
-                if merged.updated and self.joints.complete:
-                    self._rejected.pop(STATE_INPUT, None)
-                    t = self.joints.oldest_stamp()
-                    self._last_input_stamp[STATE_INPUT] = t
-                    self._new_inputs[STATE_INPUT] = (self.joints.positions(), t)
-        if error is None:
-            if merged.out_of_order:
-                self._log(
-                    "warning",
-                    f"{STATE_INPUT}: joint(s) {list(merged.out_of_order)} stamped before the "
-                    "newest of each, ignored",
-                    True,
-                )
-            return bool(merged.updated)
-        if error.kind == "duplicate":
-            if new:  # once per joint: a driver that always repeats it would flood the log
-                self._log("warning", f"joint state rejected: {error}", False)
-        else:
-            self._log("warning", f"joint state rejected: {error}", True)
-        return False
-
-    def reject_input(self, counter: str, text: str, name: str | None = None) -> None:
-        """A callback rejected a message (`bad_images`, `bad_joint_states`) of input `name` (a
-        camera topic): count and warn; the hold reason says it was received but rejected."""
-        with self._input_lock:
-            self.counters[counter] += 1
-            if name is not None:
-                self._rejected[name] = text
-        self._log("warning", text, True)
-
-    def note_input(self, name: str, text: str | None) -> None:
-        """Why input `name` may never arrive (e.g. a publisher of another message type on the
-        camera topic), told in the hold reason while nothing was received; None clears it."""
-        with self._input_lock:
-            if text is None:
-                self._notes.pop(name, None)
-            else:
-                self._notes[name] = text
-
-    def _offer(self, name: str, value: Any, stamp: float) -> bool:
-        now = self.clock()
-        max_age = self.settings.params.max_obs_age
-        with self._input_lock:
-            if stamp > now + max_age:
-                self.counters["bad_stamps"] += 1
-                why = (
-                    f"{name}: message stamped {stamp - now:.3f} s in the future, ignored (clock "
-                    "mismatch? check use_sim_time and the publisher's clock)"
-                )
-            elif stamp < self._last_input_stamp.get(name, -np.inf):
-                self.counters["out_of_order"] += 1
-                why = (
-                    f"{name}: message stamped {self._last_input_stamp[name] - stamp:.3f} s "
-                    "before the newest, ignored"
-                )
-            else:
-                self._last_input_stamp[name] = stamp
-                self._new_inputs[name] = (value, stamp)
-                self._rejected.pop(name, None)
-                return True
-        self._log("warning", why, True)
-        return False
-
-    def _ingest(self) -> None:
-        """Decode the newest raw image(s) and push the newest state into the history."""
-        with self._input_lock:
-            inputs, self._new_inputs = self._new_inputs, {}
-        for name, (value, stamp) in inputs.items():
-            if name == STATE_INPUT:
-                ok = self.history.update_state(value.astype(np.float32), stamp)
-                if ok:
-                    self._measured = value  # observed joints; _Path.measured picks its own
-            else:
-                try:
-                    rgb = self._decode(name, value)
-                except ValueError as exc:
-                    self.reject_input("bad_images", f"image rejected: {exc}", name)
-                    continue
-                ok = self.history.update_image(name, rgb, stamp)
-            if not ok:
-                with self._input_lock:
-                    self.counters["out_of_order"] += 1
 
     # ------------------------------------------------------------------ control thread
     def tick(self, ideal: float, t_start: float, skipped: int = 0) -> None:
@@ -714,99 +577,6 @@ class Controller:
         with self._lock:
             self.restart(now)
             self.counters["resets"] += 1
-
-    # ------------------------------------------------------------------ diagnostics
-    def state(self) -> tuple[str, str]:
-        """(state, reason): active | holding | stopped. An active controller whose schedule ran
-        dry before the next chunk arrived reports the overrun as its reason (a warning)."""
-        if not self.active:
-            return "stopped", ""
-        if self.holding:
-            return "holding", self.hold_reason
-        if self.overrun:
-            return "active", "overrun: the next chunk is late, executing the rest of the horizon"
-        return "active", ""
-
-    def path_joints(self, kind: str) -> tuple[str, ...]:
-        """The joints (columns) of the Commands of `kind` (TRAJECTORY/STREAM); () if none."""
-        path = self.paths.get(kind)
-        return path.joints if path is not None else ()
-
-    def clamp_counts(self) -> dict[str, int]:
-        """Safety filter counts: totals (commands changed), and per commanded joint."""
-        paths = list(self.paths.values())
-        out = {
-            "position_clamps": sum(p.safety.position_clamp_count for p in paths),
-            "velocity_clamps": sum(p.safety.velocity_clamp_count for p in paths),
-            "nonfinite_commands": sum(p.safety.nonfinite_count for p in paths),
-        }
-        for p in paths:
-            for i, joint in enumerate(p.joints):
-                out[f"position_clamps[{joint}]"] = int(p.safety.position_clamps[i])
-                out[f"velocity_clamps[{joint}]"] = int(p.safety.velocity_clamps[i])
-        return out
-
-    def diagnostics_values(self) -> tuple[str, str, dict[str, object]]:
-        """(state, reason, values) for /diagnostics and ~/status. Only copies are taken under
-        the lock (the tick waits for it); statistics are computed afterwards."""
-        with self._lock:
-            state, reason = self.state()
-            overrun = self.overrun
-            ages = self.history.ages(self.clock())
-            with self._input_lock:
-                counters = dict(self.counters)
-            timing = self.timing.snapshot()
-            obs_to_cmd = list(self.obs_to_cmd)
-            clamps = self.clamp_counts()
-        values: dict[str, object] = {
-            "state": state,
-            "hold_reason": reason if state == "holding" else "",
-            "overrun": overrun,
-        }
-        lat = self.worker.latency_stats()
-        values["inference_latency_p50_ms"] = None if lat.p50 is None else lat.p50 * 1e3
-        values["inference_latency_p90_ms"] = None if lat.p90 is None else lat.p90 * 1e3
-        values["inference_count"] = self.worker.completed_count
-        values["inference_errors"] = self.worker.error_count
-        values.update(TickTiming.summarize(timing))
-        if obs_to_cmd:
-            values["obs_to_cmd_p50_ms"] = float(np.percentile(obs_to_cmd, 50) * 1e3)
-            values["obs_to_cmd_max_ms"] = float(np.max(obs_to_cmd) * 1e3)
-        for name, age in ages.items():
-            values[f"obs_age_ms[{name}]"] = None if age is None else age * 1e3
-        values.update(counters)
-        values.update(clamps)
-        values["device"] = self.info.device
-        values["precision"] = self.info.precision
-        values["matmul_kernels"] = self.info.matmul_kernels
-        values["output_mode"] = self.settings.output_mode
-        values["control_rate_hz"] = self.settings.control_rate_hz
-        return state, reason, values
-
-
-class _Path:
-    """One output path (trajectory or stream): the action columns of its groups' joints, the
-    state column of each, and its safety filter over those joints' limits."""
-
-    def __init__(self, settings: NodeSettings, limits: SafetyLimits, want_trajectory: bool):
-        action = settings.action_joints
-        self.joints = tuple(
-            j for g in settings.groups if g.is_trajectory == want_trajectory for j in g.joints
-        )
-        self.columns = indices_in(self.joints, action, "the action vector")
-        self.state_columns = indices_in(self.joints, settings.joint_names, "the observed joints")
-        self.safety = SafetyFilter(
-            SafetyLimits(
-                limits.lower[self.columns],
-                limits.upper[self.columns],
-                limits.max_velocity[self.columns],
-            ),
-            settings.dt,
-        )
-
-    def measured(self, state: np.ndarray | None) -> np.ndarray | None:
-        """This path's joints of the measured state (observed-joint order)."""
-        return None if state is None else state[self.state_columns]
 
 
 def blank_batch(settings: NodeSettings) -> dict[str, np.ndarray]:
