@@ -19,10 +19,12 @@ same meaning as with `InferenceWorker` (submit → result available, node clock)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -131,23 +133,41 @@ class InferenceProcessError(RuntimeError):
     """The inference child process failed (start-up error, crash, or a policy exception)."""
 
 
+_SIGACTION_SIZE = 256  # >= sizeof(struct sigaction) on Linux (152 on x86_64 and aarch64)
+
+
+def _sigaction(sig: int, new: Any, old: Any) -> None:
+    """libc sigaction with opaque buffers: saves and restores the OS-level action exactly
+    (rclpy's C handler included), which Python's signal.signal cannot."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.sigaction(sig, new, old) != 0:
+        raise OSError(ctypes.get_errno(), "sigaction failed")
+
+
 @contextlib.contextmanager
 def _child_ignores_sigint() -> Iterator[None]:
     """Processes started inside ignore SIGINT (an ignored disposition survives fork + exec,
     and Python keeps it at start-up): a Ctrl-C reaches the whole process group, and the
     inference process, busy importing torch or inferring, must not print a KeyboardInterrupt
-    traceback; its parent stops it (close, kill). In this process SIGINT is blocked
-    meanwhile, so one arriving then is delivered afterwards rather than lost (Linux keeps a
-    blocked signal pending even while it is ignored). Main thread only (elsewhere: as is)."""
-    if threading.current_thread() is not threading.main_thread():
+    traceback; its parent stops it (close, kill). Here SIGINT is blocked meanwhile, so one
+    arriving then is delivered afterwards (Linux keeps a blocked signal pending even while it
+    is ignored), and the OS-level action is put back exactly as it was (Python's handler
+    record is never touched). Linux, main thread; elsewhere the child starts as is."""
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
         yield
         return
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    saved = ctypes.create_string_buffer(_SIGACTION_SIZE)
+    ignore = ctypes.create_string_buffer(_SIGACTION_SIZE)
+    handler = ctypes.c_void_p(int(signal.SIG_IGN))
+    ctypes.memmove(ignore, ctypes.byref(handler), ctypes.sizeof(handler))
     try:
-        yield
+        _sigaction(signal.SIGINT, ignore, saved)  # sa_handler (the first field) = SIG_IGN
+        try:
+            yield
+        finally:
+            _sigaction(signal.SIGINT, saved, None)
     finally:
-        signal.signal(signal.SIGINT, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 

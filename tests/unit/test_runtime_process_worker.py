@@ -146,21 +146,65 @@ def _sigint_disposition(queue) -> None:
 def test_the_inference_process_ignores_the_terminals_ctrl_c() -> None:
     """A Ctrl-C reaches the whole process group: the child (importing torch, inferring) must
     not print a KeyboardInterrupt traceback; a SIGINT to the parent meanwhile is not lost."""
+    import ctypes
     import multiprocessing as mp
-    import os
     import signal
+    import threading
 
-    from diffusion_policy_node.runtime.process_worker import _child_ignores_sigint
+    from diffusion_policy_node.runtime.process_worker import (
+        _SIGACTION_SIZE,
+        _child_ignores_sigint,
+        _sigaction,
+    )
+
+    def os_action() -> bytes:  # the OS-level handler (rclpy's C handler, when installed)
+        buffer = ctypes.create_string_buffer(_SIGACTION_SIZE)
+        _sigaction(signal.SIGINT, None, buffer)
+        return buffer.raw[: ctypes.sizeof(ctypes.c_void_p)]  # sa_handler, the first field
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     child = ctx.Process(target=_sigint_disposition, args=(queue,))
-    before = signal.getsignal(signal.SIGINT)
+    before, before_os = signal.getsignal(signal.SIGINT), os_action()
     with pytest.raises(KeyboardInterrupt):
         with _child_ignores_sigint():
             child.start()
-            os.kill(os.getpid(), signal.SIGINT)  # pending until the block ends
+            # to this (main) thread, which blocks it: pending until the block ends
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
         pytest.fail("the SIGINT sent meanwhile was lost")
     assert queue.get(timeout=60) is True
     child.join(10)
     assert signal.getsignal(signal.SIGINT) is before
+    assert os_action() == before_os
+
+
+def test_the_parents_os_level_sigint_action_is_restored_exactly() -> None:
+    """rclpy installs a C-level SIGINT handler that Python's signal.signal would replace for
+    good (its Ctrl-C then stops waking the executor); the block puts back the OS-level action
+    exactly. Simulated with an OS-level SIG_IGN that Python's handler record does not know."""
+    import ctypes
+    import signal
+
+    from diffusion_policy_node.runtime.process_worker import (
+        _SIGACTION_SIZE,
+        _child_ignores_sigint,
+        _sigaction,
+    )
+
+    def handler_field(buffer) -> int:
+        return ctypes.c_void_p.from_buffer_copy(buffer.raw[: ctypes.sizeof(ctypes.c_void_p)]).value
+
+    original = ctypes.create_string_buffer(_SIGACTION_SIZE)
+    ignore = ctypes.create_string_buffer(_SIGACTION_SIZE)
+    ctypes.memmove(ignore, ctypes.byref(ctypes.c_void_p(1)), ctypes.sizeof(ctypes.c_void_p))
+    _sigaction(signal.SIGINT, ignore, original)
+    try:
+        python_record = signal.getsignal(signal.SIGINT)
+        with _child_ignores_sigint():
+            pass
+        now = ctypes.create_string_buffer(_SIGACTION_SIZE)
+        _sigaction(signal.SIGINT, None, now)
+        assert handler_field(now) == int(signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGINT) is python_record
+    finally:
+        _sigaction(signal.SIGINT, original, None)
