@@ -1,58 +1,34 @@
-"""`policy_node`: runs a Diffusion Policy checkpoint in closed loop (docs/design.md#timing-model).
+"""`policy_node`: runs a Diffusion Policy checkpoint in closed loop (docs/policy_node.md).
 
     policy_node --ros-args -p checkpoint:=/path/to/ckpt [--params-file config/policy_node.yaml]
 
-A managed (lifecycle) node, as ros2_control's controllers and most drivers are:
-
-    unconfigured --configure--> inactive --activate--> active
-         ^                        |  ^                   |
-         +--------cleanup---------+  +----deactivate-----+
-    any state --shutdown--> finalized
-
-- configure: read the parameters, load and validate the checkpoint, read the robot's joint
-  limits (URDF file or /robot_description; else the demonstrated range, logged), start the
-  inference worker, warm it up, subscribe, create one (managed) command publisher per action
-  group (arm, gripper, ...: each on its own controller topic), start the control thread, and
-  set the parameters that default to "the checkpoint's" to their effective values.
-  Any failure: FAILURE with the reason (logged, `~/status` `last_error`), back to unconfigured,
-  nothing published.
-- activate: start commanding. deactivate: hold (chunk mode: one empty trajectory, so the
-  trajectory controller stops executing the old points; stream mode: nothing more is sent);
-  the worker stays loaded and warm. cleanup: stop the control thread, free the worker, give
-  the parameters back their given values.
-  shutdown / error: hold and release everything.
-
-`autostart` (default true) configures at start-up and activates when `start_active` is true,
-so `ros2 run` behaves as an unmanaged node; with `autostart:=false` the node waits for the
-standard lifecycle services (`~/change_state`, `~/get_state`). `~/start`, `~/stop` and
-`~/reset` (std_srvs/Trigger) are aliases: activate, deactivate, deactivate + reset + activate.
-`~/status` answers the diagnostics values as JSON; `/diagnostics` at 1 Hz on a steady timer
-(so it still reports when sim time does not advance), both with the lifecycle state.
+A managed (lifecycle) node, as ros2_control's controllers are. configure: read the parameters,
+load and validate the checkpoint, read the robot's joint limits (ros/robot_description.py),
+start and warm up the inference worker, subscribe, create one managed command publisher per
+action group, start the control thread, set the parameters that default to "the checkpoint's"
+to their effective values; any failure: FAILURE with the reason (logged, `~/status`
+`last_error`), nothing published. activate: command. deactivate: hold (chunk mode: one empty
+trajectory), the worker stays warm. cleanup: stop, free the worker, give the parameters back.
+`autostart` (default true) configures at start-up and activates when `start_active` is true;
+`~/start`, `~/stop`, `~/reset` are aliases of the transitions (ros/policy_node_services.py);
+`~/status` and `/diagnostics` report (ros/policy_node_diagnostics.py).
 
 This file is the ROS wrapper only: what happens on each tick (staleness and hold, chunk merge,
 safety, what to publish, when to start inference) is `runtime.controller.Controller`
 (ROS-free); the control thread is `ros/control_loop.py`. Inference runs in a child process by
-default (`inference_process`; its Python cannot hold this process's GIL) or on a thread.
-
-Subscription callbacks only keep the newest *raw* camera message (after cheap checks of
-encoding and stamp order), so a 1920x1080 flood at 60 Hz costs one decode per tick; camera
-subscriptions use BEST_EFFORT depth 1 so memory stays bounded. A wrong image *size* is resized
-(the data pipeline resizes the same way); a wrong *encoding* is rejected (counted, throttled
-warning). JointStates are merged by name from any number of publishers (arm and gripper
-drivers): the newest position of each joint, each aged on its own; a message that repeats a
-joint name or holds NaN in a wanted joint is rejected (counted; a duplicate WARNs once per
-joint). An unset (zero) header stamp means the receive time.
+default (`inference_process`) or on a thread. Subscription callbacks keep only the newest raw
+camera message (BEST_EFFORT, depth 1: a flood costs one decode per tick); a wrong image size is
+resized, a wrong encoding rejected (counted, throttled warning). JointStates are merged by name
+from any number of publishers; an unset (zero) header stamp means the receive time.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
-import time
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
@@ -64,9 +40,8 @@ from rclpy.qos import (
     QoSProfile,
     QoSReliabilityPolicy,
 )
-from rclpy.wait_for_message import wait_for_message
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -74,14 +49,13 @@ from diffusion_policy_node.action_groups import ActionGroup, indices_in
 from diffusion_policy_node.policy.checkpoint import check_action_width, read_config
 from diffusion_policy_node.policy.config import CAMERA_MSG_TYPES
 from diffusion_policy_node.runtime.controller import STREAM, TRAJECTORY, Command, Controller
-from diffusion_policy_node.runtime.limits import parse_urdf, read_urdf_file, resolve_limits
+from diffusion_policy_node.runtime.limits import resolve_limits
 from diffusion_policy_node.runtime.process_worker import start_worker
 from diffusion_policy_node.runtime.settings import NodeSettings, resolve_settings
 
 from .control_loop import ControlLoop
 from .conversions import (
     check_image_msg,
-    diagnostic_status,
     float64_array_msg,
     image_msg_to_rgb,
     is_zero_stamp,
@@ -91,6 +65,7 @@ from .conversions import (
 )
 from .lifecycle_guard import GuardedTransitions
 from .node_main import run_node
+from .policy_node_diagnostics import PolicyNodeDiagnostics
 from .policy_node_params import (
     PARAMETERS,
     current_parameters,
@@ -98,6 +73,8 @@ from .policy_node_params import (
     effective_values,
     read_params,
 )
+from .policy_node_services import PolicyNodeServices
+from .robot_description import robot_description
 
 SENSOR_QOS = QoSProfile(
     history=QoSHistoryPolicy.KEEP_LAST,
@@ -114,15 +91,9 @@ checkpoint's control rate. Services ~/start ~/stop ~/reset ~/status; health on /
 """
 WARN_THROTTLE_S = 5.0
 SHUTDOWN_WORKER_WAIT_S = 0.2  # Ctrl-C/SIGTERM: the inference process is killed after this
-UNHEARD_S = 2.0  # active without a subscriber on a command topic this long: WARN
-DESCRIPTION_QOS = QoSProfile(
-    depth=1,
-    reliability=QoSReliabilityPolicy.RELIABLE,
-    durability=QoSDurabilityPolicy.TRANSIENT_LOCAL,  # as robot_state_publisher latches it
-)
 
 
-class PolicyNode(GuardedTransitions, LifecycleNode):
+class PolicyNode(GuardedTransitions, PolicyNodeServices, PolicyNodeDiagnostics, LifecycleNode):
     """The closed-loop policy node; see the module docstring."""
 
     def __init__(self, node_name: str = "policy_node", **kwargs: object) -> None:
@@ -185,7 +156,7 @@ class PolicyNode(GuardedTransitions, LifecycleNode):
         config, _ = read_config(params.checkpoint)  # clear CheckpointError, before loading
         check_action_width(params.checkpoint, config)  # before joints interpret the actions
         s = self.settings = resolve_settings(params, config)
-        urdf, urdf_where = self._robot_description(params)
+        urdf, urdf_where = robot_description(self, params)
         self.worker, self.policy_info = start_worker(s.inference, clock=self.now_s)
         limits, sources = resolve_limits(
             s, self.policy_info.action_min, self.policy_info.action_max, urdf, urdf_where
@@ -236,45 +207,6 @@ class PolicyNode(GuardedTransitions, LifecycleNode):
             f"({'process' if params.inference_process else 'thread'}), "
             f"{s.control_rate_hz:g} Hz, cameras {list(s.camera_topics)}, observed joints "
             f"{list(s.joint_names)}; commands: {outputs}"
-        )
-
-    def _robot_description(self, params: Any) -> tuple[dict[str, Any] | None, str]:
-        """(joints of the URDF, where it came from): robot_description_file, else the
-        robot_description_topic, waited for up to robot_description_timeout seconds of wall
-        time (sim time or not: /clock may not run yet) — ValueError naming the topic when it
-        never comes —, else (both empty) None: the demonstrated range, warned per joint."""
-        if params.robot_description_file:
-            return read_urdf_file(params.robot_description_file), params.robot_description_file
-        topic = params.robot_description_topic
-        if not topic:
-            return None, ""
-        timeout = params.robot_description_timeout
-        deadline = time.monotonic() + timeout
-        self.get_logger().info(f"waiting up to {timeout:g} s for the robot description on {topic}")
-        while True:
-            left = deadline - time.monotonic()
-            ok, msg = wait_for_message(
-                String,
-                self,
-                topic,
-                qos_profile=DESCRIPTION_QOS,
-                time_to_wait=max(min(left, 0.5), 0.0),
-            )
-            if ok:
-                return parse_urdf(msg.data, f"topic {topic}"), f"topic {topic}"
-            if left <= 0 or not self.context.ok():
-                break
-        publishers = [i.node_name for i in self.get_publishers_info_by_topic(topic)]
-        seen = (
-            f"publisher(s) {publishers} sent nothing latched (transient local)"
-            if publishers
-            else "no publisher"
-        )
-        raise ValueError(
-            f"no robot description on topic {topic} within robot_description_timeout="
-            f"{timeout:g} s ({seen}): run robot_state_publisher, give robot_description_file, "
-            "raise robot_description_timeout, or set robot_description_topic:='' to run on the "
-            "demonstrated range"
         )
 
     def _set_effective(self, values: dict[str, Any]) -> None:
@@ -499,149 +431,6 @@ class PolicyNode(GuardedTransitions, LifecycleNode):
                 if self.context.ok():
                     raise
                 return  # the context shut down (SIGINT/SIGTERM) while this tick ran
-
-    # ------------------------------------------------------------------------------ services
-    def _transition(self, name: str) -> bool:
-        """Run a lifecycle transition from an alias service; True on SUCCESS."""
-        trigger = {"activate": self.trigger_activate, "deactivate": self.trigger_deactivate}
-        return trigger[name]() == TransitionCallbackReturn.SUCCESS
-
-    def _srv_start(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        """Alias of activate (from inactive); when active, the timing statistics restart."""
-        state = self.lifecycle_state
-        if state == "inactive":
-            resp.success = self._transition("activate")
-            resp.message = "started" if resp.success else "activate failed"
-        elif state == "active":
-            resp.success, resp.message = True, self.controller.start()
-        else:
-            resp.success, resp.message = False, f"cannot start: the node is {state}"
-        self.get_logger().info(f"~/start: {resp.message}")
-        return resp
-
-    def _srv_stop(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        """Alias of deactivate (from active)."""
-        if self.lifecycle_state == "active":
-            resp.success = self._transition("deactivate")
-            resp.message = "stopped" if resp.success else "deactivate failed"
-        else:
-            resp.success, resp.message = True, "already stopped"
-        self.get_logger().info(f"~/stop: {resp.message}")
-        return resp
-
-    def _srv_reset(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        """Deactivate, reset history, schedule and policy, activate again (a new episode); in
-        inactive only the reset."""
-        state = self.lifecycle_state
-        if state not in ("active", "inactive"):
-            resp.success, resp.message = False, f"cannot reset: the node is {state}"
-            return resp
-        if state == "active":
-            self._transition("deactivate")
-        self.controller.reset(self.now_s())
-        resp.success = state == "inactive" or self._transition("activate")
-        resp.message = "history, schedule and policy reset"
-        self.get_logger().info(f"~/reset: {resp.message}")
-        return resp
-
-    def _srv_status(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        """The /diagnostics values as one JSON object (for scripts such as dp-eval)."""
-        _, _, values = self.diagnostics_values()
-        resp.success, resp.message = True, json.dumps(values)
-        return resp
-
-    def diagnostics_values(self) -> tuple[str, str, dict[str, object]]:
-        """(state, reason, values): the controller's, plus the lifecycle state."""
-        controller, lifecycle = self.controller, self.lifecycle_state
-        if controller is None:
-            reason = f"configure failed: {self.last_error}" if self.last_error else ""
-            values: dict[str, object] = {"state": lifecycle, "hold_reason": reason}
-            state = lifecycle
-        else:
-            state, reason, values = controller.diagnostics_values()
-            unheard = self._unheard_topics()
-            if unheard and not reason:
-                reason = (
-                    f"nobody subscribes to {', '.join(unheard)} (for {UNHEARD_S:.0f} s or "
-                    "more): is each controller running, and is output_topics its command "
-                    "topic?"
-                )
-            values["output_subscribers"] = {
-                g.topic: pub.get_subscription_count()
-                for pubs in self._group_pubs.values()
-                for g, pub, _ in pubs
-            }
-        values["lifecycle"] = lifecycle
-        values["last_error"] = self.last_error
-        values["last_transition_error"] = self.last_transition_error
-        return state, reason, values
-
-    def _unheard_topics(self) -> list[str]:
-        """Command topics the active node has been publishing to without a subscriber for
-        UNHEARD_S or more (a wrong topic would otherwise look like a healthy node)."""
-        now = time.monotonic()
-        out = []
-        active = self.lifecycle_state == "active"
-        for pubs in self._group_pubs.values():
-            for group, pub, _ in pubs:
-                if not active or pub.get_subscription_count() > 0:
-                    self._unheard_since.pop(group.topic, None)
-                    continue
-                since = self._unheard_since.setdefault(group.topic, now)
-                if now - since >= UNHEARD_S:
-                    out.append(group.topic)
-        return out
-
-    def _check_camera_types(self) -> None:
-        """A publisher of another message type on a camera topic never reaches the node (DDS
-        matches by type): WARN once naming the topic and both types, and say it in the hold
-        reason while no image arrived."""
-        s, controller = self.settings, self.controller
-        if s is None or controller is None:
-            return
-        for topic, want in zip(s.camera_topics, s.camera_types, strict=True):
-            try:
-                infos = self.get_publishers_info_by_topic(topic)
-            except Exception:  # a shutting-down context: nothing to check
-                return
-            others = sorted({i.topic_type for i in infos} - {want})
-            if not others:
-                controller.note_input(topic, None)
-                continue
-            source = (
-                "recorded in the checkpoint"
-                if s.camera_types_recorded
-                else ("taken from the topic name (the checkpoint does not record it)")
-            )
-            text = (
-                f"camera topic {topic} has a publisher of {', '.join(others)} but the node "
-                f"subscribes with {want} ({source}); those messages never arrive. Publish "
-                f"{want} there, or remap camera_topics to a topic of that type"
-            )
-            controller.note_input(topic, text)
-            if (topic, tuple(others)) not in self._type_warned:
-                self._type_warned.add((topic, tuple(others)))
-                self.get_logger().warning(text)
-
-    def _publish_diagnostics(self) -> None:
-        self._check_camera_types()
-        state, reason, values = self.diagnostics_values()
-        if reason.startswith("nobody subscribes"):
-            self.get_logger().warning(reason, throttle_duration_sec=30.0)
-        # WARN: holding, a failed configure, or active with a reason (an overrun)
-        level = DiagnosticStatus.WARN if state == "holding" or reason else DiagnosticStatus.OK
-        msg = DiagnosticArray()
-        msg.header.stamp = self._clock.now().to_msg()
-        msg.status = [
-            diagnostic_status(
-                f"{self.get_name()}: policy",
-                level,
-                f"{state}: {reason}" if reason else state,
-                values,
-                hardware_id=self.policy_info.device if self.policy_info else "",
-            )
-        ]
-        self._diag_pub.publish(msg)
 
     def close(self) -> None:
         """Hold and release (Ctrl-C/SIGTERM in any state). The process is exiting: an inference
