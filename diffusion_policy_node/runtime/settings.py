@@ -245,7 +245,7 @@ class PolicyInfo:
     normalizer's min/max, for default limits), the denoising steps and the numeric precision
     of the encoders and ε-network ("fp32" | "bf16" | "bf16-encoder": what `precision: auto`
     resolved to) in effect; `matmul_kernels`: how many of the traced trunk's matrix products
-    run on oneDNN (policy/kernels.py), e.g. "onednn 9/34", "" when nothing is packed."""
+    run on oneDNN (policy/accel/kernels.py), e.g. "onednn 9/34", "" when nothing is packed."""
 
     device: str
     action_min: np.ndarray
