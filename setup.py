@@ -66,6 +66,8 @@ setup(
             "dp-play = diffusion_policy_node.ros.play_node:main",
             "dp-config = diffusion_policy_node.train.robot_config:main",
             "dp-node = diffusion_policy_node.ros.node_cli:main",
+            "dp-import = diffusion_policy_node.interop.lerobot_cli:import_main",
+            "dp-export = diffusion_policy_node.interop.lerobot_cli:export_main",
         ],
     },
 )

@@ -2,7 +2,7 @@
 
     <checkpoint>/config.yaml             format tag, PolicyConfig (model, data and timing), meta
     <checkpoint>/model.safetensors       ε-network + vision encoder weights (EMA weights)
-    <checkpoint>/normalizer.safetensors  min/max stats of state and action
+    <checkpoint>/normalizer.safetensors  statistics of state and action (and images)
 
 Loading validates the format, the config, the key set, every shape and that every tensor is
 finite, and raises CheckpointError naming the file and the problem.
@@ -29,7 +29,7 @@ FORMAT = "diffusion_policy_node/checkpoint/v1"
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
 NORMALIZER_FILE = "normalizer.safetensors"
-NORMALIZER_PREFIXES = ("state_normalizer.", "action_normalizer.")
+NORMALIZER_PREFIXES = ("state_normalizer.", "action_normalizer.", "image_normalizer.")
 
 
 class CheckpointError(ValueError):

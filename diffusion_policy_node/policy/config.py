@@ -18,10 +18,15 @@ from diffusion_policy_node.action_groups import (
 from diffusion_policy_node.config_util import dataclass_from_mapping
 
 from .networks import NETWORKS
-from .schedulers import BETA_SCHEDULES, SCHEDULER_NAMES, VARIANCE_TYPES
+from .normalizer import NORM_MODES
+from .schedulers import BETA_SCHEDULES, PREDICTION_TYPES, SCHEDULER_NAMES, VARIANCE_TYPES
 
 POLICY_TYPES = ("diffusion", "regression")
 CAMERA_MSG_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+BACKBONE_NORMS = ("group", "batch")
+# Order of one observation step's features in the global condition.
+COND_ORDERS = ("images_state", "state_images")
+NORMALIZED_FEATURES = ("state", "action", "images")
 # Where one group of all joints goes when nothing else is known (a joint_trajectory_controller
 # named arm_controller).
 DEFAULT_COMMAND_TOPIC = "/arm_controller/joint_trajectory"
@@ -76,6 +81,21 @@ class PolicyConfig:
     # Channels of the ResNet-18 stem/first stage (64: the standard ResNet-18; 32 or 16: the same
     # depth, 1/4 or 1/16 of the weights and compute). A multiple of 16 (GroupNorm of C/16 groups).
     encoder_width: int = 64
+    # The ResNet's normalization layers: "group" (GroupNorm of C/16 groups, Chi et al.) or
+    # "batch" (BatchNorm2d with its running statistics at inference, torchvision's ResNet-18).
+    backbone_norm: str = "group"
+    # Per observation step the condition is [camera features..., state] ("images_state") or
+    # [state, camera features...] ("state_images", LeRobot's order).
+    cond_order: str = "images_state"
+    # None: min-max to [-1, 1] of state and action (normalizer.MinMaxNormalizer). Otherwise a
+    # mode per feature ("state", "action", "images": identity | mean_std | min_max) with the
+    # statistics in normalizer.safetensors (normalizer.StatsNormalizer, LeRobot's formulas).
+    normalization: dict[str, str] | None = None
+    # True: the U-Net's FiLM parameters are computed per denoising step exactly as its plain
+    # forward does (the same products, so the same rounding: an imported LeRobot checkpoint
+    # then gives LeRobot's actions bit for bit on the CPU); False: once per chunk in a split
+    # form with fewer products (equal up to float32 rounding). unet1d.prepare_conditioning.
+    exact_film: bool = False
     # ε-network: a name in networks.NETWORKS. Checkpoints written before this field existed
     # have no `network` key and are U-Nets, the default.
     network: str = "unet"
@@ -92,6 +112,8 @@ class PolicyConfig:
     clip_sample: bool = True
     clip_sample_range: float = 1.0
     variance_type: str = "fixed_small"
+    # What the network predicts: "epsilon" (the noise, Algorithm 1) or "sample" (x_0).
+    prediction_type: str = "epsilon"
     # Inference (overridable at load time).
     noise_scheduler: str = "ddim"
     num_inference_steps: int = 10
@@ -107,6 +129,8 @@ class PolicyConfig:
         self.down_dims = tuple(int(v) for v in self.down_dims)
         if self.action_lead is not None:
             self.action_lead = float(self.action_lead)
+        if self.normalization is not None:
+            self.normalization = {str(k): str(v) for k, v in dict(self.normalization).items()}
         if self.action_groups is not None:
             self.action_groups = [
                 g.to_dict() if isinstance(g, ActionGroup) else dict(g) for g in self.action_groups
@@ -193,6 +217,22 @@ class PolicyConfig:
             raise _bad("beta_start", (self.beta_start, self.beta_end), "need 0 < start < end < 1")
         if self.eta < 0:
             raise _bad("eta", self.eta, "must be >= 0")
+        if self.backbone_norm not in BACKBONE_NORMS:
+            raise _bad("backbone_norm", self.backbone_norm, f"expected one of {BACKBONE_NORMS}")
+        if self.cond_order not in COND_ORDERS:
+            raise _bad("cond_order", self.cond_order, f"expected one of {COND_ORDERS}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise _bad(
+                "prediction_type", self.prediction_type, f"expected one of {PREDICTION_TYPES}"
+            )
+        if self.normalization is not None:
+            for key, mode in self.normalization.items():
+                if key not in NORMALIZED_FEATURES:
+                    raise _bad(
+                        "normalization", key, f"unknown feature, expected {NORMALIZED_FEATURES}"
+                    )
+                if mode not in NORM_MODES:
+                    raise _bad(f"normalization[{key}]", mode, f"expected one of {NORM_MODES}")
         if self.num_keypoints < 1:
             raise _bad("num_keypoints", self.num_keypoints, "must be >= 1")
         if self.encoder_width < 16 or self.encoder_width % 16:

@@ -21,7 +21,7 @@ from .constants import (
     OBS_STATE,
 )
 from .networks import EpsilonNetwork, PreparedStep, build_network
-from .normalizer import MinMaxNormalizer
+from .normalizer import MinMaxNormalizer, StatsNormalizer
 from .schedulers import DDPMScheduler, make_scheduler
 from .unet1d import tracing_warnings_filtered
 from .vision import ObservationEncoder
@@ -71,8 +71,22 @@ class DiffusionPolicy(nn.Module):
     def __init__(self, config: PolicyConfig) -> None:
         super().__init__()
         self.config = config
-        self.state_normalizer = MinMaxNormalizer(config.state_dim)
-        self.action_normalizer = MinMaxNormalizer(config.action_dim)
+        self.image_normalizer: StatsNormalizer | None = None
+        if config.normalization is None:
+            self.state_normalizer: nn.Module = MinMaxNormalizer(config.state_dim)
+            self.action_normalizer: nn.Module = MinMaxNormalizer(config.action_dim)
+        else:
+            modes = config.normalization
+            self.state_normalizer = StatsNormalizer(
+                (config.state_dim,), modes.get("state", "identity")
+            )
+            self.action_normalizer = StatsNormalizer(
+                (config.action_dim,), modes.get("action", "identity")
+            )
+            if modes.get("images", "identity") != "identity":
+                self.image_normalizer = StatsNormalizer(
+                    (config.n_cameras, 3, 1, 1), modes["images"]
+                )
         self.obs_encoder = ObservationEncoder(
             n_cameras=config.n_cameras,
             image_shape=(3, *config.image_size),
@@ -81,9 +95,13 @@ class DiffusionPolicy(nn.Module):
             num_keypoints=config.num_keypoints,
             share_encoder=config.share_encoder,
             encoder_width=config.encoder_width,
+            backbone_norm=config.backbone_norm,
+            state_first=config.cond_order == "state_images",
         )
         self.global_cond_dim = config.n_obs_steps * self.obs_encoder.feature_dim_per_step
         self.network: EpsilonNetwork = build_network(config, self.global_cond_dim)
+        if hasattr(self.network, "exact_film"):
+            self.network.exact_film = bool(config.exact_film)
         self.register_load_state_dict_pre_hook(_upgrade_on_load)
         self.train_scheduler = DDPMScheduler(**self._scheduler_kwargs())
         self.set_inference(config.noise_scheduler, config.num_inference_steps, config.eta)
@@ -103,6 +121,7 @@ class DiffusionPolicy(nn.Module):
             "variance_type": c.variance_type,
             "clip_sample": c.clip_sample,
             "clip_sample_range": c.clip_sample_range,
+            "prediction_type": c.prediction_type,
         }
 
     def set_inference(self, scheduler: str, num_inference_steps: int, eta: float = 0.0) -> None:
@@ -110,11 +129,6 @@ class DiffusionPolicy(nn.Module):
         self.config.replace(  # validates the combination, names the bad field
             noise_scheduler=scheduler, num_inference_steps=num_inference_steps, eta=eta
         )
-        if scheduler == "ddpm" and num_inference_steps != self.config.num_train_timesteps:
-            raise ValueError(
-                f"DDPM sampling runs all {self.config.num_train_timesteps} training steps; "
-                f"got num_inference_steps={num_inference_steps} (use scheduler 'ddim' for fewer)"
-            )
         self.config.noise_scheduler = scheduler
         self.config.num_inference_steps = num_inference_steps
         self.config.eta = eta
@@ -183,6 +197,11 @@ class DiffusionPolicy(nn.Module):
         state = state[:, -c.n_obs_steps :]
         images = images[:, -c.n_obs_steps :]
         nstate = self.state_normalizer.normalize(state)
+        if self.image_normalizer is not None:
+            # Per-camera statistics on images in [0, 1] (LeRobot's VISUAL features); the
+            # encoder takes float images as they are.
+            float_images = images.float() / 255.0 if images.dtype == torch.uint8 else images
+            images = self.image_normalizer.normalize(float_images.float())
         # The features come out in the ε-network's dtype (the encoder may run in another).
         return self.obs_encoder(images, nstate.to(self.network.dtype))
 
@@ -193,11 +212,15 @@ class DiffusionPolicy(nn.Module):
         x = _as_tensor(image, self.device, OBS_IMAGES)
         if x.ndim != 3:
             raise ValueError(f"{OBS_IMAGES}: expected one frame (3, H, W), got {tuple(x.shape)}")
+        if self.image_normalizer is not None:  # that camera's statistics, as encode_observations
+            frame = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+            x = self.image_normalizer.normalize(frame, camera)
         return self.obs_encoder.camera_features(camera, x[None])[0]
 
     # ----------------------------------------------------------------------------- training
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Algorithm 1: x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε, t ~ U{0..T−1}; loss ‖ε − ε_θ(x_t, t)‖²."""
+        """Algorithm 1: x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε, t ~ U{0..T−1}; loss ‖ε − ε_θ(x_t, t)‖²
+        (‖x_0 − x̂_θ(x_t, t)‖² with prediction_type "sample")."""
         global_cond = self.encode_observations(batch)
         x0 = self.action_normalizer.normalize(self._actions(batch))
         noise = torch.randn_like(x0)
@@ -205,7 +228,8 @@ class DiffusionPolicy(nn.Module):
             0, self.config.num_train_timesteps, (x0.shape[0],), device=x0.device
         )
         noisy = self.train_scheduler.add_noise(x0, noise, timesteps)
-        return self._masked_mse(self.network(noisy, timesteps, global_cond), noise, batch)
+        target = x0 if self.config.prediction_type == "sample" else noise
+        return self._masked_mse(self.network(noisy, timesteps, global_cond), target, batch)
 
     def _actions(self, batch: dict[str, Any]) -> torch.Tensor:
         c = self.config
@@ -313,10 +337,13 @@ class DiffusionPolicy(nn.Module):
         forward_step = self._frozen_step or self.network.forward_prepared
         last = len(timesteps) - 1
         for k, t in enumerate(timesteps.tolist()):
-            eps = forward_step(sample.to(net_dtype), conditioning, k).float()
-            sample = scheduler.step(eps, t, sample, **step_kwargs).prev_sample
+            output = forward_step(sample.to(net_dtype), conditioning, k).float()
+            step = scheduler.step(output, t, sample, **step_kwargs)
             if inpaint is not None:
-                sample = self._inpaint(sample, eps, t, k == last, *inpaint)
+                eps = scheduler.epsilon_from_output(output, t, sample)
+                sample = self._inpaint(step.prev_sample, eps, t, k == last, *inpaint)
+            else:
+                sample = step.prev_sample
         return self.action_normalizer.unnormalize(sample)
 
     def _inpaint(

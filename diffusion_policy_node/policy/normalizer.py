@@ -59,3 +59,78 @@ class MinMaxNormalizer(nn.Module):
         if bool(constant.any()):
             x = torch.where(constant, ((self.min + self.max) / 2).to(x.dtype), x)
         return x
+
+
+# Modes of `StatsNormalizer` (LeRobot's NormalizationMode, lower case).
+NORM_MODES = ("identity", "mean_std", "min_max")
+STATS_EPS = 1e-8
+
+
+class StatsNormalizer(nn.Module):
+    """Per-feature normalization with dataset statistics, as LeRobot's DP normalizes:
+
+        mean_std   x ↦ (x − mean) / (std + 1e-8),        back: y·std + mean
+        min_max    x ↦ 2 (x − min) / (max − min) − 1,     back: (y + 1)/2 · (max − min) + min
+                   (a zero range becomes 1e-8, as LeRobot's processor does)
+        identity   x ↦ x
+
+    Buffers `min`, `max`, `mean`, `std` of `shape` are always present (the ones the mode does not
+    use travel along: the runtime reads the action range from `min`/`max` for its limits).
+    `shape` is (D,) for state and action, (N, 3, 1, 1) for the images of N cameras.
+    """
+
+    def __init__(self, shape: tuple[int, ...], mode: str) -> None:
+        super().__init__()
+        if mode not in NORM_MODES:
+            raise ValueError(f"normalization mode {mode!r}: expected one of {NORM_MODES}")
+        self.mode = mode
+        self.register_buffer("min", -torch.ones(shape))
+        self.register_buffer("max", torch.ones(shape))
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
+
+    @torch.no_grad()
+    def set_stats(self, **stats: torch.Tensor) -> None:
+        """Copy the named statistics (any of min, max, mean, std) in, checking shape and
+        finiteness; ValueError naming the statistic."""
+        for name, value in stats.items():
+            if name not in ("min", "max", "mean", "std"):
+                raise ValueError(f"unknown normalizer statistic {name!r}")
+            buffer = getattr(self, name)
+            value = torch.as_tensor(value, dtype=torch.float32)
+            if value.numel() != buffer.numel():
+                raise ValueError(
+                    f"normalizer statistic {name!r} has {value.numel()} values, expected "
+                    f"shape {tuple(buffer.shape)}"
+                )
+            if not torch.isfinite(value).all():
+                raise ValueError(f"normalizer statistic {name!r} contains NaN or inf")
+            buffer.copy_(value.reshape(buffer.shape))
+
+    def fit(self, data_min: torch.Tensor, data_max: torch.Tensor) -> None:
+        """Set the min/max statistics (the training data's range)."""
+        self.set_stats(min=data_min, max=data_max)
+
+    def _range(self, index: int | None = None) -> torch.Tensor:
+        lo, hi = (self.min, self.max) if index is None else (self.min[index], self.max[index])
+        span = hi - lo
+        return torch.where(span == 0, torch.full_like(span, STATS_EPS), span)
+
+    def normalize(self, x: torch.Tensor, index: int | None = None) -> torch.Tensor:
+        """`index`: use the statistics of that first-axis entry only (one camera's frame)."""
+        if self.mode == "mean_std":
+            mean, std = (
+                (self.mean, self.std) if index is None else (self.mean[index], self.std[index])
+            )
+            return (x - mean) / (std + STATS_EPS)
+        if self.mode == "min_max":
+            lo = self.min if index is None else self.min[index]
+            return 2 * (x - lo) / self._range(index) - 1
+        return x
+
+    def unnormalize(self, y: torch.Tensor) -> torch.Tensor:
+        if self.mode == "mean_std":
+            return y * self.std + self.mean
+        if self.mode == "min_max":
+            return (y + 1) / 2 * self._range() + self.min
+        return y

@@ -37,7 +37,7 @@ __all__ = [
     "make_scheduler",
 ]
 
-BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
 PREDICTION_TYPES = ("epsilon", "sample")
 SCHEDULER_NAMES = ("ddpm", "ddim")
@@ -55,6 +55,14 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
+
+
+def _check_range(beta_schedule: str, beta_start: float, beta_end: float) -> None:
+    if not 0.0 < beta_start <= beta_end < 1.0:
+        raise ValueError(
+            f"{beta_schedule} beta schedule needs 0 < beta_start <= beta_end < 1, got "
+            f"beta_start={beta_start!r}, beta_end={beta_end!r}"
+        )
 
 
 def make_betas(
@@ -80,6 +88,18 @@ def make_betas(
             )
         # float32 linspace as diffusers (the float64 one rounds differently in the last bit).
         betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
+    elif beta_schedule == "scaled_linear":  # latent diffusion's, as diffusers
+        _check_range(beta_schedule, beta_start, beta_end)
+        betas = (
+            torch.linspace(
+                beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32
+            )
+            ** 2
+        )
+    elif beta_schedule == "sigmoid":  # GeoDiff's, as diffusers
+        _check_range(beta_schedule, beta_start, beta_end)
+        betas = torch.linspace(-6, 6, num_train_timesteps)
+        betas = torch.sigmoid(betas) * (beta_end - beta_start) + beta_start
     elif beta_schedule == "squaredcos_cap_v2":
 
         def alpha_bar(s: float) -> float:
@@ -251,6 +271,17 @@ class _NoiseScheduler:
             if need_eps:
                 pred_epsilon = (sample - sqrt_alpha_prod_t * model_output) / sqrt_beta_prod_t
         return pred_original_sample, pred_epsilon
+
+    def epsilon_from_output(
+        self, model_output: torch.Tensor, timestep: torch.Tensor | int, sample: torch.Tensor
+    ) -> torch.Tensor:
+        """ε̂ at `timestep` from the network's output (ε̂ itself, or x̂_0 for "sample"
+        prediction: ε̂ = (x_t − √ᾱ_t x̂_0) / √(1−ᾱ_t), eq. 4 solved for ε)."""
+        if self.prediction_type == "epsilon":
+            return model_output
+        _, coefs = self._step_coefs(timestep)
+        sqrt_alpha_prod_t, sqrt_beta_prod_t = coefs[0], coefs[1]
+        return (sample - sqrt_alpha_prod_t * model_output) / sqrt_beta_prod_t
 
     def _clip(self, pred_original_sample: torch.Tensor) -> torch.Tensor:
         if self.clip_sample:

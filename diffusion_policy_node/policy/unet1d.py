@@ -277,6 +277,11 @@ class ConditionalUnet1D(nn.Module):
         # `prepare_conditioning` runs 2 matrix products instead of 2 per block (see
         # pack_for_inference); plain attributes, not in the state_dict.
         self.packed_film: tuple[Tensor, Tensor] | None = None
+        # True: `prepare_conditioning` evaluates every FiLM linear on the concatenated condition
+        # as the plain forward does, so sampling matches it bit for bit (imported LeRobot
+        # checkpoints: its actions to float32 rounding); False: the split form below, fewer
+        # products, equal to float32 rounding of the linear's sum order.
+        self.exact_film = False
 
     @property
     def horizon_multiple(self) -> int:
@@ -385,6 +390,15 @@ class ConditionalUnet1D(nn.Module):
                 f"prepare_conditioning: global_cond must have shape (B, {self.global_cond_dim}),"
                 f" got {tuple(global_cond.shape)}"
             )
+        if self.exact_film:
+            # Per timestep, exactly the plain forward's FiLM computation on (B, ·) inputs (same
+            # products and shapes, so the same rounding): [temb ; g] -> Mish -> each linear.
+            B, per_step = global_cond.shape[0], []
+            for k in range(t.shape[0]):
+                cond = self._time_embedding(t[k].expand(B))
+                cond = torch.cat([cond, global_cond.to(cond.dtype)], dim=-1)
+                per_step.append(tuple(block.film(cond) for block in self.res_blocks()))
+            return FilmCache(timesteps=t, batch_size=B, per_step=tuple(per_step))
         dsed = self.diffusion_step_embed_dim
         mish_t = F.mish(self._time_embedding(t))  # (K, dsed)
         mish_g = F.mish(global_cond.to(mish_t.dtype))  # (B, G)

@@ -23,21 +23,38 @@ def _default_groups(channels: int) -> int:
     return channels // 16
 
 
-class BasicBlock(nn.Module):
-    """ResNet basic block with GroupNorm: (B, C_in, H, W) -> (B, C_out, H/s, W/s)."""
+def _norm_layer(norm: str, channels: int, groups_fn: GroupsFn) -> nn.Module:
+    """GroupNorm(groups_fn(C), C) for "group", BatchNorm2d(C) for "batch" (torchvision's
+    ResNet: running statistics at inference, batch statistics in training)."""
+    if norm == "group":
+        return nn.GroupNorm(groups_fn(channels), channels)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    raise ValueError(f"resnet18_gn: norm must be 'group' or 'batch', got {norm!r}")
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, groups_fn: GroupsFn):
+
+class BasicBlock(nn.Module):
+    """ResNet basic block, GroupNorm or BatchNorm: (B, C_in, H, W) -> (B, C_out, H/s, W/s)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        groups_fn: GroupsFn,
+        norm: str = "group",
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.GroupNorm(groups_fn(out_channels), out_channels)
+        self.bn1 = _norm_layer(norm, out_channels, groups_fn)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.GroupNorm(groups_fn(out_channels), out_channels)
+        self.bn2 = _norm_layer(norm, out_channels, groups_fn)
         self.downsample: nn.Module | None = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.GroupNorm(groups_fn(out_channels), out_channels),
+                _norm_layer(norm, out_channels, groups_fn),
             )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -56,7 +73,9 @@ class ResNet18GN(nn.Module):
     encoder for small tasks).
     """
 
-    def __init__(self, groups_fn: GroupsFn = _default_groups, width: int = 64) -> None:
+    def __init__(
+        self, groups_fn: GroupsFn = _default_groups, width: int = 64, norm: str = "group"
+    ) -> None:
         super().__init__()
         if width < 1:
             raise ValueError(f"resnet18_gn: width must be >= 1, got {width}")
@@ -69,14 +88,15 @@ class ResNet18GN(nn.Module):
                     f"resnet18_gn: num_groups_fn({c}) = {g} must be a positive divisor of {c}"
                 )
         self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-        self.bn1 = nn.GroupNorm(groups_fn(width), width)
+        self.bn1 = _norm_layer(norm, width, groups_fn)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         in_c = width
         for i, w in enumerate(widths):
             stride = 1 if i == 0 else 2
             layer = nn.Sequential(
-                BasicBlock(in_c, w, stride, groups_fn), BasicBlock(w, w, 1, groups_fn)
+                BasicBlock(in_c, w, stride, groups_fn, norm),
+                BasicBlock(w, w, 1, groups_fn, norm),
             )
             self.add_module(f"layer{i + 1}", layer)
             in_c = w
@@ -92,9 +112,12 @@ class ResNet18GN(nn.Module):
         return self.layer4(x)
 
 
-def resnet18_gn(num_groups_fn: GroupsFn = _default_groups, width: int = 64) -> ResNet18GN:
-    """ResNet-18 with GroupNorm(num_groups_fn(C), C) in place of every BatchNorm, randomly init."""
-    return ResNet18GN(num_groups_fn, width)
+def resnet18_gn(
+    num_groups_fn: GroupsFn = _default_groups, width: int = 64, norm: str = "group"
+) -> ResNet18GN:
+    """ResNet-18 with GroupNorm(num_groups_fn(C), C) in place of every BatchNorm (or, with
+    norm="batch", torchvision's BatchNorm2d), randomly initialised."""
+    return ResNet18GN(num_groups_fn, width, norm)
 
 
 def resnet_output_hw(height: int, width: int) -> tuple[int, int]:
@@ -186,9 +209,11 @@ def crop_images(
 class _CameraEncoder(nn.Module):
     """ResNet-18-GN -> SpatialSoftmax -> Linear(2K, 2K) -> ReLU: (N, 3, h, w) -> (N, 2K)."""
 
-    def __init__(self, crop_hw: tuple[int, int], num_keypoints: int, width: int = 64) -> None:
+    def __init__(
+        self, crop_hw: tuple[int, int], num_keypoints: int, width: int = 64, norm: str = "group"
+    ) -> None:
         super().__init__()
-        self.backbone = resnet18_gn(width=width)
+        self.backbone = resnet18_gn(width=width, norm=norm)
         fh, fw = resnet_output_hw(*crop_hw)
         self.pool = SpatialSoftmax(self.backbone.out_channels, fh, fw, num_keypoints)
         self.out = nn.Linear(2 * num_keypoints, 2 * num_keypoints)
@@ -203,7 +228,8 @@ class ObservationEncoder(nn.Module):
 
     ``forward(images, state)``: images (B, T, N, 3, H, W) uint8 (divided by 255) or float in
     [0, 1]; state (B, T, state_dim), already normalized. Returns (B, T·(N·2K + state_dim)),
-    per step ``[camera 0 keypoint features, ..., camera N-1, state]``, steps in time order.
+    per step ``[camera 0 keypoint features, ..., camera N-1, state]`` (``state_first``: the
+    state first), steps in time order.
     In training mode every image gets its own random crop; in eval mode the centre crop.
     """
 
@@ -216,6 +242,8 @@ class ObservationEncoder(nn.Module):
         num_keypoints: int = 32,
         share_encoder: bool = False,
         encoder_width: int = 64,
+        backbone_norm: str = "group",
+        state_first: bool = False,
     ) -> None:
         super().__init__()
         image_shape = tuple(int(s) for s in image_shape)
@@ -253,10 +281,12 @@ class ObservationEncoder(nn.Module):
         self.state_dim = state_dim
         self.num_keypoints = num_keypoints
         self.share_encoder = share_encoder
+        # Per step [state, cameras...] instead of [cameras..., state] (LeRobot's order).
+        self.state_first = state_first
         n_encoders = 1 if share_encoder else n_cameras
         self.encoders = nn.ModuleList(
             [
-                _CameraEncoder(self.crop_shape, num_keypoints, encoder_width)
+                _CameraEncoder(self.crop_shape, num_keypoints, encoder_width, backbone_norm)
                 for _ in range(n_encoders)
             ]
         )
@@ -333,7 +363,8 @@ class ObservationEncoder(nn.Module):
         """features (B, T, N·2K), state (B, T, state_dim) -> (B, T·(N·2K + state_dim)) in the
         state's dtype (the ε-network's; the encoders may compute in another)."""
         B, T = features.shape[:2]
-        feats = torch.cat([features.to(state.dtype), state], dim=-1)
+        parts = [features.to(state.dtype), state]
+        feats = torch.cat(parts[::-1] if self.state_first else parts, dim=-1)
         return feats.reshape(B, T * self.feature_dim_per_step)
 
     def _check_images(self, images: Tensor) -> None:

@@ -38,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
             "max": policy.action_normalizer.max.tolist(),
         },
         "sampler": f"{config.noise_scheduler} x{config.num_inference_steps}",
+        "prediction_type": config.prediction_type,
+        "encoder": {
+            "backbone_norm": config.backbone_norm,
+            "width": config.encoder_width,
+            "shared": config.share_encoder,
+            "crop_shape": config.crop_shape,
+        },
+        "normalization": config.normalization or "min_max (state, action)",
         "meta": meta,
     }
     try:

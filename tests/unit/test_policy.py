@@ -111,8 +111,6 @@ def test_bad_inference_settings_are_named() -> None:
         policy.set_inference("ddim", 0)
     with pytest.raises(ValueError, match="num_inference_steps"):
         policy.set_inference("ddim", 21)
-    with pytest.raises(ValueError, match="DDPM sampling runs all 20"):
-        policy.set_inference("ddpm", 5)
     with pytest.raises(ValueError, match="noise_scheduler"):
         policy.set_inference("euler", 5)
 
@@ -235,3 +233,12 @@ def test_reduced_precision_stays_close_and_bad_modes_are_named() -> None:
         policy.enable_acceleration("cudagraph")
     with pytest.raises(ValueError, match="precision must be"):
         policy.set_precision(torch.int8)
+
+
+def test_ddpm_with_fewer_steps_uses_the_respaced_chain() -> None:
+    policy = tiny_policy().eval()
+    policy.set_inference("ddpm", 5)
+    assert policy.inference_scheduler.timesteps.tolist() == [16, 12, 8, 4, 0]
+    policy.seed(0)
+    chunk = policy.predict_action_chunk(tiny_obs())
+    assert torch.isfinite(chunk).all()

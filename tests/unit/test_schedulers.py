@@ -19,6 +19,8 @@ from diffusion_policy_node.policy.schedulers import (
     make_scheduler,
 )
 
+# diffusers implements the sigmoid schedule for DDPM only.
+DDIM_SCHEDULES = tuple(s for s in BETA_SCHEDULES if s != "sigmoid")
 T = 100  # Diffusion Policy's num_train_timesteps
 PARITY_TOL = {"rtol": 1e-5, "atol": 1e-5}
 
@@ -237,7 +239,7 @@ def test_full_ddpm_loop_matches_diffusers(schedule, variance_type, n, clip_sampl
     assert not torch.equal(ours, x)
 
 
-@pytest.mark.parametrize("schedule", BETA_SCHEDULES)
+@pytest.mark.parametrize("schedule", DDIM_SCHEDULES)
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 @pytest.mark.parametrize("n", [1, 10, 100])
 @pytest.mark.parametrize("clip_sample", [True, False])
@@ -285,7 +287,7 @@ def test_other_options_match_diffusers(name, cfg, n, eta):
 # --------------------------------------------------------------------------- DDIM exactness
 
 
-@pytest.mark.parametrize("schedule", BETA_SCHEDULES)
+@pytest.mark.parametrize("schedule", DDIM_SCHEDULES)
 @pytest.mark.parametrize("n", [1, 5, 50])
 @pytest.mark.parametrize("clip_sample", [True, False])
 def test_ddim_eta0_with_oracle_eps_recovers_x0(schedule, n, clip_sample):
@@ -353,7 +355,7 @@ def test_invalid_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match=r"linear.*squaredcos_cap_v2"):
         make_betas("cosine", T)
     with pytest.raises(ValueError, match="beta_schedule"):
-        DDIMScheduler(T, beta_schedule="scaled_linear")
+        DDIMScheduler(T, beta_schedule="laplace")
     with pytest.raises(ValueError, match="variance_type"):
         DDPMScheduler(T, variance_type="learned")
     with pytest.raises(ValueError, match="prediction_type"):

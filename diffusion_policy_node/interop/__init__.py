@@ -1,0 +1,1 @@
+"""Interoperability with other robot-learning stacks (LeRobot); ROS-free, torch + numpy only."""
