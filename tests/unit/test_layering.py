@@ -21,7 +21,7 @@ PACKAGE = "diffusion_policy_node"
 ROS_MODULES = ("rclpy", "rosidl_runtime_py", "launch", "launch_ros", "ament_index_python")
 
 # Top to bottom (docs/design.md#layers). Modules at the package root form the lowest layer.
-LAYERS = ("ros", "eval", "train", "sim", "data", "runtime", "policy")
+LAYERS = ("ros", "eval", "train", "interop", "sim", "data", "runtime", "policy")
 ROOT = "(package root)"
 
 

@@ -180,3 +180,16 @@ def test_unmappable_fields_are_named(tmp_path: Path) -> None:
         import_lerobot(src, tmp_path / "out", RobotMapping())
     with pytest.raises(ValueError, match="state_joints has 3 names"):
         import_lerobot(src, tmp_path / "out", RobotMapping(fps=10, state_joints=["a", "b", "c"]))
+
+
+def test_streamed_frames_use_their_camera_statistics(imported: dict[str, Path]) -> None:
+    """The streaming encoder's per-frame step normalizes with that camera's image statistics."""
+    policy = load_checkpoint(imported["bn_h64_two_cams"])
+    case, meta = case_of("bn_h64_two_cams")
+    images = observation(case, meta)[OBS_IMAGES]
+    width = 2 * policy.config.num_keypoints
+    with torch.inference_mode():
+        normalized = policy.image_normalizer.normalize(images.float() / 255.0)
+        full = policy.obs_encoder.image_features(normalized)  # (B, T, N·2K)
+        frame = policy.encode_frame(1, images[0, -1, 1])
+    torch.testing.assert_close(frame, full[0, -1, width : 2 * width], atol=1e-5, rtol=1e-5)
