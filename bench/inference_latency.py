@@ -12,6 +12,11 @@ back-to-back requests. Implementations:
                  default) and precision `auto` (policy/precision.py: on a CPU with AVX-512-BF16
                  or AMX, bf16 camera encoders, and a bf16 ε-network when it is beyond the
                  caches, e.g. paper; else fp32)
+  ours-default-stream  ours-default with the streaming encoder (node parameter
+                 `stream_encoder`): the window's frames were encoded as they arrived (untimed),
+                 the request looks them up and runs the denoising trunk
+  ours-default-spin  ours-default with libgomp's own wait policy (idle threads spin, as torch
+                 runs out of the box; not in the default --impls)
   ours-default-mkl  the same without the oneDNN matrix products the trace picks per layer
                  (policy/accel/kernels.py: budget 0, every product on PyTorch's default kernel)
   ours-fp32      eager fp32 (acceleration none, precision fp32)
@@ -20,9 +25,13 @@ back-to-back requests. Implementations:
   peer           LeRobot 0.3.2's DiffusionPolicy in its own venv (bench/peer_lerobot.py, fp32,
                  its default `select_action` path); `make bench-peer` creates that venv.
 
-Output (JSON lines): the machine (CPU model, flags), one line per implementation (p50/p90 ms,
-reps, params, peak RSS of its process), one line per config and case with the peer's p50 over
-each of ours from this run — or "peer not measured" when there is no peer venv. No figure is
+Busy machine: `--busy N` measures every case idle and then with N CPU-bound neighbour processes
+running (bench/_common.Neighbours), in one run; every row says `busy`. `--threads 1,2` runs each
+implementation at each thread count and adds a row with each at its best (`threads: best`).
+
+Output (JSON lines): the machine (CPU model, flags, date, load averages), one line per
+implementation (p50/p90/p99 ms, reps, params, peak RSS of its process, busy), one line per
+config, case, busy and thread setting with the peer's p50 over each of ours from this run — or "peer not measured" when there is no peer venv. No figure is
 stored in this file.
 
 Memory floor (ours): every denoising step reads all of the U-Net's weights, so `floor_ms` =
@@ -30,6 +39,8 @@ steps x U-Net bytes / streaming-read bandwidth (sum of a 256 MiB tensor) bounds 
 
     .venv/bin/python bench/inference_latency.py                       # small + paper, DDIM 10
     .venv/bin/python bench/inference_latency.py --configs small --cases ddim10,ddpm100 --reps 20
+    .venv/bin/python bench/inference_latency.py --impls ours-default,ours-default-stream,peer \
+        --threads 1,2 --busy 1                    # idle and beside one busy process
 """
 
 from __future__ import annotations
@@ -77,6 +88,7 @@ OURS = {
     "ours-default": ("jit", "auto", None),
     "ours-default-spin": ("jit", "auto", None),
     "ours-default-spin10k": ("jit", "auto", None),
+    "ours-default-stream": ("jit", "auto", None),
     "ours-default-mkl": ("jit", "auto", 0),
     "ours-fp32": ("none", "fp32", None),
     "ours-fp32-jit": ("jit", "fp32", None),
@@ -161,11 +173,23 @@ def child_ours(args: argparse.Namespace) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    frames = None
+    if args.stream:  # the streaming encoder: the window's frames were encoded as they came
+        from diffusion_policy_node.runtime.frame_features import FrameFeatureCache
+
+        frames = FrameFeatureCache(policy, config.n_cameras)
+
     def run(n: int) -> dict:
         times, cpu = [], []
         for _ in range(n):
+            request = obs
+            if frames is not None:
+                frames.clear()
+                frames.features(obs[OBS_IMAGES])  # encoded ahead, not timed
             t0, c0 = time.perf_counter(), time.process_time()
-            policy.predict_action_chunk(obs)
+            if frames is not None:
+                request = frames.replace_images(obs)  # looks the frames up
+            policy.predict_action_chunk(request)
             sync()
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
@@ -218,6 +242,8 @@ def start_children(config: str, scheduler: str, steps: int, args) -> list[Child]
             cmd += ["--precision", precision, "--threads", str(threads)]
             if budget_mib is not None:
                 cmd += ["--onednn-budget-mib", str(budget_mib)]
+            if name == "ours-default-stream":
+                cmd += ["--stream"]
             cmd += ["--device", args.device]
             child = Child(name + suffix, cmd, env=child_env(name))
             child.impl, child.threads = name, threads
@@ -282,6 +308,7 @@ def main() -> None:
     parser.add_argument("--accel", default="jit", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--onednn-budget-mib", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.impls = args.impls.split(",")
     if args.child:

@@ -16,6 +16,7 @@ line per cell on stdout (success, outcomes, latency p50/p99) after a machine lin
 
     nice -n 10 .venv/bin/python bench/steps_sweep.py --out steps_sweep_2026-12-07
     .venv/bin/python bench/steps_sweep.py --tasks reach --steps 10,4 --episodes 5
+    .venv/bin/python bench/steps_sweep.py --latency-only --threads 2    # latency per step count
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="for the latency figures")
     parser.add_argument("--latency-reps", type=int, default=30)
     parser.add_argument("--out", default=f"steps_sweep_{time.strftime('%Y-%m-%d')}")
+    parser.add_argument(
+        "--latency-only", action="store_true", help="only the chunk latency per step count"
+    )
     args = parser.parse_args()
     out = REPO / "bench" / "results" / args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -100,6 +104,13 @@ def main() -> None:
     for task in args.tasks.split(","):
         latency_ms = args.latency_ms if args.latency_ms is not None else LATENCY_MS[task]
         for steps in (int(s) for s in args.steps.split(",")):
+            if args.latency_only:
+                load0 = os.getloadavg()[0]
+                row = {"task": task, "steps": steps}
+                row.update(chunk_latency(task, steps, args.threads, args.latency_reps))
+                row["load_avg_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+                print(json.dumps(row), flush=True)
+                continue
             jsonl = out / f"{task}_ddim{steps}.jsonl"
             cmd = [sys.executable, "-m", "diffusion_policy_node.eval.rollout", "--task", task]
             cmd += ["--episodes", str(args.episodes), "--seed", str(args.seed)]
