@@ -41,6 +41,8 @@ steps x U-Net bytes / streaming-read bandwidth (sum of a 256 MiB tensor) bounds 
     .venv/bin/python bench/inference_latency.py --configs small --cases ddim10,ddpm100 --reps 20
     .venv/bin/python bench/inference_latency.py --impls ours-default,ours-default-stream,peer \
         --threads 1,2 --busy 1                    # idle and beside one busy process
+    .venv/bin/python bench/inference_latency.py --lerobot-checkpoint PRETRAINED_MODEL \
+        --impls ours-default,ours-fp32,peer     # the same weights in LeRobot and in ours
 """
 
 from __future__ import annotations
@@ -152,12 +154,21 @@ def child_ours(args: argparse.Namespace) -> None:
     if args.onednn_budget_mib is not None:
         kernels.ONEDNN_BUDGET_BYTES = int(args.onednn_budget_mib * 2**20)
     device = torch.device(args.device)
-    config = _policy_config(args.config)
-    torch.manual_seed(0)
-    policy = DiffusionPolicy(config).to(device).eval()
-    policy.set_inference(args.scheduler, args.steps)
-    chosen = apply_precision(policy, args.precision, device)
-    policy.enable_acceleration(args.accel)
+    if args.checkpoint:  # --lerobot-checkpoint: the imported weights, as policy_node loads them
+        from diffusion_policy_node.policy.checkpoint import load_checkpoint
+
+        policy = load_checkpoint(
+            args.checkpoint, device, args.scheduler, args.steps, None, args.accel, args.precision
+        )
+        config = policy.config
+        dtype_name = str(policy.network.dtype).removeprefix("torch.")
+    else:
+        config = _policy_config(args.config)
+        torch.manual_seed(0)
+        policy = DiffusionPolicy(config).to(device).eval()
+        policy.set_inference(args.scheduler, args.steps)
+        dtype_name = apply_precision(policy, args.precision, device).name
+        policy.enable_acceleration(args.accel)
     rng = np.random.default_rng(0)
     h, w = config.image_size
     obs = {
@@ -215,7 +226,7 @@ def child_ours(args: argparse.Namespace) -> None:
         "threads": torch.get_num_threads(),
         "accel": args.accel,
         "precision": args.precision,
-        "dtype": chosen.name,
+        "dtype": dtype_name,
         "onednn_layers": sum(
             k.kernel == "onednn" for k in getattr(policy.network, "packed_kernels", list)()
         ),
@@ -245,16 +256,21 @@ def start_children(config: str, scheduler: str, steps: int, args) -> list[Child]
             if name == "ours-default-stream":
                 cmd += ["--stream"]
             cmd += ["--device", args.device]
+            if args.checkpoint:
+                cmd += ["--checkpoint", args.checkpoint]
             child = Child(name + suffix, cmd, env=child_env(name))
             child.impl, child.threads = name, threads
             children.append(child)
         peer = peer_python()
         if peer is not None and "peer" in args.impls:
-            data = _policy_config(config)
             cmd = [str(peer), str(PEER_SCRIPT), "--mode", "infer", "--threads", str(threads)]
-            cmd += ["--down-dims", ",".join(map(str, data.down_dims))]
-            cmd += ["--scheduler", scheduler, "--steps", str(steps)]
-            cmd += ["--state-dim", str(data.state_dim), "--action-dim", str(data.action_dim)]
+            if args.lerobot_checkpoint:  # the checkpoint's own config, sampler and steps
+                cmd += ["--checkpoint", args.lerobot_checkpoint]
+            else:
+                data = _policy_config(config)
+                cmd += ["--down-dims", ",".join(map(str, data.down_dims))]
+                cmd += ["--scheduler", scheduler, "--steps", str(steps)]
+                cmd += ["--state-dim", str(data.state_dim), "--action-dim", str(data.action_dim)]
             child = Child("peer" + suffix, cmd, env=child_env("peer"))
             child.impl, child.threads = "peer", threads
             children.append(child)
@@ -279,6 +295,25 @@ def ratio_row(base: dict, p50: dict, cpu50: dict) -> dict:
     return ratio
 
 
+def _use_lerobot_checkpoint(args: argparse.Namespace) -> None:
+    """Import --lerobot-checkpoint once (a temporary folder, removed at exit); every child of
+    ours loads that, the peer the LeRobot folder; the case is the checkpoint's own sampler."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from diffusion_policy_node.interop.lerobot_checkpoint import import_lerobot
+    from diffusion_policy_node.policy.checkpoint import read_config
+
+    tmp = tempfile.mkdtemp(prefix="lerobot_import_")
+    atexit.register(shutil.rmtree, tmp, True)
+    folder = import_lerobot(args.lerobot_checkpoint, Path(tmp) / "imported")
+    config, _ = read_config(folder)
+    args.checkpoint = str(folder)
+    args.configs = "lerobot"
+    args.cases = f"{config.noise_scheduler}{config.num_inference_steps}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="small,paper")
@@ -300,6 +335,11 @@ def main() -> None:
     )
     parser.add_argument("--reps", type=int, default=12)
     parser.add_argument("--settle-ms", type=float, default=50.0)
+    parser.add_argument(
+        "--lerobot-checkpoint",
+        help="a LeRobot DP pretrained_model: LeRobot runs it (select_action) and ours runs it "
+        "imported by dp-import lerobot (its own sampler and step count; config 'lerobot')",
+    )
     # child mode
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -309,6 +349,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--onednn-budget-mib", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.impls = args.impls.split(",")
     if args.child:
@@ -317,6 +358,8 @@ def main() -> None:
         return
     args.threads = parse_threads(args.threads)
     levels = busy_levels(args.busy)
+    if args.lerobot_checkpoint:
+        _use_lerobot_checkpoint(args)
     print(json.dumps(machine_line()), flush=True)
     if peer_python() is None:
         print(json.dumps({"peer": PEER_MISSING, "why": "no peer venv; run make bench-peer"}))

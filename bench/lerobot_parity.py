@@ -52,7 +52,10 @@ def _peer(*args: str) -> None:
     if not PEER.exists():
         sys.exit(f"{PEER} missing: run `make bench-peer` first")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([str(PEER), str(MAKE_FIXTURE), *args], check=True, env=env, cwd=ROOT)
+    # The child's progress lines go to stderr: stdout carries only this bench's JSON lines.
+    subprocess.run(
+        [str(PEER), str(MAKE_FIXTURE), *args], check=True, env=env, cwd=ROOT, stdout=sys.stderr
+    )
 
 
 def _case(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -131,7 +134,7 @@ def main() -> None:
             export_lerobot(bundled, exported)
             _peer(
                 "--checkpoint", str(exported), "--out", str(tmp_path / "sim_arm_case"),
-                "--state-range", "-1.9,1.8",
+                "--state-range=-1.9,1.8",
             )  # fmt: skip
             back = import_lerobot(exported, tmp_path / "sim_arm_back")
             case, meta = _case(tmp_path / "sim_arm_case" / "case.safetensors")

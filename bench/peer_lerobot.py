@@ -36,6 +36,11 @@ except ImportError:  # imported as bench.peer_lerobot
 
 
 def build_policy(args: argparse.Namespace):
+    if args.checkpoint:  # a saved LeRobot DP (e.g. one that dp-import lerobot converted)
+        from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+
+        policy = DiffusionPolicy.from_pretrained(args.checkpoint)
+        return policy.config, policy
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
@@ -75,6 +80,9 @@ def build_policy(args: argparse.Namespace):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["infer", "train"], default="infer")
+    parser.add_argument(
+        "--checkpoint", help="load this pretrained_model (its own config) instead of the preset"
+    )
     parser.add_argument("--down-dims", default="512,1024,2048")
     parser.add_argument("--state-dim", type=int, default=2)
     parser.add_argument("--action-dim", type=int, default=2)
@@ -108,9 +116,11 @@ def main() -> None:
     if args.mode == "infer":
         policy.eval()
         obs = {
-            "observation.image": torch.rand(1, 3, h, w, generator=gen),
-            "observation.state": torch.rand(1, args.state_dim, generator=gen) * 2 - 1,
+            key: torch.rand(1, *ft.shape, generator=gen)
+            for key, ft in config.image_features.items()
         }
+        state_dim = config.robot_state_feature.shape[0]
+        obs["observation.state"] = torch.rand(1, state_dim, generator=gen) * 2 - 1
 
         def run(n: int) -> dict:
             times, cpu = [], []
