@@ -4,11 +4,15 @@ Importing a node module takes seconds (torch, MuJoCo, rclpy). A Ctrl-C or SIGTER
 time would otherwise print a KeyboardInterrupt traceback and exit 1 (or die by the signal);
 `ros2 launch` sends both when it shuts down. Until the node's `main` takes over
 (`node_main.run_node`), either signal ends the process at once with exit code 0: nothing has
-started yet that needs cleaning up. This module imports only the standard library.
+started yet that needs cleaning up. Once `main` has returned the process ends at once
+(`exit_now`), without the interpreter's seconds-long teardown. This module imports only the
+standard library.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib
 import os
 import signal
@@ -56,10 +60,25 @@ def restore_default_handlers() -> None:
             signal.signal(sig, default)
 
 
+def exit_now(code: int) -> None:
+    """End the process with `code` once the node's main has returned, skipping the
+    interpreter's teardown: with torch loaded that alone takes 1-4 s, and `ros2 launch` (and
+    an operator) expect a stopped node to be gone within 2 s. The node has already released
+    what it holds (worker, bag, rclpy); what remains are buffered output streams, flushed here,
+    C stdio included (rclpy's console logging)."""
+    with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
+        sys.stdout.flush()
+        sys.stderr.flush()
+    with contextlib.suppress(OSError, AttributeError):  # no C library to flush
+        ctypes.CDLL(None).fflush(None)
+    os._exit(code)
+
+
 def _run(module: str) -> int:
     install_early_handlers()
     main: Callable[[], int] = importlib.import_module(module).main
-    return main()
+    exit_now(main())
+    return 0  # not reached
 
 
 def policy_node() -> int:

@@ -82,3 +82,24 @@ def test_launched_executables_install_the_handlers_first(name: str) -> None:
         if isinstance(n, (ast.Import, ast.ImportFrom))
     }
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+def test_exit_now_keeps_the_code_and_flushes_the_output() -> None:
+    """Python and C stdio output written before exit_now reaches the pipe (rclpy logs with C
+    stdio), and the code is the process's exit code."""
+    script = (
+        "import ctypes, sys\n"
+        "from diffusion_policy_node.ros import entry\n"
+        "print('python line')\n"
+        "ctypes.CDLL(None).printf(b'c line\\n')\n"
+        "entry.exit_now(3)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.splitlines() == ["python line", "c line"], proc.stdout
