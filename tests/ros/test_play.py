@@ -21,9 +21,9 @@ from trajectory_msgs.msg import JointTrajectory
 
 from diffusion_policy_node.data.bag_sources import open_bag
 from diffusion_policy_node.eval.evaluate import bundled_checkpoint
+from diffusion_policy_node.eval.expert_bag import CAMERA, COMMANDS, JOINTS, T0, write_expert_bag
 from diffusion_policy_node.ros.conversions import stamp_to_sec
 
-from .play_bags import CAMERA, COMMANDS, JOINTS, T0, write_expert_bag
 from .policy_node_harness import Probe
 
 pytestmark = pytest.mark.ros

@@ -1,12 +1,20 @@
-"""A short recorded episode for the dp-play tests: the scripted expert on the MuJoCo arm, written
-with the repo's bag writer in the shape recorder_node gives (sim-time record stamps)."""
+"""A short recorded episode to try `dp-play` on: the scripted expert on the bundled MuJoCo arm,
+written with the package's bag writer in the shape recorder_node gives on sim time (header
+stamps from 1 s, record time 1 ms later; camera and joint states at 20 Hz, one
+JointTrajectory command per 0.1 s control step).
+
+    python -m diffusion_policy_node.eval.expert_bag runs/play_bag [--seconds 3] [--seed 1000]
+    dp-play runs/play_bag --compare models/sim_arm_diffusion --out runs/play
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from rosbags.typesys import Stores, get_typestore
 
 from diffusion_policy_node.data.bag_writer import BagWriter
 from diffusion_policy_node.sim.arm_task import JOINT_NAMES, ArmTask, ArmTaskConfig
@@ -24,19 +32,11 @@ T0 = 1.0  # sim_node's time starts at 1 s
 DT = 0.1  # the bundled checkpoint's control period
 SENSOR_DT = 0.05
 LATENCY_NS = 1_000_000  # record time = stamp + 1 ms, as a recorder on sim time sees it
-TS = get_typestore(Stores.ROS2_JAZZY)
-T = TS.types
 
 
-def _header(t_ns: int, frame_id: str = "") -> object:
-    stamp = T["builtin_interfaces/msg/Time"](sec=t_ns // 10**9, nanosec=t_ns % 10**9)
-    return T["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
-
-
-def _cdr(msg: object, msgtype: str) -> bytes:
-    # rosbags' serializer, as the wire payloads recorder_node stores (rclpy's
-    # serialize_message pads the end, which the bag reader refuses).
-    return bytes(TS.serialize_cdr(msg, msgtype))
+def _header(types: Any, t_ns: int, frame_id: str = "") -> object:
+    stamp = types["builtin_interfaces/msg/Time"](sec=t_ns // 10**9, nanosec=t_ns % 10**9)
+    return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
 
 
 def write_expert_bag(path: Path, seconds: float = 3.0, seed: int = 1000) -> dict[str, int]:
@@ -48,6 +48,13 @@ def write_expert_bag(path: Path, seconds: float = 3.0, seed: int = 1000) -> dict
         expert = ScriptedExpert(task, seed=seed)
         expert.reset()
         with BagWriter(path) as bag:
+            T = bag.typestore.types
+
+            def _cdr(msg: object, msgtype: str) -> bytes:
+                # the typestore's serializer, as the wire payloads recorder_node stores
+                # (rclpy's serialize_message pads the end, which the bag reader refuses)
+                return bytes(bag.typestore.serialize_cdr(msg, msgtype))
+
             for topic, msgtype in TOPICS.items():
                 bag.add_topic(topic, msgtype)
             sub = round(DT / SENSOR_DT)
@@ -55,7 +62,7 @@ def write_expert_bag(path: Path, seconds: float = 3.0, seed: int = 1000) -> dict
                 t_ns = round((T0 + k * SENSOR_DT) * 1e9)
                 rec = t_ns + LATENCY_NS
                 js = T["sensor_msgs/msg/JointState"](
-                    header=_header(t_ns),
+                    header=_header(T, t_ns),
                     name=list(JOINT_NAMES),
                     position=np.asarray(task.joint_positions(), np.float64),
                     velocity=np.asarray(task.joint_velocities(), np.float64),
@@ -64,7 +71,7 @@ def write_expert_bag(path: Path, seconds: float = 3.0, seed: int = 1000) -> dict
                 bag.write(JOINTS, rec, _cdr(js, TOPICS[JOINTS]))
                 rgb = np.ascontiguousarray(task.render(), np.uint8)
                 img = T["sensor_msgs/msg/Image"](
-                    header=_header(t_ns, "camera"),
+                    header=_header(T, t_ns, "camera"),
                     height=rgb.shape[0],
                     width=rgb.shape[1],
                     encoding="rgb8",
@@ -85,7 +92,7 @@ def write_expert_bag(path: Path, seconds: float = 3.0, seed: int = 1000) -> dict
                         ),
                     )
                     traj = T["trajectory_msgs/msg/JointTrajectory"](
-                        header=_header(t_ns), joint_names=list(JOINT_NAMES), points=[point]
+                        header=_header(T, t_ns), joint_names=list(JOINT_NAMES), points=[point]
                     )
                     bag.write(COMMANDS, rec, _cdr(traj, TOPICS[COMMANDS]))
                     task.set_joint_targets(target)
@@ -93,3 +100,23 @@ def write_expert_bag(path: Path, seconds: float = 3.0, seed: int = 1000) -> dict
             return bag.close()
     finally:
         task.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m diffusion_policy_node.eval.expert_bag",
+        description="Write one scripted-expert episode of the bundled arm as a rosbag2 bag.",
+    )
+    parser.add_argument("out", type=Path, help="bag folder to write (must not exist)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="episode length (sim s)")
+    parser.add_argument("--seed", type=int, default=1000, help="layout seed")
+    args = parser.parse_args(argv)
+    if args.out.exists():
+        parser.error(f"{args.out} exists")
+    counts = write_expert_bag(args.out, seconds=args.seconds, seed=args.seed)
+    print(json.dumps({"bag": str(args.out), "messages": counts}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
