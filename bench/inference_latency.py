@@ -9,9 +9,9 @@ previous child's OpenMP threads have stopped spin-waiting (bench/_common.interle
 back-to-back requests. Implementations:
 
   ours-default   what policy_node runs out of the box: acceleration `jit` (PolicyNodeParams'
-                 default) and precision `auto` (policy/precision.py: on a CPU with AVX-512-BF16
-                 or AMX, bf16 camera encoders, and a bf16 ε-network when it is beyond the
-                 caches, e.g. paper; else fp32)
+                 default) and precision `auto` (policy/accel/precision.py: on a CPU with
+                 AVX-512-BF16 or AMX, bf16 camera encoders, and a bf16 ε-network when it is
+                 beyond the caches, e.g. paper; else fp32)
   ours-default-stream  ours-default with the streaming encoder (node parameter
                  `stream_encoder`): the window's frames were encoded as they arrived (untimed),
                  the request looks them up and runs the denoising trunk
@@ -31,8 +31,8 @@ implementation at each thread count and adds a row with each at its best (`threa
 
 Output (JSON lines): the machine (CPU model, flags, date, load averages), one line per
 implementation (p50/p90/p99 ms, reps, params, peak RSS of its process, busy), one line per
-config, case, busy and thread setting with the peer's p50 over each of ours from this run — or "peer not measured" when there is no peer venv. No figure is
-stored in this file.
+config, case, busy and thread setting with the peer's p50 over each of ours from this run —
+or "peer not measured" when there is no peer venv. No figure is stored in this file.
 
 Memory floor (ours): every denoising step reads all of the U-Net's weights, so `floor_ms` =
 steps x U-Net bytes / streaming-read bandwidth (sum of a 256 MiB tensor) bounds the loop.
@@ -146,9 +146,9 @@ def child_ours(args: argparse.Namespace) -> None:
     import torch
 
     from diffusion_policy_node.policy.accel import kernels
+    from diffusion_policy_node.policy.accel.precision import apply_precision
     from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
     from diffusion_policy_node.policy.modeling import DiffusionPolicy
-    from diffusion_policy_node.policy.precision import apply_precision
 
     torch.set_num_threads(inference_threads(args.threads or None))
     if args.onednn_budget_mib is not None:

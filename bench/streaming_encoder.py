@@ -55,9 +55,9 @@ def load(model: str):
         )
     import yaml
 
+    from diffusion_policy_node.policy.accel.precision import apply_precision
     from diffusion_policy_node.policy.config import PolicyConfig
     from diffusion_policy_node.policy.modeling import DiffusionPolicy
-    from diffusion_policy_node.policy.precision import apply_precision
 
     data = yaml.safe_load((REPO / "config" / "policy" / f"{model}.yaml").read_text())
     data.update(state_dim=2, action_dim=2)

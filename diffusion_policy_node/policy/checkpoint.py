@@ -21,9 +21,9 @@ from safetensors.torch import load_file, save_file
 
 from ..action_groups import single_group
 from ..atomic import atomic_folder
+from .accel.precision import apply_precision
 from .config import DEFAULT_COMMAND_TOPIC, PolicyConfig, action_lead_of
 from .modeling import DiffusionPolicy, build_policy, upgrade_legacy_keys
-from .precision import apply_precision
 
 FORMAT = "diffusion_policy_node/checkpoint/v1"
 CONFIG_FILE = "config.yaml"
@@ -193,7 +193,7 @@ def load_checkpoint(
     """Rebuild the policy of a checkpoint folder in eval mode on `device`.
 
     Inference knobs (sampler, step count, η, acceleration none|jit|cudagraph, precision
-    auto|fp32|bf16|bf16-encoder — see policy/precision.py) may be overridden; they are
+    auto|fp32|bf16|bf16-encoder — see policy/accel/precision.py) may be overridden; they are
     validated here.
     """
     folder = Path(folder)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .accel.cudagraph import CapturedSampler
+from .accel.trace import trace_camera_encoder, tracing_warnings_filtered
 from .config import PolicyConfig
 from .constants import (
     ACTION,
@@ -23,7 +24,6 @@ from .constants import (
 from .networks import EpsilonNetwork, PreparedStep, build_network
 from .normalizer import MinMaxNormalizer, StatsNormalizer
 from .schedulers import DDPMScheduler, make_scheduler
-from .unet1d import tracing_warnings_filtered
 from .vision import ObservationEncoder
 
 # Checkpoints (and training states) written before the ε-network protocol name the U-Net's
@@ -107,7 +107,7 @@ class DiffusionPolicy(nn.Module):
         self.set_inference(config.noise_scheduler, config.num_inference_steps, config.eta)
         self.generator: torch.Generator | None = None
         self._seed: int | None = None
-        self._graph: _CapturedSampler | None = None
+        self._graph: CapturedSampler | None = None
         self._frozen_step: PreparedStep | None = None
 
     # ----------------------------------------------------------------------------- set-up
@@ -393,7 +393,7 @@ class DiffusionPolicy(nn.Module):
         jit: the ε-network's inference layout (U-Net: convolutions as unfold + matmul over
         views of the weights, no copies), a TorchScript trace of the network's denoising step
         and a trace + freeze of the camera encoders (fewer dispatcher hops; CPU or CUDA; a bf16
-        encoder on a CPU in channels-last layout, `_trace_camera_encoder`).
+        encoder on a CPU in channels-last layout, `accel.trace.trace_camera_encoder`).
         cudagraph: the denoising loop (`_denoise`: every step and scheduler update) as one CUDA
         graph, for CUDA and deterministic DDIM (η = 0) only. The observation encoder is not in
         the graph: it runs eagerly before each replay. The initial noise is drawn outside the
@@ -403,8 +403,9 @@ class DiffusionPolicy(nn.Module):
         self._graph = None
         self._frozen_step = None
         self.obs_encoder.camera_runners = None
-        # A bf16 trace converts the encoders to channels-last (`_trace_camera_encoder`); back to
-        # the default layout, which training and the state_dict expect.
+        # A bf16 trace converts the encoders to channels-last (accel/trace.py
+        # `trace_camera_encoder`); back to the default layout, which training and the state_dict
+        # expect.
         self.obs_encoder.to(memory_format=torch.contiguous_format)
         self.network.pack_for_inference(mode == "jit")
         if mode in ("", "none"):
@@ -418,7 +419,7 @@ class DiffusionPolicy(nn.Module):
             raise ValueError("acceleration 'cudagraph' needs the policy on a CUDA device")
         if self.config.noise_scheduler != "ddim" or self.config.eta != 0.0:
             raise ValueError("acceleration 'cudagraph' supports deterministic DDIM (eta = 0) only")
-        self._graph = _CapturedSampler(self)
+        self._graph = CapturedSampler(self)
 
     def _freeze_for_inference(self) -> None:
         c = self.config
@@ -427,32 +428,9 @@ class DiffusionPolicy(nn.Module):
         with torch.no_grad(), tracing_warnings_filtered():
             self.eval()
             self.obs_encoder.camera_runners = [
-                _trace_camera_encoder(enc, (h, w)) for enc in self.obs_encoder.encoders
+                trace_camera_encoder(enc, (h, w)) for enc in self.obs_encoder.encoders
             ]
             self._frozen_step = self.network.freeze_prepared_step(c.horizon)
-
-
-def _trace_camera_encoder(
-    encoder: torch.nn.Module, crop_hw: tuple[int, int]
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A camera encoder traced and frozen by TorchScript for inference, in its own dtype.
-
-    A bf16 encoder on a CPU is traced in channels-last memory format (the module converted in
-    place, the input converted per call): oneDNN's bf16 convolutions run on AMX in that layout,
-    6-8 ms against 8-12 ms in the default layout for the ResNet-18 at batch 2, 84x84
-    (bench/acceleration_probe.py). fp32 stays in the default layout, where channels-last
-    measured slower. check_trace=False: the check keeps a second copy of the weights while it
-    runs; tests/unit/test_policy.py compares the traced chunks with the eager ones instead.
-    """
-    weight = next(encoder.parameters())
-    image = torch.rand(1, 3, *crop_hw, device=weight.device, dtype=weight.dtype)
-    if weight.dtype != torch.bfloat16 or weight.device.type != "cpu":
-        return torch.jit.freeze(torch.jit.trace(encoder, (image,), check_trace=False))
-    channels_last = torch.channels_last
-    encoder.to(memory_format=channels_last)
-    image = image.contiguous(memory_format=channels_last)
-    traced = torch.jit.freeze(torch.jit.trace(encoder, (image,), check_trace=False))
-    return lambda x: traced(x.contiguous(memory_format=channels_last))
 
 
 class RegressionPolicy(DiffusionPolicy):
@@ -486,41 +464,6 @@ class RegressionPolicy(DiffusionPolicy):
     ) -> torch.Tensor:
         """The regressed chunk; `inpaint` is ignored (nothing is sampled to steer)."""
         return self.action_normalizer.unnormalize(self._regress(global_cond).float())
-
-
-class _CapturedSampler:
-    """A CUDA graph of `_denoise` (the denoising loop, not the observation encoder) for one batch
-    size, replayed with fresh noise and the eagerly computed condition per call."""
-
-    def __init__(self, policy: DiffusionPolicy) -> None:
-        self.policy = policy
-        self.graphs: dict[int, tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-    def _capture(self, global_cond: torch.Tensor) -> tuple[Any, torch.Tensor, ...]:
-        batch = global_cond.shape[0]
-        static_cond = global_cond.clone()
-        static_noise = self.policy._initial_noise(batch, global_cond.device, None)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm-up outside the graph, as PyTorch requires
-            for _ in range(2):
-                self.policy._denoise(static_cond, static_noise.clone(), None)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = self.policy._denoise(static_cond, static_noise.clone(), None)
-        self.graphs[batch] = (graph, static_cond, static_noise, static_out)
-        return self.graphs[batch]
-
-    def run(self, global_cond: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        entry = self.graphs.get(global_cond.shape[0]) or self._capture(global_cond)
-        graph, static_cond, static_noise, static_out = entry
-        static_cond.copy_(global_cond)
-        static_noise.copy_(
-            self.policy._initial_noise(global_cond.shape[0], global_cond.device, generator)
-        )
-        graph.replay()
-        return static_out.clone()
 
 
 def build_policy(config: PolicyConfig) -> DiffusionPolicy:

@@ -27,7 +27,6 @@ from torch import Tensor, nn
 from .accel.kernels import PackedLinear
 from .accel.packing import pack_conv1d, packed_conv1d
 from .accel.trace import TracedTrunk
-from .accel.trace import tracing_warnings_filtered as tracing_warnings_filtered  # modeling.py
 
 # One res block's FiLM parameters: (scale, bias), each (B, C, 1).
 Film = tuple[Tensor, Tensor]

@@ -41,7 +41,7 @@ GROUP_TYPE_OF_MODE = {"chunk": "JointTrajectory", "stream": "Float64MultiArray"}
 ACCELERATIONS = ("jit", "cudagraph", "none")
 # Numeric precision of inference: auto picks bf16 per part where the hardware runs it fast (CUDA;
 # on a CPU with AVX-512-BF16/AMX the camera encoders, and a large ε-network), fp32 elsewhere;
-# bf16-encoder: encoders bf16, ε-network fp32 (policy/precision.py decides, same names).
+# bf16-encoder: encoders bf16, ε-network fp32 (policy/accel/precision.py decides, same names).
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-encoder")
 DEFAULT_OUTPUT_TOPICS = {
     "chunk": "/arm_controller/joint_trajectory",
@@ -270,7 +270,7 @@ class PolicyInfo:
 def _precision_of(policy: Any) -> str:
     """The dtypes of the camera encoders' and the ε-network's weights as a precision name
     ("fp32", "bf16", "bf16-encoder"). Imported here: this module stays importable without torch."""
-    from diffusion_policy_node.policy.precision import precision_of
+    from diffusion_policy_node.policy.accel.precision import precision_of
 
     return precision_of(policy).name
 

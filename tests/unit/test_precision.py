@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from diffusion_policy_node.eval.evaluate import bundled_checkpoint
-from diffusion_policy_node.policy.checkpoint import CheckpointError, load_checkpoint
-from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
-from diffusion_policy_node.policy.precision import (
+from diffusion_policy_node.policy.accel.precision import (
     BF16_MIN_WEIGHT_BYTES,
     FP32,
     NAMED,
@@ -22,6 +20,8 @@ from diffusion_policy_node.policy.precision import (
     precision_of,
     resolve_precision,
 )
+from diffusion_policy_node.policy.checkpoint import CheckpointError, load_checkpoint
+from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
 from diffusion_policy_node.runtime import settings
 from diffusion_policy_node.runtime.process_worker import load_policy
 from diffusion_policy_node.runtime.settings import InferenceSettings
