@@ -172,6 +172,7 @@ def run_case(args: argparse.Namespace, config: str, rate: float, mode: str, tmp:
          "-p", f"output_topic:={topic}", "-p", "start_active:=false",
          "-p", "inference_margin:=10.0", "-p", f"torch_threads:={args.torch_threads}",
          "-p", "warmup_runs:=1", "-p", "max_obs_age:=2.0",
+         "-p", "robot_description_topic:=''",  # no URDF: the demonstrated range as limits
          *[a for p in args.param for a in ("-p", p)]],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
