@@ -1,8 +1,8 @@
 """diffusion_policy_node: visuomotor Diffusion Policy for ROS 2 robot arms.
 
 Layers, top to bottom (imports point only downwards; only `ros/` imports rclpy or message
-packages): `ros/` → `eval/` → `train/` → `sim/` → `data/` → `runtime/` → `policy/` → the
-modules at the package root (docs/design.md#layers).
+packages): `ros/` → `eval/` → `train/` → `interop/` → `sim/` → `data/` → `runtime/` →
+`policy/` → the modules at the package root (docs/design.md#layers).
 """
 
 __version__ = "0.1.0"
