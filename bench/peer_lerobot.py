@@ -109,7 +109,7 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "params": params,
-        "down_dims": args.down_dims,
+        "down_dims": list(config.down_dims),
         "mode": args.mode,
     }
 
