@@ -85,6 +85,12 @@ def fmt(value: Any, digits: int = 1) -> str:
 Row = tuple[str, str]  # (what was measured, the figure)
 
 
+def busy(r: dict[str, Any]) -> str:
+    """', N busy neighbour processes' when the bench loaded the machine on purpose (--busy)."""
+    n = r.get("busy")
+    return f", {n} busy neighbour process{'es' if n != 1 else ''}" if n else ""
+
+
 def inference_rows(rows: list[dict[str, Any]]) -> list[Row]:
     peers = {
         r["config"]: r["p50_ms"] for r in rows if r.get("impl") == "lerobot" and "p50_ms" in r
@@ -96,14 +102,14 @@ def inference_rows(rows: list[dict[str, Any]]) -> list[Row]:
         peer = peers.get(r["config"])
         if peer:
             figure += f"; peer {fmt(peer)} ms (**{peer / r['p50_ms']:.2f}×**)"
-        return what + f"{r.get('threads')} threads)", figure
+        return what + f"{r.get('threads')} threads){busy(r)}", figure
 
     return [row(r) for r in rows if r.get("impl") == "ours" and "p50_ms" in r]
 
 
 def train_row(r: dict[str, Any]) -> Row:
     what = f"training {r['config']}, {r['mode']}, batch {r['batch_size']}, "
-    what += f"{r.get('mixed_precision')}, {r.get('threads')} threads"
+    what += f"{r.get('mixed_precision')}, {r.get('threads')} threads" + busy(r)
     figure = f"{fmt(r['samples_per_s'])} samples/s"
     if r.get("peer_samples_per_s"):
         figure += f"; peer {fmt(r['peer_samples_per_s'])} (**{r['ratio_to_peer']:.2f}×**)"
