@@ -193,3 +193,27 @@ def test_streamed_frames_use_their_camera_statistics(imported: dict[str, Path]) 
         full = policy.obs_encoder.image_features(normalized)  # (B, T, N·2K)
         frame = policy.encode_frame(1, images[0, -1, 1])
     torch.testing.assert_close(frame, full[0, -1, width : 2 * width], atol=1e-5, rtol=1e-5)
+
+
+def test_lerobot_06_fields_map(tmp_path: Path) -> None:
+    """0.5/0.6 fields: resize_shape + crop_ratio give the crop (an image already at
+    resize_shape is not resized by LeRobot either), and the runtime-only fields are ignored:
+    the PushT fixture written that way still gives LeRobot's actions."""
+    src = unpack_fixture("pusht", tmp_path)
+    config = json.loads((src / "config.json").read_text())
+    config.update(
+        crop_shape=None,
+        resize_shape=[96, 96],
+        crop_ratio=0.875,
+        gradient_checkpointing=False,
+        compile_model=False,
+        compile_mode="reduce-overhead",
+    )
+    (src / "config.json").write_text(json.dumps(config))
+    folder = import_lerobot(src, tmp_path / "ours", RobotMapping(fps=10))
+    imported, _ = read_config(folder)
+    assert imported.image_size == (96, 96) and imported.crop_shape == (84, 84)
+    case, meta = case_of("pusht")
+    expected = case["expected.ddim"]
+    got = chunk(folder, "ddim", case, meta)
+    assert (got - expected).abs().max().item() <= tolerance(expected)
