@@ -44,6 +44,10 @@ setup(
         "torch>=2.1",
         "urdfdom-py>=1.2",
     ],
+    extras_require={
+        # LeRobotDataset folders (dp-export lerobot, dp-train --data on one): parquet.
+        "lerobot": ["pyarrow>=14"],
+    },
     zip_safe=True,
     maintainer="diffusion_policy_node developers",
     maintainer_email="dev@diffusion-policy-node.invalid",

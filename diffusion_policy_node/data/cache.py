@@ -35,6 +35,7 @@ from ..policy.constants import ACTION, OBS_STATE
 from .bag_reader import bag_files, find_bags, scan_bag
 from .config import DataConfig
 from .ingest_summary import format_ingest
+from .lerobot_dataset import is_lerobot_dataset, scan_lerobot
 from .resample import EpisodePlan
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "EpisodeCache",
     "build_cache",
     "ensure_cache",
+    "find_sources",
     "format_ingest",
     "normalizer_stats",
     "open_cache",
@@ -155,6 +157,22 @@ def _source_info(bag: Path) -> dict[str, Any]:
     }
 
 
+def find_sources(bags: str | Path | list[str | Path]) -> list[Path]:
+    """The data sources of a cache, in order: LeRobotDataset folders (meta/info.json) as
+    given, every other path expanded into bags by `find_bags`."""
+    given = [bags] if isinstance(bags, (str, Path)) else list(bags)
+    if not any(is_lerobot_dataset(raw) for raw in given):
+        return find_bags(given)
+    out: list[Path] = []
+    for raw in given:
+        found = [Path(raw)] if is_lerobot_dataset(raw) else find_bags([raw])
+        for path in found:
+            if path in out:
+                raise CacheError(f"source {path}: given twice")
+            out.append(path)
+    return out
+
+
 def _read_meta(cache_dir: Path) -> dict[str, Any] | None:
     try:
         meta = json.loads((cache_dir / META).read_text())
@@ -188,7 +206,7 @@ def build_cache(
     field; the previous cache at `cache_dir`, if any, is then left untouched.
     """
     cache_dir = Path(cache_dir)
-    paths = find_bags([bags] if isinstance(bags, (str, Path)) else bags)
+    paths = find_sources(bags)
     if not paths:
         raise CacheError(f"cache {cache_dir}: no bags given")
     atomic.recover(cache_dir, _is_cache)
@@ -223,7 +241,7 @@ def ensure_cache(
     """Return the cache at `cache_dir` if it was built from these bags (same paths, sizes and
     mtimes) with this config; otherwise (re)build it with `build_cache`."""
     cache_dir = Path(cache_dir)
-    paths = find_bags([bags] if isinstance(bags, (str, Path)) else bags)
+    paths = find_sources(bags)
     atomic.recover(cache_dir, _is_cache)
     atomic.clean_stale(cache_dir)  # scratch folders of crashed builds, even if up to date
     meta = _read_meta(cache_dir)
@@ -278,7 +296,10 @@ def _write_cache(
     skipped: list[dict[str, str]] = []
     ingest: list[dict[str, Any]] = []
     for path in paths:
-        scan = scan_bag(path, config, frames)
+        if is_lerobot_dataset(path):
+            scan = scan_lerobot(path, config, frames)
+        else:
+            scan = scan_bag(path, config, frames)
         skipped += [{"source": s.source, "reason": s.reason} for s in scan.skipped]
         plans += scan.episodes
         ingest.append(scan.summary)

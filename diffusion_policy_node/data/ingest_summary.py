@@ -14,6 +14,12 @@ def format_ingest(ingest: list[dict[str, Any]]) -> list[str]:
 
 
 def _bag_line(bag: dict[str, Any]) -> str:
+    if "format" in bag:  # a LeRobotDataset folder (data/lerobot_dataset.py)
+        line = (
+            f"{bag['bag']} ({bag['format']}): {bag['episodes']} episode(s), {bag['steps']} steps"
+        )
+        skipped = "; ".join(f"{s['source']}: {s['reason']}" for s in bag["skipped_episodes"])
+        return line + (f" | skipped episodes: {skipped}" if skipped else "")
     offsets = ", ".join(
         f"{topic} {o['mean_ms']:+.1f} ms" for topic, o in bag["clock_offsets_ms"].items()
     )

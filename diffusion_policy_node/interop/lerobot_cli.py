@@ -4,6 +4,7 @@
         --fps 10 --camera observation.image=/camera/image_raw --state-joints x,y
     dp-import lerobot SRC --out DIR --robot robot.yaml     # lerobot_robot.py: the YAML keys
     dp-export lerobot-policy models/sim_arm_diffusion --out /tmp/sim_arm_lerobot
+    dp-export lerobot bags/ --config config/robots/sim_arm/train_small.yaml --out /tmp/ds
 
 Command-line options override the robot YAML. See docs/lerobot.md.
 """
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from .lerobot_robot import RobotMapping
 
@@ -82,21 +86,94 @@ def import_main(argv: list[str] | None = None) -> int:
 
 
 def export_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dp-export", description=__doc__.splitlines()[0])
-    parser.add_argument("target", choices=["lerobot-policy"], help="what to write")
-    parser.add_argument("checkpoint", help="our checkpoint folder")
-    parser.add_argument("--out", required=True, help="LeRobot pretrained_model folder to write")
+    parser = argparse.ArgumentParser(
+        prog="dp-export",
+        description="lerobot-policy CHECKPOINT: one of our checkpoints as a LeRobot 0.3.x "
+        "pretrained_model folder; lerobot BAGS...: bags as a LeRobotDataset v2.1 folder, "
+        "resampled exactly as dp-train resamples them",
+    )
+    parser.add_argument("target", choices=["lerobot-policy", "lerobot"], help="what to write")
+    parser.add_argument(
+        "sources", nargs="+", help="lerobot-policy: our checkpoint folder; lerobot: bags"
+    )
+    parser.add_argument("--out", required=True, help="folder to write")
+    parser.add_argument(
+        "--config",
+        help="lerobot: training YAML (its data: section) or data config YAML, as for dp-train",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="data.FIELD=VALUE",
+        help="lerobot: override a data config value, as dp-train --set (repeatable)",
+    )
+    parser.add_argument(
+        "--cache", help="lerobot: dp-train cache folder to reuse/build (default: a temporary one)"
+    )
+    parser.add_argument("--task", default=None, help="lerobot: the episodes' task string")
+    parser.add_argument("--robot-type", default=None, help="lerobot: info.json robot_type")
     args = parser.parse_args(argv)
-    from .lerobot_export import export_lerobot
-
     try:
-        summary = export_lerobot(args.checkpoint, args.out)
+        if args.target == "lerobot-policy":
+            if len(args.sources) != 1:
+                raise ValueError("lerobot-policy takes one checkpoint folder")
+            from .lerobot_export import export_lerobot
+
+            summary = export_lerobot(args.sources[0], args.out)
+            summary.pop("source_meta", None)
+        else:
+            summary = export_dataset(args)
     except (ValueError, OSError) as exc:
         print(f"dp-export: {exc}", file=sys.stderr)
         return 2
-    summary.pop("source_meta", None)
     print(json.dumps(summary))
     return 0
+
+
+def _data_config(args: argparse.Namespace):
+    import yaml
+
+    from ..data.config import DataConfig, load_data_config
+
+    if not args.config:
+        raise ValueError("dp-export lerobot: --config is required (the data: section)")
+    config = load_data_config(args.config)
+    if args.overrides:
+        values = config.to_dict()
+        for item in args.overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key.startswith("data."):
+                raise ValueError(f"--set {item!r}: expected data.FIELD=VALUE")
+            values[key[5:]] = yaml.safe_load(value)
+        config = DataConfig.from_dict(values, where=f"data config {args.config}")
+    return config
+
+
+def export_dataset(args: argparse.Namespace) -> dict:
+    """`dp-export lerobot`: the bags through dp-train's cache, then the cache as a dataset."""
+    from ..data.cache import ensure_cache, open_cache
+    from ..data.lerobot_dataset import DEFAULT_TASK, write_lerobot_dataset
+
+    config = _data_config(args)
+    out = Path(args.out)
+    existed = out.exists()
+    with tempfile.TemporaryDirectory(prefix="dp-export-cache-") as tmp:
+        cache_dir = Path(args.cache) if args.cache else Path(tmp) / "cache"
+        info = ensure_cache(args.sources, config, cache_dir)
+        cache = open_cache(info.path)
+        try:
+            summary = write_lerobot_dataset(
+                cache, out, task=args.task or DEFAULT_TASK, robot_type=args.robot_type
+            )
+        except BaseException:
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        summary["skipped"] = info.skipped
+        del cache
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,0 +1,499 @@
+"""LeRobotDataset v2.1 folders: written from a training cache, read back as a cache source.
+
+Layout written by `write_lerobot_dataset` (what LeRobot 0.3.x's `LeRobotDataset` reads):
+
+    meta/info.json              codebase_version v2.1, fps, totals, features, path templates
+    meta/episodes.jsonl         {"episode_index", "tasks", "length"} per episode
+    meta/tasks.jsonl            {"task_index", "task"}
+    meta/episodes_stats.jsonl   per-episode min/max/mean/std/count of every feature
+    meta/stats.json             the same over all episodes (read by v2.0 readers)
+    meta/ros_robot.yaml         robot mapping (fps, cameras feature -> topic, state_joints,
+                                action_groups, action_lead); `dp-import lerobot` reads this format
+    meta/ros2.json              the DataConfig that resampled the bags, camera message types,
+                                the bags and their ingest summary
+    data/chunk-000/episode_000000.parquet   one row per grid step
+
+Each row holds `observation.images.<name>` (one per camera, an `image` feature: a PNG in the
+parquet file, lossless), `observation.state`, `action` (float32, exactly the cache's values),
+`timestamp` (frame_index / fps), `frame_index`, `episode_index`, `index`, `task_index`.
+Images are stored as image features rather than mp4 videos: lossless, and decodable without
+FFmpeg (LeRobot's video decoders need torchcodec with a system FFmpeg, or torchvision's
+removed VideoReader).
+
+`scan_lerobot` reads such a folder (v2.0 / v2.1; image features, or mp4 videos that OpenCV
+decodes) into EpisodePlans for the cache, so `dp-train --data DIR` trains on it like on bags.
+pyarrow is needed for both (`pip install diffusion_policy_node[lerobot]`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import yaml
+
+from ..action_groups import trajectory_lead
+from .bag_reader import BagScan
+from .config import DataConfig
+from .images import resize_image
+from .resample import EpisodePlan, FrameStore, SkippedItem
+
+CODEBASE_VERSION = "v2.1"
+READ_VERSIONS = ("v2.0", "v2.1")
+CHUNK_SIZE = 1000
+DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+ROBOT_FILE = "ros_robot.yaml"
+ROS_FILE = "ros2.json"
+STATE = "observation.state"
+ACTION = "action"
+IMAGE_PREFIX = "observation.images."
+INDEX_FEATURES = ("frame_index", "episode_index", "index", "task_index")
+DEFAULT_TASK = "ROS 2 demonstration"
+
+
+class LeRobotDatasetError(ValueError):
+    """A LeRobotDataset folder cannot be written or read; the message names folder and field."""
+
+
+def _pyarrow():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise LeRobotDatasetError(
+            "LeRobotDataset folders need pyarrow: pip install 'diffusion_policy_node[lerobot]' "
+            "(or pip install pyarrow)"
+        ) from exc
+    return pa, pq
+
+
+def is_lerobot_dataset(path: str | Path) -> bool:
+    """A folder with meta/info.json (a LeRobotDataset), as opposed to a bag."""
+    return (Path(path) / "meta" / "info.json").is_file()
+
+
+def camera_features(topics: list[str]) -> list[str]:
+    """One LeRobot image feature per camera topic: /top/image_raw -> observation.images.top."""
+    generic = {"image_raw", "image", "compressed", "image_rect", "image_rect_color", "color"}
+    names: list[str] = []
+    for i, topic in enumerate(topics):
+        parts = [p for p in topic.split("/") if p and p not in generic]
+        name = re.sub(r"[^A-Za-z0-9_]", "_", parts[-1] if parts else f"camera{i}")
+        while name in names:
+            name = f"{name}_{i}"
+        names.append(name)
+    return [IMAGE_PREFIX + n for n in names]
+
+
+# ------------------------------------------------------------------------------------ write
+
+
+def _fps(dt: float) -> int | float:
+    fps = 1.0 / dt
+    return round(fps) if abs(fps - round(fps)) < 1e-9 else fps
+
+
+def _vector_stats(x: np.ndarray) -> dict[str, list]:
+    x = np.asarray(x, np.float64)
+    return {
+        "min": x.min(axis=0).tolist(),
+        "max": x.max(axis=0).tolist(),
+        "mean": x.mean(axis=0).tolist(),
+        "std": x.std(axis=0).tolist(),
+        "count": [len(x)],
+    }
+
+
+def _image_stats(images: np.ndarray) -> dict[str, list]:
+    """LeRobot's image statistics: per channel over all pixels, in [0, 1], shape (3, 1, 1)."""
+    x = np.asarray(images, np.float64).reshape(-1, 3) / 255.0
+    return {
+        "min": x.min(axis=0).reshape(3, 1, 1).tolist(),
+        "max": x.max(axis=0).reshape(3, 1, 1).tolist(),
+        "mean": x.mean(axis=0).reshape(3, 1, 1).tolist(),
+        "std": x.std(axis=0).reshape(3, 1, 1).tolist(),
+        "count": [len(images)],
+    }
+
+
+def _aggregate(per_episode: list[dict[str, dict[str, list]]]) -> dict[str, dict[str, list]]:
+    """Pooled statistics over episodes (LeRobot's aggregate_stats: weighted mean/variance)."""
+    out: dict[str, dict[str, list]] = {}
+    for key in per_episode[0]:
+        st = [{k: np.asarray(v, np.float64) for k, v in ep[key].items()} for ep in per_episode]
+        counts = np.array([s["count"][0] for s in st], np.float64)
+        shape = (-1,) + (1,) * st[0]["mean"].ndim
+        w = counts.reshape(shape) / counts.sum()
+        means = np.stack([s["mean"] for s in st])
+        mean = (w * means).sum(axis=0)
+        var = (w * (np.stack([s["std"] for s in st]) ** 2 + (means - mean) ** 2)).sum(axis=0)
+        out[key] = {
+            "min": np.min(np.stack([s["min"] for s in st]), axis=0).tolist(),
+            "max": np.max(np.stack([s["max"] for s in st]), axis=0).tolist(),
+            "mean": mean.tolist(),
+            "std": np.sqrt(var).tolist(),
+            "count": [int(counts.sum())],
+        }
+    return out
+
+
+def _hf_value(dtype: str) -> dict[str, str]:
+    return {"dtype": dtype, "_type": "Value"}
+
+
+def write_lerobot_dataset(
+    cache: Any,
+    out: str | Path,
+    *,
+    task: str = DEFAULT_TASK,
+    robot_type: str | None = None,
+) -> dict[str, Any]:
+    """Write an opened EpisodeCache (data/cache.py) as a LeRobotDataset v2.1 folder `out`.
+
+    `out` must not exist or be empty. Returns a summary (folder, episodes, frames, features).
+    """
+    pa, pq = _pyarrow()
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise LeRobotDatasetError(f"LeRobotDataset {out}: exists and is not an empty folder")
+    config: DataConfig = cache.config
+    if cache.n_episodes > CHUNK_SIZE * 1000:
+        raise LeRobotDatasetError(f"LeRobotDataset {out}: too many episodes ({cache.n_episodes})")
+    fps = _fps(config.dt)
+    cams = camera_features(config.camera_topics)
+    h, w = config.image_size
+    joints = list(config.joint_names)
+    action_names = list(config.action_joints)
+    features: dict[str, dict[str, Any]] = {}
+    for key in cams:
+        features[key] = {
+            "dtype": "image",
+            "shape": [h, w, 3],
+            "names": ["height", "width", "channels"],
+        }
+    features[STATE] = {"dtype": "float32", "shape": [len(joints)], "names": joints}
+    features[ACTION] = {"dtype": "float32", "shape": [len(action_names)], "names": action_names}
+    features["timestamp"] = {"dtype": "float32", "shape": [1], "names": None}
+    for key in INDEX_FEATURES:
+        features[key] = {"dtype": "int64", "shape": [1], "names": None}
+
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    fields = [pa.field(k, struct) for k in cams]
+    fields += [
+        pa.field(STATE, pa.list_(pa.float32(), len(joints))),
+        pa.field(ACTION, pa.list_(pa.float32(), len(action_names))),
+        pa.field("timestamp", pa.float32()),
+    ]
+    fields += [pa.field(k, pa.int64()) for k in INDEX_FEATURES]
+    hf = {k: {"_type": "Image"} for k in cams}
+    for key, dim in ((STATE, len(joints)), (ACTION, len(action_names))):
+        hf[key] = {"feature": _hf_value("float32"), "length": dim, "_type": "Sequence"}
+    hf["timestamp"] = _hf_value("float32")
+    hf.update({k: _hf_value("int64") for k in INDEX_FEATURES})
+    schema = pa.schema(fields, metadata={"huggingface": json.dumps({"info": {"features": hf}})})
+
+    (out / "meta").mkdir(parents=True, exist_ok=True)
+    episodes, stats = [], []
+    for e in range(cache.n_episodes):
+        sl = cache.episode_slice(e)
+        n = sl.stop - sl.start
+        state = np.asarray(cache.state[sl], np.float32)
+        action = np.asarray(cache.action[sl], np.float32)
+        images = np.asarray(cache.images[sl])  # (n, N, H, W, 3)
+        frame_index = np.arange(n, dtype=np.int64)
+        columns: list[Any] = []
+        for c in range(len(cams)):
+            pngs = []
+            for t in range(n):
+                ok, buf = cv2.imencode(".png", np.ascontiguousarray(images[t, c, ..., ::-1]))
+                if not ok:
+                    raise LeRobotDatasetError(f"LeRobotDataset {out}: PNG encoding failed")
+                pngs.append({"bytes": buf.tobytes(), "path": None})
+            columns.append(pa.array(pngs, type=struct))
+        columns += [
+            pa.FixedSizeListArray.from_arrays(pa.array(state.reshape(-1)), len(joints)),
+            pa.FixedSizeListArray.from_arrays(pa.array(action.reshape(-1)), len(action_names)),
+            pa.array((frame_index / fps).astype(np.float32)),
+            pa.array(frame_index),
+            pa.array(np.full(n, e, np.int64)),
+            pa.array(np.arange(sl.start, sl.stop, dtype=np.int64)),
+            pa.array(np.zeros(n, np.int64)),
+        ]
+        path = out / DATA_PATH.format(episode_chunk=e // CHUNK_SIZE, episode_index=e)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_arrays(columns, schema=schema), path)
+        ep_stats = {k: _image_stats(images[:, c]) for c, k in enumerate(cams)}
+        ep_stats[STATE] = _vector_stats(state)
+        ep_stats[ACTION] = _vector_stats(action)
+        ep_stats["timestamp"] = _vector_stats((frame_index / fps)[:, None])
+        for key, values in zip(
+            INDEX_FEATURES,
+            (frame_index, np.full(n, e), np.arange(sl.start, sl.stop), np.zeros(n)),
+            strict=True,
+        ):
+            ep_stats[key] = _vector_stats(np.asarray(values)[:, None])
+        stats.append(ep_stats)
+        episodes.append({"episode_index": e, "tasks": [task], "length": n})
+
+    meta = out / "meta"
+    info = {
+        "codebase_version": CODEBASE_VERSION,
+        "robot_type": robot_type,
+        "total_episodes": cache.n_episodes,
+        "total_frames": cache.n_steps,
+        "total_tasks": 1,
+        "total_videos": 0,
+        "total_chunks": math.ceil(cache.n_episodes / CHUNK_SIZE),
+        "chunks_size": CHUNK_SIZE,
+        "fps": fps,
+        "splits": {"train": f"0:{cache.n_episodes}"},
+        "data_path": DATA_PATH,
+        "video_path": None,
+        "features": features,
+    }
+    (meta / "info.json").write_text(json.dumps(info, indent=4))
+    _jsonl(meta / "episodes.jsonl", episodes)
+    _jsonl(meta / "tasks.jsonl", [{"task_index": 0, "task": task}])
+    _jsonl(
+        meta / "episodes_stats.jsonl",
+        [{"episode_index": e, "stats": s} for e, s in enumerate(stats)],
+    )
+    (meta / "stats.json").write_text(json.dumps(_aggregate(stats), indent=1))
+    groups = config.groups
+    robot = {
+        "fps": fps,
+        "cameras": dict(zip(cams, config.camera_topics, strict=True)),
+        "state_joints": joints,
+        "action_groups": [g.to_dict() for g in groups],
+        "action_lead": trajectory_lead(groups, config.dt),
+    }
+    (meta / ROBOT_FILE).write_text(yaml.safe_dump(robot, sort_keys=False))
+    ingest = cache.meta.get("ingest", [])
+    camera_types: dict[str, str] = {}
+    for bag in ingest:
+        camera_types.update(bag.get("camera_types") or {})
+    ros = {
+        "data_config": config.to_dict(),
+        "camera_types": camera_types,
+        "sources": cache.meta.get("sources", []),
+        "episodes": cache.meta.get("episodes", []),
+        "ingest": ingest,
+    }
+    (meta / ROS_FILE).write_text(json.dumps(ros, indent=1))
+    return {
+        "dataset": str(out),
+        "codebase_version": CODEBASE_VERSION,
+        "episodes": cache.n_episodes,
+        "frames": cache.n_steps,
+        "fps": fps,
+        "features": list(features),
+    }
+
+
+def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# ------------------------------------------------------------------------------------- read
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LeRobotDatasetError(f"LeRobotDataset {path}: unreadable ({exc})") from exc
+
+
+def _load_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise LeRobotDatasetError(f"LeRobotDataset {path}: unreadable ({exc})") from exc
+
+
+def _match(where: str, names: Any, wanted: list[str], what: str) -> np.ndarray:
+    """Column order that gives `wanted` from a feature with `names` (by name when the feature
+    names them all, else by position when the widths agree)."""
+    if isinstance(names, dict) and len(names) == 1:
+        names = next(iter(names.values()))
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        if set(wanted) <= set(names):
+            return np.array([names.index(j) for j in wanted], np.int64)
+        if len(names) != len(wanted):
+            raise LeRobotDatasetError(
+                f"{where}: has {len(names)} values {names}, the data config's {what} "
+                f"{len(wanted)} {wanted}"
+            )
+        return np.arange(len(wanted))
+    raise LeRobotDatasetError(f"{where}: no names; cannot match the data config's {what}")
+
+
+class _Video:
+    """Frames of one mp4 decoded with OpenCV, by index."""
+
+    def __init__(self, path: Path) -> None:
+        cap = cv2.VideoCapture(str(path))
+        frames = []
+        while cap.isOpened():
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            frames.append(bgr[..., ::-1])
+        cap.release()
+        if not frames:
+            raise LeRobotDatasetError(
+                f"LeRobotDataset video {path}: OpenCV decodes no frame (missing file or codec "
+                "OpenCV's FFmpeg lacks, e.g. AV1); re-encode it (ffmpeg -c:v libx264) or export "
+                "the dataset with image features"
+            )
+        self.frames = frames
+        self.path = path
+
+    def frame(self, i: int) -> np.ndarray:
+        if not 0 <= i < len(self.frames):
+            raise LeRobotDatasetError(
+                f"LeRobotDataset video {self.path}: frame {i} requested, it has {len(self.frames)}"
+            )
+        return self.frames[i]
+
+
+def scan_lerobot(path: str | Path, config: DataConfig, frames: FrameStore):
+    """Read a LeRobotDataset folder into episodes for the cache (a BagScan), each frame handed
+    to `frames`. The dataset's fps must equal 1 / config.dt (it is not resampled); its image
+    features map onto config.camera_topics through meta/ros_robot.yaml when present, else in
+    order; state and action columns by their names (else position). Episodes shorter than
+    config.horizon are skipped and reported, as from bags."""
+    _, pq = _pyarrow()
+    root = Path(path)
+    info = _load_json(root / "meta" / "info.json")
+    where = f"LeRobotDataset {root}"
+    version = info.get("codebase_version")
+    if version not in READ_VERSIONS:
+        raise LeRobotDatasetError(
+            f"{where}: meta/info.json codebase_version {version!r}; this reader handles "
+            f"{READ_VERSIONS} (convert a v3.0 dataset with LeRobot's v2.1 layout, or export it "
+            "again with dp-export lerobot)"
+        )
+    fps = float(info.get("fps") or 0)
+    if not fps > 0 or abs(1.0 / fps - config.dt) > 1e-9:
+        raise LeRobotDatasetError(
+            f"{where}: fps {info.get('fps')!r} but data.dt is {config.dt} s; set data.dt to "
+            "1/fps (a LeRobotDataset is used on its own time grid, not resampled)"
+        )
+    features = info.get("features") or {}
+    cams = [k for k, f in features.items() if f.get("dtype") in ("image", "video")]
+    robot_path = root / "meta" / ROBOT_FILE
+    robot = yaml.safe_load(robot_path.read_text()) if robot_path.is_file() else {}
+    by_topic = {t: f for f, t in ((robot or {}).get("cameras") or {}).items()}
+    if by_topic:
+        missing = [t for t in config.camera_topics if t not in by_topic]
+        if missing:
+            raise LeRobotDatasetError(
+                f"{where}: meta/{ROBOT_FILE} maps no image feature to camera topic(s) "
+                f"{missing} (it maps {sorted(by_topic)})"
+            )
+        cam_keys = [by_topic[t] for t in config.camera_topics]
+    elif len(cams) == config.n_cameras:
+        cam_keys = cams
+    else:
+        raise LeRobotDatasetError(
+            f"{where}: {len(cams)} image/video feature(s) {cams}, data.camera_topics has "
+            f"{config.n_cameras}"
+        )
+    for key in cam_keys:
+        if key not in features:
+            raise LeRobotDatasetError(f"{where}: meta/info.json has no feature {key!r}")
+    for key in (STATE, ACTION):
+        if key not in features:
+            raise LeRobotDatasetError(f"{where}: meta/info.json has no feature {key!r}")
+    state_cols = _match(
+        f"{where} feature {STATE}", features[STATE].get("names"), config.joint_names, "joints"
+    )
+    action_cols = _match(
+        f"{where} feature {ACTION}",
+        features[ACTION].get("names"),
+        list(config.action_joints),
+        "action joints",
+    )
+    ros_path = root / "meta" / ROS_FILE
+    ros = _load_json(ros_path) if ros_path.is_file() else {}
+    episodes_meta = _load_jsonl(root / "meta" / "episodes.jsonl")
+    chunks = int(info.get("chunks_size") or CHUNK_SIZE)
+    plans: list[EpisodePlan] = []
+    skipped: list[SkippedItem] = []
+    steps = 0
+    for ep in sorted(episodes_meta, key=lambda x: x["episode_index"]):
+        e = int(ep["episode_index"])
+        source = f"{root} episode {e}"
+        rel = info["data_path"].format(episode_chunk=e // chunks, episode_index=e)
+        try:
+            table = pq.read_table(root / rel)
+        except (OSError, ValueError) as exc:
+            raise LeRobotDatasetError(f"{where}: {rel} unreadable ({exc})") from exc
+        n = table.num_rows
+        if n != int(ep.get("length", n)):
+            raise LeRobotDatasetError(
+                f"{where}: {rel} has {n} rows, meta/episodes.jsonl says {ep['length']}"
+            )
+        if n < config.min_episode_steps:
+            skipped.append(SkippedItem(source, f"{n} steps < horizon {config.min_episode_steps}"))
+            continue
+        state = _column(table, STATE, where, rel)[:, state_cols]
+        action = _column(table, ACTION, where, rel)[:, action_cols]
+        ts = np.asarray(table.column("timestamp").to_numpy(), np.float64)
+        index = np.zeros((n, config.n_cameras), np.int64)
+        for c, key in enumerate(cam_keys):
+            if features[key]["dtype"] == "image":
+                for t, item in enumerate(table.column(key).to_pylist()):
+                    raw = (item or {}).get("bytes")
+                    if not raw:
+                        raise LeRobotDatasetError(f"{where}: {rel} {key} row {t}: no image bytes")
+                    bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+                    if bgr is None:
+                        raise LeRobotDatasetError(f"{where}: {rel} {key} row {t}: undecodable")
+                    index[t, c] = frames.add(c, resize_image(bgr[..., ::-1], config.image_size))
+            else:
+                video = _Video(
+                    root
+                    / info["video_path"].format(
+                        episode_chunk=e // chunks, video_key=key, episode_index=e
+                    )
+                )
+                for t in range(n):
+                    rgb = video.frame(round(ts[t] * fps))
+                    index[t, c] = frames.add(c, resize_image(rgb, config.image_size))
+        plans.append(
+            EpisodePlan(
+                state=state.astype(np.float32),
+                action=action.astype(np.float32),
+                times_ns=np.round(ts * 1e9).astype(np.int64),
+                frame_index=index,
+                source=source,
+            )
+        )
+        steps += n
+    summary = {
+        "bag": str(root),
+        "format": f"LeRobotDataset {version}",
+        "episodes": len(plans),
+        "steps": steps,
+        "skipped_episodes": [{"source": s.source, "reason": s.reason} for s in skipped],
+    }
+    types = ros.get("camera_types") or {}
+    if all(t in types for t in config.camera_topics):
+        summary["camera_types"] = {t: types[t] for t in config.camera_topics}
+    return BagScan(episodes=plans, skipped=skipped, summary=summary)
+
+
+def _column(table: Any, key: str, where: str, rel: str) -> np.ndarray:
+    try:
+        values = table.column(key).to_pylist()
+        return np.asarray(values, np.float32).reshape(len(values), -1)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise LeRobotDatasetError(f"{where}: {rel} column {key!r} unreadable ({exc})") from exc

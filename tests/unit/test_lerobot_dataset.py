@@ -1,0 +1,147 @@
+"""`dp-export lerobot BAGS --out DIR`, `dp-train --data DIR` (LeRobotDataset v2.1), LeRobot-free.
+
+The exported folder is checked file by file against the cache dp-train builds from the same bags
+(state and action bit for bit, PNG images lossless), read back into a cache that equals the
+first, and trained on for a few steps. LeRobot itself reading it: bench/lerobot_dataset_check.py.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from diffusion_policy_node.data.cache import build_cache, open_cache
+from diffusion_policy_node.data.config import DataConfig
+from diffusion_policy_node.data.lerobot_dataset import LeRobotDatasetError
+from diffusion_policy_node.interop.lerobot_cli import export_main
+from diffusion_policy_node.train import cli as train_cli
+from tests.factories import tiny_run_doc
+
+from .data_fixtures import CAMERA, JOINTS, JT_TOPIC, BagSpec, write_bag
+
+SECOND = "/wrist/image_raw"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lerobot_ds")
+    bags = []
+    for i, seconds in enumerate([2.0, 2.5]):
+        spec = BagSpec(duration_s=seconds, cameras=(CAMERA, SECOND), seed=i)
+        write_bag(root / f"demo{i}", spec)
+        bags.append(root / f"demo{i}")
+    doc = tiny_run_doc([CAMERA, SECOND], root / "train_cache", train={"steps": 3})
+    doc["train"].update(batch_size=4, torch_threads=1, val_fraction=0.0, log_every=1)
+    doc["train"].update(checkpoint_every=3)
+    config_path = root / "train.yaml"
+    config_path.write_text(yaml.safe_dump(doc))
+    config = DataConfig.from_dict(doc["data"])
+    build_cache(bags, config, root / "cache")
+    out = root / "ds"
+    rc = export_main(["lerobot", *map(str, bags), "--config", str(config_path), "--out", str(out)])
+    assert rc == 0
+    return {"root": root, "bags": bags, "config": config, "path": config_path, "out": out}
+
+
+def test_export_writes_lerobot_v21_with_the_cache_values(exported):
+    out, cache = exported["out"], open_cache(exported["root"] / "cache")
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["codebase_version"] == "v2.1" and info["fps"] == 10
+    assert info["total_episodes"] == cache.n_episodes == 2
+    assert info["total_frames"] == cache.n_steps and info["splits"] == {"train": "0:2"}
+    cams = ["observation.images.camera", "observation.images.wrist"]
+    feats = info["features"]
+    assert list(feats)[:2] == cams
+    assert feats[cams[0]] == {
+        "dtype": "image",
+        "shape": [40, 40, 3],
+        "names": ["height", "width", "channels"],
+    }
+    assert feats["observation.state"]["names"] == JOINTS
+    assert feats["action"] == {"dtype": "float32", "shape": [4], "names": JOINTS}
+    episodes = [json.loads(x) for x in (out / "meta" / "episodes.jsonl").read_text().splitlines()]
+    lengths = np.diff(np.r_[0, cache.episode_ends])
+    assert [e["length"] for e in episodes] == lengths.tolist()
+    robot = yaml.safe_load((out / "meta" / "ros_robot.yaml").read_text())
+    assert robot["cameras"] == dict(zip(cams, [CAMERA, SECOND], strict=True))
+    assert robot["state_joints"] == JOINTS and robot["action_lead"] == pytest.approx(0.1)
+    assert robot["action_groups"][0]["topic"] == JT_TOPIC
+    ros = json.loads((out / "meta" / "ros2.json").read_text())
+    assert ros["data_config"] == exported["config"].to_dict()
+
+    import cv2
+
+    stats = [
+        json.loads(x) for x in (out / "meta" / "episodes_stats.jsonl").read_text().split("\n") if x
+    ]
+    for e in range(cache.n_episodes):
+        sl = cache.episode_slice(e)
+        table = pq.read_table(out / f"data/chunk-000/episode_{e:06d}.parquet")
+        assert table.num_rows == sl.stop - sl.start
+        assert json.loads(table.schema.metadata[b"huggingface"])["info"]["features"][cams[0]] == {
+            "_type": "Image"
+        }
+        state = np.array(table.column("observation.state").to_pylist(), np.float32)
+        action = np.array(table.column("action").to_pylist(), np.float32)
+        assert np.array_equal(state, cache.state[sl]) and np.array_equal(action, cache.action[sl])
+        assert table.column("frame_index").to_pylist() == list(range(table.num_rows))
+        assert table.column("index").to_pylist() == list(range(sl.start, sl.stop))
+        assert table.column("episode_index").to_pylist() == [e] * table.num_rows
+        ts = np.array(table.column("timestamp").to_pylist())
+        np.testing.assert_allclose(ts, np.arange(table.num_rows) / 10, atol=1e-6)
+        for c, key in enumerate(cams):
+            for t, item in enumerate(table.column(key).to_pylist()):
+                bgr = cv2.imdecode(np.frombuffer(item["bytes"], np.uint8), cv2.IMREAD_COLOR)
+                assert np.array_equal(bgr[..., ::-1], cache.images[sl.start + t, c])
+        st = stats[e]["stats"]
+        assert stats[e]["episode_index"] == e
+        np.testing.assert_allclose(st["action"]["max"], cache.action[sl].max(0), rtol=1e-6)
+        assert np.array(st[cams[1]]["mean"]).shape == (3, 1, 1)
+
+
+def test_exported_folder_reads_back_into_the_same_cache(exported, tmp_path):
+    first = open_cache(exported["root"] / "cache")
+    info = build_cache([exported["out"]], exported["config"], tmp_path / "again")
+    again = open_cache(info.path)
+    assert info.ingest[0]["format"] == "LeRobotDataset v2.1"
+    for name in ("images", "state", "action", "episode_ends"):
+        assert np.array_equal(getattr(again, name), getattr(first, name)), name
+
+
+def test_reading_refuses_another_grid_or_camera_count(exported, tmp_path):
+    config = exported["config"]
+    with pytest.raises(LeRobotDatasetError, match=r"fps 10 but data\.dt is 0\.05"):
+        build_cache(
+            [exported["out"]], config.__class__(**{**config.to_dict(), "dt": 0.05}), tmp_path / "a"
+        )
+    one_cam = {**config.to_dict(), "camera_topics": ["/top/image_raw"]}
+    with pytest.raises(LeRobotDatasetError, match=r"maps no image feature to camera topic"):
+        build_cache([exported["out"]], DataConfig.from_dict(one_cam), tmp_path / "b")
+
+
+def test_dp_train_trains_on_the_exported_folder(exported, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = train_cli.main(
+        [
+            "--config",
+            str(exported["path"]),
+            "--data",
+            str(exported["out"]),
+            "--out",
+            str(out),
+            "--set",
+            f"train.cache_dir={tmp_path / 'cache'}",
+            "--quiet",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["step"] == 3 and np.isfinite(summary["loss"])
+    assert (out / "latest" / "model.safetensors").is_file()
+    trained = open_cache(tmp_path / "cache")
+    first = open_cache(exported["root"] / "cache")
+    assert np.array_equal(trained.action, first.action)
+    assert trained.meta["sources"][0]["path"] == str(Path(exported["out"]).resolve())
