@@ -92,14 +92,18 @@ def busy(r: dict[str, Any]) -> str:
 
 
 def inference_rows(rows: list[dict[str, Any]]) -> list[Row]:
-    peers = {
-        r["config"]: r["p50_ms"] for r in rows if r.get("impl") == "lerobot" and "p50_ms" in r
-    }
+    # The peer measured beside each row: same config, case, neighbours and thread setting.
+    def key(r: dict[str, Any]) -> tuple:
+        return (r["config"], r.get("case"), r.get("busy", 0), r.get("threads_setting"))
+
+    peers = {key(r): r["p50_ms"] for r in rows if r.get("impl") == "lerobot" and "p50_ms" in r}
 
     def row(r: dict[str, Any]) -> Row:
         what = f"inference {r['config']}, {r['name']} ({r.get('accel')}, {r.get('dtype')}, "
         figure = f"p50 {fmt(r['p50_ms'])} ms"
-        peer = peers.get(r["config"])
+        if r.get("p99_ms") is not None:
+            figure += f", p99 {fmt(r['p99_ms'])} ms"
+        peer = peers.get(key(r))
         if peer:
             figure += f"; peer {fmt(peer)} ms (**{peer / r['p50_ms']:.2f}×**)"
         return what + f"{r.get('threads')} threads){busy(r)}", figure
@@ -120,6 +124,7 @@ def jitter_row(r: dict[str, Any]) -> Row:
     what = f"control jitter {r['config']}, {fmt(r['rate_hz'], 0)} Hz, {r['output_mode']}"
     what += f", horizon {r['horizon']}" if r.get("horizon") else ""
     what += ", node + receiver SCHED_FIFO" if r.get("receiver_priority") else ""
+    what += busy(r)
     figure = f"receiver p99 {fmt(r.get('rx_p99_ms'), 2)} ms, missed {r.get('rx_missed_ticks')}"
     return what, figure + f", inference p50 {fmt(r.get('inference_p50_ms'), 0)} ms"
 

@@ -23,6 +23,7 @@ from diffusion_policy_node.policy.modeling import DiffusionPolicy
 
 GOLDEN_FILE = Path(__file__).with_name("bundled_model.json")
 EPS_TIMESTEP = 5  # the ε-network is evaluated at this timestep, for a fixed x_t
+GOLDEN_DDIM_STEPS = 10  # the chunk's sampler: DDIM with this many steps
 
 
 def golden_obs(n_obs_steps: int) -> dict[str, torch.Tensor]:
@@ -35,10 +36,12 @@ def golden_obs(n_obs_steps: int) -> dict[str, torch.Tensor]:
 
 
 def golden_outputs(policy: DiffusionPolicy) -> dict[str, torch.Tensor]:
-    """`chunk`: the action chunk (horizon, 3) for `golden_obs` with sampling seed 0; `eps`: the
+    """`chunk`: the action chunk (horizon, 3) for `golden_obs` with sampling seed 0 and DDIM 10
+    (fixed here, whatever step count the checkpoint's config recommends); `eps`: the
     ε-network's output rows 0-3 at `EPS_TIMESTEP` for a fixed x_t (not clipped, unlike the
     chunk)."""
     obs = golden_obs(policy.config.n_obs_steps)
+    policy.set_inference("ddim", GOLDEN_DDIM_STEPS)
     policy.seed(0)
     chunk = policy.predict_action_chunk(obs)[0]
     with torch.no_grad():
