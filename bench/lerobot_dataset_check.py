@@ -61,6 +61,12 @@ def peer_main(args: argparse.Namespace) -> None:
     open_s = time.perf_counter() - t0
     cams = ds.meta.camera_keys
     n = len(ds)
+    if ds.meta.video_keys:
+        try:
+            ds[0]
+        except Exception as exc:
+            print(json.dumps(_pyav_check(ds, cache, f"{type(exc).__name__}: {exc}"[:300])))
+            return
     assert n == len(cache["state"]), (n, cache["state"].shape)
     state_diff = action_diff = img_max = 0.0
     img_sum = 0.0
@@ -139,6 +145,34 @@ def peer_main(args: argparse.Namespace) -> None:
     )
 
 
+def _pyav_check(ds, cache, error: str) -> dict:
+    """LeRobot's video decoders fail here: decode the mp4s with PyAV at LeRobot's timestamps
+    (the frame whose pts is within 1e-4 s of frame_index / fps) to report the codec loss."""
+    import av
+    import numpy as np
+
+    meta = ds.meta
+    diffs, starts = [], np.r_[0, np.cumsum([meta.episodes[e]["length"] for e in meta.episodes])]
+    for e in range(meta.total_episodes):
+        for c, key in enumerate(meta.camera_keys):
+            with av.open(str(ds.root / meta.get_video_file_path(e, key))) as container:
+                stream = container.streams.video[0]
+                frames = {
+                    round(float(f.pts * stream.time_base) * meta.fps): f.to_ndarray(format="rgb24")
+                    for f in container.decode(stream)
+                }
+            for t in range(starts[e + 1] - starts[e]):
+                diffs.append(np.abs(frames[t].astype(int) - cache["images"][starts[e] + t, c]))
+    d = np.stack(diffs)
+    return {
+        "lerobot_video_error": error,
+        "frames": len(ds),
+        "video_codec": meta.features[meta.camera_keys[0]]["info"]["video.codec"],
+        "pyav_image_max_abs_diff": int(d.max()),
+        "pyav_image_mean_abs_diff": float(d.mean()),
+    }
+
+
 def _synthetic(folder: Path) -> tuple[list[Path], Path]:
     sys.path.insert(0, str(ROOT))
     import yaml
@@ -162,6 +196,7 @@ def main() -> None:
     parser.add_argument("--config", help="training/data YAML for --bags")
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--keep", help="write the dataset here and keep it")
+    parser.add_argument("--video", choices=["mp4v", "ffv1"], help="export mp4 videos")
     parser.add_argument("--peer", nargs=2, metavar=("DATASET", "ARRAYS"), help=argparse.SUPPRESS)
     parser.add_argument("--n-obs-steps", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--horizon", type=int, default=8, help=argparse.SUPPRESS)
@@ -192,6 +227,7 @@ def main() -> None:
         t0 = time.perf_counter()
         rc = export_main(
             ["lerobot", *map(str, bags), "--config", str(config_path), "--out", str(out)]
+            + (["--video", args.video] if args.video else [])
         )
         if rc != 0:
             sys.exit(f"dp-export lerobot failed (rc {rc})")

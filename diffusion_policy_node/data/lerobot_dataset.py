@@ -55,6 +55,8 @@ ACTION = "action"
 IMAGE_PREFIX = "observation.images."
 INDEX_FEATURES = ("frame_index", "episode_index", "index", "task_index")
 DEFAULT_TASK = "ROS 2 demonstration"
+# --video choice -> (OpenCV fourcc, info.json video.codec, video.pix_fmt)
+VIDEO_CODECS = {"mp4v": ("mp4v", "mpeg4", "yuv420p"), "ffv1": ("FFV1", "ffv1", "bgra")}
 
 
 class LeRobotDatasetError(ValueError):
@@ -153,11 +155,16 @@ def write_lerobot_dataset(
     *,
     task: str = DEFAULT_TASK,
     robot_type: str | None = None,
+    video: str | None = None,
 ) -> dict[str, Any]:
     """Write an opened EpisodeCache (data/cache.py) as a LeRobotDataset v2.1 folder `out`.
 
+    Images are PNG image features in the parquet rows; with `video` ("mp4v": MPEG-4 part 2,
+    lossy; "ffv1": lossless) they are mp4 video features written with OpenCV instead.
     `out` must not exist or be empty. Returns a summary (folder, episodes, frames, features).
     """
+    if video is not None and video not in VIDEO_CODECS:
+        raise LeRobotDatasetError(f"video codec {video!r}: expected one of {list(VIDEO_CODECS)}")
     pa, pq = _pyarrow()
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -173,10 +180,23 @@ def write_lerobot_dataset(
     features: dict[str, dict[str, Any]] = {}
     for key in cams:
         features[key] = {
-            "dtype": "image",
+            "dtype": "video" if video else "image",
             "shape": [h, w, 3],
             "names": ["height", "width", "channels"],
         }
+        if video:
+            codec, pix_fmt = VIDEO_CODECS[video][1:]
+            features[key]["info"] = {
+                "video.height": h,
+                "video.width": w,
+                "video.codec": codec,
+                "video.pix_fmt": pix_fmt,
+                "video.is_depth_map": False,
+                "video.fps": fps,
+                "video.channels": 3,
+                "has_audio": False,
+            }
+    pngs_of = [] if video else cams
     features[STATE] = {"dtype": "float32", "shape": [len(joints)], "names": joints}
     features[ACTION] = {"dtype": "float32", "shape": [len(action_names)], "names": action_names}
     features["timestamp"] = {"dtype": "float32", "shape": [1], "names": None}
@@ -184,14 +204,14 @@ def write_lerobot_dataset(
         features[key] = {"dtype": "int64", "shape": [1], "names": None}
 
     struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    fields = [pa.field(k, struct) for k in cams]
+    fields = [pa.field(k, struct) for k in pngs_of]
     fields += [
         pa.field(STATE, pa.list_(pa.float32(), len(joints))),
         pa.field(ACTION, pa.list_(pa.float32(), len(action_names))),
         pa.field("timestamp", pa.float32()),
     ]
     fields += [pa.field(k, pa.int64()) for k in INDEX_FEATURES]
-    hf = {k: {"_type": "Image"} for k in cams}
+    hf = {k: {"_type": "Image"} for k in pngs_of}
     for key, dim in ((STATE, len(joints)), (ACTION, len(action_names))):
         hf[key] = {"feature": _hf_value("float32"), "length": dim, "_type": "Sequence"}
     hf["timestamp"] = _hf_value("float32")
@@ -208,7 +228,7 @@ def write_lerobot_dataset(
         images = np.asarray(cache.images[sl])  # (n, N, H, W, 3)
         frame_index = np.arange(n, dtype=np.int64)
         columns: list[Any] = []
-        for c in range(len(cams)):
+        for c in range(len(pngs_of)):
             pngs = []
             for t in range(n):
                 ok, buf = cv2.imencode(".png", np.ascontiguousarray(images[t, c, ..., ::-1]))
@@ -225,6 +245,17 @@ def write_lerobot_dataset(
             pa.array(np.arange(sl.start, sl.stop, dtype=np.int64)),
             pa.array(np.zeros(n, np.int64)),
         ]
+        if video:
+            for c, key in enumerate(cams):
+                _write_video(
+                    out
+                    / VIDEO_PATH.format(
+                        episode_chunk=e // CHUNK_SIZE, video_key=key, episode_index=e
+                    ),
+                    images[:, c],
+                    fps,
+                    video,
+                )
         path = out / DATA_PATH.format(episode_chunk=e // CHUNK_SIZE, episode_index=e)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_arrays(columns, schema=schema), path)
@@ -248,13 +279,13 @@ def write_lerobot_dataset(
         "total_episodes": cache.n_episodes,
         "total_frames": cache.n_steps,
         "total_tasks": 1,
-        "total_videos": 0,
+        "total_videos": cache.n_episodes * len(cams) if video else 0,
         "total_chunks": math.ceil(cache.n_episodes / CHUNK_SIZE),
         "chunks_size": CHUNK_SIZE,
         "fps": fps,
         "splits": {"train": f"0:{cache.n_episodes}"},
         "data_path": DATA_PATH,
-        "video_path": None,
+        "video_path": VIDEO_PATH if video else None,
         "features": features,
     }
     (meta / "info.json").write_text(json.dumps(info, indent=4))
@@ -294,6 +325,19 @@ def write_lerobot_dataset(
         "fps": fps,
         "features": list(features),
     }
+
+
+def _write_video(path: Path, frames: np.ndarray, fps: float, video: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*VIDEO_CODECS[video][0]), fps, (w, h)
+    )
+    if not writer.isOpened():
+        raise LeRobotDatasetError(f"LeRobotDataset video {path}: OpenCV cannot write {video}")
+    for rgb in frames:
+        writer.write(np.ascontiguousarray(rgb[..., ::-1]))
+    writer.release()
 
 
 def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -114,6 +114,11 @@ def export_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--task", default=None, help="lerobot: the episodes' task string")
     parser.add_argument("--robot-type", default=None, help="lerobot: info.json robot_type")
+    parser.add_argument(
+        "--video",
+        choices=["mp4v", "ffv1"],
+        help="lerobot: mp4 video features (mp4v lossy, ffv1 lossless) instead of PNG images",
+    )
     args = parser.parse_args(argv)
     try:
         if args.target == "lerobot-policy":
@@ -165,7 +170,11 @@ def export_dataset(args: argparse.Namespace) -> dict:
         cache = open_cache(info.path)
         try:
             summary = write_lerobot_dataset(
-                cache, out, task=args.task or DEFAULT_TASK, robot_type=args.robot_type
+                cache,
+                out,
+                task=args.task or DEFAULT_TASK,
+                robot_type=args.robot_type,
+                video=args.video,
             )
         except BaseException:
             if not existed:
