@@ -20,8 +20,12 @@ Images are stored as image features rather than mp4 videos: lossless, and decoda
 FFmpeg (LeRobot's video decoders need torchcodec with a system FFmpeg, or torchvision's
 removed VideoReader).
 
-`scan_lerobot` reads such a folder (v2.0 / v2.1; image features, or mp4 videos that OpenCV
-decodes) into EpisodePlans for the cache, so `dp-train --data DIR` trains on it like on bags.
+`write_lerobot_dataset(..., video="mp4v" | "ffv1")` writes mp4 video features with OpenCV
+instead (videos/chunk-000/<feature>/episode_000000.mp4).
+
+`scan_lerobot` reads a LeRobotDataset folder (v2.0 / v2.1: one parquet per episode; v3.0:
+several episodes per parquet and mp4 file; image features, or mp4 videos that OpenCV decodes)
+into EpisodePlans for the cache, so `dp-train --data DIR` trains on it like on bags.
 pyarrow is needed for both (`pip install diffusion_policy_node[lerobot]`).
 """
 
@@ -44,7 +48,7 @@ from .images import resize_image
 from .resample import EpisodePlan, FrameStore, SkippedItem
 
 CODEBASE_VERSION = "v2.1"
-READ_VERSIONS = ("v2.0", "v2.1")
+READ_VERSIONS = ("v2.0", "v2.1", "v3.0")
 CHUNK_SIZE = 1000
 DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
@@ -413,7 +417,7 @@ def scan_lerobot(path: str | Path, config: DataConfig, frames: FrameStore):
     features map onto config.camera_topics through meta/ros_robot.yaml when present, else in
     order; state and action columns by their names (else position). Episodes shorter than
     config.horizon are skipped and reported, as from bags."""
-    _, pq = _pyarrow()
+    _pyarrow()  # missing pyarrow: one clear error before anything is read
     root = Path(path)
     info = _load_json(root / "meta" / "info.json")
     where = f"LeRobotDataset {root}"
@@ -421,8 +425,7 @@ def scan_lerobot(path: str | Path, config: DataConfig, frames: FrameStore):
     if version not in READ_VERSIONS:
         raise LeRobotDatasetError(
             f"{where}: meta/info.json codebase_version {version!r}; this reader handles "
-            f"{READ_VERSIONS} (convert a v3.0 dataset with LeRobot's v2.1 layout, or export it "
-            "again with dp-export lerobot)"
+            f"{READ_VERSIONS}"
         )
     fps = float(info.get("fps") or 0)
     if not fps > 0 or abs(1.0 / fps - config.dt) > 1e-9:
@@ -467,24 +470,13 @@ def scan_lerobot(path: str | Path, config: DataConfig, frames: FrameStore):
     )
     ros_path = root / "meta" / ROS_FILE
     ros = _load_json(ros_path) if ros_path.is_file() else {}
-    episodes_meta = _load_jsonl(root / "meta" / "episodes.jsonl")
-    chunks = int(info.get("chunks_size") or CHUNK_SIZE)
     plans: list[EpisodePlan] = []
     skipped: list[SkippedItem] = []
     steps = 0
-    for ep in sorted(episodes_meta, key=lambda x: x["episode_index"]):
-        e = int(ep["episode_index"])
+    videos: dict[Path, _Video] = {}
+    for e, rel, table, video_of in _episodes(root, info, version, cam_keys, where):
         source = f"{root} episode {e}"
-        rel = info["data_path"].format(episode_chunk=e // chunks, episode_index=e)
-        try:
-            table = pq.read_table(root / rel)
-        except (OSError, ValueError) as exc:
-            raise LeRobotDatasetError(f"{where}: {rel} unreadable ({exc})") from exc
         n = table.num_rows
-        if n != int(ep.get("length", n)):
-            raise LeRobotDatasetError(
-                f"{where}: {rel} has {n} rows, meta/episodes.jsonl says {ep['length']}"
-            )
         if n < config.min_episode_steps:
             skipped.append(SkippedItem(source, f"{n} steps < horizon {config.min_episode_steps}"))
             continue
@@ -503,14 +495,13 @@ def scan_lerobot(path: str | Path, config: DataConfig, frames: FrameStore):
                         raise LeRobotDatasetError(f"{where}: {rel} {key} row {t}: undecodable")
                     index[t, c] = frames.add(c, resize_image(bgr[..., ::-1], config.image_size))
             else:
-                video = _Video(
-                    root
-                    / info["video_path"].format(
-                        episode_chunk=e // chunks, video_key=key, episode_index=e
-                    )
-                )
+                video_path, offset_s = video_of(key)
+                if video_path not in videos:
+                    videos.clear()  # one file at a time (a v3.0 file holds many episodes)
+                    videos[video_path] = _Video(video_path)
+                video = videos[video_path]
                 for t in range(n):
-                    rgb = video.frame(round(ts[t] * fps))
+                    rgb = video.frame(round((offset_s + ts[t]) * fps))
                     index[t, c] = frames.add(c, resize_image(rgb, config.image_size))
         plans.append(
             EpisodePlan(
@@ -533,6 +524,88 @@ def scan_lerobot(path: str | Path, config: DataConfig, frames: FrameStore):
     if all(t in types for t in config.camera_topics):
         summary["camera_types"] = {t: types[t] for t in config.camera_topics}
     return BagScan(episodes=plans, skipped=skipped, summary=summary)
+
+
+def _episodes(root: Path, info: dict[str, Any], version: str, cam_keys: list[str], where: str):
+    """(episode_index, data file, its rows, video_of) per episode in episode order, where
+    video_of(feature) gives the mp4 holding the episode and the episode's start in it (s).
+
+    v2.x: one parquet and one mp4 per episode (meta/episodes.jsonl). v3.0: several episodes
+    per data/chunk-*/file-*.parquet (grouped by their episode_index column) and per mp4, located
+    by meta/episodes/*/*.parquet (`videos/<feature>/chunk_index`, `file_index`,
+    `from_timestamp`)."""
+    _, pq = _pyarrow()
+
+    def read(rel: str):
+        try:
+            return pq.read_table(root / rel)
+        except (OSError, ValueError) as exc:
+            raise LeRobotDatasetError(f"{where}: {rel} unreadable ({exc})") from exc
+
+    chunks = int(info.get("chunks_size") or CHUNK_SIZE)
+    if version != "v3.0":
+        for ep in sorted(
+            _load_jsonl(root / "meta" / "episodes.jsonl"), key=lambda x: x["episode_index"]
+        ):
+            e = int(ep["episode_index"])
+            rel = info["data_path"].format(episode_chunk=e // chunks, episode_index=e)
+            table = read(rel)
+            if table.num_rows != int(ep.get("length", table.num_rows)):
+                raise LeRobotDatasetError(
+                    f"{where}: {rel} has {table.num_rows} rows, meta/episodes.jsonl says "
+                    f"{ep['length']}"
+                )
+
+            def video_of(key: str, e: int = e) -> tuple[Path, float]:
+                rel = info["video_path"].format(
+                    episode_chunk=e // chunks, video_key=key, episode_index=e
+                )
+                return root / rel, 0.0
+
+            yield e, rel, table, video_of
+        return
+    meta_files = sorted((root / "meta" / "episodes").glob("*/*.parquet"))
+    if not meta_files:
+        raise LeRobotDatasetError(f"{where}: v3.0 without meta/episodes/*/*.parquet")
+    episodes: dict[int, dict[str, Any]] = {}
+    for path in meta_files:
+        for row in read(str(path.relative_to(root))).to_pylist():
+            episodes[int(row["episode_index"])] = row
+    for path in sorted((root / "data").glob("*/*.parquet")):
+        rel = str(path.relative_to(root))
+        table = read(rel)
+        column = np.asarray(table.column("episode_index").to_numpy())
+        for e in sorted(set(column.tolist())):
+            if e not in episodes:
+                raise LeRobotDatasetError(
+                    f"{where}: {rel} holds episode {e}, not in meta/episodes"
+                )
+            rows = np.flatnonzero(column == e)
+            if not np.array_equal(rows, np.arange(rows[0], rows[-1] + 1)):
+                raise LeRobotDatasetError(f"{where}: {rel}: episode {e}'s rows are not contiguous")
+            part = table.slice(int(rows[0]), len(rows))
+            ep = episodes[e]
+            if len(rows) != int(ep.get("length", len(rows))):
+                raise LeRobotDatasetError(
+                    f"{where}: {rel} has {len(rows)} rows of episode {e}, meta/episodes says "
+                    f"{ep['length']}"
+                )
+
+            def video_of(key: str, ep: dict[str, Any] = ep) -> tuple[Path, float]:
+                try:
+                    rel = info["video_path"].format(
+                        video_key=key,
+                        chunk_index=int(ep[f"videos/{key}/chunk_index"]),
+                        file_index=int(ep[f"videos/{key}/file_index"]),
+                    )
+                    return root / rel, float(ep[f"videos/{key}/from_timestamp"])
+                except (KeyError, TypeError) as exc:
+                    raise LeRobotDatasetError(
+                        f"{where}: meta/episodes has no video location of {key} for episode "
+                        f"{ep['episode_index']} ({exc})"
+                    ) from exc
+
+            yield e, rel, part, video_of
 
 
 def _column(table: Any, key: str, where: str, rel: str) -> np.ndarray:

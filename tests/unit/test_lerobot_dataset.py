@@ -168,3 +168,71 @@ def test_video_export_reads_back_within_the_codec_loss(exported, tmp_path, codec
         assert diff.max() == 0
     else:  # lossy, small on these flat synthetic frames
         assert 0 < diff.max() <= 16 and diff.mean() < 4, (diff.max(), diff.mean())
+
+
+def _to_v30(src: Path, dst: Path) -> None:
+    """Re-pack a v2.1 folder in v3.0's layout: all episodes in one data file and one mp4 per
+    camera, located by meta/episodes/chunk-000/file-000.parquet."""
+    import shutil
+
+    import cv2
+    import pyarrow as pa
+
+    info = json.loads((src / "meta" / "info.json").read_text())
+    episodes = [json.loads(x) for x in (src / "meta" / "episodes.jsonl").read_text().splitlines()]
+    videos = [k for k, f in info["features"].items() if f["dtype"] == "video"]
+    info.update(
+        codebase_version="v3.0",
+        data_path="data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+        video_path="videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
+    )
+    (dst / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
+    (dst / "data" / "chunk-000").mkdir(parents=True)
+    (dst / "meta" / "info.json").write_text(json.dumps(info))
+    shutil.copy(src / "meta" / "ros_robot.yaml", dst / "meta" / "ros_robot.yaml")
+    tables = [
+        pq.read_table(src / f"data/chunk-000/episode_{e['episode_index']:06d}.parquet")
+        for e in episodes
+    ]
+    pq.write_table(pa.concat_tables(tables), dst / "data/chunk-000/file-000.parquet")
+    rows, start = [], 0
+    for ep in episodes:
+        row = {"episode_index": ep["episode_index"], "length": ep["length"], "tasks": ep["tasks"]}
+        for key in videos:
+            row[f"videos/{key}/chunk_index"] = 0
+            row[f"videos/{key}/file_index"] = 0
+            row[f"videos/{key}/from_timestamp"] = start / info["fps"]
+        rows.append(row)
+        start += ep["length"]
+    pq.write_table(pa.Table.from_pylist(rows), dst / "meta/episodes/chunk-000/file-000.parquet")
+    for key in videos:
+        path = dst / f"videos/{key}/chunk-000/file-000.mp4"
+        path.parent.mkdir(parents=True)
+        h, w = info["features"][key]["shape"][:2]
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), info["fps"], (w, h))
+        for ep in episodes:
+            cap = cv2.VideoCapture(
+                str(src / f"videos/chunk-000/{key}/episode_{ep['episode_index']:06d}.mp4")
+            )
+            while True:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                writer.write(bgr)
+        writer.release()
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_a_v30_folder_reads_into_the_same_cache(exported, tmp_path, video):
+    src = exported["out"]
+    if video:
+        src = tmp_path / "v21"
+        argv = ["lerobot", *map(str, exported["bags"]), "--config", str(exported["path"])]
+        assert export_main([*argv, "--out", str(src), "--video", "ffv1"]) == 0
+    _to_v30(src, tmp_path / "v30")
+    first = open_cache(exported["root"] / "cache")
+    info = build_cache([tmp_path / "v30"], exported["config"], tmp_path / "c")
+    assert info.ingest[0]["format"] == "LeRobotDataset v3.0"
+    again = open_cache(info.path)
+    for name in ("images", "state", "action", "episode_ends"):
+        assert np.array_equal(getattr(again, name), getattr(first, name)), name
