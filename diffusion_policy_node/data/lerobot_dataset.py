@@ -383,32 +383,43 @@ def _match(where: str, names: Any, wanted: list[str], what: str) -> np.ndarray:
 
 
 class _Video:
-    """Frames of one mp4 decoded with OpenCV, by index."""
+    """Frames of one mp4 decoded with OpenCV in order, by index, one frame held at a time (a
+    v3.0 file holds many episodes); asking for an earlier frame reopens the file."""
 
     def __init__(self, path: Path) -> None:
-        cap = cv2.VideoCapture(str(path))
-        frames = []
-        while cap.isOpened():
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            frames.append(bgr[..., ::-1])
-        cap.release()
-        if not frames:
-            raise LeRobotDatasetError(
-                f"LeRobotDataset video {path}: OpenCV decodes no frame (missing file or codec "
-                "OpenCV's FFmpeg lacks, e.g. AV1); re-encode it (ffmpeg -c:v libx264) or export "
-                "the dataset with image features"
-            )
-        self.frames = frames
         self.path = path
+        self._open()
+
+    def _open(self) -> None:
+        self.cap = cv2.VideoCapture(str(self.path))
+        self.index = -1  # of self.rgb
+        self.rgb: np.ndarray | None = None
+        if not self.cap.isOpened() or not self._read():
+            raise LeRobotDatasetError(
+                f"LeRobotDataset video {self.path}: OpenCV decodes no frame (missing file or a "
+                "codec OpenCV's FFmpeg lacks, e.g. AV1); re-encode it (ffmpeg -c:v libx264) or "
+                "export the dataset with image features"
+            )
+
+    def _read(self) -> bool:
+        ok, bgr = self.cap.read()
+        if ok:
+            self.index += 1
+            self.rgb = np.ascontiguousarray(bgr[..., ::-1])
+        return ok
 
     def frame(self, i: int) -> np.ndarray:
-        if not 0 <= i < len(self.frames):
-            raise LeRobotDatasetError(
-                f"LeRobotDataset video {self.path}: frame {i} requested, it has {len(self.frames)}"
-            )
-        return self.frames[i]
+        if i < self.index:
+            self.cap.release()
+            self._open()
+        while self.index < i:
+            if not self._read():
+                raise LeRobotDatasetError(
+                    f"LeRobotDataset video {self.path}: frame {i} requested, it has "
+                    f"{self.index + 1}"
+                )
+        assert self.rgb is not None
+        return self.rgb
 
 
 def scan_lerobot(path: str | Path, config: DataConfig, frames: FrameStore):

@@ -236,3 +236,31 @@ def test_a_v30_folder_reads_into_the_same_cache(exported, tmp_path, video):
     again = open_cache(info.path)
     for name in ("images", "state", "action", "episode_ends"):
         assert np.array_equal(getattr(again, name), getattr(first, name)), name
+
+
+def _copy_with_info(src: Path, dst: Path, edit) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    info = json.loads((dst / "meta" / "info.json").read_text())
+    edit(info)
+    (dst / "meta" / "info.json").write_text(json.dumps(info))
+    return dst
+
+
+def test_state_and_action_columns_are_taken_by_name(exported, tmp_path):
+    def reverse_state_names(info):
+        info["features"]["observation.state"]["names"] = JOINTS[::-1]
+
+    folder = _copy_with_info(exported["out"], tmp_path / "ds", reverse_state_names)
+    again = open_cache(build_cache([folder], exported["config"], tmp_path / "c").path)
+    first = open_cache(exported["root"] / "cache")
+    assert np.array_equal(again.state, first.state[:, ::-1])
+    assert np.array_equal(again.action, first.action)
+
+    def narrow_action(info):
+        info["features"]["action"]["names"] = ["a", "b", "c"]
+
+    folder = _copy_with_info(exported["out"], tmp_path / "ds2", narrow_action)
+    with pytest.raises(LeRobotDatasetError, match=r"feature action: has 3 values"):
+        build_cache([folder], exported["config"], tmp_path / "c2")
