@@ -10,8 +10,8 @@ round floats differently and move a marginal episode.
   the checkpoint sees over DDS beside the sim on a 2-core CPU); 5/5 succeed (with DDIM 10 and
   with the config's 4 steps), the floor is 4.
 - models/ur5e_pick_place (UR5e + gripper, two cameras, two action groups): seeds 1000-1003 at
-  100 ms; 4/4 succeed (DDIM 10 and the config's 6 steps), the floor is 3. A broken action group, limit source or normalizer
-  scores 0 here.
+  100 ms; 4/4 succeed (DDIM 10 and the config's 6 steps), the floor is 3. A broken action
+  group, limit source or normalizer scores 0 here.
 
 A regression in the policy, the checkpoint loader, the controller's timing or the sim shows up
 as failed episodes. Repeatability itself: tests/unit/test_sim_rollout.py; the same loop over
