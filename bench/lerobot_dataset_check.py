@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,14 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / ".venv-peer" / "bin" / "python"
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+try:  # run as a script: bench/ is on sys.path
+    from _common import cpu_model
+except ImportError:  # imported as a module of bench
+    from bench._common import cpu_model
 
 
 def peer_main(args: argparse.Namespace) -> None:
@@ -264,7 +259,7 @@ def main() -> None:
         export_s=round(export_s, 3),
         bags=len(bags),
         image_size=list(config.image_size),
-        cpu=_cpu(),
+        cpu=cpu_model(),
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     )
     print(json.dumps(result))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -38,14 +37,10 @@ MAKE_FIXTURE = ROOT / "tests" / "fixtures" / "lerobot" / "make_fixture.py"
 CONFIGS = ["pusht", "two_cams_per_camera", "bn_h64_two_cams", "pusht_v04"]
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+try:  # run as a script: bench/ is on sys.path
+    from _common import cpu_model
+except ImportError:  # imported as a module of bench
+    from bench._common import cpu_model
 
 
 def _peer(*args: str) -> None:
@@ -92,7 +87,7 @@ def _report(config: str, case: dict, meta: dict, runs: dict[str, Path]) -> None:
             got = _ours(checkpoint, case, meta, scheduler)
             line[label] = float((got - expected).abs().max())
         line["max_abs_action"] = float(expected.abs().max())
-        line["cpu"] = _cpu()
+        line["cpu"] = cpu_model()
         line["date"] = time.strftime("%Y-%m-%d")
         print(json.dumps(line), flush=True)
 
