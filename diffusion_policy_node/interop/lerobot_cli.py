@@ -164,6 +164,8 @@ def export_dataset(args: argparse.Namespace) -> dict:
     config = _data_config(args)
     out = Path(args.out)
     existed = out.exists()
+    if existed and (not out.is_dir() or any(out.iterdir())):  # before the bags are read
+        raise ValueError(f"--out {out}: exists and is not an empty folder")
     with tempfile.TemporaryDirectory(prefix="dp-export-cache-") as tmp:
         cache_dir = Path(args.cache) if args.cache else Path(tmp) / "cache"
         info = ensure_cache(args.sources, config, cache_dir)

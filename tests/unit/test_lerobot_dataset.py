@@ -264,3 +264,15 @@ def test_state_and_action_columns_are_taken_by_name(exported, tmp_path):
     folder = _copy_with_info(exported["out"], tmp_path / "ds2", narrow_action)
     with pytest.raises(LeRobotDatasetError, match=r"feature action: has 3 values"):
         build_cache([folder], exported["config"], tmp_path / "c2")
+
+
+def test_export_refuses_a_non_empty_out_folder_before_reading_bags(exported, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    missing = tmp_path / "no_such_bag"
+    argv = ["lerobot", str(missing), "--config", str(exported["path"])]
+    assert export_main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    assert export_main([*argv, "--out", str(tmp_path / "new")]) == 2
+    assert "not found" in capsys.readouterr().err and not (tmp_path / "new").exists()
