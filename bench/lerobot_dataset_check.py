@@ -11,9 +11,14 @@ cameras, 200 Hz joint states, JointTrajectory commands) and uses the tiny test c
 2. In the peer venv (this file with --peer): `LeRobotDataset(root=DIR)` reads every frame;
    state and action are compared with the cache exactly, images (LeRobot's float [0, 1] x 255)
    as max / mean abs difference; then LeRobot's DiffusionPolicy (a tiny config, the dataset's
-   stats, its delta_timestamps from n_obs_steps/horizon) trains --train-steps AdamW steps.
+   stats, its delta_timestamps from n_obs_steps/horizon) trains --train-steps AdamW steps and
+   is saved (`save_pretrained`).
+3. `dp-import lerobot SAVED --robot DIR/meta/ros_robot.yaml` imports it with the dataset's
+   robot mapping, and our policy predicts a chunk from the dataset's first frames.
+With --video, LeRobot's video decoders are tried and, when they fail, the mp4s are decoded with
+PyAV at LeRobot's timestamps to report the codec loss instead (no training then).
 One JSON line: frames, episodes, state/action max abs diff, image max/mean abs diff, the
-LeRobot losses, lerobot version, CPU, date.
+LeRobot losses, the imported checkpoint's topics/joints/chunk shape, lerobot version, CPU, date.
 """
 
 from __future__ import annotations
@@ -121,6 +126,8 @@ def peer_main(args: argparse.Namespace) -> None:
         loss.backward()
         opt.step()
         losses.append(round(loss.item(), 5))
+    if args.save:
+        policy.save_pretrained(args.save)
     print(
         json.dumps(
             {
@@ -168,6 +175,40 @@ def _pyav_check(ds, cache, error: str) -> dict:
     }
 
 
+def _import_check(pretrained: Path, dataset: Path, cache) -> dict:
+    """The LeRobot policy trained on the export, imported with the dataset's robot mapping
+    (`dp-import lerobot SRC --robot DATASET/meta/ros_robot.yaml`), predicts a chunk."""
+    import numpy as np
+    import torch
+
+    from diffusion_policy_node.interop.lerobot_cli import import_main
+    from diffusion_policy_node.policy.checkpoint import load_checkpoint
+
+    out = pretrained.parent / "imported"
+    robot = dataset / "meta" / "ros_robot.yaml"
+    if import_main(["lerobot", str(pretrained), "--out", str(out), "--robot", str(robot)]) != 0:
+        return {"import": "failed"}
+    policy = load_checkpoint(out)
+    n_obs = policy.config.n_obs_steps
+    batch = {  # the dataset's first frames, uint8 images (B, To, N, 3, H, W)
+        "observation.state": torch.from_numpy(np.asarray(cache.state[:n_obs]))[None],
+        "observation.images": torch.from_numpy(np.asarray(cache.images[:n_obs]))
+        .permute(0, 1, 4, 2, 3)[None]
+        .contiguous(),
+    }
+    try:
+        chunk = policy.predict_action_chunk(batch, generator=torch.Generator().manual_seed(0))
+        shape = list(chunk.shape)
+    except Exception as exc:  # reported, not hidden
+        shape = f"{type(exc).__name__}: {exc}"[:200]
+    return {
+        "import": "ok",
+        "imported_camera_topics": policy.config.camera_topics,
+        "imported_joint_names": policy.config.joint_names,
+        "imported_chunk_shape": shape,
+    }
+
+
 def _synthetic(folder: Path) -> tuple[list[Path], Path]:
     sys.path.insert(0, str(ROOT))
     import yaml
@@ -193,6 +234,7 @@ def main() -> None:
     parser.add_argument("--keep", help="write the dataset here and keep it")
     parser.add_argument("--video", choices=["mp4v", "ffv1"], help="export mp4 videos")
     parser.add_argument("--peer", nargs=2, metavar=("DATASET", "ARRAYS"), help=argparse.SUPPRESS)
+    parser.add_argument("--save", help=argparse.SUPPRESS)
     parser.add_argument("--n-obs-steps", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--horizon", type=int, default=8, help=argparse.SUPPRESS)
     parser.add_argument("--n-action-steps", type=int, default=4, help=argparse.SUPPRESS)
@@ -247,6 +289,8 @@ def main() -> None:
                 str(config.horizon),
                 "--n-action-steps",
                 str(config.n_action_steps),
+                "--save",
+                str(tmp_path / "lerobot_policy"),
             ],
             check=True,
             env=env,
@@ -255,6 +299,8 @@ def main() -> None:
             text=True,
         )
         result = json.loads(proc.stdout.strip().splitlines()[-1])
+        if (tmp_path / "lerobot_policy").is_dir():
+            result.update(_import_check(tmp_path / "lerobot_policy", out, cache))
     result.update(
         export_s=round(export_s, 3),
         bags=len(bags),
