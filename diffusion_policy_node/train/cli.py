@@ -1,4 +1,5 @@
-"""`dp-train --config CONFIG.yaml --data BAG... --out DIR`: train a policy on rosbag2 bags.
+"""`dp-train --config CONFIG.yaml --data BAG... --out DIR`: train a policy on rosbag2 bags
+(or LeRobotDataset folders, read into the same cache: data/lerobot_dataset.py).
 
 Also runs under `torchrun --nproc_per_node=N -m diffusion_policy_node.train.cli ...` (DDP).
 Progress and the ingest summary (one line per bag: steps, time base, clock offsets, skipped
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         nargs="+",
         required=True,
-        help="bags: rosbag2 folders, .mcap/.db3 files, or folders holding them",
+        help="bags: rosbag2 folders, .mcap/.db3 files, or folders holding them; or "
+        "LeRobotDataset folders (meta/info.json; v2.0/v2.1/v3.0, see docs/lerobot.md)",
     )
     parser.add_argument("--out", required=True, help="output folder (runs/<name>)")
     parser.add_argument(
