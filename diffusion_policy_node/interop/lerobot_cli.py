@@ -159,7 +159,8 @@ def _data_config(args: argparse.Namespace):
 def export_dataset(args: argparse.Namespace) -> dict:
     """`dp-export lerobot`: the bags through dp-train's cache, then the cache as a dataset."""
     from ..data.cache import ensure_cache, open_cache
-    from ..data.lerobot_dataset import DEFAULT_TASK, write_lerobot_dataset
+    from ..data.lerobot_dataset import DEFAULT_TASK
+    from ..data.lerobot_dataset_writer import write_lerobot_dataset
 
     config = _data_config(args)
     out = Path(args.out)
