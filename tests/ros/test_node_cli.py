@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from .policy_node_harness import NodeProcess, make_tiny_checkpoint
+from .policy_node_harness import NO_URDF, NodeProcess, make_tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -32,7 +32,7 @@ def test_dp_node_drives_the_lifecycle_and_the_trigger_services(tmp_path) -> None
     )  # fmt: skip
     node = NodeProcess(
         "diffusion_policy_node.ros.policy_node",
-        ["-r", f"__node:={NODE}", "-p", f"checkpoint:={ckpt}", "-p", "autostart:=false",
+        ["-r", f"__node:={NODE}", "-p", f"checkpoint:={ckpt}", *NO_URDF, "-p", "autostart:=false",
          "-p", "torch_threads:=1", "-p", "warmup_runs:=1"],
         tmp_path / "node.log",
     )  # fmt: skip
