@@ -3,7 +3,7 @@
 rclpy's `LifecycleNode` hands every `~/change_state` request (and every `trigger_*` call) to
 rcl's state machine, which raises `RCLError: Transition is not registered` for a transition the
 current state does not have (activate while unconfigured, e.g. after a failed configure;
-deactivate while inactive; anything after shutdown; rclpy issue #1209, still so in the Jazzy
+deactivate while inactive; anything after shutdown; ros2/rclpy#1209, still so in the Jazzy
 wheels). Raised in a service callback, that error ends the executor's spin and the node with
 it, so a lifecycle manager that retries takes the node down.
 
