@@ -26,10 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from ..policy.checkpoint import save_checkpoint
+from ..policy.checkpoint import load_tensors, save_checkpoint
 from ..policy.config import PolicyConfig
 from ..policy.modeling import build_policy
 from .lerobot_robot import ROBOT_FILE, RobotMapping
@@ -72,12 +70,7 @@ def _bad(where: Path | str, field: str, value: Any, why: str) -> LeRobotImportEr
 
 
 def _load(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise LeRobotImportError(f"{path}: missing")
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise LeRobotImportError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return load_tensors(path, LeRobotImportError, "missing")
 
 
 def _read_json(path: Path) -> Any:

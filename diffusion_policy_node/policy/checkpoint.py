@@ -113,13 +113,19 @@ def _trained_action_lead(meta: dict[str, Any], dt: float) -> float | None:
     return action_lead_of(str(data["action_source"]), data.get("command_type"), dt)
 
 
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def load_tensors(
+    path: Path,
+    error: type[ValueError] = CheckpointError,
+    missing: str = "missing; re-export the checkpoint",
+) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file `path`, on the CPU (nothing is unpickled). A missing
+    file raises `error` with "<path>: <missing>", an unreadable one `error` saying so."""
     if not path.is_file():
-        raise CheckpointError(f"{path}: missing; re-export the checkpoint")
+        raise error(f"{path}: {missing}")
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+        raise error(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
 def _check_against(
@@ -210,8 +216,8 @@ def load_checkpoint(
         raise CheckpointError(f"{folder / CONFIG_FILE}: {exc}") from exc
     expected_model, expected_norm = _split_state(policy.state_dict())
     # Checkpoints from before the ε-network protocol name the network `unet.*`.
-    model_state = upgrade_legacy_keys(_load_tensors(folder / MODEL_FILE))
-    norm_state = _load_tensors(folder / NORMALIZER_FILE)
+    model_state = upgrade_legacy_keys(load_tensors(folder / MODEL_FILE))
+    norm_state = load_tensors(folder / NORMALIZER_FILE)
     _check_against(folder / MODEL_FILE, model_state, expected_model)
     _check_against(folder / NORMALIZER_FILE, norm_state, expected_norm)
     policy.load_state_dict({**model_state, **norm_state}, strict=True)
