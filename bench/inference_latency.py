@@ -56,31 +56,9 @@ import time
 from pathlib import Path
 
 try:  # run as a script: bench/ is on sys.path
-    from _common import (
-        PEER_MISSING,
-        PEER_SCRIPT,
-        Child,
-        Neighbours,
-        busy_levels,
-        interleave,
-        machine_line,
-        peer_python,
-        serve,
-        summary_ms,
-    )
+    import _common as common
 except ImportError:  # imported as bench.inference_latency
-    from bench._common import (
-        PEER_MISSING,
-        PEER_SCRIPT,
-        Child,
-        Neighbours,
-        busy_levels,
-        interleave,
-        machine_line,
-        peer_python,
-        serve,
-        summary_ms,
-    )
+    from bench import _common as common
 
 from diffusion_policy_node.cpu_threads import added_to_environ, inference_threads
 
@@ -235,10 +213,10 @@ def child_ours(args: argparse.Namespace) -> None:
         "read_gbs": round(read_gbs, 1),
         "floor_ms": round(args.steps * unet_read_s * 1e3, 1),
     }
-    serve(info, {"run": run})
+    common.serve(info, {"run": run})
 
 
-def start_children(config: str, scheduler: str, steps: int, args) -> list[Child]:
+def start_children(config: str, scheduler: str, steps: int, args) -> list[common.Child]:
     """One child per (implementation, thread setting); `child.impl`, `child.threads` (0: the
     implementation's default) say which."""
     children = []
@@ -258,12 +236,19 @@ def start_children(config: str, scheduler: str, steps: int, args) -> list[Child]
             cmd += ["--device", args.device]
             if args.checkpoint:
                 cmd += ["--checkpoint", args.checkpoint]
-            child = Child(name + suffix, cmd, env=child_env(name))
+            child = common.Child(name + suffix, cmd, env=child_env(name))
             child.impl, child.threads = name, threads
             children.append(child)
-        peer = peer_python()
+        peer = common.peer_python()
         if peer is not None and "peer" in args.impls:
-            cmd = [str(peer), str(PEER_SCRIPT), "--mode", "infer", "--threads", str(threads)]
+            cmd = [
+                str(peer),
+                str(common.PEER_SCRIPT),
+                "--mode",
+                "infer",
+                "--threads",
+                str(threads),
+            ]
             if args.lerobot_checkpoint:  # the checkpoint's own config, sampler and steps
                 cmd += ["--checkpoint", args.lerobot_checkpoint]
             else:
@@ -271,7 +256,7 @@ def start_children(config: str, scheduler: str, steps: int, args) -> list[Child]
                 cmd += ["--down-dims", ",".join(map(str, data.down_dims))]
                 cmd += ["--scheduler", scheduler, "--steps", str(steps)]
                 cmd += ["--state-dim", str(data.state_dim), "--action-dim", str(data.action_dim)]
-            child = Child("peer" + suffix, cmd, env=child_env("peer"))
+            child = common.Child("peer" + suffix, cmd, env=child_env("peer"))
             child.impl, child.threads = "peer", threads
             children.append(child)
     return children
@@ -291,7 +276,7 @@ def ratio_row(base: dict, p50: dict, cpu50: dict) -> dict:
             if name in cpu50 and "peer" in cpu50:
                 ratio[f"cpu_speedup_{name}"] = round(cpu50["peer"] / cpu50[name], 2)
     else:
-        ratio["peer"] = PEER_MISSING
+        ratio["peer"] = common.PEER_MISSING
     return ratio
 
 
@@ -357,12 +342,14 @@ def main() -> None:
         child_ours(args)
         return
     args.threads = parse_threads(args.threads)
-    levels = busy_levels(args.busy)
+    levels = common.busy_levels(args.busy)
     if args.lerobot_checkpoint:
         _use_lerobot_checkpoint(args)
-    print(json.dumps(machine_line()), flush=True)
-    if peer_python() is None:
-        print(json.dumps({"peer": PEER_MISSING, "why": "no peer venv; run make bench-peer"}))
+    print(json.dumps(common.machine_line()), flush=True)
+    if common.peer_python() is None:
+        print(
+            json.dumps({"peer": common.PEER_MISSING, "why": "no peer venv; run make bench-peer"})
+        )
     for config in args.configs.split(","):
         for case in args.cases.split(","):
             scheduler, steps = case[:4], int(case[4:])
@@ -378,19 +365,19 @@ def main() -> None:
                 print(json.dumps(line), flush=True)
 
 
-def measure(children: list[Child], config: str, case: str, busy: int, args) -> list[dict]:
+def measure(children: list[common.Child], config: str, case: str, busy: int, args) -> list[dict]:
     """Interleaved chunks of every child with `busy` neighbours running: the JSON lines (one
     per child, then the summaries)."""
     out: list[dict] = []
-    with Neighbours(busy):
+    with common.Neighbours(busy):
         load0 = os.getloadavg()[0]
-        times, cpu = interleave(children, args.reps, settle_s=args.settle_ms / 1e3)
+        times, cpu = common.interleave(children, args.reps, settle_s=args.settle_ms / 1e3)
         load1 = os.getloadavg()[0]
     rows = {}
     for child in children:
         row = {"config": config, "case": case, "name": child.impl, "busy": busy, **child.info}
         row["threads_setting"] = child.threads or "default"
-        row.update(summary_ms(times[child.name]))
+        row.update(common.summary_ms(times[child.name]))
         row["cpu_p50_ms"] = round(statistics.median(cpu[child.name]) * 1e3, 2)
         row["load_avg_1min"] = [round(load0, 2), round(load1, 2)]
         rows[child.name] = row

@@ -56,27 +56,11 @@ from diffusion_policy_node.train.plots import read_metrics
 from diffusion_policy_node.train.trainer import Trainer
 
 try:  # run as a script: bench/ is on sys.path
-    from _common import (
-        PEER_MISSING,
-        PEER_SCRIPT,
-        Child,
-        Neighbours,
-        busy_levels,
-        machine_line,
-        peer_python,
-    )
-    from ingest import data_config, write_demo_bag
+    import _common as common
+    import ingest
 except ImportError:  # imported as bench.train_throughput
-    from bench._common import (
-        PEER_MISSING,
-        PEER_SCRIPT,
-        Child,
-        Neighbours,
-        busy_levels,
-        machine_line,
-        peer_python,
-    )
-    from bench.ingest import data_config, write_demo_bag
+    from bench import _common as common
+    from bench import ingest
 
 REPO = Path(__file__).resolve().parents[1]
 DERIVED = ("camera_topics", "image_size", "dt", "n_obs_steps", "horizon", "n_action_steps")
@@ -100,7 +84,7 @@ class _NoCheckpointTrainer(Trainer):
 def run_config(preset: str, args: argparse.Namespace, steps: int) -> RunConfig:
     doc = yaml.safe_load((REPO / "config" / "policy" / f"{preset}.yaml").read_text())
     joints = ("joint1", "joint2") if preset == "paper" else ("joint1", "joint2", "joint3")
-    data = data_config(joints)
+    data = ingest.data_config(joints)
     for key in (*DERIVED, "state_dim", "action_dim"):
         doc.pop(key, None)
     policy = PolicyConfig.from_dict(
@@ -234,13 +218,13 @@ def main() -> None:
     if resolve_device(args.device).type == "cpu" and not args.default_malloc:
         tune_cpu_malloc()  # as dp-train does on CPU
     torch.set_num_threads(train_threads(args.threads))  # as dp-train does
-    levels = busy_levels(args.busy)
-    print(json.dumps(machine_line()), flush=True)
+    levels = common.busy_levels(args.busy)
+    print(json.dumps(common.machine_line()), flush=True)
     steps_arg = args.steps
     with tempfile.TemporaryDirectory(prefix="dp_train_bench_") as tmp:
         args.work = Path(tmp)
         bag = args.work / "demo"
-        write_demo_bag(bag, seconds=args.bag_seconds)
+        ingest.write_demo_bag(bag, seconds=args.bag_seconds)
         for preset in args.configs:
             cfg = run_config(preset, args, 1)
             ensure_cache(bag, cfg.data, cfg.train.cache_dir)
@@ -253,7 +237,7 @@ def main() -> None:
             try:
                 for busy in levels:
                     for mode in args.modes:
-                        with Neighbours(busy):
+                        with common.Neighbours(busy):
                             row = measure(preset, mode, args, bag, peer)
                         print(json.dumps({**row, "busy": busy}), flush=True)
             finally:
@@ -261,21 +245,28 @@ def main() -> None:
                     peer.close()
 
 
-def start_peer(cfg: RunConfig, args: argparse.Namespace) -> Child | None:
-    exe = peer_python()
+def start_peer(cfg: RunConfig, args: argparse.Namespace) -> common.Child | None:
+    exe = common.peer_python()
     if exe is None:
         return None
     p = cfg.policy
-    cmd = [str(exe), str(PEER_SCRIPT), "--mode", "train", "--batch-size", str(args.batch_size)]
+    cmd = [
+        str(exe),
+        str(common.PEER_SCRIPT),
+        "--mode",
+        "train",
+        "--batch-size",
+        str(args.batch_size),
+    ]
     cmd += ["--down-dims", ",".join(map(str, p.down_dims)), "--state-dim", str(p.state_dim)]
     cmd += ["--action-dim", str(p.action_dim), "--threads", str(torch.get_num_threads())]
     # The peer runs as LeRobot does out of the box: without the OpenMP settings our package
     # adds to the environment (cpu_threads.py).
-    return Child("peer", cmd, env={key: None for key in added_to_environ()})
+    return common.Child("peer", cmd, env={key: None for key in added_to_environ()})
 
 
 def measure(
-    preset: str, mode: str, args: argparse.Namespace, bag: Path, peer: Child | None
+    preset: str, mode: str, args: argparse.Namespace, bag: Path, peer: common.Child | None
 ) -> dict[str, Any]:
     """`--runs` runs of ours in `mode`, each followed by as many peer steps: one JSON row."""
     runs: list[list[float]] = []
@@ -317,7 +308,7 @@ def measure(
             ratio_to_peer=round(sps / peer_sps, 2),
         )
     else:
-        row["peer"] = PEER_MISSING
+        row["peer"] = common.PEER_MISSING
     row.update(
         cpu_s_per_step=round(statistics.median(cpu_s), 3),
         cpu_bound_samples_per_s=round(cpu_bound, 2)
