@@ -5,7 +5,7 @@ held-out seeds (the bundled checkpoint unless --checkpoint) with
 `trajectory_derivatives:=POINTS`, `blend_mode:=MODE` and `inference_delay_ms:=D` (an artificial
 delay added to every inference, on top of the real latency), and reads from its summary what
 the simulated joint_trajectory_controller actually executed (runtime/trajectory_follower.py,
-sampled at 100 Hz, sim/smoothness.py): the mean |jerk| at chunk boundaries and within chunks,
+sampled at 100 Hz, eval/smoothness.py): the mean |jerk| at chunk boundaries and within chunks,
 their ratio, the largest joint acceleration, and the success rate, plus the policy node's
 overruns and dry ticks. POINTS: accelerations (quintic splines in the controller), velocities
 (cubic) or none (positions only: linear). One JSON line per case, then a Markdown table and a

@@ -38,6 +38,7 @@ import numpy as np
 
 from diffusion_policy_node.eval.evaluate import BUNDLED_MODELS, bundled_checkpoint, summarize
 from diffusion_policy_node.eval.media import outcome
+from diffusion_policy_node.eval.smoothness import MOTION_KEYS, recorded_smoothness
 from diffusion_policy_node.policy.checkpoint import read_config
 from diffusion_policy_node.runtime.controller import STREAM, TRAJECTORY, Command, Controller
 from diffusion_policy_node.runtime.inference_worker import (
@@ -48,7 +49,6 @@ from diffusion_policy_node.runtime.inference_worker import (
 from diffusion_policy_node.runtime.process_worker import load_policy
 from diffusion_policy_node.runtime.settings import NodeSettings, PolicyNodeParams, resolve_settings
 from diffusion_policy_node.sim.engine import NS, TASKS, SimEngine, SimSettings
-from diffusion_policy_node.sim.smoothness import MOTION_KEYS
 
 # Controller counters copied into each episode record (and the last one into the summary).
 COUNTERS = ("overruns", "dry_ticks", "chunks", "dropped_actions", "holds", "inference_timeouts")
@@ -306,13 +306,14 @@ class Rollout:
         c.stop(self.now())
         engine.handle_requests()
         report = engine.report()
+        motion = recorded_smoothness(engine.motion)
         record: dict[str, Any] = {
             "seed": int(seed),
             "success": bool(report["success"]),
             "collided": bool(report.get("collided", False)),
             "time": report["time"],
             "passed_side": report.get("passed_side"),
-            **{k: report.get(k) for k in MOTION_KEYS},
+            **{k: motion[k] for k in MOTION_KEYS},
             **{k: c.counters[k] for k in COUNTERS},
             "wall_s": round(time.monotonic() - t0, 2),
         }

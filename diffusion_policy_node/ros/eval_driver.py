@@ -46,6 +46,7 @@ from diffusion_policy_node.eval.media import (
     episode_counters,
     outcome,
 )
+from diffusion_policy_node.eval.smoothness import MOTION_KEYS
 from diffusion_policy_node.ros.conversions import image_msg_to_rgb
 from diffusion_policy_node.ros.graph_check import check_graph
 from diffusion_policy_node.ros.service_driver import (
@@ -54,7 +55,6 @@ from diffusion_policy_node.ros.service_driver import (
     driver_parser,
     run_driver_node,
 )
-from diffusion_policy_node.sim.smoothness import MOTION_KEYS
 
 # Policy diagnostics copied into each episode record: percentiles since the node started;
 # the counters (COUNTER_KEYS) as their increase over the episode.
@@ -243,7 +243,7 @@ class EvalDriver(ServiceDriver):
             "trajectories": report.get("trajectories"),
             "command_delay_p50_ms": report.get("command_delay_p50_ms"),
             "command_delay_max_ms": report.get("command_delay_max_ms"),
-            # Smoothness of the executed targets (sim/smoothness.py), per episode.
+            # Smoothness of the executed targets (eval/smoothness.py), per episode.
             **{k: report.get(k) for k in MOTION_KEYS},
         }
         record["outcome"] = outcome(record)

@@ -35,7 +35,8 @@ Services (std_srvs/Trigger):
              trajectory is dropped.
   ~/report   JSON: success, collided, done, time (s since reset), episode_seed, side,
              sim_time, paused, real_time_factor (measured), episodes, task; pick_place also
-             target_bin, wrong_bin, dropped.
+             target_bin, wrong_bin, dropped; the smoothness of the executed targets
+             (eval/smoothness.py: motion_samples, chunk_boundaries, max_acc, jerk_*).
   ~/pause, ~/unpause   stop / continue physics (while paused only /clock is republished,
              unchanged, every 0.1 s wall time).
 
@@ -81,6 +82,7 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from diffusion_policy_node.eval.smoothness import recorded_smoothness
 from diffusion_policy_node.ros.conversions import (
     float64_array_msg,
     rgb_to_image_msg,
@@ -482,7 +484,9 @@ class SimNode(Node):
         return resp
 
     def _on_report(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        resp.success, resp.message = True, json.dumps(self._running_engine().report())
+        engine = self._running_engine()
+        report = {**engine.report(), **recorded_smoothness(engine.motion)}
+        resp.success, resp.message = True, json.dumps(report)
         return resp
 
     def _pause_handler(self, kind: str) -> Callable[[Trigger.Request, Trigger.Response], Any]:

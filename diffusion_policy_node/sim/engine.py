@@ -26,9 +26,9 @@ import numpy as np
 from diffusion_policy_node.runtime.trajectory_follower import TrajectoryFollower
 from diffusion_policy_node.sim.arm_task import ArmTask, ArmTaskConfig
 from diffusion_policy_node.sim.expert import ScriptedExpert
+from diffusion_policy_node.sim.motion import MotionRecorder
 from diffusion_policy_node.sim.pick_place import PickPlaceConfig, PickPlaceTask
 from diffusion_policy_node.sim.pick_place_expert import PickPlaceExpert
-from diffusion_policy_node.sim.smoothness import MotionRecorder
 
 NS = 1_000_000_000
 EXPERT_OUTPUTS = ("trajectory", "stream")
@@ -479,7 +479,6 @@ class SimEngine:
                 task=self.task_name,
                 **self._task_outcome(),
                 **self._delay_stats(),
-                **self.motion.metrics(),
             )
 
     def _task_outcome(self) -> dict[str, Any]:

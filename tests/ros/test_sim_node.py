@@ -170,6 +170,8 @@ def test_report_and_pause(system: System) -> None:
     assert isinstance(report["episode_seed"], int) and report["done"] is False
     assert report["success"] is False and report["collided"] is False
     assert 0 <= report["time"] <= report["sim_time"]
+    # the smoothness of the executed targets so far (eval/smoothness.py), one sample per 10 ms
+    assert report["motion_samples"] > 0 and report["chunk_boundaries"] == 0
     assert system.probe.trigger(f"/{SIM}/pause").success
     paused = [json.loads(system.probe.trigger(f"/{SIM}/report").message) for _ in range(2)]
     time.sleep(0.3)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffusion_policy_node.sim.smoothness import MotionRecorder, smoothness
+from diffusion_policy_node.eval.smoothness import recorded_smoothness, smoothness
+from diffusion_policy_node.sim.motion import MotionRecorder
 
 DT = 0.1
 
@@ -43,9 +44,10 @@ def test_recorder_marks_the_sample_after_a_new_chunk() -> None:
         if k == 3:
             rec.new_chunk()
         rec.record(np.array([0.1 * k]))
-    m = rec.metrics()
+    m = recorded_smoothness(rec)
+    assert len(rec) == 6
     assert m["chunk_boundaries"] == 1 and m["motion_samples"] == 6
     rec.clear()
-    assert rec.metrics()["motion_samples"] == 0
+    assert recorded_smoothness(rec)["motion_samples"] == 0 and len(rec) == 0
     with pytest.raises(ValueError, match="boundary"):
         smoothness(np.zeros((4, 2)), np.zeros(3, bool), DT)

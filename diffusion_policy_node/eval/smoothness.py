@@ -1,9 +1,10 @@
 """Smoothness of the motion a controller executes, at chunk boundaries and within chunks.
 
 The complaint about diffusion policies on real arms is motion at chunk boundaries: the arm rolls
-back or jerks when a new chunk replaces the old one. `MotionRecorder` samples the executed joint
-target once per control step (`dt`) and marks the samples at which a new trajectory took over;
-`smoothness` turns that into finite-difference acceleration and jerk
+back or jerks when a new chunk replaces the old one. The simulation's `MotionRecorder`
+(`sim/motion.py`) samples the executed joint target once per control step (`dt`) and marks the
+samples at which a new trajectory took over; `smoothness` turns that into finite-difference
+acceleration and jerk
 
     a_k = (q_{k+2} - 2 q_{k+1} + q_k) / dt²
     j_k = (q_{k+3} - 3 q_{k+2} + 3 q_{k+1} - q_k) / dt³
@@ -17,6 +18,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from diffusion_policy_node.sim.motion import MotionRecorder
 
 # |jerk| below this (rad/s³) is float rounding of a motion with none.
 JERK_EPS = 1e-6
@@ -69,31 +72,7 @@ def smoothness(q: np.ndarray, boundary: np.ndarray, dt: float) -> dict[str, floa
     return out
 
 
-class MotionRecorder:
-    """Executed targets sampled once per control step, with chunk-boundary marks."""
-
-    def __init__(self, dt: float) -> None:
-        if not (math.isfinite(dt) and dt > 0):
-            raise ValueError(f"dt must be a finite number > 0 s, got {dt!r}")
-        self.dt = float(dt)
-        self.clear()
-
-    def clear(self) -> None:
-        self._q: list[np.ndarray] = []
-        self._boundary: list[bool] = []
-        self._new_chunk = False
-
-    def new_chunk(self) -> None:
-        """A new trajectory replaced the one being executed (marks the next sample)."""
-        self._new_chunk = True
-
-    def record(self, q: np.ndarray) -> None:
-        """The target executed at this control step (D,)."""
-        self._q.append(np.array(q, dtype=np.float64))
-        self._boundary.append(self._new_chunk)
-        self._new_chunk = False
-
-    def metrics(self) -> dict[str, float | int | None]:
-        if not self._q:
-            return smoothness(np.zeros((0, 1)), np.zeros(0, bool), self.dt)
-        return smoothness(np.stack(self._q), np.array(self._boundary), self.dt)
+def recorded_smoothness(recorder: MotionRecorder) -> dict[str, float | int | None]:
+    """`smoothness` of what `recorder` holds (all None but the counts when it is nearly empty)."""
+    q, boundary = recorder.samples()
+    return smoothness(q, boundary, recorder.dt)
