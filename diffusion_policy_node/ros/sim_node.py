@@ -448,29 +448,27 @@ class SimNode(Node):
             self.get_logger().warning(f"{self.trajectory_topic}: trajectory rejected: {exc}")
 
     def _on_stream(self, msg: Float64MultiArray) -> None:
-        values = np.asarray(msg.data, dtype=np.float64)
-        n = len(self.arm_joints)
-        if values.shape != (n,) or not np.all(np.isfinite(values)):
-            self.get_logger().warning(
-                f"{self.stream_topic}: expected {n} finite positions for {self.arm_joints}, "
-                f"got {values.tolist()}; command rejected",
-                throttle_duration_sec=2.0,
-            )
-            return
-        if self.engine is not None:
-            self.engine.submit("stream", values)
+        self._submit_positions("stream", self.stream_topic, self.arm_joints, msg)
 
     def _on_gripper(self, msg: Float64MultiArray) -> None:
+        self._submit_positions("gripper", self.gripper_topic, ("gripper_finger_joint",), msg)
+
+    def _submit_positions(
+        self, channel: str, topic: str, joints: tuple[str, ...], msg: Float64MultiArray
+    ) -> None:
+        """A Float64MultiArray of one finite position per joint in `joints` to the engine's
+        `channel`; anything else is rejected with a (throttled) warning."""
         values = np.asarray(msg.data, dtype=np.float64)
-        if values.shape != (1,) or not np.all(np.isfinite(values)):
+        n = len(joints)
+        if values.shape != (n,) or not np.all(np.isfinite(values)):
             self.get_logger().warning(
-                f"{self.gripper_topic}: expected one finite position for gripper_finger_joint, "
+                f"{topic}: expected {n} finite position(s) for {list(joints)}, "
                 f"got {values.tolist()}; command rejected",
                 throttle_duration_sec=2.0,
             )
             return
         if self.engine is not None:
-            self.engine.submit("gripper", values)
+            self.engine.submit(channel, values)
 
     def _on_reset(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         seed = self._seed
