@@ -19,16 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 from typing import Any
 
-import rclpy
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from rclpy.executors import SingleThreadedExecutor
 from std_srvs.srv import Trigger
 
-from .service_driver import call_service
+from .service_driver import call_service, spinning_node
 
 TRIGGERS = ("status", "start", "stop", "reset", "pause", "unpause", "report")
 TRANSITIONS = {
@@ -88,23 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.timeout > 0:
         print(f"dp-node: --timeout {args.timeout}: must be > 0", file=sys.stderr)
         return 2
-    rclpy.init(args=[sys.argv[0]])
-    node = rclpy.create_node("dp_node_cli")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        ok, text = run_command(node, args.command, args.node, args.timeout)
-    except ServiceUnavailableError as exc:
-        print(f"dp-node: {exc}; is /{args.node.strip('/')} running in this ROS_DOMAIN_ID?",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    finally:
-        executor.shutdown(timeout_sec=2.0)
-        spinner.join(timeout=2.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with spinning_node("dp_node_cli") as (node, _):
+        try:
+            ok, text = run_command(node, args.command, args.node, args.timeout)
+        except ServiceUnavailableError as exc:
+            print(f"dp-node: {exc}; is /{args.node.strip('/')} running in this ROS_DOMAIN_ID?",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     if text.startswith("{"):
         text = json.dumps(json.loads(text), indent=1)
     if ok:

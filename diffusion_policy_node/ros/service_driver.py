@@ -3,18 +3,20 @@
 `ServiceDriver` calls std_srvs/Trigger services (and a node's `set_parameters`) with a timeout
 and turns every failure into a `DriverError` that names the service; the node is spun by an
 executor in another thread (so a driver can also subscribe to topics) and calls wait on their
-futures. `driver_parser` and `run_driver_node` are the command-line skeleton both drivers share:
+futures. `driver_parser` and `run_driver_node` are the command-line skeleton both drivers share
+(`spinning_node`, the node spun in a background thread, also serves `dp-node`):
 one JSON line per episode on stdout, `{"error": ...}` and exit code 1 on a `DriverError`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import rclpy
@@ -121,13 +123,11 @@ def driver_parser(prog: str, description: str, seed: int) -> argparse.ArgumentPa
     return parser
 
 
-def run_driver_node(
-    node_name: str,
-    ros_args: list[str],
-    episodes: Callable[[Node, Executor], Iterator[dict[str, Any]]],
-) -> int:
-    """Create `node_name`, spin it in a background thread and print every record `episodes`
-    yields as one JSON line; returns the exit code."""
+@contextlib.contextmanager
+def spinning_node(node_name: str, ros_args: Sequence[str] = ()) -> Iterator[tuple[Node, Executor]]:
+    """rclpy initialised with `ros_args`, a node `node_name` and its executor spinning in a
+    background thread; on exit the spinning stops before the node and the context go away (a
+    wait set destroyed under a running spin aborts the process)."""
     rclpy.init(args=[sys.argv[0], *ros_args])
     node = rclpy.create_node(node_name)
     executor = SingleThreadedExecutor()
@@ -135,18 +135,28 @@ def run_driver_node(
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
-        for record in episodes(node, executor):
-            print(json.dumps(record), flush=True)
-        return 0
-    except DriverError as exc:
-        print(json.dumps({"error": str(exc)}), flush=True)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        yield node, executor
     finally:
-        # Stop the spinning thread before the node and the context go away (a wait set
-        # destroyed under a running spin aborts the process).
         executor.shutdown(timeout_sec=2.0)
         spinner.join(timeout=2.0)
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def run_driver_node(
+    node_name: str,
+    ros_args: list[str],
+    episodes: Callable[[Node, Executor], Iterator[dict[str, Any]]],
+) -> int:
+    """Create `node_name`, spin it in a background thread and print every record `episodes`
+    yields as one JSON line; returns the exit code."""
+    with spinning_node(node_name, ros_args) as (node, executor):
+        try:
+            for record in episodes(node, executor):
+                print(json.dumps(record), flush=True)
+            return 0
+        except DriverError as exc:
+            print(json.dumps({"error": str(exc)}), flush=True)
+            return 1
+        except KeyboardInterrupt:
+            return 130
