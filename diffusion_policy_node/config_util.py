@@ -1,9 +1,11 @@
-"""Building the config dataclasses (PolicyConfig, DataConfig, TrainConfig) from YAML."""
+"""Building the config dataclasses (PolicyConfig, DataConfig, TrainConfig) from YAML, and the
+check of their fields that take one of a fixed set of values."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,3 +44,16 @@ def dataclass_from_mapping(cls: type[T], data: Any, where: str) -> T:
         return cls(**data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from exc
+
+
+def check_choices(
+    config: Any,
+    choices: Mapping[str, tuple[Any, ...]],
+    bad: Callable[[str, Any, str], Exception],
+) -> None:
+    """Each field `name` of `config` one of `choices[name]`, checked in the mapping's order; the
+    first that is not raises `bad(name, value, "expected one of (...)")`."""
+    for name, allowed in choices.items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise bad(name, value, f"expected one of {allowed}")

@@ -15,7 +15,7 @@ from diffusion_policy_node.action_groups import (
     parse_groups,
     single_group,
 )
-from diffusion_policy_node.config_util import dataclass_from_mapping
+from diffusion_policy_node.config_util import check_choices, dataclass_from_mapping
 
 from .networks import NETWORKS
 from .normalizer import NORM_MODES
@@ -195,16 +195,19 @@ class PolicyConfig:
             raise _bad("network", self.network, f"expected one of {tuple(NETWORKS)}")
         if self.network == "unet":
             self._validate_unet()
-        if self.policy_type not in POLICY_TYPES:
-            raise _bad("policy_type", self.policy_type, f"expected one of {POLICY_TYPES}")
-        if self.beta_schedule not in BETA_SCHEDULES:
-            raise _bad("beta_schedule", self.beta_schedule, f"expected one of {BETA_SCHEDULES}")
-        if self.variance_type not in VARIANCE_TYPES:
-            raise _bad("variance_type", self.variance_type, f"expected one of {VARIANCE_TYPES}")
-        if self.noise_scheduler not in SCHEDULER_NAMES:
-            raise _bad(
-                "noise_scheduler", self.noise_scheduler, f"expected one of {SCHEDULER_NAMES}"
-            )
+        check_choices(
+            self,
+            {
+                "policy_type": POLICY_TYPES,
+                "beta_schedule": BETA_SCHEDULES,
+                "variance_type": VARIANCE_TYPES,
+                "noise_scheduler": SCHEDULER_NAMES,
+                "backbone_norm": BACKBONE_NORMS,
+                "cond_order": COND_ORDERS,
+                "prediction_type": PREDICTION_TYPES,
+            },
+            _bad,
+        )
         if self.num_train_timesteps < 1:
             raise _bad("num_train_timesteps", self.num_train_timesteps, "must be >= 1")
         if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
@@ -217,14 +220,6 @@ class PolicyConfig:
             raise _bad("beta_start", (self.beta_start, self.beta_end), "need 0 < start < end < 1")
         if self.eta < 0:
             raise _bad("eta", self.eta, "must be >= 0")
-        if self.backbone_norm not in BACKBONE_NORMS:
-            raise _bad("backbone_norm", self.backbone_norm, f"expected one of {BACKBONE_NORMS}")
-        if self.cond_order not in COND_ORDERS:
-            raise _bad("cond_order", self.cond_order, f"expected one of {COND_ORDERS}")
-        if self.prediction_type not in PREDICTION_TYPES:
-            raise _bad(
-                "prediction_type", self.prediction_type, f"expected one of {PREDICTION_TYPES}"
-            )
         if self.normalization is not None:
             for key, mode in self.normalization.items():
                 if key not in NORMALIZED_FEATURES:

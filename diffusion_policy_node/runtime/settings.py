@@ -24,6 +24,7 @@ from diffusion_policy_node.action_groups import (
     check_groups,
     single_group,
 )
+from diffusion_policy_node.config_util import check_choices
 from diffusion_policy_node.policy.config import (
     DEFAULT_COMMAND_TOPIC,
     PolicyConfig,
@@ -137,26 +138,23 @@ class PolicyNodeParams:
             raise _bad("joint_state_topic", self.joint_state_topic, "must not be empty")
         if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz >= 0):
             raise _bad("control_rate_hz", self.control_rate_hz, "must be >= 0 (0: checkpoint)")
-        if self.output_mode not in OUTPUT_MODES:
-            raise _bad("output_mode", self.output_mode, f"expected one of {OUTPUT_MODES}")
         if self.num_inference_steps < 0:
             raise _bad("num_inference_steps", self.num_inference_steps, "must be >= 0")
         if self.device not in DEVICES and not (
             self.device.startswith("cuda:") and self.device[5:].isdigit()
         ):
             raise _bad("device", self.device, f"expected one of {DEVICES} or cuda:N")
-        if self.acceleration not in ACCELERATIONS:
-            raise _bad("acceleration", self.acceleration, f"expected one of {ACCELERATIONS}")
-        if self.precision not in PRECISIONS:
-            raise _bad("precision", self.precision, f"expected one of {PRECISIONS}")
-        if self.blend_mode not in BLEND_MODES:
-            raise _bad("blend_mode", self.blend_mode, f"expected one of {BLEND_MODES}")
-        if self.trajectory_derivatives not in DERIVATIVES:
-            raise _bad(
-                "trajectory_derivatives",
-                self.trajectory_derivatives,
-                f"expected one of {DERIVATIVES}",
-            )
+        check_choices(
+            self,
+            {
+                "output_mode": OUTPUT_MODES,
+                "acceleration": ACCELERATIONS,
+                "precision": PRECISIONS,
+                "blend_mode": BLEND_MODES,
+                "trajectory_derivatives": DERIVATIVES,
+            },
+            _bad,
+        )
         if self.inpaint_overlap < 0:
             raise _bad("inpaint_overlap", self.inpaint_overlap, "must be >= 0 steps")
         if not (math.isfinite(self.inpaint_decay) and self.inpaint_decay >= 0):
