@@ -20,9 +20,7 @@
   `bringup_step`): configure once the node is up, activate once on configuring -> inactive (a
   later deactivate by an operator or `~/stop` stays), end the launch (exit 1) when that
   configure fails.
-- `xacro_description(xacro_file, controllers_file)` and `gazebo_robot(...)`: the Gazebo
-  bring-up both gazebo*.launch.py files share (gz sim, robot_state_publisher, the spawn, the
-  bridge, then the controller spawners once the robot exists).
+- The Gazebo bring-up of both gazebo*.launch.py files is `ros/gazebo_launch.py`.
 
 `launch`/`launch_ros` (a full ROS 2 install) are imported only inside the functions that build
 launch actions; the checks, the precedence, the exit policy and the bring-up's state filter are
@@ -54,7 +52,6 @@ __all__ = [
     "existing_folder",
     "exit_decision",
     "exit_policy",
-    "gazebo_robot",
     "given_arguments",
     "integer",
     "lifecycle_bringup",
@@ -65,7 +62,6 @@ __all__ = [
     "recorder_fallback",
     "rosbag2_available",
     "sim_task_files",
-    "xacro_description",
 ]
 
 PACKAGE = "diffusion_policy_node"
@@ -448,85 +444,4 @@ def lifecycle_bringup(node: Any, name: str = "policy_node", condition: Any = Non
         on(BRINGUP_ACTIVATE, [change(Transition.TRANSITION_ACTIVATE)]),
         on(BRINGUP_FAILED, [OpaqueFunction(function=fail)]),
         change(Transition.TRANSITION_CONFIGURE, condition=condition),
-    ]
-
-
-def xacro_description(xacro_file: Any, controllers_file: Any) -> Any:
-    """The robot_description parameter: `xacro <xacro_file> controllers_file:=<controllers>`,
-    passed as a string."""
-    from launch.substitutions import Command, FindExecutable, PathJoinSubstitution
-    from launch_ros.parameter_descriptions import ParameterValue
-
-    return ParameterValue(
-        Command(
-            [
-                PathJoinSubstitution([FindExecutable(name="xacro")]),
-                " ",
-                xacro_file,
-                " controllers_file:=",
-                controllers_file,
-            ]
-        ),
-        value_type=str,
-    )
-
-
-def gazebo_robot(
-    *,
-    world: Any,
-    robot_description: Any,
-    bridge_config: Any,
-    entity: str,
-    joint_state_broadcaster: Any,
-    controllers: list[Any],
-) -> list[Any]:
-    """Launch actions of a robot in gz sim with ros2_control, in this order: gz sim running
-    `world`, robot_state_publisher (`robot_description`, simulation time), `ros_gz_sim create`
-    spawning it as `entity`, ros_gz_bridge with `bridge_config`; once the spawn is done the
-    `joint_state_broadcaster` spawner, once that is done the `controllers` spawners (actions
-    the launch file builds). Every process has the `exit_policy`."""
-    from launch.actions import IncludeLaunchDescription, RegisterEventHandler
-    from launch.event_handlers import OnProcessExit
-    from launch.launch_description_sources import PythonLaunchDescriptionSource
-    from launch.substitutions import PathJoinSubstitution
-    from launch_ros.actions import Node
-    from launch_ros.substitutions import FindPackageShare
-
-    gz_sim = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(
-            PathJoinSubstitution([FindPackageShare("ros_gz_sim"), "launch", "gz_sim.launch.py"])
-        ),
-        launch_arguments={"gz_args": [" -r -v 1 ", world]}.items(),
-    )
-    spawn = Node(
-        package="ros_gz_sim",
-        executable="create",
-        output="screen",
-        arguments=["-topic", "robot_description", "-name", entity, "-allow_renaming", "true"],
-        on_exit=exit_policy("ros_gz_sim create", shutdown_on_success=False),
-    )
-    return [
-        gz_sim,
-        Node(
-            package="robot_state_publisher",
-            executable="robot_state_publisher",
-            output="screen",
-            parameters=[{"robot_description": robot_description, "use_sim_time": True}],
-            on_exit=exit_policy("robot_state_publisher"),
-        ),
-        spawn,
-        Node(
-            package="ros_gz_bridge",
-            executable="parameter_bridge",
-            output="screen",
-            parameters=[{"config_file": bridge_config, "use_sim_time": True}],
-            on_exit=exit_policy("ros_gz_bridge"),
-        ),
-        # Controllers start once the robot (and with it gz_ros2_control) exists.
-        RegisterEventHandler(
-            OnProcessExit(target_action=spawn, on_exit=[joint_state_broadcaster])
-        ),
-        RegisterEventHandler(
-            OnProcessExit(target_action=joint_state_broadcaster, on_exit=list(controllers))
-        ),
     ]

@@ -73,6 +73,23 @@ def _parse(path: Path) -> ast.Module:
     return ast.parse(path.read_text(), filename=str(path))
 
 
+GAZEBO_LAUNCH = REPO / PKG / "ros" / "gazebo_launch.py"
+
+
+def _launch_tree(launch_file: str) -> ast.Module:
+    """The launch file's AST, with the functions of `ros/gazebo_launch.py` it calls (and those
+    they call in turn) appended: what they declare, check and start is checked as the file's."""
+    tree = _parse(REPO / "launch" / launch_file)
+    builders = {n.name: n for n in _parse(GAZEBO_LAUNCH).body if isinstance(n, ast.FunctionDef)}
+    todo = [tree]
+    while todo:
+        called = {_name(c.func) for c in ast.walk(todo.pop()) if isinstance(c, ast.Call)}
+        for name in sorted(called & set(builders)):
+            todo.append(builders.pop(name))
+            tree.body.append(todo[-1])
+    return tree
+
+
 def _own_share_names(tree: ast.Module) -> set[str]:
     """Variables bound to FindPackageShare("diffusion_policy_node")."""
     names = set()
@@ -129,6 +146,18 @@ def node_calls(tree: ast.Module) -> list[tuple[str, str, ast.Call]]:
         assert isinstance(executable, str), f"line {call.lineno}: package_node needs a literal"
         out.append((PKG, executable, call))
     return out
+
+
+def gazebo_controllers(launch_file: str) -> list[str]:
+    """The `controllers=[...]` the launch file's gazebo_policy_launch call spawns (besides
+    joint_state_broadcaster, which `gazebo_robot` always spawns first)."""
+    tree = _parse(REPO / "launch" / launch_file)
+    (call,) = _calls(tree, "gazebo_policy_launch")
+    names = _kwarg(call, "controllers")
+    assert isinstance(names, ast.List), f"{launch_file}: controllers= needs a list literal"
+    spawner = _calls(_parse(GAZEBO_LAUNCH), "_spawner")
+    assert "joint_state_broadcaster" in {_const(c.args[0]) for c in spawner}
+    return [str(_const(e)) for e in names.elts]
 
 
 def passed_parameters(call: ast.Call) -> set[str]:
@@ -202,7 +231,7 @@ NODE_PARAMS = {
 # ----------------------------------------------------------------------------- launch files
 @pytest.mark.parametrize("launch_file", LAUNCH_FILES)
 def test_referenced_package_files_exist_and_are_installed(launch_file: str) -> None:
-    tree = _parse(REPO / "launch" / launch_file)
+    tree = _launch_tree(launch_file)
     folders = installed_folders()
     for rel in package_paths(tree):
         # A file, or a checkpoint folder (models/<name>/config.yaml + weights).
@@ -217,11 +246,11 @@ def test_referenced_package_files_exist_and_are_installed(launch_file: str) -> N
 
 
 def test_launch_files_reference_what_they_should() -> None:
-    refs = {f: set(package_paths(_parse(REPO / "launch" / f))) for f in LAUNCH_FILES}
+    refs = {f: set(package_paths(_launch_tree(f))) for f in LAUNCH_FILES}
     assert "config/policy_node.yaml" in refs["robot.launch.py"]
     assert "config/policy_node.yaml" in refs["sim.launch.py"]
     # each sim task's own checkpoint and sim_node parameters, chosen by sim_task_files
-    assert _calls(_parse(REPO / "launch" / "sim.launch.py"), "sim_task_files")
+    assert _calls(_launch_tree("sim.launch.py"), "sim_task_files")
     assert set(launch_util.SIM_TASK_FILES) == {"reach", "pick_place"}
     for files in launch_util.SIM_TASK_FILES.values():
         for rel in files.values():
@@ -237,7 +266,7 @@ def test_launch_files_reference_what_they_should() -> None:
 
 @pytest.mark.parametrize("launch_file", LAUNCH_FILES)
 def test_executables_exist(launch_file: str) -> None:
-    tree = _parse(REPO / "launch" / launch_file)
+    tree = _launch_tree(launch_file)
     scripts = console_scripts()
     for package, executable, call in node_calls(tree):
         if package == PKG:
@@ -264,7 +293,7 @@ def test_console_scripts_point_at_functions() -> None:
 
 @pytest.mark.parametrize("launch_file", LAUNCH_FILES)
 def test_node_parameters_are_declared(launch_file: str) -> None:
-    tree = _parse(REPO / "launch" / launch_file)
+    tree = _launch_tree(launch_file)
     for package, executable, call in node_calls(tree):
         if package != PKG:
             continue
@@ -290,7 +319,7 @@ def test_parameter_files_match_declarations(yaml_name: str, node: str) -> None:
 
 @pytest.mark.parametrize("launch_file", LAUNCH_FILES)
 def test_launch_arguments_are_declared_with_descriptions(launch_file: str) -> None:
-    tree = _parse(REPO / "launch" / launch_file)
+    tree = _launch_tree(launch_file)
     declared = {}
     for call in _calls(tree, "DeclareLaunchArgument"):
         declared[_const(call.args[0])] = _const(_kwarg(call, "description"))
@@ -391,7 +420,7 @@ def _param_kinds(executable: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("launch_file", LAUNCH_FILES)
 def test_arguments_are_checked_before_anything_starts(launch_file: str) -> None:
-    tree = _parse(REPO / "launch" / launch_file)
+    tree = _launch_tree(launch_file)
     declared = {_const(c.args[0]) for c in _calls(tree, "DeclareLaunchArgument")}
     checks = _checks(tree)
     assert set(checks) <= declared, f"{launch_file}: checks undeclared {set(checks) - declared}"
@@ -412,7 +441,7 @@ def test_arguments_are_checked_before_anything_starts(launch_file: str) -> None:
 
 @pytest.mark.parametrize("launch_file", LAUNCH_FILES)
 def test_every_process_ends_the_launch_when_it_fails(launch_file: str) -> None:
-    tree = _parse(REPO / "launch" / launch_file)
+    tree = _launch_tree(launch_file)
     assert not [
         call.lineno
         for package, _, call in node_calls(tree)
@@ -431,7 +460,7 @@ def test_every_process_ends_the_launch_when_it_fails(launch_file: str) -> None:
 def test_string_parameters_are_passed_as_strings(launch_file: str) -> None:
     """`device:=0` must reach policy_node as the string '0' (its own one-line error), not be
     turned into an integer by launch_ros's YAML parsing of substitutions."""
-    tree = _parse(REPO / "launch" / launch_file)
+    tree = _launch_tree(launch_file)
     for package, executable, call in node_calls(tree):
         if package != PKG or executable not in PARAM_SOURCES:
             continue
@@ -453,7 +482,7 @@ def test_string_parameters_are_passed_as_strings(launch_file: str) -> None:
 def _record_flag(use_sim_time: str) -> str:
     """What record.launch.py's PythonExpression gives for `use_sim_time:=<text>` after the
     argument check (which the launch runs before the process's substitutions)."""
-    tree = _parse(REPO / "launch" / "record.launch.py")
+    tree = _launch_tree("record.launch.py")
     assert _checks(tree)["use_sim_time"] == "boolean"
     value = launch_util.check_arguments(
         {"use_sim_time": use_sim_time}, {"use_sim_time": launch_util.boolean}
@@ -768,14 +797,11 @@ def test_controllers_yaml_matches_the_sim() -> None:
     assert arm["joints"] == list(JOINT_NAMES)
     assert arm["command_interfaces"] == ["position"]
     assert arm["interpolate_from_desired_state"] is True
-    # The spawners in gazebo.launch.py start exactly these controllers.
-    tree = _parse(REPO / "launch" / "gazebo.launch.py")
-    spawned = {
-        _const(_kwarg(call, "arguments").elts[0])
-        for package, executable, call in node_calls(tree)
-        if executable == "spawner"
+    # gazebo.launch.py spawns exactly these controllers (after joint_state_broadcaster).
+    assert {"joint_state_broadcaster", *gazebo_controllers("gazebo.launch.py")} == {
+        "arm_controller",
+        "joint_state_broadcaster",
     }
-    assert spawned == {"arm_controller", "joint_state_broadcaster"}
 
 
 def test_bridge_and_world() -> None:
@@ -799,7 +825,7 @@ def test_bridge_and_world() -> None:
 def test_robot_launch_drives_the_lifecycle_when_autostart_is_off() -> None:
     # Checked statically (launch_ros is not installed here): the node is managed; the launch
     # drives the bring-up only when robot_parameters says autostart is off.
-    tree = _parse(REPO / "launch" / "robot.launch.py")
+    tree = _launch_tree("robot.launch.py")
     (node,) = [c for c in _calls(tree, "package_node") if _const(c.args[0]) == "policy_node"]
     assert _const(_kwarg(node, "lifecycle")) is True
     (bringup,) = _calls(tree, "lifecycle_bringup")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -40,6 +39,8 @@ from diffusion_policy_node.sim.ur5e_description import (
     GRIPPER_VELOCITY,
     ur5e_gripper_urdf,
 )
+
+from .test_launch_files import gazebo_controllers
 
 URDF = Path(__file__).resolve().parents[2] / "description" / "urdf" / "ur5e_gripper.urdf"
 
@@ -454,12 +455,7 @@ def test_gazebo_controllers_world_and_launch_file() -> None:
                                                              "cue", "cube"}  # fmt: skip
     assert "gz::sim::systems::Sensors" in {p.get("name") for p in world.iter("plugin")}
     launch = (URDF.parents[2] / "launch" / "gazebo_pick_place.launch.py").read_text()
-    spawned = set()
-    for call in ast.walk(ast.parse(launch)):
-        if isinstance(call, ast.Call):
-            kwargs = {k.arg: k.value for k in call.keywords}
-            if getattr(kwargs.get("executable"), "value", None) == "spawner":
-                spawned.add(kwargs["arguments"].elts[0].value)
+    spawned = {"joint_state_broadcaster", *gazebo_controllers("gazebo_pick_place.launch.py")}
     assert spawned == set(manager) - {"update_rate"}
     for parts in [("description", "config", "ur5e_gripper_controllers.yaml"),
                   ("description", "config", "ur5e_gripper_gz_bridge.yaml"),
