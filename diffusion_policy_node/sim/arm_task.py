@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 # MUJOCO_GL must be set before mujoco is imported; egl renders headless (GPU or Mesa on CPU).
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -31,9 +32,8 @@ import numpy as np
 from diffusion_policy_node.sim.task_common import (
     MujocoTask,
     Renderers,
+    SimTaskConfig,
     check_range,
-    check_render_and_seed,
-    check_timing,
 )
 
 JOINT_NAMES: tuple[str, ...] = ("joint1", "joint2", "joint3")
@@ -109,25 +109,17 @@ def _check_range(name: str, value: tuple[float, float], lo: float, hi: float) ->
 
 
 @dataclass(frozen=True)
-class ArmTaskConfig:
-    """Task, timing and rendering settings; validated on construction.
+class ArmTaskConfig(SimTaskConfig):
+    """The reach task's settings (besides `SimTaskConfig`'s); validated on construction.
 
-    control_dt: seconds of physics per `step` (10 Hz by default).
-    physics_dt: MuJoCo timestep; control_dt must be an integer multiple of it.
-    time_limit: episode length in seconds of simulated time.
     success_radius: planar fingertip-to-target distance (m) that counts as reached.
     target_distance_range / target_angle_range: target placement in polar coordinates around the
         arm base (m, rad from the +y axis, counter-clockwise positive).
     obstacle_fraction_range: where on the segment home fingertip -> target the obstacle sits.
     obstacle_radius / target_radius: sizes (m) of the obstacle cylinder and the target disc.
     actuator_kp / actuator_kv: position servo gains (N m/rad, N m s/rad).
-    image_width / image_height: default `render` size; max_render_size bounds any render size.
-    seed: seeds the episode-seed stream used when `reset` gets no seed.
     """
 
-    control_dt: float = 0.1
-    physics_dt: float = 0.002
-    time_limit: float = 10.0
     success_radius: float = 0.02
     target_distance_range: tuple[float, float] = (0.32, 0.42)
     target_angle_range: tuple[float, float] = (-0.45, 0.45)
@@ -136,15 +128,10 @@ class ArmTaskConfig:
     target_radius: float = 0.025
     actuator_kp: float = 20.0
     actuator_kv: float = 1.0
-    image_width: int = 96
-    image_height: int = 96
-    max_render_size: int = 640
-    seed: int = 0
 
-    def __post_init__(self) -> None:
-        check_timing(
-            self, "ArmTaskConfig", ("control_dt", "physics_dt", "time_limit", "success_radius")
-        )
+    positive: ClassVar[tuple[str, ...]] = ("success_radius",)
+
+    def _check(self) -> None:
         reach = sum(LINK_LENGTHS)
         _check_range("target_distance_range", self.target_distance_range, 0.25, reach - 0.05)
         _check_range("target_angle_range", self.target_angle_range, -0.8, 0.8)
@@ -161,7 +148,6 @@ class ArmTaskConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"ArmTaskConfig.{name}={value!r}: must be a finite number > 0")
-        check_render_and_seed(self, "ArmTaskConfig")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 # MUJOCO_GL must be set before mujoco is imported; egl renders headless (GPU or Mesa on CPU).
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -48,9 +49,8 @@ from diffusion_policy_node.sim.robot_model import (
 from diffusion_policy_node.sim.task_common import (
     MujocoTask,
     Renderers,
+    SimTaskConfig,
     check_range,
-    check_render_and_seed,
-    check_timing,
 )
 from diffusion_policy_node.sim.ur5e_description import (
     ARM_JOINTS,
@@ -82,38 +82,26 @@ def _check_range(name: str, value: tuple[float, float], lo: float, hi: float) ->
 
 
 @dataclass(frozen=True)
-class PickPlaceConfig:
-    """Task, timing and rendering settings; validated on construction.
+class PickPlaceConfig(SimTaskConfig):
+    """The pick-and-place task's settings (besides `SimTaskConfig`'s, whose time_limit is 20 s
+    here; the image size is both cameras'); validated on construction.
 
-    control_dt: seconds per `step` (the expert's and the data set's period).
-    physics_dt: MuJoCo timestep; control_dt must be an integer multiple of it.
-    time_limit: episode length, s of simulated time.
     cube_x_range / cube_y_range / cube_yaw_range: the cube's random pose on the table (m, rad).
     rest_speed: cube speed (m/s) below which it counts as resting.
-    image_width / image_height: default `render` size (both cameras); max_render_size bounds it.
-    seed: seeds the episode-seed stream used when `reset` gets no seed.
     """
 
-    control_dt: float = 0.1
-    physics_dt: float = 0.002
     time_limit: float = 20.0
     cube_x_range: tuple[float, float] = (0.38, 0.56)
     cube_y_range: tuple[float, float] = (-0.15, 0.15)
     cube_yaw_range: tuple[float, float] = (-math.pi / 4, math.pi / 4)
     rest_speed: float = 0.02
-    image_width: int = 96
-    image_height: int = 96
-    max_render_size: int = 640
-    seed: int = 0
 
-    def __post_init__(self) -> None:
-        check_timing(
-            self, "PickPlaceConfig", ("control_dt", "physics_dt", "time_limit", "rest_speed")
-        )
+    positive: ClassVar[tuple[str, ...]] = ("rest_speed",)
+
+    def _check(self) -> None:
         _check_range("cube_x_range", self.cube_x_range, 0.30, 0.65)
         _check_range("cube_y_range", self.cube_y_range, -0.25, 0.25)
         _check_range("cube_yaw_range", self.cube_yaw_range, -math.pi, math.pi)
-        check_render_and_seed(self, "PickPlaceConfig")
 
 
 @dataclass(frozen=True)

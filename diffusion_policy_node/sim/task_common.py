@@ -1,5 +1,6 @@
 """What the MuJoCo tasks (`sim.arm_task.ArmTask`, `sim.pick_place.PickPlaceTask`) and their
-scripted experts share: config validation, the episode seed, physics stepping and offscreen
+scripted experts share: the settings every task has (`SimTaskConfig`) and config validation, the
+episode seed, physics stepping and offscreen
 rendering. Every error names the class (`owner`) and field it is about. ROS-free.
 """
 
@@ -8,7 +9,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 # MUJOCO_GL must be set before mujoco is imported; egl renders headless (GPU or Mesa on CPU).
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -63,6 +65,40 @@ def check_render_and_seed(config: Any, owner: str) -> None:
             )
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
         raise ValueError(f"{owner}.seed={config.seed!r}: must be a non-negative int")
+
+
+@dataclass(frozen=True)
+class SimTaskConfig:
+    """Timing, rendering and seed settings every task has; validated on construction. A task's
+    config adds its own fields (checked by its `_check`) and may change these defaults.
+
+    control_dt: seconds of physics per `step` (10 Hz by default).
+    physics_dt: MuJoCo timestep; control_dt must be an integer multiple of it.
+    time_limit: episode length in seconds of simulated time.
+    image_width / image_height: default `render` size (every camera); max_render_size bounds
+        any render size.
+    seed: seeds the episode-seed stream used when `reset` gets no seed.
+    """
+
+    control_dt: float = 0.1
+    physics_dt: float = 0.002
+    time_limit: float = 10.0
+    image_width: int = 96
+    image_height: int = 96
+    max_render_size: int = 640
+    seed: int = 0
+
+    # the task's own fields that must be finite numbers > 0, checked with the timing
+    positive: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        check_timing(self, owner, ("control_dt", "physics_dt", "time_limit", *self.positive))
+        self._check()
+        check_render_and_seed(self, owner)
+
+    def _check(self) -> None:
+        """The task's own fields; ValueError naming the class and field."""
 
 
 def episode_seed(owner: str, seed: int | None, seed_stream: np.random.Generator) -> int:
