@@ -124,6 +124,7 @@ def child_ours(args: argparse.Namespace) -> None:
     import torch
 
     from diffusion_policy_node.policy.accel import kernels
+    from diffusion_policy_node.policy.accel.packing import packed_kernels
     from diffusion_policy_node.policy.accel.precision import apply_precision
     from diffusion_policy_node.policy.constants import OBS_IMAGES, OBS_STATE
     from diffusion_policy_node.policy.modeling import DiffusionPolicy
@@ -205,9 +206,7 @@ def child_ours(args: argparse.Namespace) -> None:
         "accel": args.accel,
         "precision": args.precision,
         "dtype": dtype_name,
-        "onednn_layers": sum(
-            k.kernel == "onednn" for k in getattr(policy.network, "packed_kernels", list)()
-        ),
+        "onednn_layers": sum(k.kernel == "onednn" for k in packed_kernels(policy.network)),
         "params": sum(p.numel() for p in policy.parameters()),
         "unet_mib": round(unet_bytes / 2**20, 1),
         "read_gbs": round(read_gbs, 1),

@@ -10,7 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .accel.cudagraph import CapturedSampler
-from .accel.trace import trace_camera_encoder, tracing_warnings_filtered
+from .accel.packing import pack_for_inference
+from .accel.trace import (
+    freeze_prepared_step,
+    trace_camera_encoder,
+    tracing_warnings_filtered,
+)
 from .config import PolicyConfig
 from .constants import (
     ACTION,
@@ -407,7 +412,7 @@ class DiffusionPolicy(nn.Module):
         # `trace_camera_encoder`); back to the default layout, which training and the state_dict
         # expect.
         self.obs_encoder.to(memory_format=torch.contiguous_format)
-        self.network.pack_for_inference(mode == "jit")
+        pack_for_inference(self.network, mode == "jit")
         if mode in ("", "none"):
             return
         if mode == "jit":
@@ -430,7 +435,7 @@ class DiffusionPolicy(nn.Module):
             self.obs_encoder.camera_runners = [
                 trace_camera_encoder(enc, (h, w)) for enc in self.obs_encoder.encoders
             ]
-            self._frozen_step = self.network.freeze_prepared_step(c.horizon)
+            self._frozen_step = freeze_prepared_step(self.network, c.horizon)
 
 
 class RegressionPolicy(DiffusionPolicy):

@@ -13,6 +13,8 @@ Sampling a chunk of K denoising steps goes::
 
 so a network can move all the work that depends only on the observation and the timesteps
 (the U-Net: every FiLM scale and bias) out of the loop. Training calls the plain forward.
+Inference speed-ups that keep the math (packed layouts, kernel choice, traces) live beside the
+networks in `policy/accel/`, registered per block type (`accel.packing.BLOCK_PACKERS`).
 """
 
 from __future__ import annotations
@@ -79,17 +81,6 @@ class EpsilonNetwork(Protocol):
 
     def forward_prepared(self, sample: Tensor, conditioning: Conditioning, k: int) -> Tensor:
         """ε̂ (B, T, D) at ``timesteps[k]`` of ``conditioning``; equals the plain forward."""
-        ...
-
-    def pack_for_inference(self, enabled: bool = True) -> None:
-        """Switch to (or back from) an inference-only weight layout with the same math; used by
-        acceleration 'jit'. A network with nothing to pack does nothing."""
-        ...
-
-    def freeze_prepared_step(self, horizon: int | None = None) -> PreparedStep:
-        """A TorchScript-frozen equivalent of ``forward_prepared`` (same signature and numbers)
-        for the current device and dtype, in eval mode; used by acceleration 'jit'. `horizon`:
-        the T it will mostly run at (a network may tune its kernels for it; None: unknown)."""
         ...
 
 

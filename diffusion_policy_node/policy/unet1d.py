@@ -6,11 +6,15 @@ names follow Chi et al.'s ``ConditionalUnet1D`` (``diffusion_step_encoder``, ``d
 ``mid_modules``, ``up_modules``, ``final_conv``; ``blocks.i.block.j``, ``cond_encoder.1``), so a
 state dict from that code base maps key for key (without local conditioning).
 
-It implements the ``EpsilonNetwork`` protocol of ``networks.py``. Speed hook for closed-loop
-inference: the FiLM input is ``Mish([temb ; g]) = [Mish(temb) ; Mish(g)]``, so every FiLM linear
-splits into ``W_t·Mish(temb) + W_g·Mish(g) + b``. :meth:`ConditionalUnet1D.prepare_conditioning`
-evaluates all FiLM parameters for every timestep of a sampling run once per chunk;
+It implements the ``EpsilonNetwork`` protocol of ``networks.py``. Sampling hook: the FiLM input
+is ``Mish([temb ; g]) = [Mish(temb) ; Mish(g)]``, so every FiLM linear splits into
+``W_t·Mish(temb) + W_g·Mish(g) + b``. :meth:`ConditionalUnet1D.prepare_conditioning` evaluates
+all FiLM parameters for every timestep of a sampling run once per chunk;
 :meth:`ConditionalUnet1D.forward_prepared` then runs one denoising step with convolutions only.
+
+The inference speed-ups (convolutions as matrix products, the FiLM linears stacked, kernel
+choice, TorchScript traces) live beside the network in ``policy/accel/``: ``accel.packing``
+swaps these blocks for their packed inference forms, ``accel.trace`` traces the trunk.
 """
 
 from __future__ import annotations
@@ -23,10 +27,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from .accel.kernels import PackedLinear
-from .accel.packing import pack_conv1d, packed_conv1d
-from .accel.trace import TracedTrunk
 
 # One res block's FiLM parameters: (scale, bias), each (B, C, 1).
 Film = tuple[Tensor, Tensor]
@@ -55,15 +55,9 @@ class Downsample1d(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.conv = nn.Conv1d(dim, dim, 3, 2, 1)
-        self.packed_weight: PackedLinear | None = None
-
-    def pack_for_inference(self) -> None:
-        self.packed_weight = PackedLinear(pack_conv1d(self.conv), self.conv.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.packed_weight is None or self.training:
-            return self.conv(x)
-        return packed_conv1d(x, self.packed_weight, 3, 2, 1)
+        return self.conv(x)
 
 
 class Upsample1d(nn.Module):
@@ -72,27 +66,9 @@ class Upsample1d(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.conv = nn.ConvTranspose1d(dim, dim, 4, 2, 1)
-        self.packed_weight: PackedLinear | None = None
-
-    def pack_for_inference(self) -> None:
-        """The transposed convolution as a matrix product + overlap-add (`fold`): every input
-        step contributes k output taps; weight (C_in, C_out, k) viewed as (C_in, C_out·k) and
-        used transposed, no copy."""
-        c_in = self.conv.weight.shape[0]
-        self.packed_weight = PackedLinear(self.conv.weight.detach().view(c_in, -1).T, None)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.packed_weight is None or self.training:
-            return self.conv(x)
-        B, C, T = x.shape
-        k, stride, pad = 4, 2, 1
-        rows = x.transpose(1, 2).reshape(B * T, C)
-        cols = self.packed_weight(rows).reshape(B, T, -1).transpose(1, 2)
-        length = (T - 1) * stride - 2 * pad + k  # cols: (B, C_out·k, T)
-        y = F.fold(
-            cols, output_size=(1, length), kernel_size=(1, k), stride=(1, stride), padding=(0, pad)
-        )  # (B, C_out, 1, length): the k taps of each step added into place
-        return y.squeeze(2) + self.conv.bias[:, None]
+        return self.conv(x)
 
 
 class Conv1dBlock(nn.Module):
@@ -106,21 +82,8 @@ class Conv1dBlock(nn.Module):
             nn.Mish(),
         )
 
-        # Inference-only copy of the conv weight laid out for a matmul (see pack_for_inference);
-        # a plain attribute, so it is not part of the state_dict.
-        self.packed_weight: PackedLinear | None = None
-
-    def pack_for_inference(self) -> None:
-        """Prepare the unfold + matmul form of the convolution (same math, same weights)."""
-        self.packed_weight = PackedLinear(pack_conv1d(self.block[0]), self.block[0].bias)
-
     def forward(self, x: Tensor) -> Tensor:
-        if self.packed_weight is None or self.training:
-            return self.block(x)
-        conv: nn.Conv1d = self.block[0]
-        k = conv.kernel_size[0]
-        y = packed_conv1d(x, self.packed_weight, k, 1, k // 2)
-        return self.block[2](self.block[1](y))
+        return self.block(x)
 
 
 class ConditionalResidualBlock1D(nn.Module):
@@ -149,18 +112,6 @@ class ConditionalResidualBlock1D(nn.Module):
             if in_channels != out_channels
             else nn.Identity()
         )
-        self.packed_residual: PackedLinear | None = None
-
-    def pack_for_inference(self) -> None:
-        if isinstance(self.residual_conv, nn.Conv1d):
-            self.packed_residual = PackedLinear(
-                pack_conv1d(self.residual_conv), self.residual_conv.bias
-            )
-
-    def _residual(self, x: Tensor) -> Tensor:
-        if self.packed_residual is None or self.training:
-            return self.residual_conv(x)
-        return packed_conv1d(x, self.packed_residual, 1, 1, 0)
 
     def film(self, cond: Tensor) -> Film:
         """FiLM parameters from the condition: (B, cond_dim) -> scale, bias each (B, C, 1)."""
@@ -182,7 +133,7 @@ class ConditionalResidualBlock1D(nn.Module):
         # Inference: reuse the activations' buffers instead of allocating new ones.
         out.mul_(scale).add_(bias)
         out = self.blocks[1](out)
-        return out.add_(self._residual(x))
+        return out.add_(self.residual_conv(x))
 
 
 @dataclass(frozen=True)
@@ -273,8 +224,8 @@ class ConditionalUnet1D(nn.Module):
             nn.Conv1d(start_dim, input_dim, 1),
         )
         # Inference-only: every res block's FiLM linear stacked into one matrix and bias, so
-        # `prepare_conditioning` runs 2 matrix products instead of 2 per block (see
-        # pack_for_inference); plain attributes, not in the state_dict.
+        # `prepare_conditioning` runs 2 matrix products instead of 2 per block; set by
+        # `accel.packing.pack_for_inference`. Plain attributes, not in the state_dict.
         self.packed_film: tuple[Tensor, Tensor] | None = None
         # True: `prepare_conditioning` evaluates every FiLM linear on the concatenated condition
         # as the plain forward does, so sampling matches it bit for bit (imported LeRobot
@@ -303,40 +254,6 @@ class ConditionalUnet1D(nn.Module):
         return blocks
 
     # ------------------------------------------------------------------ plain forward
-
-    def pack_for_inference(self, enabled: bool = True) -> None:
-        """Switch every convolution of the trunk (k-tap, 1x1 residual, down- and up-sampling) to
-        its matrix-product form (or back), and stack the FiLM linears for `prepare_conditioning`
-        (a copy of those weights: 3.5 MiB for the small preset, 28 MiB for the paper's)."""
-        self.packed_film = None
-        if enabled:
-            linears: list[nn.Linear] = [block.cond_encoder[1] for block in self.res_blocks()]
-            with torch.no_grad():
-                self.packed_film = (
-                    torch.cat([linear.weight for linear in linears]).detach(),
-                    torch.cat([linear.bias for linear in linears]).detach(),
-                )
-        for module in self.modules():
-            if isinstance(module, (Conv1dBlock, Downsample1d, Upsample1d)):
-                if enabled:
-                    module.pack_for_inference()
-                else:
-                    module.packed_weight = None
-            elif isinstance(module, ConditionalResidualBlock1D):
-                if enabled:
-                    module.pack_for_inference()
-                else:
-                    module.packed_residual = None
-
-    def packed_kernels(self) -> list[PackedLinear]:
-        """The matrix products of the packed trunk (empty when not packed), in module order."""
-        kernels = []
-        for module in self.modules():
-            if isinstance(module, (Conv1dBlock, Downsample1d, Upsample1d)):
-                kernels.append(module.packed_weight)
-            elif isinstance(module, ConditionalResidualBlock1D):
-                kernels.append(module.packed_residual)
-        return [kernel for kernel in kernels if kernel is not None]
 
     def _time_embedding(self, timesteps: Tensor) -> Tensor:
         """(K,) diffusion steps -> (K, dsed); sinusoids in float32, MLP in the weights' dtype."""
@@ -440,19 +357,6 @@ class ConditionalUnet1D(nn.Module):
                 f"cache batch {film_cache.batch_size}; call prepare_conditioning with this batch"
             )
         return self._run(sample, film_cache.per_step[k])
-
-    def freeze_prepared_step(self, horizon: int | None = None) -> TracedTrunk:
-        """The trunk traced by TorchScript (one graph per step instead of ~30 Python module calls
-        per res block), with the signature and numbers of :meth:`forward_prepared`; for the
-        current device, dtype and packing (see :meth:`pack_for_inference`). Not frozen: freezing
-        folds every linear's weight into a transposed constant copy (one more copy of the U-Net,
-        +0.5-1 GB for the paper config) and measured no faster than the plain trace.
-
-        When packed, each matrix product first picks its kernel (kernels.py) on a batch-1
-        sample of `horizon` steps (default: the shortest valid horizon x 2), the shape the
-        node runs; any other batch or horizon gives the same numbers.
-        """
-        return TracedTrunk(self, horizon)
 
     # ------------------------------------------------------------------ internals
 

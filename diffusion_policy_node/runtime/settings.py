@@ -275,8 +275,11 @@ def _precision_of(policy: Any) -> str:
 
 def _matmul_kernels_of(policy: Any) -> str:
     """ "onednn N/M": N of the ε-network's M packed matrix products on oneDNN; "" when the
-    network has none packed (acceleration none, or a network without them)."""
-    kernels = getattr(policy.network, "packed_kernels", list)()
+    network has none packed (acceleration none, or a network without them). Imported here:
+    this module stays importable without torch."""
+    from diffusion_policy_node.policy.accel.packing import packed_kernels
+
+    kernels = packed_kernels(policy.network)
     if not kernels:
         return ""
     return f"onednn {sum(k.kernel == 'onednn' for k in kernels)}/{len(kernels)}"

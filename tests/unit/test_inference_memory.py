@@ -7,6 +7,8 @@ import warnings
 
 import torch
 
+from diffusion_policy_node.policy.accel.packing import pack_for_inference
+from diffusion_policy_node.policy.accel.trace import freeze_prepared_step
 from diffusion_policy_node.policy.unet1d import (
     ConditionalResidualBlock1D,
     ConditionalUnet1D,
@@ -23,7 +25,7 @@ def _unet() -> ConditionalUnet1D:
 
 def test_packed_weights_share_the_parameters_storage():
     unet = _unet()
-    unet.pack_for_inference(True)
+    pack_for_inference(unet, True)
     checked = 0
     for module in unet.modules():
         if isinstance(module, Conv1dBlock):
@@ -47,17 +49,19 @@ def test_traced_and_packed_trunk_match_the_plain_network():
     with torch.inference_mode():
         cache = unet.prepare_conditioning(timesteps, cond)
         plain = unet.forward_prepared(sample, cache, 1)
-        unet.pack_for_inference(True)
+        pack_for_inference(unet, True)
         packed = unet.forward_prepared(sample, cache, 1)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # the trace raises no warning we have not read
-            traced = unet.freeze_prepared_step()(sample, cache, 1)
+            traced = freeze_prepared_step(unet)(sample, cache, 1)
     torch.testing.assert_close(packed, plain, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(traced, plain, rtol=1e-4, atol=1e-5)
 
 
 _PEAK_SCRIPT = r"""
 import json, sys, torch
+from diffusion_policy_node.policy.accel.packing import pack_for_inference
+from diffusion_policy_node.policy.accel.trace import freeze_prepared_step
 from diffusion_policy_node.policy.unet1d import ConditionalUnet1D
 
 def peak_kib():
@@ -68,9 +72,9 @@ def peak_kib():
 torch.manual_seed(0)
 unet = ConditionalUnet1D(2, 132, 128, down_dims=(256, 512, 1024)).eval()
 weight_kib = sum(p.numel() * 4 for p in unet.parameters()) // 1024
-unet.pack_for_inference(True)
+pack_for_inference(unet, True)
 before = peak_kib()
-unet.freeze_prepared_step()
+freeze_prepared_step(unet)
 print(json.dumps({"weights_kib": weight_kib, "trace_peak_kib": peak_kib() - before}))
 """
 

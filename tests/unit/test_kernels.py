@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from diffusion_policy_node.policy.accel import kernels
 from diffusion_policy_node.policy.accel.kernels import PackedLinear, allocate_onednn, tuning
+from diffusion_policy_node.policy.accel.packing import pack_for_inference, packed_kernels
+from diffusion_policy_node.policy.accel.trace import freeze_prepared_step
 from diffusion_policy_node.policy.unet1d import ConditionalUnet1D
 
 needs_onednn = pytest.mark.skipif(
@@ -89,9 +91,9 @@ def test_a_trace_with_every_product_on_onednn_matches_the_plain_network(monkeypa
     with torch.inference_mode():
         cache = unet.prepare_conditioning(torch.tensor([7, 3]), cond)
         plain = unet.forward_prepared(sample, cache, 1)
-        unet.pack_for_inference(True)
-        step = unet.freeze_prepared_step(horizon=8)
-        assert {k.kernel for k in unet.packed_kernels()} == {"onednn"}
+        pack_for_inference(unet, True)
+        step = freeze_prepared_step(unet, horizon=8)
+        assert {k.kernel for k in packed_kernels(unet)} == {"onednn"}
         assert "mkldnn::_linear_pointwise" in str(step.module.inlined_graph)
         traced = step(sample, cache, 1)  # batch 2, horizon 16: not the tuned shape
     assert plain.abs().mean() > 0.1

@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from diffusion_policy_node.policy.accel.packing import pack_block, pack_for_inference
+from diffusion_policy_node.policy.accel.trace import freeze_prepared_step
 from diffusion_policy_node.policy.config import PolicyConfig
 from diffusion_policy_node.policy.networks import NETWORKS, EpsilonNetwork, build_network
 from diffusion_policy_node.policy.unet1d import ConditionalUnet1D
@@ -71,11 +73,11 @@ def test_frozen_prepared_step_matches_forward_prepared(packed):
     net = tiny_unet()
     randomize_final_layer(net)
     net.eval()
-    net.pack_for_inference(packed)
+    pack_for_inference(net, packed)
     x, g = torch.randn(2, 16, 3), torch.randn(2, 6)
     with torch.no_grad():
         cache = net.prepare_conditioning([50, 10], g)
-        frozen = net.freeze_prepared_step()
+        frozen = freeze_prepared_step(net)
         for k in range(2):
             torch.testing.assert_close(
                 frozen(x, cache, k), net.forward_prepared(x, cache, k), atol=1e-5, rtol=0
@@ -158,7 +160,7 @@ def test_forward_prepared_equals_forward_for_every_k(grad, packed):
     net = tiny_unet()
     randomize_final_layer(net)
     net.eval()
-    net.pack_for_inference(packed)
+    pack_for_inference(net, packed)
     assert (net.packed_film is not None) is packed
     x, g = torch.randn(3, 16, 3), torch.randn(3, 6)
     timesteps = torch.tensor([99, 80, 61, 40, 20, 0])
@@ -415,17 +417,16 @@ def test_packed_down_up_sampling_and_residual_match_torch(length: int) -> None:
         module.eval()
         with torch.no_grad():
             reference = module(x)
-            module.pack_for_inference()
-            packed = module(x)
+            packed = pack_block(module)(x)
         assert packed.shape == reference.shape
         assert torch.allclose(packed, reference, atol=1e-5), type(module).__name__
     block = ConditionalResidualBlock1D(24, 16, cond_dim=6, n_groups=8).eval()
     cond = torch.randn(2, 6)
     with torch.no_grad():
         reference = block(x, cond)
-        block.pack_for_inference()
-        assert block.packed_residual is not None
-        assert torch.allclose(block(x, cond), reference, atol=1e-5)
+        packed_block = pack_block(block)
+        assert packed_block.packed_residual is not None
+        assert torch.allclose(packed_block(x, cond), reference, atol=1e-5)
 
 
 def test_packed_unet_matches_the_plain_unet() -> None:
@@ -437,9 +438,9 @@ def test_packed_unet_matches_the_plain_unet() -> None:
     sample, t, g = torch.randn(2, 16, 3), torch.tensor([3, 70]), torch.randn(2, 10)
     with torch.no_grad():
         reference = net(sample, t, g)
-        net.pack_for_inference(True)
+        pack_for_inference(net, True)
         packed = net(sample, t, g)
-        net.pack_for_inference(False)
+        pack_for_inference(net, False)
         again = net(sample, t, g)
     assert reference.abs().mean() > 0.01
     assert torch.allclose(packed, reference, atol=1e-5)
@@ -454,10 +455,10 @@ def test_packed_conv_block_matches_conv_and_training_ignores_it() -> None:
     x = torch.randn(3, 24, 8)
     with torch.no_grad():
         reference = block(x)
-        block.pack_for_inference()
-        packed = block(x)
+        packed_block = pack_block(block)
+        packed = packed_block(x)
     assert torch.allclose(packed, reference, atol=1e-5)
-    block.train()
-    y = block(x)
+    packed_block.train()
+    y = packed_block(x)
     y.sum().backward()
     assert block.block[0].weight.grad is not None  # training runs the real Conv1d

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from diffusion_policy_node.eval.evaluate import bundled_checkpoint
+from diffusion_policy_node.policy.accel.packing import packed_kernels
 from diffusion_policy_node.policy.accel.precision import (
     BF16_MIN_WEIGHT_BYTES,
     FP32,
@@ -93,7 +94,7 @@ def test_load_policy_honours_the_precision_setting():
     assert precision_of(policy) == expected
     assert info.precision == expected.name
     # acceleration jit: the trunk's products, how many of them on oneDNN
-    kernels = policy.network.packed_kernels()
+    kernels = packed_kernels(policy.network)
     assert kernels
     onednn = sum(k.kernel == "onednn" for k in kernels)
     assert info.matmul_kernels == f"onednn {onednn}/{len(kernels)}"

@@ -6,7 +6,7 @@ which library is fastest for these skinny shapes depends on the CPU. Measured on
 (Zen 5, AVX-512, 2 threads), per call: MKL 52 µs for the small preset's (4 x 1280)·(1280 x 256)
 product against 22 µs for oneDNN with the weight reordered once; but oneDNN costs ~12 µs even
 for the tiniest products, where MKL takes 3 µs. So `PackedLinear` times both on the layer's
-real input once (`tuning`, run by `ConditionalUnet1D.freeze_prepared_step` before it traces)
+real input once (`tuning`, run by `trace.TracedTrunk` before it traces)
 and keeps the faster. The oneDNN kernel needs its own copy of the weight in oneDNN's blocked
 layout, so it is only considered for weights up to `ONEDNN_MAX_WEIGHT_BYTES`, and the copies of
 one network share `ONEDNN_BUDGET_BYTES`, given to the layers that save the most time per byte;
