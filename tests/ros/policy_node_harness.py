@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import rclpy
@@ -109,6 +109,30 @@ class NodeProcess:
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+
+class NodeGroup:
+    """Node processes (`procs`) and the in-test `probe` that watches them. Leaving it as a
+    context manager (a module fixture's `with`) stops every process with SIGINT and closes the
+    probe."""
+
+    probe: Probe
+    procs: list[NodeProcess]
+
+    def logs(self) -> str:
+        """The tail of every process's log, each under its file name."""
+        return "\n".join(f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in self.procs)
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.stop(signal.SIGINT)
+        self.probe.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Probe:

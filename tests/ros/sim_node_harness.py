@@ -14,10 +14,10 @@ from trajectory_msgs.msg import JointTrajectory
 
 from diffusion_policy_node.ros.conversions import stamp_to_sec
 
-from .policy_node_harness import NodeProcess, Probe
+from .policy_node_harness import NodeGroup, NodeProcess, Probe
 
 
-class SimSystem:
+class SimSystem(NodeGroup):
     """sim_node named `name` started with `params` (`-p` pairs etc.), a probe subscribed to
     /joint_states, /clock and `cameras`, a JointTrajectory publisher on the arm's topic and a
     Float64MultiArray publisher on `float_topic` (a forward controller's). Ready once every
@@ -41,6 +41,7 @@ class SimSystem:
             ["-r", f"__node:={name}", *params, "-p", "qos_depth:=1000"],  # a starved probe
             tmp / "sim.log",  # thread must not lose messages
         )
+        self.procs = [self.sim]
         node = self.probe.node
         self.traj_pub = node.create_publisher(
             JointTrajectory, "/arm_controller/joint_trajectory", 10
@@ -62,16 +63,25 @@ class SimSystem:
             out.append((stamp_to_sec(msg.header.stamp), np.array([pos[n] for n in names])))
         return out
 
-    def wait_joint_states(self, t_mono: float, count: int) -> list[JointState]:
-        """At least `count` joint-state messages received after t_mono (waits up to 30 s)."""
+    def wait_joint_states(
+        self, t_mono: float, count: int, names: Sequence[str]
+    ) -> list[JointState]:
+        """At least `count` joint-state messages received after t_mono (waits up to 30 s);
+        fails unless each names `names` in that order with a position and a velocity each."""
         self.probe.wait_for(
             lambda: len(self.probe.since("/joint_states", t_mono)) >= count,
             30.0,
             f"{count} joint states",
         )
-        return self.probe.since("/joint_states", t_mono)
+        msgs = self.probe.since("/joint_states", t_mono)
+        for m in msgs:
+            assert tuple(m.name) == tuple(names), f"joint names {m.name}, expected {names}"
+            sizes = (len(m.position), len(m.velocity))
+            assert sizes == (len(names), len(names)), f"positions, velocities: {sizes}"
+        return msgs
 
     def close(self) -> None:
+        """Stop the sim and the probe; fail if the sim exited with an error."""
         rc = self.sim.stop()
         self.probe.close()
         if rc != 0:

@@ -6,14 +6,13 @@ hold forever with "no camera image received yet")."""
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
 import pytest
 from std_msgs.msg import Float64MultiArray
 
-from .policy_node_harness import NO_URDF, NodeProcess, Probe, make_tiny_checkpoint
+from .policy_node_harness import NO_URDF, NodeGroup, NodeProcess, Probe, make_tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -23,7 +22,7 @@ GOOD, WRONG = "pn_jpeg", "pn_wrong_type"
 MOD = "diffusion_policy_node.ros."
 
 
-class Graph:
+class Graph(NodeGroup):
     def __init__(self, tmp: Path) -> None:
         self.probe = Probe("camera_types_probe")
         self.procs = [
@@ -51,19 +50,11 @@ class Graph:
             )  # fmt: skip
             self.procs.append(self.nodes[name])
 
-    def close(self) -> None:
-        for p in self.procs:
-            p.stop(signal.SIGINT)
-        self.probe.close()
-
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory: pytest.TempPathFactory, ros_domain_id: int):
-    g = Graph(tmp_path_factory.mktemp("camera_types"))
-    try:
+    with Graph(tmp_path_factory.mktemp("camera_types")) as g:
         yield g
-    finally:
-        g.close()
 
 
 def test_recorded_compressed_type_on_any_topic_name_is_received(graph: Graph) -> None:

@@ -10,14 +10,13 @@ joint.
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
 import pytest
 from std_msgs.msg import Float64MultiArray
 
-from .policy_node_harness import NO_URDF, NodeProcess, Probe, make_tiny_checkpoint
+from .policy_node_harness import NO_URDF, NodeGroup, NodeProcess, Probe, make_tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -28,7 +27,19 @@ TOPIC = "/merge_test/commands"
 MOD = "diffusion_policy_node.ros."
 
 
-class Robot:
+def _driver(
+    tmp: Path, name: str, joints: list[str], joint_rate_hz: float, *extra: str
+) -> NodeProcess:
+    """A fake_sensors process named `name` publishing `joints` at `joint_rate_hz`."""
+    return NodeProcess(
+        MOD + "testing.fake_sensors",
+        ["-r", f"__node:={name}", "-p", f"joint_names:={joints}",
+         "-p", f"joint_rate_hz:={joint_rate_hz}", *extra],
+        tmp / f"{name}.log",
+    )  # fmt: skip
+
+
+class Robot(NodeGroup):
     def __init__(self, tmp: Path) -> None:
         ckpt = make_tiny_checkpoint(tmp / "ckpt", joints=[*ARM, GRIPPER])
         self.probe = Probe("merge_test_probe")
@@ -42,41 +53,18 @@ class Robot:
             ],
             tmp / "node.log",
         )  # fmt: skip
-        self.arm = NodeProcess(
-            MOD + "testing.fake_sensors",
-            [
-                "-r", "__node:=arm_driver", "-p", f"joint_names:={ARM}",
-                "-p", "joint_rate_hz:=100.0", "-p", "rate_hz:=30.0",
-            ],
-            tmp / "arm.log",
-        )  # fmt: skip
-        self.gripper = NodeProcess(
-            MOD + "testing.fake_sensors",
-            [
-                "-r", "__node:=gripper_driver", "-p", f"joint_names:=[{GRIPPER}]",
-                "-p", "joint_rate_hz:=50.0", "-p", "rate_hz:=1.0",
-                "-p", "camera_topics:=[/gripper_driver/unused_image]",
-            ],
-            tmp / "gripper.log",
+        self.arm = _driver(tmp, "arm_driver", ARM, 100.0, "-p", "rate_hz:=30.0")
+        self.gripper = _driver(
+            tmp, "gripper_driver", [GRIPPER], 50.0,
+            "-p", "rate_hz:=1.0", "-p", "camera_topics:=[/gripper_driver/unused_image]",
         )  # fmt: skip
         self.procs = [self.node, self.arm, self.gripper]
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in self.procs)
-
-    def close(self) -> None:
-        for p in self.procs:
-            p.stop(signal.SIGINT)
-        self.probe.close()
 
 
 @pytest.fixture(scope="module")
 def robot(tmp_path_factory: pytest.TempPathFactory, ros_domain_id: int):
-    r = Robot(tmp_path_factory.mktemp("merge"))
-    try:
+    with Robot(tmp_path_factory.mktemp("merge")) as r:
         yield r
-    finally:
-        r.close()
 
 
 def _wait_commands(robot: Robot, timeout: float) -> None:

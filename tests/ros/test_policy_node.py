@@ -27,6 +27,7 @@ from .policy_node_harness import (
     ACTION_MIN,
     DT,
     NO_URDF,
+    NodeGroup,
     NodeProcess,
     Probe,
     make_tiny_checkpoint,
@@ -48,7 +49,7 @@ CHUNK_LIMITS = limits_from_action_range(ACTION_MIN, ACTION_MAX)
 EPS = 1e-9
 
 
-class System:
+class System(NodeGroup):
     def __init__(self, tmp: Path) -> None:
         ckpt = make_tiny_checkpoint(tmp / "ckpt")
         common = [
@@ -93,9 +94,6 @@ class System:
         )
         self.procs = [self.stream, self.chunk, self.jtc, self.sensors]
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.log_path.name}\n{p.log()[-3000:]}" for p in self.procs)
-
     def wait_flowing(self, timeout: float = 90.0) -> None:
         start = time.monotonic()
 
@@ -109,20 +107,12 @@ class System:
 
         self.probe.wait_for(flowing, timeout, "commands from both policy nodes")
 
-    def close(self) -> None:
-        for p in self.procs:
-            p.stop(signal.SIGINT)
-        self.probe.close()
-
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, ros_domain_id: int):
-    sysm = System(tmp_path_factory.mktemp("policy_node"))
-    try:
+    with System(tmp_path_factory.mktemp("policy_node")) as sysm:
         sysm.wait_flowing()
         yield sysm
-    finally:
-        sysm.close()
 
 
 def _stream_values(msgs: list[Float64MultiArray]) -> np.ndarray:
