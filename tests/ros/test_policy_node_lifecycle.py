@@ -47,6 +47,18 @@ def _policy_node(name: str, checkpoint: Path, log: Path, *extra: str) -> NodePro
     )  # fmt: skip
 
 
+def _slow_warm_up(name: str, checkpoint: Path, log: Path) -> NodeProcess:
+    """policy_node with autostart (the default) whose configure warms up for 20 s."""
+    return NodeProcess(
+        "diffusion_policy_node.ros.policy_node",
+        [
+            "-r", f"__node:={name}", "-p", f"checkpoint:={checkpoint}", *NO_URDF,
+            "-p", "warmup_runs:=1", "-p", "inference_delay_ms:=20000",
+        ],
+        log,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, ros_domain_id: int):
     tmp = tmp_path_factory.mktemp("lifecycle")
@@ -171,14 +183,7 @@ def test_ctrl_c_while_unconfigured_exits_cleanly(system, tmp_path: Path) -> None
 
 def test_ctrl_c_during_the_autostart_warm_up_exits_cleanly(system, tmp_path: Path) -> None:
     _, _, ckpt, _ = system
-    proc = NodeProcess(
-        "diffusion_policy_node.ros.policy_node",
-        [
-            "-r", "__node:=pn_slow_warmup", "-p", f"checkpoint:={ckpt}", *NO_URDF,
-            "-p", "warmup_runs:=1", "-p", "inference_delay_ms:=20000",  # a 20 s warm-up
-        ],
-        tmp_path / "slow.log",
-    )  # fmt: skip
+    proc = _slow_warm_up("pn_slow_warmup", ckpt, tmp_path / "slow.log")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and "inference process" not in _kids(proc):
         time.sleep(0.1)  # the inference process is up: the warm-up is running
@@ -197,14 +202,7 @@ def test_sigterm_during_configure_is_a_clean_exit(system, tmp_path: Path) -> Non
     """`ros2 launch` (or a supervisor) stopping the node while it configures: exit 0, no
     ERROR "configure failed" and no FATAL "cannot start"."""
     _, _, ckpt, _ = system
-    proc = NodeProcess(
-        "diffusion_policy_node.ros.policy_node",
-        [
-            "-r", "__node:=pn_sigterm_configure", "-p", f"checkpoint:={ckpt}", *NO_URDF,
-            "-p", "warmup_runs:=1", "-p", "inference_delay_ms:=20000",  # a 20 s warm-up
-        ],
-        tmp_path / "sigterm.log",
-    )  # fmt: skip
+    proc = _slow_warm_up("pn_sigterm_configure", ckpt, tmp_path / "sigterm.log")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not proc.children():
         time.sleep(0.1)  # the inference process is up: configure is warming up
