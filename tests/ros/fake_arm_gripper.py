@@ -23,12 +23,13 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from diffusion_policy_node.ros.node_main import run_node
 
 ARM = [f"arm_joint_{i}" for i in range(1, 8)]
 GRIPPER = "finger_joint"
@@ -171,16 +172,11 @@ class FakeRobot(Node):
 
 def main() -> int:
     config = json.loads(Path(sys.argv[1]).read_text())
-    rclpy.init()
-    node = FakeRobot(config["gripper_type"], bool(config.get("teleop")))
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(
+        lambda: FakeRobot(config["gripper_type"], bool(config.get("teleop"))),
+        "fake_arm_gripper",
+        argv=sys.argv[:1],
+    )
 
 
 if __name__ == "__main__":
