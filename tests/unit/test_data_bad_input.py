@@ -161,46 +161,43 @@ def test_only_short_episodes_is_an_error_and_builds_nothing(make_bag, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["short"]
 
 
-def test_nan_joint_state_is_skipped_counted_and_the_previous_sample_used(make_bag, tmp_path):
+def _skipped_joint_message(make_bag, fault: str):
+    """Reads a bag whose joint message picked at grid step 5 is made bad by make_bag's `fault`
+    option; asserts that it is the one skipped item (on /joint_states), that step 5 keeps the
+    previous message's sample and every other step the clean bag's. Returns (contents, the
+    skipped item, the episode)."""
     clean = make_bag("clean")
     (ep,) = read_bag(clean.path, make_config()).episodes
-    # The joint message the grid picks at step 5 becomes NaN.
     picked = int(newest(clean.joint_header_ns, ep.times_ns[5:6])[0])
-    truth = make_bag("nan", nan_joint_messages=(picked,))
+    truth = make_bag(fault, **{fault: (picked,)})
     contents = read_bag(truth.path, make_config())
     (bad,) = contents.episodes
     (item,) = contents.skipped
     assert item.source == f"{truth.path} topic /joint_states"
-    assert item.reason == "1 message(s) skipped: NaN/inf in a selected joint position"
     np.testing.assert_allclose(
         bad.state[5], joint_positions(int(truth.joint_header_ns[picked - 1])), atol=1e-6
     )
     np.testing.assert_array_equal(np.delete(bad.state, 5, 0), np.delete(ep.state, 5, 0))
+    return contents, item, bad
+
+
+def test_nan_joint_state_is_skipped_counted_and_the_previous_sample_used(make_bag):
+    _, item, bad = _skipped_joint_message(make_bag, "nan_joint_messages")
+    assert item.reason == "1 message(s) skipped: NaN/inf in a selected joint position"
     assert np.all(np.isfinite(bad.state))
 
 
-def test_joint_state_with_a_duplicate_name_is_skipped_never_last_wins(make_bag, tmp_path):
+def test_joint_state_with_a_duplicate_name_is_skipped_never_last_wins(make_bag):
     """A driver that repeats a joint (with 0.0) in one JointState: the message is skipped and
     counted with the joint named in the ingest summary; the grid step keeps the previous
     sample (the reader used to keep the last entry: 0.0, silently)."""
-    clean = make_bag("clean")
-    (ep,) = read_bag(clean.path, make_config()).episodes
-    picked = int(newest(clean.joint_header_ns, ep.times_ns[5:6])[0])
-    truth = make_bag("dup", duplicate_joint_messages=(picked,))
-    contents = read_bag(truth.path, make_config())
-    (bad,) = contents.episodes
-    (item,) = contents.skipped
-    assert item.source == f"{truth.path} topic /joint_states"
+    contents, item, _ = _skipped_joint_message(make_bag, "duplicate_joint_messages")
     assert item.reason == (
         f"1 message(s) skipped: duplicate joint name(s) ['{JOINTS[1]}'] in one JointState"
     )
     assert contents.summary["skipped_messages"] == {
         "/joint_states": {f"duplicate joint name(s) ['{JOINTS[1]}'] in one JointState": 1}
     }
-    np.testing.assert_allclose(
-        bad.state[5], joint_positions(int(truth.joint_header_ns[picked - 1])), atol=1e-6
-    )
-    np.testing.assert_array_equal(np.delete(bad.state, 5, 0), np.delete(ep.state, 5, 0))
 
 
 def test_bad_bag_never_replaces_a_good_cache(make_bag, tmp_path):
