@@ -148,6 +148,12 @@ def node_calls(tree: ast.Module) -> list[tuple[str, str, ast.Call]]:
     return out
 
 
+def controller_types(doc: dict) -> dict[str, str]:
+    """{controller name: type} of the controller_manager section of a controllers YAML."""
+    manager = doc["controller_manager"]["ros__parameters"]
+    return {name: c["type"] for name, c in manager.items() if isinstance(c, dict)}
+
+
 def gazebo_controllers(launch_file: str) -> list[str]:
     """The `controllers=[...]` the launch file's gazebo_policy_launch call spawns (besides
     joint_state_broadcaster, which `gazebo_robot` always spawns first)."""
@@ -786,13 +792,10 @@ def test_urdf_joints_match_the_sim() -> None:
 
 def test_controllers_yaml_matches_the_sim() -> None:
     doc = yaml.safe_load((DESCRIPTION / "config" / "dp_arm_controllers.yaml").read_text())
-    manager = doc["controller_manager"]["ros__parameters"]
-    assert manager["arm_controller"]["type"] == (
-        "joint_trajectory_controller/JointTrajectoryController"
-    )
-    assert manager["joint_state_broadcaster"]["type"] == (
-        "joint_state_broadcaster/JointStateBroadcaster"
-    )
+    assert controller_types(doc) == {
+        "arm_controller": "joint_trajectory_controller/JointTrajectoryController",
+        "joint_state_broadcaster": "joint_state_broadcaster/JointStateBroadcaster",
+    }
     arm = doc["arm_controller"]["ros__parameters"]
     assert arm["joints"] == list(JOINT_NAMES)
     assert arm["command_interfaces"] == ["position"]
