@@ -22,6 +22,7 @@ import numpy as np
 
 from diffusion_policy_node.action_groups import ActionGroup
 from diffusion_policy_node.joint_states import JointStateMerger
+from diffusion_policy_node.runtime.trajectory_follower import TrajectoryFollower
 
 from .bag_sources import BagReadError
 from .config import DataConfig
@@ -307,14 +308,16 @@ class EpisodeBuilder:
             return np.stack(commands.items)[newest(commands.times)]
         if not len(grid):
             return np.zeros((0, len(group.joints)))
-        dt = self.config.dt_ns
-        items = commands.items
-        return np.stack(
-            [
-                _eval_trajectory(items[i], int(g) + dt)
-                for i, g in zip(newest(commands.times), grid, strict=True)
-            ]
-        )
+        cols = [self.config.joint_names.index(j) for j in group.joints]
+        joint_times = np.frombuffer(self.joints.times, np.int64)
+        joint_rows = self.joints.rows()[:, cols]
+
+        def measured(t: int) -> np.ndarray:
+            i = int(np.searchsorted(joint_times, t, side="right")) - 1
+            return joint_rows[max(i, 0)]
+
+        times = np.frombuffer(commands.times, np.int64)
+        return controller_reference(times, commands.items, grid + self.config.dt_ns, measured)
 
     def _gaps(
         self, topic: str, times: np.ndarray, idx: np.ndarray, grid: np.ndarray, out: BuildResult
@@ -373,12 +376,46 @@ class EpisodeBuilder:
             )
 
 
-def _eval_trajectory(command: tuple[int, np.ndarray, np.ndarray], t: int) -> np.ndarray:
-    """Joint positions of a trajectory at absolute time t (ns), linear between points and
-    holding the first/last point outside them (joint_trajectory_controller holds the last)."""
-    start, tfs, positions = command
-    s = float(t - start)
-    return np.array([np.interp(s, tfs, positions[:, j]) for j in range(positions.shape[1])])
+def controller_reference(
+    times: np.ndarray,
+    commands: list[tuple[int, np.ndarray, np.ndarray]],
+    at_ns: np.ndarray,
+    measured: Callable[[int], np.ndarray],
+) -> np.ndarray:
+    """(n, d) positions a joint_trajectory_controller commands at the times `at_ns` (sorted,
+    ns) when it receives `commands` (start ns, time_from_start ns (P,), positions (P, d)) at
+    `times` (sorted, ns): every command received by then, each one interpolated from what the
+    controller commanded at its receipt (`runtime.TrajectoryFollower`, from the desired
+    state; the first one from `measured(t)`, the (d,) joint positions at its receipt).
+
+    This is the position the arm was sent to be at each time. Taking instead the newest
+    command at `t` and reading it at `t + dt` makes the labels steps of a staircase whenever
+    the commands' jitter straddles the grid (the grid starts on a command, so it sits on them).
+    """
+    n = len(at_ns)
+    if not len(commands) or not n:
+        return np.zeros((n, commands[0][2].shape[1] if len(commands) else 0))
+    origin = min(int(at_ns[0]), int(times[0]), min(int(c[0]) for c in commands)) - 10**9
+    follower = TrajectoryFollower(commands[0][2].shape[1])
+    out = np.empty((n, follower.dof))
+    i = 0
+    for k, t in enumerate(np.asarray(at_ns, np.int64)):
+        while i < len(times) and times[i] <= t:
+            start, tfs, positions = commands[i]
+            follower.set_trajectory(
+                np.asarray(tfs, np.float64) * 1e-9,
+                positions,
+                (int(start) - origin) * 1e-9,  # > 0: never "now"
+                (int(times[i]) - origin) * 1e-9,
+                current_position=measured(int(times[i])),
+                from_desired=True,
+            )
+            i += 1
+        sample = follower.sample((int(t) - origin) * 1e-9)
+        if sample is None:  # before the first command: the measured position
+            sample = measured(int(t))
+        out[k] = sample
+    return out
 
 
 def check_frame_size(sizes: dict[str, Any], topic: str, h: int, w: int, where: str) -> None:

@@ -268,20 +268,37 @@ def _command(spec: BagSpec, m: int, t: int) -> tuple[int, str, str, object]:
 
 
 def expected_jt_action(truth: BagTruth, grid: np.ndarray, dt_ns: int, use_header: bool):
-    """Reference JointTrajectory actions: the newest trajectory at g (by the reader's time of
-    each message), evaluated dt later relative to that time, holding its first/last point."""
+    """Reference JointTrajectory actions: what a joint_trajectory_controller receiving the
+    commands at the reader's time of each message commands at g + dt. The newest message by
+    then is linear between its points (holding the last); before its first point it goes
+    linearly from what the controller commanded at its receipt (the previous messages; the
+    measured joints for the first) to that point."""
     # The points were generated relative to the header stamp (the record time if it is zero).
     content_start = (
         truth.command_record_ns if truth.spec.command_zero_stamp else truth.command_header_ns
     )
     times = content_start if use_header else truth.command_record_ns
-    idx = newest(times, grid)
+    joint_times = truth.joint_header_ns if use_header else truth.joint_record_ns
     tfs = np.round(np.array(TRAJ_TFS_S) * 1e9).astype(np.int64)
-    out = []
-    for m, g in zip(idx, grid, strict=True):
-        s = min(max(int(g) + dt_ns - int(times[m]), tfs[0]), tfs[-1])
-        out.append(command_target(int(m), int(content_start[m]) + s))
-    return np.array(out)
+
+    def commanded(t: int, received: int) -> np.ndarray:
+        """Position commanded at t by the first `received` messages."""
+        m = int(newest(times[:received], [t])[0])
+        if m < 0:
+            j = max(int(newest(joint_times, [t])[0]), 0)
+            return joint_positions(int(truth.joint_header_ns[j]))
+        # The reader times the points from its time of the message (its start and receipt).
+        receipt = int(times[m])
+        points = np.stack([command_target(m, int(content_start[m]) + int(f)) for f in tfs])
+        s = t - receipt
+        if s >= tfs[0]:
+            return np.array([np.interp(s, tfs, points[:, k]) for k in range(points.shape[1])])
+        before = commanded(receipt, m)
+        return before + s / tfs[0] * (points[0] - before)
+
+    return np.stack(
+        [commanded(int(g) + dt_ns, int(newest(times, [int(g) + dt_ns])[0]) + 1) for g in grid]
+    )
 
 
 def make_config(spec: BagSpec | None = None, **overrides) -> DataConfig:

@@ -76,12 +76,16 @@ def test_golden_values_at_the_first_grid_step(make_bag):
     truth = make_bag()
     (ep,) = read_bag(truth.path, make_config()).episodes
     # t0 = 0.12 s: joints sampled at 0.120 s (200 Hz), frame 2 (stamped 0.1167 s), and the
-    # first trajectory (start 0.12 s) evaluated 0.1 s later, i.e. before its first point at
-    # 0.15 s, so it holds that point: target(0.27 s) + 0.5.
+    # first trajectory (start 0.12 s) as a joint_trajectory_controller executes it 0.1 s
+    # later: before its first point (due at 0.27 s, target(0.27 s) + 0.5), 2/3 of the way
+    # from the joints at its receipt to that point.
     np.testing.assert_allclose(ep.state[0], [0.036, 0.172, 0.308, 0.444], atol=1e-6)
     assert tuple(ep.images[0, 0, 0, 0]) == (2, 20, 14)
-    np.testing.assert_allclose(ep.action[0], [0.581, 0.762, 0.943, 1.124], atol=1e-6)
-    np.testing.assert_allclose(ep.action[0], command_target(0, 1_700_000_000_270_000_000))
+    first_point = command_target(0, 1_700_000_000_270_000_000)
+    np.testing.assert_allclose(first_point, [0.581, 0.762, 0.943, 1.124], atol=1e-6)
+    expected = ep.state[0] + 2 / 3 * (first_point - ep.state[0])
+    np.testing.assert_allclose(ep.action[0], expected, atol=1e-6)
+    np.testing.assert_allclose(ep.action[0], [0.399333, 0.565333, 0.731333, 0.897333], atol=1e-5)
 
 
 def test_record_timestamps_use_receive_times(make_bag):
