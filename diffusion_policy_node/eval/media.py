@@ -32,6 +32,10 @@ COUNTER_KEYS = (
     "dry_ticks",
 )
 
+# Counted by the node from its last ~/start (its timing statistics, which ~/start clears):
+# dp-eval starts the node for every episode, so the value after an episode is the episode's.
+SINCE_START_KEYS = ("timed_ticks", "missed_ticks")
+
 OUTCOME_COLOURS = {"success": (40, 160, 40), "collision": (200, 40, 40), "timeout": (200, 140, 0)}
 
 
@@ -43,14 +47,15 @@ def outcome(record: dict[str, Any]) -> str:
 
 
 def episode_counters(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int | None]:
-    """Per-episode values of the node's running totals (COUNTER_KEYS): `after - before`; a
-    total that went down (the node restarted) counts from zero; None where a status lacks it."""
+    """Per-episode values of the node's counters (COUNTER_KEYS): `after - before` for running
+    totals (a total that went down, the node restarted, counts from zero), `after` for those
+    counted from the episode's ~/start (SINCE_START_KEYS); None where a status lacks it."""
     out: dict[str, int | None] = {}
     for key in COUNTER_KEYS:
         a, b = after.get(key), before.get(key)
         if not isinstance(a, (int, float)):
             out[key] = None
-        elif not isinstance(b, (int, float)) or a < b:
+        elif key in SINCE_START_KEYS or not isinstance(b, (int, float)) or a < b:
             out[key] = int(a)
         else:
             out[key] = int(a - b)

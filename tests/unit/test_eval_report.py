@@ -263,6 +263,18 @@ def test_episode_records_carry_per_episode_counters_and_the_summary_sums_them():
     assert episode_counters({"overruns": 5}, {"overruns": 2})["overruns"] == 2
 
 
+def test_tick_counts_are_the_episode_s_own_as_the_node_counts_them_from_start():
+    """The node clears its timing statistics at ~/start, which dp-eval calls every episode:
+    the status after an episode is that episode's count, not an increase over the last one."""
+    from diffusion_policy_node.eval.media import episode_counters
+
+    previous = {"timed_ticks": 25, "missed_ticks": 2, "inference_count": 16}  # episode 0
+    after = {"timed_ticks": 31, "missed_ticks": 0, "inference_count": 22}  # episode 1
+    counters = episode_counters(previous, after)
+    assert counters["timed_ticks"] == 31 and counters["missed_ticks"] == 0
+    assert counters["inference_count"] == 6  # a running total
+
+
 def test_a_failed_graph_check_exits_non_zero_with_the_reason(tmp_path, monkeypatch, capsys):
     reason = "the robot does not offer what the checkpoint needs: /camera/image_raw: no publisher"
     monkeypatch.setattr(evaluate, "run_episodes", lambda *a, **k: ([], None, reason))
