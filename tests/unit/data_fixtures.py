@@ -324,6 +324,17 @@ def make_config(spec: BagSpec | None = None, **overrides) -> DataConfig:
     return DataConfig(**values)
 
 
+def write_records(path: Path, records: list[tuple[int, str, str, object]]) -> None:
+    """An mcap bag of `records`: (record time ns, topic, message type, message), written in
+    record-time order."""
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {}
+        for record_ns, topic, msgtype, msg in sorted(records, key=lambda item: item[0]):
+            if topic not in conns:
+                conns[topic] = writer.add_connection(topic, msgtype, typestore=TYPESTORE)
+            writer.write(conns[topic], record_ns, TYPESTORE.serialize_cdr(msg, msgtype))
+
+
 def copy_messages(src: Path, dst: Path, keep=lambda index: True) -> int:
     """Rewrite bag `src` as a new mcap bag folder `dst` (rosbags Writer) with the messages whose
     index (in record order) passes `keep`; returns how many were written."""

@@ -11,12 +11,11 @@ commands at t + dt: a smooth ramp, no repeated step.
 from __future__ import annotations
 
 import numpy as np
-from rosbags.rosbag2 import StoragePlugin, Writer
 
 from diffusion_policy_node.data.bag_reader import read_bag
 from diffusion_policy_node.data.config import DataConfig
 
-from .data_fixtures import TYPESTORE
+from .data_fixtures import TYPESTORE, write_records
 
 T0 = 1_700_000_000_000_000_000
 DT_NS = 100_000_000
@@ -67,13 +66,7 @@ def write_recording(path, n_commands: int = 40, jitter_ms: float = 15.0, seed: i
         )
         out.append((sent + 1_000_000, "/arm_controller/joint_trajectory",
                     "trajectory_msgs/msg/JointTrajectory", jt))  # fmt: skip
-    out.sort(key=lambda item: item[0])
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        conns = {}
-        for record_ns, topic, msgtype, msg in out:
-            if topic not in conns:
-                conns[topic] = writer.add_connection(topic, msgtype, typestore=TYPESTORE)
-            writer.write(conns[topic], record_ns, TYPESTORE.serialize_cdr(msg, msgtype))
+    write_records(path, out)
 
 
 def config() -> DataConfig:

@@ -11,12 +11,11 @@ record times jitter. The test measures the fraction of repeated consecutive arm 
 from __future__ import annotations
 
 import numpy as np
-from rosbags.rosbag2 import StoragePlugin, Writer
 
 from diffusion_policy_node.data.bag_reader import read_bag
 from diffusion_policy_node.data.config import DataConfig
 
-from .data_fixtures import TYPESTORE
+from .data_fixtures import TYPESTORE, write_records
 
 T0 = 1_700_000_000_000_000_000
 DT_NS = 100_000_000
@@ -80,13 +79,7 @@ def write_recording(path, n_commands: int = 50, jitter_ms: float = 80.0, seed: i
         msg = T["std_msgs/msg/Float64MultiArray"](layout=layout, data=grip)
         out.append((received(t, "grip"), "/gripper_controller/commands",
                     "std_msgs/msg/Float64MultiArray", msg))  # fmt: skip
-    out.sort(key=lambda item: item[0])
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        conns = {}
-        for record_ns, topic, msgtype, msg in out:
-            if topic not in conns:
-                conns[topic] = writer.add_connection(topic, msgtype, typestore=TYPESTORE)
-            writer.write(conns[topic], record_ns, TYPESTORE.serialize_cdr(msg, msgtype))
+    write_records(path, out)
 
 
 def config(timestamp_source: str) -> DataConfig:
