@@ -229,7 +229,9 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         record["kept_bag"] = _settle_bag(record, out, args.keep_failed)
         print(
             f"episode {record['episode']} seed {record['seed']}: "
-            f"{'success' if record['success'] else 'failure'} ({record['side'] or '-'}, "
+            f"{'success' if record['success'] else 'failure'}"
+            f"{': ' + record['failure_reason'] if record.get('failure_reason') else ''}"
+            f" ({record['side'] or '-'}, "
             f"{record['time']:.2f} s)",
             file=sys.stderr,
             flush=True,

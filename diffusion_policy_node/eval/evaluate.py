@@ -40,6 +40,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,7 @@ def summarize(records: list[dict[str, Any]], policy: str, wall_s: float) -> dict
         "successes": len(successes),
         "success_rate": len(successes) / n if n else 0.0,
         "collisions": sum(r["outcome"] == "collision" for r in records),
+        "failures": sum(r["outcome"] == "failure" for r in records),
         "timeouts": sum(r["outcome"] == "timeout" for r in records),
         "mean_time_to_success_s": (
             float(np.mean([r["time"] for r in successes])) if successes else None
@@ -263,6 +265,9 @@ def summarize(records: list[dict[str, Any]], policy: str, wall_s: float) -> dict
         **_smoothness(records),
         "wall_s": round(wall_s, 1),
     }
+    reasons = Counter(r["failure_reason"] for r in records if r.get("failure_reason"))
+    if reasons:
+        summary["failure_reasons"] = dict(reasons.most_common())
     # The policy node's own figures: percentiles over its life (the last record's), counters
     # summed over the episodes (each record holds its episode's increase). Its tick lateness is
     # measured on its clock, the sim clock here, which moves in /clock steps (5 ms at 200 Hz):
@@ -380,7 +385,9 @@ def run_episodes(
         time_s = record.get("time")
         print(
             f"{who} episode {record['episode']} seed {record['seed']}: "
-            f"{record['outcome']} ({time_s if time_s is None else f'{time_s:.2f}'} s, passed "
+            f"{record['outcome']}"
+            f"{': ' + record['failure_reason'] if record.get('failure_reason') else ''}"
+            f" ({time_s if time_s is None else f'{time_s:.2f}'} s, passed "
             f"{record.get('passed_side') or '-'})",
             file=sys.stderr,
             flush=True,
@@ -434,8 +441,6 @@ def evaluate(args: argparse.Namespace, ask: Ask | None = None) -> dict[str, Any]
     summary = summarize(records, policy_name, time.monotonic() - t0)
     summary["checkpoint"] = None if checkpoint is None else str(checkpoint)
     summary["mode"] = "robot" if args.robot else "operator" if args.operator else "sim"
-    if args.operator:
-        summary["failures"] = sum(r["outcome"] == "failure" for r in records)
     if args.robot:
         summary["robot"] = args.robot
     summary["requested"] = args.episodes

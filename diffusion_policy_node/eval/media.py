@@ -36,14 +36,35 @@ COUNTER_KEYS = (
 # dp-eval starts the node for every episode, so the value after an episode is the episode's.
 SINCE_START_KEYS = ("timed_ticks", "missed_ticks")
 
-OUTCOME_COLOURS = {"success": (40, 160, 40), "collision": (200, 40, 40), "timeout": (200, 140, 0)}
+OUTCOME_COLOURS = {
+    "success": (40, 160, 40),
+    "collision": (200, 40, 40),
+    "failure": (150, 60, 170),
+    "timeout": (200, 140, 0),
+}
 
 
 def outcome(record: dict[str, Any]) -> str:
-    """success | collision | timeout of one episode record."""
+    """success | collision | failure | timeout of one episode record: `failure` when the robot
+    said why the episode failed (`failure_reason`, the protocol's optional `failure` key) or a
+    person judged it, `timeout` when a failed episode carries no reason."""
     if record.get("success"):
         return "success"
-    return "collision" if record.get("collided") else "timeout"
+    if record.get("collided"):
+        return "collision"
+    if record.get("failure_reason") or record.get("judged_by") == "operator":
+        return "failure"
+    return "timeout"
+
+
+def failure_reason(report: dict[str, Any]) -> str | None:
+    """The episode protocol's optional `failure` key of a failed episode's report (why the robot
+    ended it, e.g. "closed off target"), as text; None when absent, empty or the episode
+    succeeded."""
+    value = report.get("failure")
+    if value is None or report.get("success"):
+        return None
+    return str(value).strip() or None
 
 
 def episode_counters(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int | None]:
@@ -137,7 +158,7 @@ def plot_eval_summary(
             plt.Rectangle((0, 0), 1, 1, color=[c / 255 for c in rgb])
             for rgb in OUTCOME_COLOURS.values()
         ]
-        ax.legend(handles, list(OUTCOME_COLOURS), loc="upper center", ncol=3, fontsize=8)
+        ax.legend(handles, list(OUTCOME_COLOURS), loc="upper center", ncol=4, fontsize=8)
         ax.set_ylim(0, 1.3)  # room for the legend above the bars
         ax.set_yticks([])
         ax.set_xlabel("episode")

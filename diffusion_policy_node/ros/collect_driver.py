@@ -38,6 +38,7 @@ from rclpy.executors import Executor
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
+from diffusion_policy_node.eval.media import failure_reason
 from diffusion_policy_node.ros.service_driver import (
     DriverError,
     ServiceDriver,
@@ -189,6 +190,7 @@ class Driver(ServiceDriver):
             "side": reset.get("side"),
             "success": bool(report["success"]),
             "collided": bool(report.get("collided", False)),
+            "failure_reason": failure_reason(report),
             "time": report.get("time", round(time.monotonic() - t0, 3)),
             "real_time_factor": report.get("real_time_factor"),
             "bag": bag["bag"],

@@ -44,6 +44,7 @@ from diffusion_policy_node.eval.graph_requirements import GraphRequirements
 from diffusion_policy_node.eval.media import (
     EpisodeVideo,
     episode_counters,
+    failure_reason,
     outcome,
 )
 from diffusion_policy_node.eval.smoothness import MOTION_KEYS
@@ -233,6 +234,7 @@ class EvalDriver(ServiceDriver):
             "seed": seed if seeded else reset.get("episode_seed"),
             "success": bool(report["success"]),
             "collided": bool(report.get("collided", False)),
+            "failure_reason": failure_reason(report),
             # the robot's episode time (sim s for sim_node); else wall s until done
             "time": report.get("time", round(time.monotonic() - t0, 3)),
             "passed_side": report.get("passed_side"),

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from diffusion_policy_node.eval import evaluate
-from diffusion_policy_node.eval.media import EpisodeVideo, outcome, plot_eval_summary
+from diffusion_policy_node.eval.media import (
+    EpisodeVideo,
+    failure_reason,
+    outcome,
+    plot_eval_summary,
+)
 from diffusion_policy_node.policy.checkpoint import CheckpointError
 
 
@@ -33,11 +38,33 @@ def test_outcome_names_success_collision_timeout():
     assert [r["outcome"] for r in RECORDS] == ["success", "success", "collision", "timeout"]
 
 
+def test_a_robot_s_failure_reason_names_the_outcome_and_is_counted():
+    reports = [
+        {"done": True, "success": False, "failure": "closed off target"},
+        {"done": True, "success": False, "failure": "  "},
+        {"done": True, "success": True, "failure": "closed off target"},
+        {"done": True, "success": False, "failure": 3},
+        {"done": True, "success": False},
+    ]
+    assert [failure_reason(r) for r in reports] == ["closed off target", None, None, "3", None]
+    records = []
+    for seed, reason in enumerate(("closed off target", None, "closed off target")):
+        rec = {"seed": seed, "success": False, "collided": False, "time": 2.0,
+               "failure_reason": reason}  # fmt: skip
+        rec["outcome"] = outcome(rec)
+        records.append(rec)
+    assert [r["outcome"] for r in records] == ["failure", "timeout", "failure"]
+    s = evaluate.summarize(records, "ckpt", 1.0)
+    assert (s["failures"], s["timeouts"], s["collisions"]) == (2, 1, 0)
+    assert s["failure_reasons"] == {"closed off target": 2}
+    assert "failure_reasons" not in evaluate.summarize(RECORDS, "ckpt", 1.0)
+
+
 def test_summary_numbers():
     s = evaluate.summarize(RECORDS, "ckpt", wall_s=12.34)
     assert s["episodes"] == 4 and s["successes"] == 2
     assert s["success_rate"] == 0.5
-    assert s["collisions"] == 1 and s["timeouts"] == 1
+    assert s["collisions"] == 1 and s["timeouts"] == 1 and s["failures"] == 0
     assert s["mean_time_to_success_s"] == pytest.approx(3.5)
     assert (s["passed_left"], s["passed_right"]) == (2, 1)
     assert s["seeds"] == [1000, 1003]
