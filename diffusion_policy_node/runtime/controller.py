@@ -207,21 +207,13 @@ class Controller(ControllerInputs, ControllerDiagnostics):
         self._rejected: dict[str, str] = {}  # input -> why its newest message was refused
         self._notes: dict[str, str] = {}  # input -> why it may never arrive (graph checks)
         self._warned_duplicates: set[str] = set()
-        self._prev_cmd: np.ndarray | None = None  # last stream command
-        self._published_version = self.schedule.version
         self.active = p.start_active
         self.holding = False
         self.hold_reason = "no observation yet"
-        self._epoch = -np.inf  # results observed before this time are discarded
-        self._inflight: tuple[float, float] | None = None  # (t_obs, oldest input stamp)
-        self._pending_obs_stamp: float | None = None
         self._tick_ideal = 0.0
         self._submit_time: float | None = None  # clock time of the request in flight
         self._worker_lost: str | None = None  # why the worker is being replaced
-        self._had_schedule = False  # a chunk was scheduled since the last halt
-        self._plan_end: float | None = None  # grid step of the newest chunk's n_action_steps
-        self._last_chunk: tuple[float, np.ndarray] | None = None  # (t_obs, (H, D)) merged
-        self.overrun = False  # the schedule ran dry while inference was still running
+        self._forget_plan(-np.inf)
 
     # ------------------------------------------------------------------ control thread
     def tick(self, ideal: float, t_start: float, skipped: int = 0) -> None:
@@ -386,21 +378,26 @@ class Controller(ControllerInputs, ControllerDiagnostics):
         stop executing the last trajectory (an empty trajectory makes a JTC hold)."""
         with self._lock:
             self.schedule.clear()
-            self._published_version = self.schedule.version
             self.history.reset()
-            self._epoch = now
-            self._inflight = None
-            self._pending_obs_stamp = None
-            self._prev_cmd = None
-            self._had_schedule = False
-            self._plan_end = None
-            self._last_chunk = None
-            self.overrun = False
+            self._forget_plan(now)
             traj = self.paths.get(TRAJECTORY)
             if traj is not None and self.mirror.has_trajectory:
                 stop = np.zeros((0, len(traj.joints)))
                 self._publish_sink(Command(TRAJECTORY, now, stop, np.zeros(0), traj.joints))
             self.mirror.clear()
+
+    def _forget_plan(self, epoch: float) -> None:
+        """No plan: nothing published from the (empty) schedule, nothing in flight, and every
+        result observed before `epoch` discarded."""
+        self._published_version = self.schedule.version
+        self._epoch = epoch
+        self._inflight: tuple[float, float] | None = None  # (t_obs, oldest input stamp)
+        self._pending_obs_stamp: float | None = None
+        self._prev_cmd: np.ndarray | None = None  # last stream command
+        self._had_schedule = False  # a chunk was scheduled since the last halt
+        self._plan_end: float | None = None  # grid step of the newest chunk's n_action_steps
+        self._last_chunk: tuple[float, np.ndarray] | None = None  # (t_obs, (H, D)) merged
+        self.overrun = False  # the schedule ran dry while inference was still running
 
     def _merge(self, result: InferenceResult, now: float) -> None:
         inflight, self._inflight = self._inflight, None
