@@ -324,6 +324,29 @@ def make_config(spec: BagSpec | None = None, **overrides) -> DataConfig:
     return DataConfig(**values)
 
 
+def arm_group(joints: list[str]) -> dict[str, object]:
+    """The action group of an arm commanded with JointTrajectory on JT_TOPIC."""
+    return {"name": "arm", "joints": list(joints), "topic": JT_TOPIC, "type": "JointTrajectory"}
+
+
+def grouped_config(
+    joint_names: list[str], action_groups: list[dict[str, object]], **overrides
+) -> DataConfig:
+    """A DataConfig of `action_groups` over `joint_names`: one 8x8 camera on CAMERA, a 10 Hz
+    grid, an 8-step horizon with 4 action steps."""
+    values = dict(
+        camera_topics=[CAMERA],
+        image_size=(8, 8),
+        joint_names=list(joint_names),
+        dt=0.1,
+        horizon=8,
+        n_action_steps=4,
+        action_groups=action_groups,
+    )
+    values.update(overrides)
+    return DataConfig(**values)
+
+
 def write_records(path: Path, records: list[tuple[int, str, str, object]]) -> None:
     """An mcap bag of `records`: (record time ns, topic, message type, message), written in
     record-time order."""

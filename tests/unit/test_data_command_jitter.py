@@ -15,7 +15,7 @@ import numpy as np
 from diffusion_policy_node.data.bag_reader import read_bag
 from diffusion_policy_node.data.config import DataConfig
 
-from .data_fixtures import TYPESTORE, write_records
+from .data_fixtures import TYPESTORE, arm_group, grouped_config, write_records
 
 T0 = 1_700_000_000_000_000_000
 DT_NS = 100_000_000
@@ -70,18 +70,7 @@ def write_recording(path, n_commands: int = 40, jitter_ms: float = 15.0, seed: i
 
 
 def config() -> DataConfig:
-    return DataConfig(
-        camera_topics=["/camera/image_raw"],
-        image_size=(8, 8),
-        joint_names=list(ARM),
-        dt=0.1,
-        horizon=8,
-        n_action_steps=4,
-        action_groups=[
-            {"name": "arm", "joints": ARM, "topic": "/arm_controller/joint_trajectory",
-             "type": "JointTrajectory"},
-        ],
-    )  # fmt: skip
+    return grouped_config(ARM, [arm_group(ARM)])
 
 
 def newest_command_labels(bag, grid: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 from diffusion_policy_node.data.bag_reader import read_bag
 from diffusion_policy_node.data.config import DataConfig
 
-from .data_fixtures import TYPESTORE, write_records
+from .data_fixtures import GRIPPER_TOPIC, TYPESTORE, arm_group, grouped_config, write_records
 
 T0 = 1_700_000_000_000_000_000
 DT_NS = 100_000_000
@@ -83,21 +83,11 @@ def write_recording(path, n_commands: int = 50, jitter_ms: float = 80.0, seed: i
 
 
 def config(timestamp_source: str) -> DataConfig:
-    return DataConfig(
-        camera_topics=["/camera/image_raw"],
-        image_size=(8, 8),
-        joint_names=[*ARM, "finger"],
-        timestamp_source=timestamp_source,
-        dt=0.1,
-        horizon=8,
-        n_action_steps=4,
-        action_groups=[
-            {"name": "arm", "joints": ARM, "topic": "/arm_controller/joint_trajectory",
-             "type": "JointTrajectory"},
-            {"name": "gripper", "joints": ["finger"], "topic": "/gripper_controller/commands",
-             "type": "Float64MultiArray"},
-        ],
-    )  # fmt: skip
+    gripper = {"name": "gripper", "joints": ["finger"], "topic": GRIPPER_TOPIC,
+               "type": "Float64MultiArray"}  # fmt: skip
+    return grouped_config(
+        [*ARM, "finger"], [arm_group(ARM), gripper], timestamp_source=timestamp_source
+    )
 
 
 def repeated_fraction(action: np.ndarray) -> float:
