@@ -1,11 +1,13 @@
-"""Building the config dataclasses (PolicyConfig, DataConfig, TrainConfig) from YAML, and the
-check of their fields that take one of a fixed set of values."""
+"""Building the config dataclasses (PolicyConfig, DataConfig, TrainConfig) from YAML, the
+check of their fields that take one of a fixed set of values, and the command lines'
+`--set SECTION.FIELD=VALUE` overrides."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,3 +59,35 @@ def check_choices(
         value = getattr(config, name)
         if value not in allowed:
             raise bad(name, value, f"expected one of {allowed}")
+
+
+def add_overrides_argument(
+    parser: argparse.ArgumentParser, sections: Sequence[str], example: str, note: str = ""
+) -> None:
+    """The repeatable `--set SECTION.FIELD=VALUE` option (into `args.overrides`, each read with
+    `parse_override`); `note` starts its help."""
+    section = sections[0] if len(sections) == 1 else "SECTION"
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar=f"{section}.FIELD=VALUE",
+        help=f"{note}override a config value, e.g. --set {example} (repeatable)",
+    )
+
+
+def parse_override(item: str, sections: Sequence[str]) -> tuple[str, str, Any]:
+    """(section, field, value) of the override `item` "SECTION.FIELD=VALUE", the value parsed as
+    YAML; ValueError naming `item` when it is not one or its SECTION is not in `sections`."""
+    key, sep, text = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or section not in sections or not name:
+        raise ValueError(
+            f"override {item!r}: expected SECTION.FIELD=VALUE with SECTION one of "
+            f"{', '.join(sections)}"
+        )
+    try:
+        return section, name, yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"override {item!r}: value is not valid YAML ({exc})") from exc

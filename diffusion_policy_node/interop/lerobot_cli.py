@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..config_util import add_overrides_argument, parse_override
 from .lerobot_robot import RobotMapping
 
 
@@ -101,14 +102,7 @@ def export_main(argv: list[str] | None = None) -> int:
         "--config",
         help="lerobot: training YAML (its data: section) or data config YAML, as for dp-train",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="data.FIELD=VALUE",
-        help="lerobot: override a data config value, as dp-train --set (repeatable)",
-    )
+    add_overrides_argument(parser, ("data",), "data.dt=0.05", note="lerobot: ")
     parser.add_argument(
         "--cache", help="lerobot: dp-train cache folder to reuse/build (default: a temporary one)"
     )
@@ -138,8 +132,6 @@ def export_main(argv: list[str] | None = None) -> int:
 
 
 def _data_config(args: argparse.Namespace):
-    import yaml
-
     from ..data.config import DataConfig, load_data_config
 
     if not args.config:
@@ -148,10 +140,8 @@ def _data_config(args: argparse.Namespace):
     if args.overrides:
         values = config.to_dict()
         for item in args.overrides:
-            key, sep, value = item.partition("=")
-            if not sep or not key.startswith("data."):
-                raise ValueError(f"--set {item!r}: expected data.FIELD=VALUE")
-            values[key[5:]] = yaml.safe_load(value)
+            _, name, value = parse_override(item, ("data",))
+            values[name] = value
         config = DataConfig.from_dict(values, where=f"data config {args.config}")
     return config
 

@@ -15,9 +15,10 @@ import logging
 import sys
 from pathlib import Path
 
+from ..config_util import add_overrides_argument
 from ..data.bag_reader import BagReadError
 from ..data.cache import CacheInfo, ensure_cache, format_ingest
-from .config import load_run_config
+from .config import RUN_SECTIONS, load_run_config
 from .device import DistInfo, resolve_device, tune_cpu_malloc
 from .trainer import Trainer
 
@@ -43,14 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its train_state/"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override a config value, e.g. --set train.steps=2000 (repeatable)",
-    )
+    add_overrides_argument(parser, RUN_SECTIONS, "train.steps=2000")
     parser.add_argument(
         "--stop-after",
         type=int,

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from diffusion_policy_node.config_util import dataclass_from_mapping, load_yaml
+from diffusion_policy_node.config_util import dataclass_from_mapping, load_yaml, parse_override
 
 from ..action_groups import trajectory_lead
 from ..data.config import DataConfig
@@ -48,6 +46,7 @@ PACKAGE = "diffusion_policy_node"
 DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("cosine", "constant")
 MIXED_PRECISION = ("auto", "no", "bf16")
+RUN_SECTIONS = ("policy", "data", "train")  # of a training YAML, and of its --set overrides
 # Fields that PolicyConfig and DataConfig both carry: they describe the same robot and timing.
 SHARED_FIELDS = (
     "camera_topics",
@@ -272,7 +271,7 @@ def run_config_from_dict(doc: Any, where: str = "train config") -> RunConfig:
     """Build a RunConfig from a parsed YAML document (see the module doc)."""
     if not isinstance(doc, dict):
         raise ValueError(f"{where}: expected a mapping with policy:, data: and train: sections")
-    unknown = sorted(set(doc) - {"policy", "data", "train"})
+    unknown = sorted(set(doc) - set(RUN_SECTIONS))
     if unknown:
         raise ValueError(f"{where}: unknown section(s) {unknown}; expected policy, data, train")
     if not isinstance(doc.get("data"), dict):
@@ -323,17 +322,7 @@ def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """Apply `section.field=value` overrides (value parsed as YAML) to a copy of `doc`."""
     doc = copy.deepcopy(doc) if isinstance(doc, dict) else {}
     for item in overrides:
-        key, sep, text = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot or section not in ("policy", "data", "train") or not name:
-            raise ValueError(
-                f"override {item!r}: expected SECTION.FIELD=VALUE with SECTION one of "
-                "policy, data, train (e.g. train.steps=300)"
-            )
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+        section, name, value = parse_override(item, RUN_SECTIONS)
         target = doc.get(section)
         if not isinstance(target, dict):
             target = doc[section] = {}

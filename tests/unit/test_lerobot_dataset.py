@@ -276,3 +276,18 @@ def test_export_refuses_a_non_empty_out_folder_before_reading_bags(exported, tmp
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
     assert export_main([*argv, "--out", str(tmp_path / "new")]) == 2
     assert "not found" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ("policy.eta=0.5", "SECTION one of data"),
+        ("data.dt=[0.1", "not valid YAML"),
+        ("data.dt=-1", "dt"),
+    ],
+)
+def test_export_refuses_a_bad_set_before_reading_bags(exported, tmp_path, capsys, override, error):
+    argv = ["lerobot", str(tmp_path / "no_such_bag"), "--config", str(exported["path"])]
+    assert export_main([*argv, "--set", override, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert error in err and "not found" not in err
