@@ -18,8 +18,8 @@ Output in --out:
   logs/            the node logs
 The last stdout line is the summary as JSON: episodes, successes, success_rate, checkpoint,
 mean time to success (sim s), collisions, failures (with the robot's failure_reasons), timeouts,
-sides passed, the command delay (a
-trajectory's header.stamp, i.e. the policy's tick, to its application in the sim, in sim ms),
+sides passed, the command delay (a trajectory's header.stamp, i.e. the policy's tick, to its
+application in the sim, in sim ms),
 the policy node's tick lateness on the sim clock, missed ticks and inference latency (node clock:
 sim time, which runs at --real-time-factor x wall time), and the wall time. With
 --compare-expert also the expert's success rate on the same seeds and the ratio.
