@@ -47,6 +47,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from diffusion_policy_node.eval.media import reason_suffix
 from diffusion_policy_node.eval.processes import (
     add_episode_args,
     check_episode_args,
@@ -229,9 +230,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
         record["kept_bag"] = _settle_bag(record, out, args.keep_failed)
         print(
             f"episode {record['episode']} seed {record['seed']}: "
-            f"{'success' if record['success'] else 'failure'}"
-            f"{': ' + record['failure_reason'] if record.get('failure_reason') else ''}"
-            f" ({record['side'] or '-'}, "
+            f"{'success' if record['success'] else 'failure'}{reason_suffix(record)} "
+            f"({record['side'] or '-'}, "
             f"{record['time']:.2f} s)",
             file=sys.stderr,
             flush=True,

@@ -49,7 +49,7 @@ import numpy as np
 
 from diffusion_policy_node.eval.collect import TASK_TOPICS, fill_task_defaults
 from diffusion_policy_node.eval.graph_requirements import GraphRequirements, requirements_of
-from diffusion_policy_node.eval.media import COUNTER_KEYS, plot_eval_summary
+from diffusion_policy_node.eval.media import COUNTER_KEYS, plot_eval_summary, reason_suffix
 from diffusion_policy_node.eval.operator import Ask, run_operator_driver, terminal_ask
 from diffusion_policy_node.eval.processes import (
     add_episode_args,
@@ -386,9 +386,8 @@ def run_episodes(
         time_s = record.get("time")
         print(
             f"{who} episode {record['episode']} seed {record['seed']}: "
-            f"{record['outcome']}"
-            f"{': ' + record['failure_reason'] if record.get('failure_reason') else ''}"
-            f" ({time_s if time_s is None else f'{time_s:.2f}'} s, passed "
+            f"{record['outcome']}{reason_suffix(record)} "
+            f"({time_s if time_s is None else f'{time_s:.2f}'} s, passed "
             f"{record.get('passed_side') or '-'})",
             file=sys.stderr,
             flush=True,

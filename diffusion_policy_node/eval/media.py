@@ -45,16 +45,15 @@ OUTCOME_COLOURS = {
 
 
 def outcome(record: dict[str, Any]) -> str:
-    """success | collision | failure | timeout of one episode record: `failure` when the robot
-    said why the episode failed (`failure_reason`, the protocol's optional `failure` key) or a
-    person judged it, `timeout` when a failed episode carries no reason."""
+    """success | collision | failure | timeout of a robot-judged episode record: `failure` when
+    the robot said why the episode failed (`failure_reason`, the protocol's optional `failure`
+    key), `timeout` when a failed episode carries no reason. (An operator-judged record is
+    success or failure as the person answered.)"""
     if record.get("success"):
         return "success"
     if record.get("collided"):
         return "collision"
-    if record.get("failure_reason") or record.get("judged_by") == "operator":
-        return "failure"
-    return "timeout"
+    return "failure" if record.get("failure_reason") else "timeout"
 
 
 def failure_reason(report: dict[str, Any]) -> str | None:
@@ -65,6 +64,13 @@ def failure_reason(report: dict[str, Any]) -> str | None:
     if value is None or report.get("success"):
         return None
     return str(value).strip() or None
+
+
+def reason_suffix(record: dict[str, Any]) -> str:
+    """What follows an episode's outcome in progress lines: ": REASON" when the record has a
+    failure reason, else nothing."""
+    reason = record.get("failure_reason")
+    return f": {reason}" if reason else ""
 
 
 def episode_counters(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int | None]:
@@ -151,7 +157,7 @@ def plot_eval_summary(
     try:
         ax = axes[0]
         for i, rec in enumerate(records):
-            kind = outcome(rec)
+            kind = rec["outcome"]
             colour = [c / 255 for c in OUTCOME_COLOURS[kind]]
             ax.bar(i, 1.0, color=colour, width=0.9)
         handles = [
